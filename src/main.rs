@@ -1,0 +1,234 @@
+//! The `tokenlens` command line: a thin layer over the library; errors become one clear
+//! message and a nonzero exit.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use candle_core::D;
+use clap::{Args, Parser, Subcommand};
+use tokenlens::model::generate::{Decoding, GenerateOptions};
+use tokenlens::model::{Capture, Logits, Model};
+
+/// Where scripts/fetch-model.sh caches the default model.
+const DEFAULT_MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+
+#[derive(Parser)]
+#[command(
+    name = "tokenlens",
+    version,
+    about = "Why did the model say that? Interpretability for whole prompt datasets."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Top-k next-token predictions for each prompt.
+    Predict {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// How many candidates to print.
+        #[arg(long, default_value_t = 5)]
+        top_k: usize,
+        /// One or more prompts.
+        #[arg(required = true)]
+        prompts: Vec<String>,
+    },
+    /// Generate continuations for prompts, batched.
+    Generate {
+        #[command(flatten)]
+        model: ModelArgs,
+        #[arg(long, default_value_t = 20)]
+        max_new_tokens: usize,
+        /// 0 = greedy.
+        #[arg(long, default_value_t = 0.0)]
+        temperature: f64,
+        #[arg(long)]
+        top_k: Option<usize>,
+        #[arg(long)]
+        top_p: Option<f64>,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Keep generating after an EOS token.
+        #[arg(long)]
+        ignore_eos: bool,
+        #[arg(required = true)]
+        prompts: Vec<String>,
+    },
+    /// Show how text is tokenized.
+    Tokenize {
+        #[command(flatten)]
+        model: ModelArgs,
+        text: String,
+    },
+    /// Print the model's configuration as JSON.
+    Inspect {
+        #[command(flatten)]
+        model: ModelArgs,
+    },
+}
+
+#[derive(Args)]
+struct ModelArgs {
+    /// A .gguf file or an HF checkpoint directory (config.json, tokenizer.json, *.safetensors).
+    /// Default: SmolLM2-135M-Instruct as fetched by scripts/fetch-model.sh.
+    #[arg(long, short)]
+    model: Option<PathBuf>,
+    /// A tokenizer.json to use instead of the checkpoint's own tokenizer.
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+}
+
+/// The default model's cache path ($TOKENLENS_CACHE or ~/.cache/tokenlens).
+fn default_model_path() -> PathBuf {
+    let cache = std::env::var_os("TOKENLENS_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/tokenlens")
+        });
+    cache.join("models").join(DEFAULT_MODEL_FILE)
+}
+
+impl ModelArgs {
+    fn load(&self) -> Result<Model> {
+        let path = match &self.model {
+            Some(p) => p.clone(),
+            None => {
+                let p = default_model_path();
+                if !p.exists() {
+                    bail!(
+                        "no --model given and the default model is not at {}; run scripts/fetch-model.sh to fetch it",
+                        p.display()
+                    );
+                }
+                p
+            }
+        };
+        let model = Model::load(&path, self.tokenizer.as_deref())
+            .with_context(|| format!("loading model {}", path.display()))?;
+        Ok(model)
+    }
+}
+
+fn encode_all(model: &Model, prompts: &[String]) -> Result<Vec<Vec<u32>>> {
+    prompts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| model.encode(p).with_context(|| format!("prompt {}", i + 1)))
+        .collect()
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Predict {
+            model,
+            top_k,
+            prompts,
+        } => {
+            let model = model.load()?;
+            let seqs = encode_all(&model, &prompts)?;
+            let batch = model.batch(&seqs)?;
+            let out = model.forward(
+                &batch,
+                &Capture {
+                    logits: Logits::Last,
+                    ..Capture::default()
+                },
+            )?;
+            let probs = candle_nn::ops::softmax_last_dim(&out.logits.context("no logits")?)?;
+            let k = top_k.min(model.config.vocab_size).max(1);
+            let sorted = probs
+                .arg_sort_last_dim(false)?
+                .narrow(D::Minus1, 0, k)?
+                .to_vec2::<u32>()?;
+            let probs = probs.to_vec2::<f32>()?;
+            for (r, prompt) in prompts.iter().enumerate() {
+                println!("{prompt:?}");
+                println!("  {:>4}  {:>8}  {:>9}  token", "rank", "id", "prob");
+                for (rank, &id) in sorted[r].iter().enumerate() {
+                    let text = model.tokenizer.token_text(id);
+                    println!(
+                        "  {:>4}  {:>8}  {:>9.6}  {:?}",
+                        rank + 1,
+                        id,
+                        probs[r][id as usize],
+                        text
+                    );
+                }
+            }
+        }
+        Command::Generate {
+            model,
+            max_new_tokens,
+            temperature,
+            top_k,
+            top_p,
+            seed,
+            ignore_eos,
+            prompts,
+        } => {
+            if let Some(p) = top_p
+                && !(p > 0.0 && p <= 1.0)
+            {
+                bail!("--top-p must be in (0, 1], got {p}");
+            }
+            if temperature < 0.0 {
+                bail!("--temperature must be >= 0, got {temperature}");
+            }
+            let model = model.load()?;
+            let seqs = encode_all(&model, &prompts)?;
+            let decoding = if temperature == 0.0 {
+                Decoding::Greedy
+            } else {
+                Decoding::Sample {
+                    temperature,
+                    top_k,
+                    top_p,
+                }
+            };
+            let opts = GenerateOptions {
+                max_new_tokens,
+                decoding,
+                stop_at_eos: !ignore_eos,
+            };
+            let seeds: Vec<u64> = (0..seqs.len() as u64)
+                .map(|i| seed.wrapping_add(i))
+                .collect();
+            let gens = model.generate(&seqs, &seeds, &opts)?;
+            for (prompt, g) in prompts.iter().zip(gens) {
+                let text = model.tokenizer.decode(&g.generated)?;
+                println!("{prompt}\x1b[1m{text}\x1b[0m");
+            }
+        }
+        Command::Tokenize { model, text } => {
+            let model = model.load()?;
+            let ids = model.tokenizer.encode(&text)?;
+            for id in ids {
+                println!("{id:>8}  {:?}", model.tokenizer.token_text(id));
+            }
+        }
+        Command::Inspect { model } => {
+            let m = model.load()?;
+            let info = serde_json::json!({
+                "path": m.path, "format": m.format, "config": m.config,
+                "tokenizer_vocab_size": m.tokenizer.vocab_size(),
+            });
+            println!("{}", serde_json::to_string_pretty(&info)?);
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

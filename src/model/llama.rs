@@ -1,0 +1,143 @@
+//! The Llama family (Llama, Mistral, Qwen2, SmolLM2): RMSNorm, rotary position embeddings
+//! (rotate-half layout), grouped-query attention, SwiGLU MLP; optional q/k/v bias (Qwen2).
+
+use candle_core::Tensor;
+
+use super::config::ModelConfig;
+use super::ops::{self, LayerCache, Mode, RopeTable};
+use super::weights::Weights;
+use super::{Architecture, LayerCtx, LayerOut, Rope};
+use crate::error::Result;
+
+struct Proj {
+    w: Tensor,
+    b: Option<Tensor>,
+}
+
+impl Proj {
+    fn load(w: &mut Weights, name: &str, out: usize, inp: usize, bias: bool) -> Result<Self> {
+        Ok(Proj {
+            w: w.take(&format!("{name}.weight"), &[out, inp])?,
+            b: w.take_if(bias, &format!("{name}.bias"), &[out])?,
+        })
+    }
+    fn apply(&self, x: &Tensor) -> Result<Tensor> {
+        ops::linear(x, &self.w, self.b.as_ref())
+    }
+}
+
+struct Layer {
+    input_norm: Tensor,
+    q: Proj,
+    k: Proj,
+    v: Proj,
+    o: Proj,
+    post_norm: Tensor,
+    gate: Proj,
+    up: Proj,
+    down: Proj,
+}
+
+pub struct Llama {
+    cfg: ModelConfig,
+    embed: Tensor,
+    layers: Vec<Layer>,
+    norm: Tensor,
+    lm_head: Tensor,
+    rope: RopeTable,
+}
+
+impl Llama {
+    pub fn from_weights(cfg: &ModelConfig, w: &mut Weights) -> Result<Self> {
+        let (d, ffn, v) = (cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size);
+        let (hq, hkv) = (cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim);
+        let embed = w.take("model.embed_tokens.weight", &[v, d])?;
+        let mut layers = Vec::with_capacity(cfg.n_layers);
+        for i in 0..cfg.n_layers {
+            let p = format!("model.layers.{i}");
+            layers.push(Layer {
+                input_norm: w.take(&format!("{p}.input_layernorm.weight"), &[d])?,
+                q: Proj::load(w, &format!("{p}.self_attn.q_proj"), hq, d, cfg.qkv_bias)?,
+                k: Proj::load(w, &format!("{p}.self_attn.k_proj"), hkv, d, cfg.qkv_bias)?,
+                v: Proj::load(w, &format!("{p}.self_attn.v_proj"), hkv, d, cfg.qkv_bias)?,
+                o: Proj::load(w, &format!("{p}.self_attn.o_proj"), d, hq, cfg.o_bias)?,
+                post_norm: w.take(&format!("{p}.post_attention_layernorm.weight"), &[d])?,
+                gate: Proj::load(w, &format!("{p}.mlp.gate_proj"), ffn, d, cfg.mlp_bias)?,
+                up: Proj::load(w, &format!("{p}.mlp.up_proj"), ffn, d, cfg.mlp_bias)?,
+                down: Proj::load(w, &format!("{p}.mlp.down_proj"), d, ffn, cfg.mlp_bias)?,
+            });
+        }
+        let norm = w.take("model.norm.weight", &[d])?;
+        let lm_head = match w.take_opt("lm_head.weight", &[v, d])? {
+            Some(t) => t,
+            None if cfg.tie_word_embeddings => embed.clone(),
+            None => {
+                return Err(crate::Error::model(
+                    &w.source,
+                    "tensor `lm_head.weight` is missing and the config does not tie it to the embeddings",
+                ));
+            }
+        };
+        let rope = RopeTable::new(
+            cfg.head_dim,
+            cfg.rope_theta,
+            cfg.max_position_embeddings,
+            embed.device(),
+        )?;
+        Ok(Llama {
+            cfg: cfg.clone(),
+            embed,
+            layers,
+            norm,
+            lm_head,
+            rope,
+        })
+    }
+}
+
+impl Architecture for Llama {
+    fn embed_tokens(&self) -> &Tensor {
+        &self.embed
+    }
+
+    fn lm_head(&self) -> &Tensor {
+        &self.lm_head
+    }
+
+    fn input(&self, embeds: &Tensor, positions: &Tensor) -> Result<(Tensor, Option<Rope>)> {
+        Ok((embeds.clone(), Some(self.rope.select(positions)?)))
+    }
+
+    fn layer(
+        &self,
+        l: usize,
+        x: &Tensor,
+        ctx: &LayerCtx,
+        cache: Option<&mut LayerCache>,
+    ) -> Result<LayerOut> {
+        let layer = &self.layers[l];
+        let cfg = &self.cfg;
+        let (cos, sin) = ctx.rope.expect("llama layers need RoPE tables");
+        let h = ops::rms_norm(x, &layer.input_norm, cfg.norm_eps, ctx.mode)?;
+        let q = ops::split_heads(&layer.q.apply(&h)?, cfg.n_heads)?;
+        let k = ops::split_heads(&layer.k.apply(&h)?, cfg.n_kv_heads)?;
+        let v = ops::split_heads(&layer.v.apply(&h)?, cfg.n_kv_heads)?.contiguous()?;
+        let q = ops::apply_rope(&q, cos, sin, ctx.mode)?;
+        let k = ops::apply_rope(&k, cos, sin, ctx.mode)?.contiguous()?;
+        let (k, v) = ops::cache_append(cache, k, v)?;
+        let (a, probs) = ops::attend(&q, &k, &v, ctx.bias, ctx.mode, ctx.want_attn)?;
+        let x = (x + layer.o.apply(&a)?)?;
+        let h = ops::rms_norm(&x, &layer.post_norm, cfg.norm_eps, ctx.mode)?;
+        let act = (layer.gate.apply(&h)?.silu()? * layer.up.apply(&h)?)?;
+        let x = (x + layer.down.apply(&act)?)?;
+        Ok(LayerOut {
+            x,
+            mlp: ctx.want_mlp.then_some(act),
+            attn: probs,
+        })
+    }
+
+    fn final_norm(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        ops::rms_norm(x, &self.norm, self.cfg.norm_eps, mode)
+    }
+}

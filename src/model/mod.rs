@@ -1,0 +1,493 @@
+//! The model engine: loads real checkpoints (HF directories, GGUF files) into our own
+//! transformer implementations, runs padded batches, and returns on request the internals
+//! the analyses need: residual stream, MLP activations, attention probabilities, logits, and
+//! gradients with respect to the input embeddings.
+
+pub mod config;
+pub mod generate;
+pub mod gguf;
+pub mod gpt2;
+pub mod llama;
+pub mod ops;
+pub mod tokenizer;
+pub mod weights;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{D, Device, Tensor, Var};
+use serde::Serialize;
+
+pub use config::{Arch, ModelConfig};
+pub use ops::{LayerCache, Mode};
+pub use tokenizer::Tokenizer;
+use weights::Weights;
+
+use crate::error::{Error, Result};
+
+/// RoPE cos/sin for the batch's positions, [B, T, head_dim / 2] each.
+pub type Rope = (Tensor, Tensor);
+
+/// Inputs every decoder layer sees.
+pub struct LayerCtx<'a> {
+    /// Additive attention mask [B, 1, Tq, Tk].
+    pub bias: &'a Tensor,
+    pub rope: Option<&'a Rope>,
+    pub mode: Mode,
+    pub want_mlp: bool,
+    pub want_attn: bool,
+}
+
+/// What a decoder layer returns: its output (the residual stream) and the captures asked for.
+pub struct LayerOut {
+    pub x: Tensor,
+    /// MLP activations after the nonlinearity, [B, T, ffn].
+    pub mlp: Option<Tensor>,
+    /// Attention probabilities, [B, H, Tq, Tk].
+    pub attn: Option<Tensor>,
+}
+
+/// One architecture's body; the capture logic around it is shared (see `Model::forward`).
+pub trait Architecture: Send + Sync {
+    /// Token embedding matrix [V, d].
+    fn embed_tokens(&self) -> &Tensor;
+    /// Unembedding matrix [V, d].
+    fn lm_head(&self) -> &Tensor;
+    /// The residual stream entering block 0 (GPT-2 adds position embeddings), plus RoPE tables.
+    fn input(&self, embeds: &Tensor, positions: &Tensor) -> Result<(Tensor, Option<Rope>)>;
+    fn layer(
+        &self,
+        l: usize,
+        x: &Tensor,
+        ctx: &LayerCtx,
+        cache: Option<&mut LayerCache>,
+    ) -> Result<LayerOut>;
+    fn final_norm(&self, x: &Tensor, mode: Mode) -> Result<Tensor>;
+}
+
+/// Which layers a capture covers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Layers {
+    #[default]
+    None,
+    All,
+    Only(Vec<usize>),
+}
+
+impl Layers {
+    pub fn contains(&self, l: usize) -> bool {
+        match self {
+            Layers::None => false,
+            Layers::All => true,
+            Layers::Only(v) => v.contains(&l),
+        }
+    }
+}
+
+/// Which positions get logits.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Logits {
+    #[default]
+    None,
+    /// The last position of every row: [B, V].
+    Last,
+    /// One position per row: [B, V].
+    At(Vec<usize>),
+    /// Every position: [B, T, V].
+    All,
+}
+
+/// What a forward pass keeps. Nothing that is not asked for is kept.
+#[derive(Debug, Clone, Default)]
+pub struct Capture {
+    /// The embedding output (index 0) and the output of every block (index l + 1), before the final norm.
+    pub residual: bool,
+    /// MLP activations after the nonlinearity (the input of the MLP's output projection).
+    pub mlp: Layers,
+    /// Attention probabilities per head.
+    pub attention: Layers,
+    /// The last block's output after the final norm.
+    pub final_hidden: bool,
+    pub logits: Logits,
+}
+
+/// The internals a forward pass returns, per `Capture`.
+#[derive(Debug, Default)]
+pub struct Captures {
+    /// n_layers + 1 tensors [B, T, d] if asked for.
+    pub residual: Vec<Tensor>,
+    /// layer -> [B, T, ffn].
+    pub mlp: BTreeMap<usize, Tensor>,
+    /// layer -> [B, H, T, Tk].
+    pub attention: BTreeMap<usize, Tensor>,
+    pub final_hidden: Option<Tensor>,
+    pub logits: Option<Tensor>,
+}
+
+/// A left-padded batch of token sequences: every row ends at the last column.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    /// [B, T] u32 token ids (padding uses the pad id, masked out).
+    pub ids: Tensor,
+    /// [B, T] u32 position of each token within its row (0 for padding).
+    pub positions: Tensor,
+    /// [B * Tk] 1 for real keys, 0 for padding; Tk = cached keys + T.
+    pub key_mask: Vec<u8>,
+    /// Real tokens per row.
+    pub lengths: Vec<usize>,
+}
+
+impl Batch {
+    /// Left-pads `seqs` to a common width.
+    pub fn left_padded(seqs: &[Vec<u32>], pad_id: u32, device: &Device) -> Result<Self> {
+        let width = seqs.iter().map(|s| s.len()).max().unwrap_or(0);
+        if seqs.is_empty() || width == 0 {
+            return Err(Error::Input(
+                "a batch needs at least one non-empty sequence".into(),
+            ));
+        }
+        if let Some(i) = seqs.iter().position(|s| s.is_empty()) {
+            return Err(Error::Input(format!(
+                "sequence {i} of the batch has no tokens"
+            )));
+        }
+        let b = seqs.len();
+        let mut ids = vec![pad_id; b * width];
+        let mut pos = vec![0u32; b * width];
+        let mut mask = vec![0u8; b * width];
+        for (r, s) in seqs.iter().enumerate() {
+            let pad = width - s.len();
+            for (j, &id) in s.iter().enumerate() {
+                ids[r * width + pad + j] = id;
+                pos[r * width + pad + j] = j as u32;
+                mask[r * width + pad + j] = 1;
+            }
+        }
+        Ok(Batch {
+            ids: Tensor::from_vec(ids, (b, width), device)?,
+            positions: Tensor::from_vec(pos, (b, width), device)?,
+            key_mask: mask,
+            lengths: seqs.iter().map(|s| s.len()).collect(),
+        })
+    }
+
+    pub fn rows(&self) -> usize {
+        self.lengths.len()
+    }
+
+    /// Columns (padded length) of the batch.
+    pub fn width(&self) -> usize {
+        self.ids.dims()[1]
+    }
+
+    /// Padding columns at the start of `row`.
+    pub fn pad(&self, row: usize) -> usize {
+        self.width() - self.lengths[row]
+    }
+}
+
+/// Whether the logit lens applies the final norm before the unembedding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LensNorm {
+    /// final norm, then unembedding: the usual logit lens (default). At the last layer this
+    /// equals the model's own logits.
+    #[default]
+    FinalNorm,
+    /// unembedding of the raw residual stream, as Ecco does for intermediate layers.
+    Raw,
+}
+
+/// What `embedding_gradients` differentiates, for one target token at one position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Objective {
+    Logit,
+    Prob,
+    LogProb,
+}
+
+/// One target per row: the token whose score at `position` is differentiated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Target {
+    pub position: usize,
+    pub token: u32,
+}
+
+/// Gradients of one objective per row with respect to that row's input token embeddings.
+pub struct EmbeddingGrad {
+    /// The input token embeddings [B, T, d].
+    pub embeds: Tensor,
+    /// d objective / d embeds [B, T, d].
+    pub grad: Tensor,
+    /// The objective's value per row.
+    pub values: Vec<f32>,
+}
+
+/// Checkpoint formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// A directory with config.json, tokenizer.json and *.safetensors.
+    Hf,
+    /// A single .gguf file (tensors dequantized to f32).
+    Gguf,
+}
+
+/// A loaded model: config, tokenizer and an architecture body.
+pub struct Model {
+    pub config: ModelConfig,
+    pub tokenizer: Tokenizer,
+    pub path: PathBuf,
+    pub format: Format,
+    body: Box<dyn Architecture>,
+    device: Device,
+}
+
+impl Model {
+    /// Loads a GGUF file or an HF checkpoint directory. `tokenizer` overrides the tokenizer
+    /// (a tokenizer.json), e.g. for GGUF files whose tokenizer type cannot be rebuilt.
+    pub fn load(path: &Path, tokenizer: Option<&Path>) -> Result<Self> {
+        if !path.exists() {
+            return Err(Error::model(path, "no such file or directory"));
+        }
+        if path.is_dir() {
+            let cfg_path = path.join("config.json");
+            let text = std::fs::read_to_string(&cfg_path).map_err(|e| Error::io(&cfg_path, e))?;
+            let mut config = ModelConfig::from_hf_json(&cfg_path, &text)?;
+            let tok_path = tokenizer
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| path.join("tokenizer.json"));
+            let tok =
+                Tokenizer::from_file(&tok_path, config.bos_token_id, config.eos_token_ids.clone())?;
+            let mut w = Weights::from_hf_dir(path)?;
+            let body = Self::body(&mut config, &mut w, true)?;
+            Ok(Model {
+                config,
+                tokenizer: tok,
+                path: path.to_path_buf(),
+                format: Format::Hf,
+                body,
+                device: Device::Cpu,
+            })
+        } else {
+            let ck = gguf::load(path)?;
+            let mut config = ck.config;
+            let mut w = ck.weights;
+            config.tie_word_embeddings = !w.contains("lm_head.weight");
+            let tok = match tokenizer {
+                Some(t) => {
+                    Tokenizer::from_file(t, config.bos_token_id, config.eos_token_ids.clone())?
+                }
+                None => Tokenizer::from_gguf(path, &ck.metadata)?,
+            };
+            let body = Self::body(&mut config, &mut w, false)?;
+            Ok(Model {
+                config,
+                tokenizer: tok,
+                path: path.to_path_buf(),
+                format: Format::Gguf,
+                body,
+                device: Device::Cpu,
+            })
+        }
+    }
+
+    fn body(config: &mut ModelConfig, w: &mut Weights, hf: bool) -> Result<Box<dyn Architecture>> {
+        Ok(match config.arch {
+            Arch::Gpt2 => Box::new(gpt2::Gpt2::from_weights(config, w, hf)?),
+            Arch::Llama => Box::new(llama::Llama::from_weights(config, w)?),
+        })
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// The id used for padding: the tokenizer's EOS, else 0 (padding is always masked).
+    pub fn pad_id(&self) -> u32 {
+        self.config.eos_token_ids.first().copied().unwrap_or(0)
+    }
+
+    /// Tokenizes `text` and checks the result fits the context.
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        let ids = self.tokenizer.encode(text)?;
+        if ids.is_empty() {
+            return Err(Error::Input(format!("prompt {text:?} has no tokens")));
+        }
+        if ids.len() > self.config.max_position_embeddings {
+            return Err(Error::Input(format!(
+                "prompt of {} tokens is longer than the model's context ({} tokens)",
+                ids.len(),
+                self.config.max_position_embeddings
+            )));
+        }
+        Ok(ids)
+    }
+
+    /// Builds a left-padded batch from token sequences.
+    pub fn batch(&self, seqs: &[Vec<u32>]) -> Result<Batch> {
+        Batch::left_padded(seqs, self.pad_id(), &self.device)
+    }
+
+    /// Token embeddings [B, T, d] of `ids` [B, T] (no position embeddings).
+    pub fn embed(&self, ids: &Tensor) -> Result<Tensor> {
+        let (b, t) = ids.dims2()?;
+        let e = self
+            .body
+            .embed_tokens()
+            .index_select(&ids.flatten_all()?, 0)?;
+        Ok(e.reshape((b, t, self.config.hidden_size))?)
+    }
+
+    /// A forward pass over `batch` from its token ids.
+    pub fn forward(&self, batch: &Batch, capture: &Capture) -> Result<Captures> {
+        let embeds = self.embed(&batch.ids)?;
+        self.forward_embeds(&embeds, batch, capture, Mode::Fast, None)
+    }
+
+    /// A forward pass from input embeddings [B, T, d] (the new tokens only when `cache` holds
+    /// earlier ones). Use `Mode::Differentiable` when gradients must flow to `embeds`.
+    pub fn forward_embeds(
+        &self,
+        embeds: &Tensor,
+        batch: &Batch,
+        capture: &Capture,
+        mode: Mode,
+        mut cache: Option<&mut Vec<LayerCache>>,
+    ) -> Result<Captures> {
+        let (b, t, _) = embeds.dims3()?;
+        let tk = batch.key_mask.len() / b;
+        let max = batch.positions.max_all()?.to_scalar::<u32>()? as usize;
+        if max >= self.config.max_position_embeddings {
+            return Err(Error::Input(format!(
+                "position {max} is beyond the model's context ({} tokens)",
+                self.config.max_position_embeddings
+            )));
+        }
+        if let Some(c) = cache.as_deref_mut() {
+            c.resize(self.config.n_layers, LayerCache::default());
+        }
+        let bias = ops::attention_bias(
+            &batch.key_mask,
+            b,
+            t,
+            tk,
+            self.config.sliding_window,
+            &self.device,
+        )?;
+        let (mut x, rope) = self.body.input(embeds, &batch.positions)?;
+        let mut out = Captures::default();
+        if capture.residual {
+            out.residual.push(x.clone());
+        }
+        for l in 0..self.config.n_layers {
+            let ctx = LayerCtx {
+                bias: &bias,
+                rope: rope.as_ref(),
+                mode,
+                want_mlp: capture.mlp.contains(l),
+                want_attn: capture.attention.contains(l),
+            };
+            let layer_cache = cache.as_deref_mut().map(|c| &mut c[l]);
+            let o = self.body.layer(l, &x, &ctx, layer_cache)?;
+            x = o.x;
+            if capture.residual {
+                out.residual.push(x.clone());
+            }
+            if let Some(m) = o.mlp {
+                out.mlp.insert(l, m);
+            }
+            if let Some(a) = o.attn {
+                out.attention.insert(l, a);
+            }
+        }
+        if capture.final_hidden {
+            out.final_hidden = Some(self.body.final_norm(&x, mode)?);
+        }
+        out.logits = match &capture.logits {
+            Logits::None => None,
+            Logits::All => Some(self.unembed(&self.body.final_norm(&x, mode)?)?),
+            Logits::Last => Some(self.logits_at(&x, &vec![t - 1; b], mode)?),
+            Logits::At(p) => Some(self.logits_at(&x, p, mode)?),
+        };
+        Ok(out)
+    }
+
+    /// Logits [B, V] at one position per row of the last residual state `x` [B, T, d].
+    fn logits_at(&self, x: &Tensor, positions: &[usize], mode: Mode) -> Result<Tensor> {
+        let (b, t, d) = x.dims3()?;
+        if positions.len() != b || positions.iter().any(|&p| p >= t) {
+            return Err(Error::Input(format!(
+                "logit positions {positions:?} do not fit a batch of {b} x {t}"
+            )));
+        }
+        let idx: Vec<u32> = positions
+            .iter()
+            .enumerate()
+            .map(|(r, &p)| (r * t + p) as u32)
+            .collect();
+        let idx = Tensor::from_vec(idx, b, &self.device)?;
+        let rows = x.reshape((b * t, d))?.index_select(&idx, 0)?;
+        self.unembed(&self.body.final_norm(&rows, mode)?)
+    }
+
+    /// Logits of already-normalized states [.., d] -> [.., V].
+    pub fn unembed(&self, h: &Tensor) -> Result<Tensor> {
+        ops::linear(h, self.body.lm_head(), None)
+    }
+
+    /// The logit lens: residual states [.., d] projected to vocabulary logits [.., V].
+    pub fn lens_logits(&self, resid: &Tensor, norm: LensNorm) -> Result<Tensor> {
+        match norm {
+            LensNorm::FinalNorm => self.unembed(&self.body.final_norm(resid, Mode::Fast)?),
+            LensNorm::Raw => self.unembed(resid),
+        }
+    }
+
+    /// Gradients of one objective per row (e.g. log p(target token at position)) with respect to the
+    /// row's input token embeddings. Rows are independent, so one backward pass serves the batch.
+    pub fn embedding_gradients(
+        &self,
+        batch: &Batch,
+        embeds: Option<&Tensor>,
+        targets: &[Target],
+        objective: Objective,
+    ) -> Result<EmbeddingGrad> {
+        if targets.len() != batch.rows() {
+            return Err(Error::Input(format!(
+                "{} targets for a batch of {} rows",
+                targets.len(),
+                batch.rows()
+            )));
+        }
+        let embeds = match embeds {
+            Some(e) => e.clone(),
+            None => self.embed(&batch.ids)?,
+        };
+        let var = Var::from_tensor(&embeds)?;
+        let capture = Capture {
+            logits: Logits::At(targets.iter().map(|t| t.position).collect()),
+            ..Capture::default()
+        };
+        let out =
+            self.forward_embeds(var.as_tensor(), batch, &capture, Mode::Differentiable, None)?;
+        let logits = out.logits.expect("logits were requested");
+        let scores = match objective {
+            Objective::Logit => logits,
+            Objective::Prob => ops::softmax_last(&logits, Mode::Differentiable)?,
+            Objective::LogProb => candle_nn::ops::log_softmax(&logits, D::Minus1)?,
+        };
+        let tok: Vec<u32> = targets.iter().map(|t| t.token).collect();
+        let tok = Tensor::from_vec(tok, (batch.rows(), 1), &self.device)?;
+        let picked = scores.gather(&tok, 1)?.squeeze(1)?;
+        let grads = picked.sum_all()?.backward()?;
+        let grad = grads.get(var.as_tensor()).cloned().ok_or_else(|| {
+            Error::Input("the objective does not depend on the embeddings".into())
+        })?;
+        Ok(EmbeddingGrad {
+            embeds,
+            grad,
+            values: picked.to_vec1()?,
+        })
+    }
+}

@@ -1,0 +1,334 @@
+//! Tensor building blocks shared by the architectures. Each op has a fast path (candle's fused
+//! kernels, which carry no gradient) and a differentiable path built from ops whose backward
+//! pass candle implements; `Mode` picks one (see docs/ and rust-stack.md for which ops drop gradients).
+
+use candle_core::{D, DType, Device, Tensor};
+
+use crate::error::Result;
+
+/// How a forward pass computes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// Fused kernels (softmax, norms, RoPE); no gradients flow through them.
+    #[default]
+    Fast,
+    /// Composed ops only, so gradients with respect to the input embeddings are exact.
+    Differentiable,
+}
+
+/// Additive attention mask value: large enough that exp() underflows to exactly 0, finite so
+/// that rows with no visible key (query positions in the left padding) stay NaN-free.
+pub const MASKED: f32 = -1.0e30;
+
+/// `x @ w.T + b` for `x` of shape [.., in] and `w` of shape [out, in].
+pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
+    let dims = x.dims().to_vec();
+    let (in_dim, lead) = (dims[dims.len() - 1], &dims[..dims.len() - 1]);
+    let rows: usize = lead.iter().product();
+    let y = x.reshape((rows, in_dim))?.matmul(&w.t()?)?;
+    let y = match b {
+        Some(b) => y.broadcast_add(b)?,
+        None => y,
+    };
+    let mut out = lead.to_vec();
+    out.push(w.dim(0)?);
+    Ok(y.reshape(out)?)
+}
+
+pub fn softmax_last(x: &Tensor, mode: Mode) -> Result<Tensor> {
+    Ok(match mode {
+        Mode::Fast => candle_nn::ops::softmax_last_dim(x)?,
+        Mode::Differentiable => candle_nn::ops::softmax(x, D::Minus1)?,
+    })
+}
+
+pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64, mode: Mode) -> Result<Tensor> {
+    Ok(match mode {
+        Mode::Fast => candle_nn::ops::rms_norm(&x.contiguous()?, w, eps as f32)?,
+        Mode::Differentiable => candle_nn::ops::rms_norm_slow(x, w, eps as f32)?,
+    })
+}
+
+pub fn layer_norm(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64, mode: Mode) -> Result<Tensor> {
+    Ok(match mode {
+        Mode::Fast => candle_nn::ops::layer_norm(&x.contiguous()?, w, b, eps as f32)?,
+        Mode::Differentiable => candle_nn::ops::layer_norm_slow(x, w, b, eps as f32)?,
+    })
+}
+
+/// The additive mask [B, 1, Tq, Tk] for `tq` new queries over `tk` keys (the last `tq` keys are the
+/// queries themselves): causal, hiding padded keys, and limited to `window` keys back if set.
+pub fn attention_bias(
+    key_mask: &[u8],
+    batch: usize,
+    tq: usize,
+    tk: usize,
+    window: Option<usize>,
+    device: &Device,
+) -> Result<Tensor> {
+    let past = tk - tq;
+    let mut bias = vec![0f32; batch * tq * tk];
+    for b in 0..batch {
+        for i in 0..tq {
+            let qi = past + i;
+            for j in 0..tk {
+                let visible =
+                    j <= qi && key_mask[b * tk + j] != 0 && window.is_none_or(|w| qi - j < w);
+                if !visible {
+                    bias[(b * tq + i) * tk + j] = MASKED;
+                }
+            }
+        }
+    }
+    Ok(Tensor::from_vec(bias, (batch, 1, tq, tk), device)?)
+}
+
+/// Per-layer key/value cache for incremental decoding.
+#[derive(Default, Clone)]
+pub struct LayerCache {
+    pub kv: Option<(Tensor, Tensor)>,
+}
+
+/// Scaled dot-product attention with grouped-query heads.
+/// q: [B, H, Tq, hd]; k, v: [B, Hkv, Tk, hd]; bias: [B, 1, Tq, Tk].
+/// Returns the output [B, Tq, H*hd] and, if asked, the probabilities [B, H, Tq, Tk].
+pub fn attend(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    bias: &Tensor,
+    mode: Mode,
+    keep_probs: bool,
+) -> Result<(Tensor, Option<Tensor>)> {
+    let (b, h, tq, hd) = q.dims4()?;
+    let (_, hkv, tk, _) = k.dims4()?;
+    let rep = h / hkv;
+    let scale = 1.0 / (hd as f64).sqrt();
+    // Group the query heads that share a key/value head, so keys are not copied `rep` times.
+    let qg = q.contiguous()?.reshape((b, hkv, rep * tq, hd))?;
+    let scores = (qg.matmul(&k.t()?)? * scale)?.reshape((b, h, tq, tk))?;
+    let scores = scores.broadcast_add(bias)?;
+    let probs = softmax_last(&scores, mode)?;
+    let out = probs
+        .reshape((b, hkv, rep * tq, tk))?
+        .matmul(&v.contiguous()?)?
+        .reshape((b, h, tq, hd))?
+        .transpose(1, 2)?
+        .reshape((b, tq, h * hd))?;
+    Ok((out, keep_probs.then_some(probs)))
+}
+
+/// Appends new keys/values [B, Hkv, T, hd] to a layer's cache and returns the full ones.
+pub fn cache_append(
+    cache: Option<&mut LayerCache>,
+    k: Tensor,
+    v: Tensor,
+) -> Result<(Tensor, Tensor)> {
+    let Some(cache) = cache else {
+        return Ok((k, v));
+    };
+    let (k, v) = match cache.kv.take() {
+        Some((pk, pv)) => (Tensor::cat(&[&pk, &k], 2)?, Tensor::cat(&[&pv, &v], 2)?),
+        None => (k.contiguous()?, v.contiguous()?),
+    };
+    cache.kv = Some((k.clone(), v.clone()));
+    Ok((k, v))
+}
+
+/// RoPE tables cos/sin [max_pos, head_dim / 2], computed in f32 the way transformers does.
+pub struct RopeTable {
+    cos: Tensor,
+    sin: Tensor,
+}
+
+impl RopeTable {
+    pub fn new(head_dim: usize, theta: f64, max_pos: usize, device: &Device) -> Result<Self> {
+        let half = head_dim / 2;
+        let inv: Vec<f32> = (0..half)
+            .map(|i| 1.0 / (theta as f32).powf((2 * i) as f32 / head_dim as f32))
+            .collect();
+        let mut cos = Vec::with_capacity(max_pos * half);
+        let mut sin = Vec::with_capacity(max_pos * half);
+        for p in 0..max_pos {
+            for f in &inv {
+                let a = p as f32 * f;
+                cos.push(a.cos());
+                sin.push(a.sin());
+            }
+        }
+        Ok(RopeTable {
+            cos: Tensor::from_vec(cos, (max_pos, half), device)?,
+            sin: Tensor::from_vec(sin, (max_pos, half), device)?,
+        })
+    }
+
+    /// cos and sin for every (row, position): [B, T, head_dim / 2].
+    pub fn select(&self, positions: &Tensor) -> Result<(Tensor, Tensor)> {
+        let (b, t) = positions.dims2()?;
+        let flat = positions.flatten_all()?;
+        let half = self.cos.dim(1)?;
+        let cos = self.cos.index_select(&flat, 0)?.reshape((b, t, half))?;
+        let sin = self.sin.index_select(&flat, 0)?.reshape((b, t, half))?;
+        Ok((cos, sin))
+    }
+}
+
+/// Applies RoPE (rotate-half layout) to x [B, H, T, hd] with cos/sin [B, T, hd/2].
+pub fn apply_rope(x: &Tensor, cos: &Tensor, sin: &Tensor, mode: Mode) -> Result<Tensor> {
+    Ok(match mode {
+        Mode::Fast => candle_nn::rotary_emb::rope(&x.contiguous()?, cos, sin)?,
+        Mode::Differentiable => {
+            let hd = x.dim(D::Minus1)?;
+            let cos = Tensor::cat(&[cos, cos], D::Minus1)?.unsqueeze(1)?;
+            let sin = Tensor::cat(&[sin, sin], D::Minus1)?.unsqueeze(1)?;
+            let x1 = x.narrow(D::Minus1, 0, hd / 2)?;
+            let x2 = x.narrow(D::Minus1, hd / 2, hd / 2)?;
+            let rotated = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
+            (x.broadcast_mul(&cos)? + rotated.broadcast_mul(&sin)?)?
+        }
+    })
+}
+
+/// Splits [B, T, H*hd] into heads [B, H, T, hd].
+pub fn split_heads(x: &Tensor, heads: usize) -> Result<Tensor> {
+    let (b, t, w) = x.dims3()?;
+    Ok(x.reshape((b, t, heads, w / heads))?.transpose(1, 2)?)
+}
+
+pub fn ensure_f32(x: &Tensor) -> Result<Tensor> {
+    Ok(if x.dtype() == DType::F32 {
+        x.clone()
+    } else {
+        x.to_dtype(DType::F32)?
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Var;
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar()
+            .unwrap()
+    }
+
+    fn randn(shape: &[usize], seed: u64) -> Tensor {
+        // Deterministic pseudo-random values without pulling in a RNG crate.
+        let n: usize = shape.iter().product();
+        let mut s = seed;
+        let v: Vec<f32> = (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect();
+        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+    }
+
+    #[test]
+    fn fast_and_differentiable_paths_agree() {
+        let x = randn(&[2, 3, 5, 8], 1);
+        let w = randn(&[8], 2);
+        let b = randn(&[8], 3);
+        for (f, s) in [
+            (
+                softmax_last(&x, Mode::Fast).unwrap(),
+                softmax_last(&x, Mode::Differentiable).unwrap(),
+            ),
+            (
+                rms_norm(&x, &w, 1e-5, Mode::Fast).unwrap(),
+                rms_norm(&x, &w, 1e-5, Mode::Differentiable).unwrap(),
+            ),
+            (
+                layer_norm(&x, &w, &b, 1e-5, Mode::Fast).unwrap(),
+                layer_norm(&x, &w, &b, 1e-5, Mode::Differentiable).unwrap(),
+            ),
+        ] {
+            assert!(max_diff(&f, &s) < 1e-5, "{}", max_diff(&f, &s));
+        }
+        let table = RopeTable::new(8, 10000.0, 16, &Device::Cpu).unwrap();
+        let pos = Tensor::new(&[[0u32, 1, 2, 3, 4], [0, 0, 0, 1, 2]], &Device::Cpu).unwrap();
+        let (c, s) = table.select(&pos).unwrap();
+        let fast = apply_rope(&x, &c, &s, Mode::Fast).unwrap();
+        let slow = apply_rope(&x, &c, &s, Mode::Differentiable).unwrap();
+        assert!(max_diff(&fast, &slow) < 1e-5);
+        // Position 0 is the identity rotation.
+        let x0 = x.narrow(2, 0, 1).unwrap();
+        assert!(max_diff(&fast.narrow(2, 0, 1).unwrap(), &x0) < 1e-6);
+    }
+
+    /// The differentiable path must carry gradients: compare with central finite differences.
+    #[test]
+    fn differentiable_path_matches_finite_differences() {
+        let w = randn(&[6], 5).affine(0.5, 1.0).unwrap();
+        let bb = randn(&[6], 6);
+        let table = RopeTable::new(6, 100.0, 8, &Device::Cpu).unwrap();
+        let pos = Tensor::new(&[[0u32, 1, 2, 3]], &Device::Cpu).unwrap();
+        let (c, s) = table.select(&pos).unwrap();
+        let f = |x: &Tensor| -> Tensor {
+            let n = rms_norm(x, &w, 1e-5, Mode::Differentiable).unwrap();
+            let n = layer_norm(&n, &w, &bb, 1e-5, Mode::Differentiable).unwrap();
+            let r = apply_rope(&n.unsqueeze(1).unwrap(), &c, &s, Mode::Differentiable).unwrap();
+            let p = softmax_last(&r, Mode::Differentiable).unwrap();
+            (p.sqr().unwrap().sum_all().unwrap() + r.sum_all().unwrap()).unwrap()
+        };
+        let x0 = randn(&[1, 4, 6], 7);
+        let var = Var::from_tensor(&x0).unwrap();
+        let y = f(var.as_tensor());
+        let grads = y.backward().unwrap();
+        let g: Vec<f32> = grads
+            .get(var.as_tensor())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let base: Vec<f32> = x0.flatten_all().unwrap().to_vec1().unwrap();
+        let eps = 1e-2f32;
+        for i in 0..base.len() {
+            let mut plus = base.clone();
+            let mut minus = base.clone();
+            plus[i] += eps;
+            minus[i] -= eps;
+            let t = |v: Vec<f32>| Tensor::from_vec(v, (1, 4, 6), &Device::Cpu).unwrap();
+            let fp: f32 = f(&t(plus)).to_scalar().unwrap();
+            let fm: f32 = f(&t(minus)).to_scalar().unwrap();
+            let fd = (fp - fm) / (2.0 * eps);
+            assert!(
+                (fd - g[i]).abs() < 2e-2 * (1.0 + fd.abs()),
+                "element {i}: autodiff {} vs fd {fd}",
+                g[i]
+            );
+        }
+    }
+
+    #[test]
+    fn bias_is_causal_masks_padding_and_window() {
+        // Row 0 has one left pad, row 1 none; 2 new queries over 2 cached + 2 new keys.
+        let mask = [0u8, 1, 1, 1, 1, 1, 1, 1];
+        let visible = |window| -> Vec<u8> {
+            let b = attention_bias(&mask, 2, 2, 4, window, &Device::Cpu).unwrap();
+            let flat: Vec<f32> = b.flatten_all().unwrap().to_vec1().unwrap();
+            flat.iter().map(|&x| (x == 0.0) as u8).collect()
+        };
+        assert_eq!(
+            visible(None),
+            vec![0, 1, 1, 0, 0, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1, 1]
+        );
+        assert_eq!(
+            visible(Some(2)),
+            vec![0, 1, 1, 0, 0, 0, 1, 1, 0, 1, 1, 0, 0, 0, 1, 1]
+        );
+    }
+}

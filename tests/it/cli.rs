@@ -1,0 +1,352 @@
+//! The `tokenlens` binary end to end: predict / generate / tokenize / inspect on the tiny
+//! checkpoints, and every bad input: the message it prints and its exit code.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use candle_core::quantized::gguf_file::Value;
+
+use crate::common::{Golden, data_dir, scratch};
+use crate::gguf_roundtrip::write_gguf;
+
+fn tokenlens(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tokenlens"))
+        .args(args)
+        .env("TOKENLENS_CACHE", "/nonexistent-tokenlens-cache")
+        .output()
+        .unwrap()
+}
+
+fn ok(args: &[&str]) -> String {
+    let o = tokenlens(args);
+    assert!(
+        o.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).unwrap()
+}
+
+/// Runs a command that must fail; checks exit code 1, no panic, and the message.
+fn fails(args: &[&str], expected: &[&str]) -> String {
+    let o = tokenlens(args);
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{args:?}: expected exit 1, stderr: {err}"
+    );
+    assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
+    assert!(err.starts_with("error: "), "{args:?}: {err}");
+    for e in expected {
+        assert!(err.contains(e), "{args:?}: stderr {err:?} lacks {e:?}");
+    }
+    err
+}
+
+fn tiny(name: &str) -> String {
+    data_dir().join(name).to_string_lossy().into_owned()
+}
+
+#[test]
+fn predict_prints_the_reference_top1() {
+    let golden = Golden::load("tiny-llama");
+    let target = golden.t("p0.target").to_vec1::<i64>().unwrap()[0];
+    let out = ok(&[
+        "predict",
+        "--model",
+        &tiny("tiny-llama"),
+        "--top-k",
+        "3",
+        "The cat sat",
+    ]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "\"The cat sat\"");
+    let first: Vec<&str> = lines[2].split_whitespace().collect();
+    assert_eq!(first[0], "1");
+    assert_eq!(first[1], target.to_string(), "{out}");
+    assert_eq!(lines.len(), 5);
+}
+
+#[test]
+fn generate_greedy_matches_reference() {
+    let golden = Golden::load("tiny-gpt2");
+    let model = tokenlens::model::Model::load(&data_dir().join("tiny-gpt2"), None).unwrap();
+    let prompts = golden.prompts();
+    let greedy = golden.ids("greedy");
+    let out = ok(&[
+        "generate",
+        "--model",
+        &tiny("tiny-gpt2"),
+        "--max-new-tokens",
+        "8",
+        "--ignore-eos",
+        &prompts[0],
+        &prompts[1],
+    ]);
+    let lines: Vec<&str> = out.lines().collect();
+    for r in 0..2 {
+        let expected = format!(
+            "{}\x1b[1m{}\x1b[0m",
+            prompts[r],
+            model.tokenizer.decode(&greedy[r]).unwrap()
+        );
+        assert_eq!(lines[r], expected);
+    }
+}
+
+#[test]
+fn sampling_is_seeded() {
+    let args = |seed: &'static str| {
+        vec![
+            "generate",
+            "--max-new-tokens",
+            "12",
+            "--temperature",
+            "1.5",
+            "--top-p",
+            "0.95",
+            "--seed",
+            seed,
+            "--ignore-eos",
+            "The cat sat",
+        ]
+    };
+    let m = tiny("tiny-llama");
+    let run = |seed| {
+        let mut a = args(seed);
+        a.splice(1..1, ["--model", m.as_str()]);
+        ok(&a)
+    };
+    assert_eq!(run("1"), run("1"));
+    assert_ne!(run("1"), run("2"));
+}
+
+#[test]
+fn tokenize_and_inspect() {
+    let golden = Golden::load("tiny-qwen2");
+    let out = ok(&[
+        "tokenize",
+        "--model",
+        &tiny("tiny-qwen2"),
+        &golden.prompts()[1],
+    ]);
+    let ids: Vec<u32> = out
+        .lines()
+        .map(|l| l.split_whitespace().next().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(ids, golden.ids("input_ids")[1]);
+    let info: serde_json::Value =
+        serde_json::from_str(&ok(&["inspect", "--model", &tiny("tiny-qwen2")])).unwrap();
+    assert_eq!(info["config"]["model_type"], "qwen2");
+    assert_eq!(info["config"]["qkv_bias"], true);
+    assert_eq!(info["format"], "hf");
+}
+
+#[test]
+fn missing_model_and_default_model() {
+    fails(
+        &["predict", "--model", "/no/such/model.gguf", "x"],
+        &["/no/such/model.gguf: no such file or directory"],
+    );
+    fails(
+        &["predict", "x"],
+        &["no --model given", "scripts/fetch-model.sh"],
+    );
+}
+
+/// Copies a tiny checkpoint so a test can break it.
+fn copy_checkpoint(name: &str, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for f in ["config.json", "tokenizer.json", "model.safetensors"] {
+        std::fs::copy(data_dir().join(name).join(f), to.join(f)).unwrap();
+    }
+}
+
+#[test]
+fn broken_hf_checkpoints() {
+    let dir = scratch("broken-hf");
+    let d = |s: &str| dir.join(s).to_string_lossy().into_owned();
+
+    std::fs::create_dir_all(dir.join("empty")).unwrap();
+    fails(
+        &["predict", "--model", &d("empty"), "x"],
+        &["empty/config.json", "No such file"],
+    );
+
+    copy_checkpoint("tiny-llama", &dir.join("no-tok"));
+    std::fs::remove_file(dir.join("no-tok/tokenizer.json")).unwrap();
+    fails(
+        &["predict", "--model", &d("no-tok"), "x"],
+        &["no-tok/tokenizer.json: tokenizer.json is missing"],
+    );
+
+    copy_checkpoint("tiny-llama", &dir.join("no-weights"));
+    std::fs::remove_file(dir.join("no-weights/model.safetensors")).unwrap();
+    fails(
+        &["predict", "--model", &d("no-weights"), "x"],
+        &["no model.safetensors"],
+    );
+
+    copy_checkpoint("tiny-llama", &dir.join("corrupt"));
+    std::fs::write(
+        dir.join("corrupt/model.safetensors"),
+        b"this is not a safetensors file",
+    )
+    .unwrap();
+    fails(
+        &["predict", "--model", &d("corrupt"), "x"],
+        &["corrupt/model.safetensors: cannot read safetensors"],
+    );
+
+    copy_checkpoint("tiny-llama", &dir.join("truncated"));
+    let bytes = std::fs::read(dir.join("truncated/model.safetensors")).unwrap();
+    std::fs::write(
+        dir.join("truncated/model.safetensors"),
+        &bytes[..bytes.len() / 2],
+    )
+    .unwrap();
+    fails(
+        &["predict", "--model", &d("truncated"), "x"],
+        &["truncated/model.safetensors: cannot read safetensors"],
+    );
+
+    copy_checkpoint("tiny-llama", &dir.join("bert"));
+    let cfg = std::fs::read_to_string(dir.join("bert/config.json"))
+        .unwrap()
+        .replace("\"llama\"", "\"bert\"");
+    std::fs::write(dir.join("bert/config.json"), cfg).unwrap();
+    fails(
+        &["predict", "--model", &d("bert"), "x"],
+        &[
+            "unsupported architecture `bert`",
+            "supported: gpt2, llama, mistral, qwen2",
+        ],
+    );
+
+    copy_checkpoint("tiny-llama", &dir.join("bad-json"));
+    std::fs::write(
+        dir.join("bad-json/config.json"),
+        "{\"model_type\": \"llama\",",
+    )
+    .unwrap();
+    fails(
+        &["predict", "--model", &d("bad-json"), "x"],
+        &["bad-json/config.json: invalid JSON"],
+    );
+
+    // A config that disagrees with the weights: the tensor and both shapes are named.
+    copy_checkpoint("tiny-llama", &dir.join("wrong-shape"));
+    let cfg = std::fs::read_to_string(dir.join("wrong-shape/config.json"))
+        .unwrap()
+        .replace("\"intermediate_size\": 128", "\"intermediate_size\": 96");
+    std::fs::write(dir.join("wrong-shape/config.json"), cfg).unwrap();
+    fails(
+        &["predict", "--model", &d("wrong-shape"), "x"],
+        &["tensor `model.layers.0.mlp.gate_proj.weight` has shape [128, 64], expected [96, 64]"],
+    );
+}
+
+#[test]
+fn broken_gguf_files() {
+    let dir = scratch("broken-gguf");
+    let d = |s: &str| dir.join(s).to_string_lossy().into_owned();
+    std::fs::write(dir.join("garbage.gguf"), b"definitely not gguf").unwrap();
+    fails(
+        &["predict", "--model", &d("garbage.gguf"), "x"],
+        &["garbage.gguf: not a readable GGUF file"],
+    );
+
+    let good = write_gguf("tiny-llama", &dir, true, &[]);
+    let bytes = std::fs::read(&good).unwrap();
+    std::fs::write(dir.join("truncated.gguf"), &bytes[..bytes.len() - 5000]).unwrap();
+    fails(
+        &["predict", "--model", &d("truncated.gguf"), "x"],
+        &["truncated.gguf: tensor `", "remaining in file"],
+    );
+
+    std::fs::create_dir_all(dir.join("bert")).unwrap();
+    write_gguf(
+        "tiny-llama",
+        &dir.join("bert"),
+        true,
+        &[("general.architecture", Value::String("bert".into()))],
+    );
+    fails(
+        &["predict", "--model", &d("bert/tiny-llama.gguf"), "x"],
+        &["unsupported architecture `bert`"],
+    );
+
+    std::fs::create_dir_all(dir.join("spm")).unwrap();
+    write_gguf(
+        "tiny-llama",
+        &dir.join("spm"),
+        true,
+        &[("tokenizer.ggml.model", Value::String("llama".into()))],
+    );
+    fails(
+        &["predict", "--model", &d("spm/tiny-llama.gguf"), "x"],
+        &[
+            "GGUF tokenizer type `llama` cannot be rebuilt",
+            "`tokenizer` option",
+        ],
+    );
+    // ... and the override makes it usable.
+    let tok = data_dir().join("tiny-llama/tokenizer.json");
+    ok(&[
+        "predict",
+        "--model",
+        &d("spm/tiny-llama.gguf"),
+        "--tokenizer",
+        tok.to_str().unwrap(),
+        "x",
+    ]);
+
+    std::fs::create_dir_all(dir.join("pre")).unwrap();
+    write_gguf(
+        "tiny-llama",
+        &dir.join("pre"),
+        true,
+        &[("tokenizer.ggml.pre", Value::String("deepseek-llm".into()))],
+    );
+    fails(
+        &["predict", "--model", &d("pre/tiny-llama.gguf"), "x"],
+        &["GGUF pre-tokenizer `deepseek-llm` is not supported"],
+    );
+}
+
+#[test]
+fn bad_prompts_and_options() {
+    let m = tiny("tiny-llama");
+    let long = "word ".repeat(300);
+    fails(
+        &["predict", "--model", &m, &long],
+        &["prompt 1", "longer than the model's context (128 tokens)"],
+    );
+    fails(
+        &["predict", "--model", &m, "ok", ""],
+        &["prompt 2", "has no tokens"],
+    );
+    let medium = "word ".repeat(60);
+    fails(
+        &[
+            "generate",
+            "--model",
+            &m,
+            "--max-new-tokens",
+            "100",
+            &medium,
+        ],
+        &[
+            "prompt 0",
+            "new tokens exceed the model's context of 128 tokens",
+        ],
+    );
+    fails(
+        &["generate", "--model", &m, "--top-p", "1.5", "x"],
+        &["--top-p must be in (0, 1]"],
+    );
+    // clap's own usage errors exit with 2.
+    let o = tokenlens(&["predict", "--model", &m]);
+    assert_eq!(o.status.code(), Some(2));
+}

@@ -1,0 +1,6 @@
+//! Integration tests: one binary (fewer links, faster CI), one module per concern.
+
+mod cli;
+mod common;
+mod gguf_roundtrip;
+mod parity;

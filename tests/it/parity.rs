@@ -1,0 +1,330 @@
+//! Parity with HF transformers: every captured internal, logits, gradients and greedy
+//! generation of our implementation against goldens made by scripts/make_goldens.py.
+
+use candle_core::{D, IndexOp, Tensor};
+use tokenlens::model::generate::{Decoding, GenerateOptions};
+use tokenlens::model::{Capture, Layers, LensNorm, Logits, Model, Objective, Target};
+
+use crate::common::{Golden, assert_close, data_dir, real_model};
+
+/// Forward tolerance (max abs error scaled by the reference's magnitude) and gradient tolerance.
+const FWD_TOL: f32 = 1e-4;
+const GRAD_TOL: f32 = 1e-3;
+
+fn all_captures() -> Capture {
+    Capture {
+        residual: true,
+        mlp: Layers::All,
+        attention: Layers::All,
+        final_hidden: true,
+        logits: Logits::All,
+    }
+}
+
+/// Runs all golden prompts as ONE left-padded batch and compares every row with the reference,
+/// which ran each prompt alone: this checks padding, masks and per-row positions too.
+fn check_tiny(name: &str) {
+    let golden = Golden::load(name);
+    let model = Model::load(&data_dir().join(name), None).unwrap();
+    let prompts = golden.prompts();
+    let ids: Vec<Vec<u32>> = prompts.iter().map(|p| model.encode(p).unwrap()).collect();
+    assert_eq!(ids, golden.ids("input_ids"), "{name}: tokenizer ids");
+
+    let batch = model.batch(&ids).unwrap();
+    let out = model.forward(&batch, &all_captures()).unwrap();
+    let n_layers = model.config.n_layers;
+    assert_eq!(out.residual.len(), n_layers + 1);
+    let mut worst = 0f32;
+    for (r, row_ids) in ids.iter().enumerate() {
+        let pad = batch.pad(r);
+        let t = row_ids.len();
+        let key = |k: &str| format!("p{r}.{k}");
+        let resid = Tensor::stack(
+            &out.residual
+                .iter()
+                .map(|x| x.i((r, pad..)).unwrap())
+                .collect::<Vec<_>>(),
+            0,
+        )
+        .unwrap();
+        worst = worst.max(assert_close(
+            &format!("{name} p{r} resid"),
+            &resid,
+            golden.t(&key("resid")),
+            FWD_TOL,
+        ));
+        let fh = out.final_hidden.as_ref().unwrap().i((r, pad..)).unwrap();
+        worst = worst.max(assert_close(
+            &format!("{name} p{r} final"),
+            &fh,
+            golden.t(&key("final_hidden")),
+            FWD_TOL,
+        ));
+        let mlp = Tensor::stack(
+            &(0..n_layers)
+                .map(|l| out.mlp[&l].i((r, pad..)).unwrap())
+                .collect::<Vec<_>>(),
+            0,
+        )
+        .unwrap();
+        worst = worst.max(assert_close(
+            &format!("{name} p{r} mlp"),
+            &mlp,
+            golden.t(&key("mlp_act")),
+            FWD_TOL,
+        ));
+        let attn = Tensor::stack(
+            &(0..n_layers)
+                .map(|l| out.attention[&l].i((r, .., pad.., pad..)).unwrap())
+                .collect::<Vec<_>>(),
+            0,
+        )
+        .unwrap();
+        worst = worst.max(assert_close(
+            &format!("{name} p{r} attn"),
+            &attn,
+            golden.t(&key("attn")),
+            FWD_TOL,
+        ));
+        let logits = out.logits.as_ref().unwrap().i((r, pad..)).unwrap();
+        worst = worst.max(assert_close(
+            &format!("{name} p{r} logits"),
+            &logits,
+            golden.t(&key("logits")),
+            FWD_TOL,
+        ));
+        // The lens with the final norm at the last layer is the model's own output.
+        let lens = model
+            .lens_logits(
+                &out.residual[n_layers].i((r, pad..)).unwrap(),
+                LensNorm::FinalNorm,
+            )
+            .unwrap();
+        assert_close(
+            &format!("{name} p{r} lens"),
+            &lens,
+            golden.t(&key("logits")),
+            FWD_TOL,
+        );
+        assert_eq!(resid.dims()[1], t);
+    }
+    eprintln!("{name}: forward parity, worst scaled error {worst:.2e}");
+
+    // Gradients of log p and p of the argmax token at each row's last position, one backward.
+    let targets: Vec<Target> = (0..ids.len())
+        .map(|r| Target {
+            position: batch.width() - 1,
+            token: golden.t(&format!("p{r}.target")).to_vec1::<i64>().unwrap()[0] as u32,
+        })
+        .collect();
+    for (objective, key) in [
+        (Objective::LogProb, "grad_logprob"),
+        (Objective::Prob, "grad_prob"),
+    ] {
+        let g = model
+            .embedding_gradients(&batch, None, &targets, objective)
+            .unwrap();
+        let mut worst = 0f32;
+        for r in 0..ids.len() {
+            let got = g.grad.i((r, batch.pad(r)..)).unwrap();
+            worst = worst.max(assert_close(
+                &format!("{name} p{r} {key}"),
+                &got,
+                golden.t(&format!("p{r}.{key}")),
+                GRAD_TOL,
+            ));
+            // Padding positions get no gradient.
+            if batch.pad(r) > 0 {
+                let zero: f32 = g
+                    .grad
+                    .i((r, ..batch.pad(r)))
+                    .unwrap()
+                    .abs()
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .to_scalar()
+                    .unwrap();
+                assert_eq!(zero, 0.0, "{name} p{r}: gradient leaked into padding");
+            }
+        }
+        eprintln!("{name}: {key} parity, worst scaled error {worst:.2e}");
+    }
+
+    let gens = model
+        .generate(
+            &ids,
+            &vec![0; ids.len()],
+            &GenerateOptions {
+                max_new_tokens: 8,
+                decoding: Decoding::Greedy,
+                stop_at_eos: false,
+            },
+        )
+        .unwrap();
+    let got: Vec<Vec<u32>> = gens.into_iter().map(|g| g.generated).collect();
+    assert_eq!(got, golden.ids("greedy"), "{name}: greedy generation");
+}
+
+#[test]
+fn tiny_gpt2_matches_transformers() {
+    check_tiny("tiny-gpt2");
+}
+
+#[test]
+fn tiny_llama_matches_transformers() {
+    check_tiny("tiny-llama");
+}
+
+#[test]
+fn tiny_qwen2_matches_transformers() {
+    check_tiny("tiny-qwen2");
+}
+
+/// Ecco's lens (no final norm) is the plain unembedding of the residual stream.
+#[test]
+fn raw_lens_is_plain_unembedding() {
+    let model = Model::load(&data_dir().join("tiny-llama"), None).unwrap();
+    let batch = model
+        .batch(&[model.encode("The cat sat").unwrap()])
+        .unwrap();
+    let out = model
+        .forward(
+            &batch,
+            &Capture {
+                residual: true,
+                ..Capture::default()
+            },
+        )
+        .unwrap();
+    let x = &out.residual[1];
+    let raw = model.lens_logits(x, LensNorm::Raw).unwrap();
+    let normed = model.lens_logits(x, LensNorm::FinalNorm).unwrap();
+    assert_eq!(raw.dims(), &[1, 3, 512]);
+    assert_close("raw lens = unembed", &raw, &model.unembed(x).unwrap(), 1e-6);
+    let (d, _) = crate::common::diff(&raw, &normed);
+    assert!(
+        d > 1e-2,
+        "the final norm must change intermediate-layer lens logits"
+    );
+}
+
+/// The real default model: transformers loading the same GGUF is the reference.
+#[test]
+fn smollm2_gguf_matches_transformers() {
+    let Some(path) = real_model() else { return };
+    let golden = Golden::load("smollm2");
+    let model = Model::load(&path, None).unwrap();
+    assert_eq!(model.config.n_layers, 30);
+    assert_eq!(model.config.n_kv_heads, 3);
+    let prompts = golden.prompts();
+    let ids: Vec<Vec<u32>> = prompts.iter().map(|p| model.encode(p).unwrap()).collect();
+    assert_eq!(ids, golden.ids("input_ids"), "tokenizer ids");
+    assert_eq!(ids[1], vec![19556, 905, 28, 260, 2644, 2643]);
+
+    let batch = model.batch(&ids).unwrap();
+    let capture = Capture {
+        residual: true,
+        mlp: Layers::Only(vec![0]),
+        attention: Layers::Only(vec![0, 29]),
+        logits: Logits::Last,
+        ..Capture::default()
+    };
+    let out = model.forward(&batch, &capture).unwrap();
+    let logits = out.logits.as_ref().unwrap();
+    let sel: Vec<usize> = golden.meta["resid_indices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as usize)
+        .collect();
+    let mut worst = [0f32; 4];
+    for r in 0..ids.len() {
+        let pad = batch.pad(r);
+        let k = |s: &str| format!("p{r}.{s}");
+        worst[0] = worst[0].max(assert_close(
+            &k("logits_last"),
+            &logits.i(r).unwrap(),
+            golden.t(&k("logits_last")),
+            SMOL_TOL,
+        ));
+        let resid = Tensor::stack(
+            &sel.iter()
+                .map(|&l| out.residual[l].i((r, pad..)).unwrap())
+                .collect::<Vec<_>>(),
+            0,
+        )
+        .unwrap();
+        worst[1] = worst[1].max(assert_close(
+            &k("resid_sel"),
+            &resid,
+            golden.t(&k("resid_sel")),
+            SMOL_TOL,
+        ));
+        worst[2] = worst[2].max(assert_close(
+            &k("mlp_act_l0"),
+            &out.mlp[&0].i((r, pad..)).unwrap(),
+            golden.t(&k("mlp_act_l0")),
+            SMOL_TOL,
+        ));
+        for l in [0usize, 29] {
+            let a = out.attention[&l].i((r, .., pad.., pad..)).unwrap();
+            worst[3] = worst[3].max(assert_close(
+                &k(&format!("attn_l{l}")),
+                &a,
+                golden.t(&k(&format!("attn_l{l}"))),
+                SMOL_TOL,
+            ));
+        }
+    }
+    eprintln!(
+        "smollm2 scaled errors: logits {:.2e} resid {:.2e} mlp {:.2e} attn {:.2e}",
+        worst[0], worst[1], worst[2], worst[3]
+    );
+
+    // "The capital of France is" -> " Paris" (p ~ 0.77).
+    let probs = candle_nn::ops::softmax_last_dim(&logits.i(0).unwrap()).unwrap();
+    let top = probs.argmax(D::Minus1).unwrap().to_scalar::<u32>().unwrap();
+    assert_eq!(model.tokenizer.token_text(top), " Paris");
+    let p: f32 = probs.i(top as usize).unwrap().to_scalar().unwrap();
+    assert!((p - 0.7725).abs() < 1e-3, "p(Paris) = {p}");
+
+    let targets: Vec<Target> = (0..ids.len())
+        .map(|r| Target {
+            position: batch.width() - 1,
+            token: golden.ids("greedy")[r][0],
+        })
+        .collect();
+    let g = model
+        .embedding_gradients(&batch, None, &targets, Objective::LogProb)
+        .unwrap();
+    let mut gw = 0f32;
+    for r in 0..ids.len() {
+        let got = g.grad.i((r, batch.pad(r)..)).unwrap();
+        gw = gw.max(assert_close(
+            &format!("p{r} grad_logprob"),
+            &got,
+            golden.t(&format!("p{r}.grad_logprob")),
+            GRAD_TOL,
+        ));
+    }
+    eprintln!("smollm2 grad_logprob scaled error {gw:.2e}");
+
+    let gens = model
+        .generate(
+            &ids,
+            &vec![0; ids.len()],
+            &GenerateOptions {
+                max_new_tokens: 10,
+                decoding: Decoding::Greedy,
+                stop_at_eos: false,
+            },
+        )
+        .unwrap();
+    let got: Vec<Vec<u32>> = gens.into_iter().map(|g| g.generated).collect();
+    assert_eq!(got, golden.ids("greedy"), "greedy generation");
+}
+
+/// SmolLM2 tolerance: both sides dequantize the same Q4_1 blocks to the same f32 weights, so
+/// differences come only from f32 summation order over 30 layers.
+const SMOL_TOL: f32 = 1e-4;
