@@ -224,6 +224,7 @@ fn run(cli: Cli) -> Result<()> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    tokenlens::tune_allocator();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -4,7 +4,8 @@
 use candle_core::Tensor;
 
 use super::config::{Activation, ModelConfig};
-use super::ops::{self, LayerCache, Mode};
+use super::kernels;
+use super::ops::{self, LayerCache, Linear, Mode};
 use super::weights::Weights;
 use super::{Architecture, LayerCtx, LayerOut, Rope};
 use crate::error::Result;
@@ -16,16 +17,11 @@ struct Norm {
 
 struct Layer {
     ln_1: Norm,
-    /// [3d, d] (linear layout; HF's Conv1D [d, 3d] is transposed at load).
-    c_attn_w: Tensor,
-    c_attn_b: Tensor,
-    c_proj_w: Tensor,
-    c_proj_b: Tensor,
+    c_attn: Linear,
+    c_proj: Linear,
     ln_2: Norm,
-    fc_w: Tensor,
-    fc_b: Tensor,
-    proj_w: Tensor,
-    proj_b: Tensor,
+    c_fc: Linear,
+    mlp_proj: Linear,
 }
 
 pub struct Gpt2 {
@@ -38,8 +34,8 @@ pub struct Gpt2 {
 }
 
 impl Gpt2 {
-    /// Builds the model from HF-named tensors. `conv1d`: weights are stored [in, out] (HF's Conv1D)
-    /// rather than [out, in] (GGUF).
+    /// Builds the model from HF-named tensors. `conv1d`: weights are stored [in, out] (HF's
+    /// Conv1D) rather than [out, in] (GGUF).
     pub fn from_weights(cfg: &ModelConfig, w: &mut Weights, conv1d: bool) -> Result<Self> {
         let (d, ffn, v) = (cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size);
         // Some GPT-2 checkpoints (e.g. the original `gpt2`) have no `transformer.` prefix.
@@ -54,37 +50,29 @@ impl Gpt2 {
                 b: w.take(&format!("{p}{name}.bias"), &[d])?,
             })
         };
-        let lin =
-            |w: &mut Weights, name: &str, out: usize, inp: usize| -> Result<(Tensor, Tensor)> {
-                let weight = if conv1d {
-                    w.take(&format!("{p}{name}.weight"), &[inp, out])?
-                        .t()?
-                        .contiguous()?
-                } else {
-                    w.take(&format!("{p}{name}.weight"), &[out, inp])?
-                };
-                Ok((weight, w.take(&format!("{p}{name}.bias"), &[out])?))
-            };
+        let lin = |w: &mut Weights, name: &str, out: usize, inp: usize| -> Result<Linear> {
+            let bias = Some(w.take(&format!("{p}{name}.bias"), &[out])?);
+            if conv1d {
+                Ok(Linear::from_in_out(
+                    w.take(&format!("{p}{name}.weight"), &[inp, out])?,
+                    bias,
+                ))
+            } else {
+                Linear::from_out_in(w.take(&format!("{p}{name}.weight"), &[out, inp])?, bias)
+            }
+        };
         let wte = w.take(&format!("{p}wte.weight"), &[v, d])?;
         let wpe = w.take(&format!("{p}wpe.weight"), &[cfg.max_position_embeddings, d])?;
         let mut layers = Vec::with_capacity(cfg.n_layers);
         for i in 0..cfg.n_layers {
             let h = format!("h.{i}");
-            let (c_attn_w, c_attn_b) = lin(w, &format!("{h}.attn.c_attn"), 3 * d, d)?;
-            let (c_proj_w, c_proj_b) = lin(w, &format!("{h}.attn.c_proj"), d, d)?;
-            let (fc_w, fc_b) = lin(w, &format!("{h}.mlp.c_fc"), ffn, d)?;
-            let (proj_w, proj_b) = lin(w, &format!("{h}.mlp.c_proj"), d, ffn)?;
             layers.push(Layer {
                 ln_1: norm(w, &format!("{h}.ln_1"))?,
-                c_attn_w,
-                c_attn_b,
-                c_proj_w,
-                c_proj_b,
+                c_attn: lin(w, &format!("{h}.attn.c_attn"), 3 * d, d)?,
+                c_proj: lin(w, &format!("{h}.attn.c_proj"), d, d)?,
                 ln_2: norm(w, &format!("{h}.ln_2"))?,
-                fc_w,
-                fc_b,
-                proj_w,
-                proj_b,
+                c_fc: lin(w, &format!("{h}.mlp.c_fc"), ffn, d)?,
+                mlp_proj: lin(w, &format!("{h}.mlp.c_proj"), d, ffn)?,
             });
         }
         let ln_f = norm(w, "ln_f")?;
@@ -133,22 +121,22 @@ impl Architecture for Gpt2 {
         cache: Option<&mut LayerCache>,
     ) -> Result<LayerOut> {
         let layer = &self.layers[l];
-        let d = self.cfg.hidden_size;
         let h = self.ln(x, &layer.ln_1, ctx.mode)?;
-        let qkv = ops::linear(&h, &layer.c_attn_w, Some(&layer.c_attn_b))?;
-        let q = ops::split_heads(&qkv.narrow(2, 0, d)?, self.cfg.n_heads)?;
-        let k = ops::split_heads(&qkv.narrow(2, d, d)?, self.cfg.n_heads)?.contiguous()?;
-        let v = ops::split_heads(&qkv.narrow(2, 2 * d, d)?, self.cfg.n_heads)?.contiguous()?;
-        let (k, v) = ops::cache_append(cache, k, v)?;
-        let (a, probs) = ops::attend(&q, &k, &v, ctx.bias, ctx.mode, ctx.want_attn)?;
-        let x = (x + ops::linear(&a, &layer.c_proj_w, Some(&layer.c_proj_b))?)?;
+        let qkv = layer.c_attn.forward(&h, ctx.mode)?;
+        let layout = kernels::QkvLayout {
+            n_heads: self.cfg.n_heads,
+            n_kv_heads: self.cfg.n_heads,
+            head_dim: self.cfg.head_dim,
+        };
+        let (a, probs) = ops::self_attention(&qkv, layout, ctx, cache)?;
+        let x = (x + layer.c_proj.forward(&a, ctx.mode)?)?;
         let h = self.ln(&x, &layer.ln_2, ctx.mode)?;
-        let pre = ops::linear(&h, &layer.fc_w, Some(&layer.fc_b))?;
+        let pre = layer.c_fc.forward(&h, ctx.mode)?;
         let act = match self.cfg.activation {
             Activation::Gelu => pre.gelu_erf()?,
             _ => pre.gelu()?,
         };
-        let x = (x + ops::linear(&act, &layer.proj_w, Some(&layer.proj_b))?)?;
+        let x = (x + layer.mlp_proj.forward(&act, ctx.mode)?)?;
         Ok(LayerOut {
             x,
             mlp: ctx.want_mlp.then_some(act),

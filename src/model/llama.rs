@@ -4,38 +4,28 @@
 use candle_core::Tensor;
 
 use super::config::ModelConfig;
-use super::ops::{self, LayerCache, Mode, RopeTable};
+use super::kernels;
+use super::ops::{self, LayerCache, Linear, Mode, RopeTable};
 use super::weights::Weights;
 use super::{Architecture, LayerCtx, LayerOut, Rope};
 use crate::error::Result;
 
-struct Proj {
-    w: Tensor,
-    b: Option<Tensor>,
-}
-
-impl Proj {
-    fn load(w: &mut Weights, name: &str, out: usize, inp: usize, bias: bool) -> Result<Self> {
-        Ok(Proj {
-            w: w.take(&format!("{name}.weight"), &[out, inp])?,
-            b: w.take_if(bias, &format!("{name}.bias"), &[out])?,
-        })
-    }
-    fn apply(&self, x: &Tensor) -> Result<Tensor> {
-        ops::linear(x, &self.w, self.b.as_ref())
-    }
+fn proj(w: &mut Weights, name: &str, out: usize, inp: usize, bias: bool) -> Result<Linear> {
+    Linear::from_out_in(
+        w.take(&format!("{name}.weight"), &[out, inp])?,
+        w.take_if(bias, &format!("{name}.bias"), &[out])?,
+    )
 }
 
 struct Layer {
     input_norm: Tensor,
-    q: Proj,
-    k: Proj,
-    v: Proj,
-    o: Proj,
+    /// q, k and v projections stacked into one [hq + 2 hkv, d] matrix: one matmul instead of three.
+    qkv: Linear,
+    o: Linear,
     post_norm: Tensor,
-    gate: Proj,
-    up: Proj,
-    down: Proj,
+    /// gate and up projections stacked into one [2 ffn, d] matrix.
+    gate_up: Linear,
+    down: Linear,
 }
 
 pub struct Llama {
@@ -57,14 +47,18 @@ impl Llama {
             let p = format!("model.layers.{i}");
             layers.push(Layer {
                 input_norm: w.take(&format!("{p}.input_layernorm.weight"), &[d])?,
-                q: Proj::load(w, &format!("{p}.self_attn.q_proj"), hq, d, cfg.qkv_bias)?,
-                k: Proj::load(w, &format!("{p}.self_attn.k_proj"), hkv, d, cfg.qkv_bias)?,
-                v: Proj::load(w, &format!("{p}.self_attn.v_proj"), hkv, d, cfg.qkv_bias)?,
-                o: Proj::load(w, &format!("{p}.self_attn.o_proj"), d, hq, cfg.o_bias)?,
+                qkv: Linear::stack(vec![
+                    proj(w, &format!("{p}.self_attn.q_proj"), hq, d, cfg.qkv_bias)?,
+                    proj(w, &format!("{p}.self_attn.k_proj"), hkv, d, cfg.qkv_bias)?,
+                    proj(w, &format!("{p}.self_attn.v_proj"), hkv, d, cfg.qkv_bias)?,
+                ])?,
+                o: proj(w, &format!("{p}.self_attn.o_proj"), d, hq, cfg.o_bias)?,
                 post_norm: w.take(&format!("{p}.post_attention_layernorm.weight"), &[d])?,
-                gate: Proj::load(w, &format!("{p}.mlp.gate_proj"), ffn, d, cfg.mlp_bias)?,
-                up: Proj::load(w, &format!("{p}.mlp.up_proj"), ffn, d, cfg.mlp_bias)?,
-                down: Proj::load(w, &format!("{p}.mlp.down_proj"), d, ffn, cfg.mlp_bias)?,
+                gate_up: Linear::stack(vec![
+                    proj(w, &format!("{p}.mlp.gate_proj"), ffn, d, cfg.mlp_bias)?,
+                    proj(w, &format!("{p}.mlp.up_proj"), ffn, d, cfg.mlp_bias)?,
+                ])?,
+                down: proj(w, &format!("{p}.mlp.down_proj"), d, ffn, cfg.mlp_bias)?,
             });
         }
         let norm = w.take("model.norm.weight", &[d])?;
@@ -117,19 +111,25 @@ impl Architecture for Llama {
     ) -> Result<LayerOut> {
         let layer = &self.layers[l];
         let cfg = &self.cfg;
-        let (cos, sin) = ctx.rope.expect("llama layers need RoPE tables");
         let h = ops::rms_norm(x, &layer.input_norm, cfg.norm_eps, ctx.mode)?;
-        let q = ops::split_heads(&layer.q.apply(&h)?, cfg.n_heads)?;
-        let k = ops::split_heads(&layer.k.apply(&h)?, cfg.n_kv_heads)?;
-        let v = ops::split_heads(&layer.v.apply(&h)?, cfg.n_kv_heads)?.contiguous()?;
-        let q = ops::apply_rope(&q, cos, sin, ctx.mode)?;
-        let k = ops::apply_rope(&k, cos, sin, ctx.mode)?.contiguous()?;
-        let (k, v) = ops::cache_append(cache, k, v)?;
-        let (a, probs) = ops::attend(&q, &k, &v, ctx.bias, ctx.mode, ctx.want_attn)?;
-        let x = (x + layer.o.apply(&a)?)?;
+        let qkv = layer.qkv.forward(&h, ctx.mode)?;
+        let layout = kernels::QkvLayout {
+            n_heads: cfg.n_heads,
+            n_kv_heads: cfg.n_kv_heads,
+            head_dim: cfg.head_dim,
+        };
+        let (a, probs) = ops::self_attention(&qkv, layout, ctx, cache)?;
+        let x = (x + layer.o.forward(&a, ctx.mode)?)?;
         let h = ops::rms_norm(&x, &layer.post_norm, cfg.norm_eps, ctx.mode)?;
-        let act = (layer.gate.apply(&h)?.silu()? * layer.up.apply(&h)?)?;
-        let x = (x + layer.down.apply(&act)?)?;
+        let gate_up = layer.gate_up.forward(&h, ctx.mode)?;
+        let ffn = cfg.intermediate_size;
+        let act = match ctx.mode {
+            Mode::Fast => kernels::swiglu(&gate_up)?,
+            Mode::Differentiable => {
+                (gate_up.narrow(2, 0, ffn)?.silu()? * gate_up.narrow(2, ffn, ffn)?)?
+            }
+        };
+        let x = (x + layer.down.forward(&act, ctx.mode)?)?;
         Ok(LayerOut {
             x,
             mlp: ctx.want_mlp.then_some(act),

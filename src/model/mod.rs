@@ -7,6 +7,7 @@ pub mod config;
 pub mod generate;
 pub mod gguf;
 pub mod gpt2;
+pub mod kernels;
 pub mod llama;
 pub mod ops;
 pub mod tokenizer;
@@ -16,6 +17,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{D, Device, Tensor, Var};
+use rayon::prelude::*;
 use serde::Serialize;
 
 pub use config::{Arch, ModelConfig};
@@ -30,8 +32,10 @@ pub type Rope = (Tensor, Tensor);
 
 /// Inputs every decoder layer sees.
 pub struct LayerCtx<'a> {
-    /// Additive attention mask [B, 1, Tq, Tk].
-    pub bias: &'a Tensor,
+    /// Which keys each query sees.
+    pub mask: &'a ops::AttnMask<'a>,
+    /// The same as an additive mask [B, 1, Tq, Tk], built for the differentiable path only.
+    pub bias: Option<&'a Tensor>,
     pub rope: Option<&'a Rope>,
     pub mode: Mode,
     pub want_mlp: bool,
@@ -124,6 +128,41 @@ pub struct Captures {
     pub logits: Option<Tensor>,
 }
 
+impl Captures {
+    /// Joins the captures of consecutive row groups along the batch dimension.
+    fn concat_rows(parts: Vec<Captures>) -> Result<Captures> {
+        let cat = |ts: Vec<&Tensor>| -> Result<Tensor> { Ok(Tensor::cat(&ts, 0)?) };
+        let first = &parts[0];
+        let residual = (0..first.residual.len())
+            .map(|i| cat(parts.iter().map(|p| &p.residual[i]).collect()))
+            .collect::<Result<Vec<_>>>()?;
+        let by_layer =
+            |get: fn(&Captures) -> &BTreeMap<usize, Tensor>| -> Result<BTreeMap<usize, Tensor>> {
+                get(first)
+                    .keys()
+                    .map(|&l| Ok((l, cat(parts.iter().map(|p| &get(p)[&l]).collect())?)))
+                    .collect()
+            };
+        let opt = |get: fn(&Captures) -> &Option<Tensor>| -> Result<Option<Tensor>> {
+            match get(first) {
+                None => Ok(None),
+                Some(_) => cat(parts
+                    .iter()
+                    .map(|p| get(p).as_ref().expect("same capture"))
+                    .collect())
+                .map(Some),
+            }
+        };
+        Ok(Captures {
+            residual,
+            mlp: by_layer(|c| &c.mlp)?,
+            attention: by_layer(|c| &c.attention)?,
+            final_hidden: opt(|c| &c.final_hidden)?,
+            logits: opt(|c| &c.logits)?,
+        })
+    }
+}
+
 /// A left-padded batch of token sequences: every row ends at the last column.
 #[derive(Debug, Clone)]
 pub struct Batch {
@@ -173,6 +212,17 @@ impl Batch {
 
     pub fn rows(&self) -> usize {
         self.lengths.len()
+    }
+
+    /// Rows `a..b` as a batch of their own (same width).
+    pub fn rows_range(&self, a: usize, b: usize) -> Result<Batch> {
+        let keys = self.key_mask.len() / self.rows();
+        Ok(Batch {
+            ids: self.ids.narrow(0, a, b - a)?,
+            positions: self.positions.narrow(0, a, b - a)?,
+            key_mask: self.key_mask[a * keys..b * keys].to_vec(),
+            lengths: self.lengths[a..b].to_vec(),
+        })
     }
 
     /// Columns (padded length) of the batch.
@@ -340,9 +390,30 @@ impl Model {
     }
 
     /// A forward pass over `batch` from its token ids.
+    ///
+    /// Rows are independent, so the batch is split into one group of rows per thread and the
+    /// groups run in parallel (rayon); this scales better on few cores than splitting every
+    /// matmul across threads. The captures are joined back in row order.
     pub fn forward(&self, batch: &Batch, capture: &Capture) -> Result<Captures> {
-        let embeds = self.embed(&batch.ids)?;
-        self.forward_embeds(&embeds, batch, capture, Mode::Fast, None)
+        let groups = rayon::current_num_threads().min(batch.rows());
+        if groups <= 1 {
+            let embeds = self.embed(&batch.ids)?;
+            return self.forward_embeds(&embeds, batch, capture, Mode::Fast, None);
+        }
+        let rows = batch.rows();
+        let bounds: Vec<(usize, usize)> = (0..groups)
+            .map(|g| (g * rows / groups, (g + 1) * rows / groups))
+            .collect();
+        let parts: Vec<Result<Captures>> = bounds
+            .par_iter()
+            .map(|&(a, b)| {
+                let sub = batch.rows_range(a, b)?;
+                let embeds = self.embed(&sub.ids)?;
+                self.forward_embeds(&embeds, &sub, capture, Mode::Fast, None)
+            })
+            .collect();
+        let parts = parts.into_iter().collect::<Result<Vec<_>>>()?;
+        Captures::concat_rows(parts)
     }
 
     /// A forward pass from input embeddings [B, T, d] (the new tokens only when `cache` holds
@@ -367,14 +438,16 @@ impl Model {
         if let Some(c) = cache.as_deref_mut() {
             c.resize(self.config.n_layers, LayerCache::default());
         }
-        let bias = ops::attention_bias(
-            &batch.key_mask,
-            b,
-            t,
+        let mask = ops::AttnMask {
+            key_mask: &batch.key_mask,
+            tq: t,
             tk,
-            self.config.sliding_window,
-            &self.device,
-        )?;
+            window: self.config.sliding_window,
+        };
+        let bias = match mode {
+            Mode::Fast => None,
+            Mode::Differentiable => Some(ops::attention_bias(&mask, b, &self.device)?),
+        };
         let (mut x, rope) = self.body.input(embeds, &batch.positions)?;
         let mut out = Captures::default();
         if capture.residual {
@@ -382,7 +455,8 @@ impl Model {
         }
         for l in 0..self.config.n_layers {
             let ctx = LayerCtx {
-                bias: &bias,
+                mask: &mask,
+                bias: bias.as_ref(),
                 rope: rope.as_ref(),
                 mode,
                 want_mlp: capture.mlp.contains(l),
@@ -406,7 +480,7 @@ impl Model {
         }
         out.logits = match &capture.logits {
             Logits::None => None,
-            Logits::All => Some(self.unembed(&self.body.final_norm(&x, mode)?)?),
+            Logits::All => Some(self.unembed_mode(&self.body.final_norm(&x, mode)?, mode)?),
             Logits::Last => Some(self.logits_at(&x, &vec![t - 1; b], mode)?),
             Logits::At(p) => Some(self.logits_at(&x, p, mode)?),
         };
@@ -428,12 +502,16 @@ impl Model {
             .collect();
         let idx = Tensor::from_vec(idx, b, &self.device)?;
         let rows = x.reshape((b * t, d))?.index_select(&idx, 0)?;
-        self.unembed(&self.body.final_norm(&rows, mode)?)
+        self.unembed_mode(&self.body.final_norm(&rows, mode)?, mode)
     }
 
     /// Logits of already-normalized states [.., d] -> [.., V].
     pub fn unembed(&self, h: &Tensor) -> Result<Tensor> {
-        ops::linear(h, self.body.lm_head(), None)
+        self.unembed_mode(h, Mode::Fast)
+    }
+
+    fn unembed_mode(&self, h: &Tensor, mode: Mode) -> Result<Tensor> {
+        ops::linear_t(h, self.body.lm_head(), mode)
     }
 
     /// The logit lens: residual states [.., d] projected to vocabulary logits [.., V].

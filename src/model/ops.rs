@@ -4,6 +4,9 @@
 
 use candle_core::{D, DType, Device, Tensor};
 
+use super::LayerCtx;
+use super::kernels;
+pub use super::kernels::AttnMask;
 use crate::error::Result;
 
 /// How a forward pass computes.
@@ -20,18 +23,72 @@ pub enum Mode {
 /// that rows with no visible key (query positions in the left padding) stay NaN-free.
 pub const MASKED: f32 = -1.0e30;
 
-/// `x @ w.T + b` for `x` of shape [.., in] and `w` of shape [out, in].
-pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
+/// A linear layer: weight stored [in, out] contiguous (the fastest layout for gemm), optional bias.
+pub struct Linear {
+    wt: Tensor,
+    b: Option<Tensor>,
+}
+
+impl Linear {
+    /// From a PyTorch-layout weight [out, in].
+    pub fn from_out_in(w: Tensor, b: Option<Tensor>) -> Result<Self> {
+        Ok(Linear {
+            wt: w.t()?.contiguous()?,
+            b,
+        })
+    }
+
+    /// From a weight already stored [in, out] (GPT-2's Conv1D).
+    pub fn from_in_out(wt: Tensor, b: Option<Tensor>) -> Self {
+        Linear { wt, b }
+    }
+
+    /// Stacks layers that read the same input along the output dimension (one matmul for q|k|v).
+    pub fn stack(parts: Vec<Linear>) -> Result<Self> {
+        let wt = Tensor::cat(&parts.iter().map(|p| &p.wt).collect::<Vec<_>>(), 1)?;
+        let b = match parts
+            .iter()
+            .map(|p| p.b.as_ref())
+            .collect::<Option<Vec<_>>>()
+        {
+            Some(bs) => Some(Tensor::cat(&bs, 0)?),
+            None => None,
+        };
+        Ok(Linear { wt, b })
+    }
+
+    pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        match mode {
+            Mode::Fast => {
+                kernels::linear(x, &self.wt, kernels::WeightLayout::InOut, self.b.as_ref())
+            }
+            Mode::Differentiable => {
+                let y = matmul_2d(x, &self.wt)?;
+                Ok(match &self.b {
+                    Some(b) => y.broadcast_add(b)?,
+                    None => y,
+                })
+            }
+        }
+    }
+}
+
+/// `x @ w.T` for a PyTorch-layout [out, in] matrix (the LM head, which shares the embedding).
+pub fn linear_t(x: &Tensor, w: &Tensor, mode: Mode) -> Result<Tensor> {
+    match mode {
+        Mode::Fast => kernels::linear(x, w, kernels::WeightLayout::OutIn, None),
+        Mode::Differentiable => matmul_2d(x, &w.t()?),
+    }
+}
+
+/// x [.., in] @ w [in, out] -> [.., out] with candle ops (gradients flow through it).
+fn matmul_2d(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     let dims = x.dims().to_vec();
     let (in_dim, lead) = (dims[dims.len() - 1], &dims[..dims.len() - 1]);
     let rows: usize = lead.iter().product();
-    let y = x.reshape((rows, in_dim))?.matmul(&w.t()?)?;
-    let y = match b {
-        Some(b) => y.broadcast_add(b)?,
-        None => y,
-    };
+    let y = x.reshape((rows, in_dim))?.matmul(w)?;
     let mut out = lead.to_vec();
-    out.push(w.dim(0)?);
+    out.push(w.dim(1)?);
     Ok(y.reshape(out)?)
 }
 
@@ -44,7 +101,7 @@ pub fn softmax_last(x: &Tensor, mode: Mode) -> Result<Tensor> {
 
 pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64, mode: Mode) -> Result<Tensor> {
     Ok(match mode {
-        Mode::Fast => candle_nn::ops::rms_norm(&x.contiguous()?, w, eps as f32)?,
+        Mode::Fast => kernels::rms_norm(x, w, eps)?,
         Mode::Differentiable => candle_nn::ops::rms_norm_slow(x, w, eps as f32)?,
     })
 }
@@ -56,25 +113,15 @@ pub fn layer_norm(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64, mode: Mode) -> R
     })
 }
 
-/// The additive mask [B, 1, Tq, Tk] for `tq` new queries over `tk` keys (the last `tq` keys are the
-/// queries themselves): causal, hiding padded keys, and limited to `window` keys back if set.
-pub fn attention_bias(
-    key_mask: &[u8],
-    batch: usize,
-    tq: usize,
-    tk: usize,
-    window: Option<usize>,
-    device: &Device,
-) -> Result<Tensor> {
-    let past = tk - tq;
+/// The additive mask [B, 1, Tq, Tk] of `mask` for the differentiable path: 0 where a query sees
+/// a key, `MASKED` elsewhere.
+pub fn attention_bias(mask: &AttnMask, batch: usize, device: &Device) -> Result<Tensor> {
+    let (tq, tk) = (mask.tq, mask.tk);
     let mut bias = vec![0f32; batch * tq * tk];
     for b in 0..batch {
         for i in 0..tq {
-            let qi = past + i;
             for j in 0..tk {
-                let visible =
-                    j <= qi && key_mask[b * tk + j] != 0 && window.is_none_or(|w| qi - j < w);
-                if !visible {
+                if !mask.visible(b, i, j) {
                     bias[(b * tq + i) * tk + j] = MASKED;
                 }
             }
@@ -90,16 +137,23 @@ pub struct LayerCache {
 }
 
 /// Scaled dot-product attention with grouped-query heads.
-/// q: [B, H, Tq, hd]; k, v: [B, Hkv, Tk, hd]; bias: [B, 1, Tq, Tk].
+/// q: [B, H, Tq, hd]; k, v: [B, Hkv, Tk, hd]. The fast path uses the fused kernel and `mask`;
+/// the differentiable path composed ops and `bias` ([B, 1, Tq, Tk], see `attention_bias`).
 /// Returns the output [B, Tq, H*hd] and, if asked, the probabilities [B, H, Tq, Tk].
 pub fn attend(
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,
-    bias: &Tensor,
+    mask: &AttnMask,
+    bias: Option<&Tensor>,
     mode: Mode,
     keep_probs: bool,
 ) -> Result<(Tensor, Option<Tensor>)> {
+    let bias = match (mode, bias) {
+        (Mode::Fast, _) => return kernels::attention(q, k, v, mask, keep_probs),
+        (Mode::Differentiable, Some(b)) => b,
+        (Mode::Differentiable, None) => unreachable!("the differentiable path builds the bias"),
+    };
     let (b, h, tq, hd) = q.dims4()?;
     let (_, hkv, tk, _) = k.dims4()?;
     let rep = h / hkv;
@@ -116,6 +170,41 @@ pub fn attend(
         .transpose(1, 2)?
         .reshape((b, tq, h * hd))?;
     Ok((out, keep_probs.then_some(probs)))
+}
+
+/// Self-attention from a stacked q|k|v projection [B, T, (H + 2 Hkv) hd]: split into heads,
+/// RoPE on q and k if given, append to the KV cache, attend. Returns [B, T, H*hd] and the
+/// probabilities [B, H, T, Tk] if asked. Shared by the architectures; the fast path uses fused
+/// kernels, the differentiable path composed ops.
+pub fn self_attention(
+    qkv: &Tensor,
+    layout: kernels::QkvLayout,
+    ctx: &LayerCtx,
+    cache: Option<&mut LayerCache>,
+) -> Result<(Tensor, Option<Tensor>)> {
+    let (rope, mode) = (ctx.rope, ctx.mode);
+    let (q, k, v) = match mode {
+        Mode::Fast => kernels::split_qkv(qkv, layout, rope.map(|(c, s)| (c, s)))?,
+        Mode::Differentiable => {
+            let (hq, hkv) = (
+                layout.n_heads * layout.head_dim,
+                layout.n_kv_heads * layout.head_dim,
+            );
+            let q = split_heads(&qkv.narrow(2, 0, hq)?, layout.n_heads)?;
+            let k = split_heads(&qkv.narrow(2, hq, hkv)?, layout.n_kv_heads)?;
+            let v = split_heads(&qkv.narrow(2, hq + hkv, hkv)?, layout.n_kv_heads)?.contiguous()?;
+            match rope {
+                Some((cos, sin)) => (
+                    apply_rope(&q, cos, sin, mode)?,
+                    apply_rope(&k, cos, sin, mode)?.contiguous()?,
+                    v,
+                ),
+                None => (q, k.contiguous()?, v),
+            }
+        }
+    };
+    let (k, v) = cache_append(cache, k, v)?;
+    attend(&q, &k, &v, ctx.mask, ctx.bias, mode, ctx.want_attn)
 }
 
 /// Appends new keys/values [B, Hkv, T, hd] to a layer's cache and returns the full ones.
@@ -316,9 +405,15 @@ mod tests {
     #[test]
     fn bias_is_causal_masks_padding_and_window() {
         // Row 0 has one left pad, row 1 none; 2 new queries over 2 cached + 2 new keys.
-        let mask = [0u8, 1, 1, 1, 1, 1, 1, 1];
+        let key_mask = [0u8, 1, 1, 1, 1, 1, 1, 1];
         let visible = |window| -> Vec<u8> {
-            let b = attention_bias(&mask, 2, 2, 4, window, &Device::Cpu).unwrap();
+            let mask = AttnMask {
+                key_mask: &key_mask,
+                tq: 2,
+                tk: 4,
+                window,
+            };
+            let b = attention_bias(&mask, 2, &Device::Cpu).unwrap();
             let flat: Vec<f32> = b.flatten_all().unwrap().to_vec1().unwrap();
             flat.iter().map(|&x| (x == 0.0) as u8).collect()
         };
@@ -330,5 +425,30 @@ mod tests {
             visible(Some(2)),
             vec![0, 1, 1, 0, 0, 0, 1, 1, 0, 1, 1, 0, 0, 0, 1, 1]
         );
+    }
+
+    /// The fused attention kernel and the composed path agree, with GQA, padding, a window and
+    /// cached keys (Tq < Tk), including the uniform rows of padded queries.
+    #[test]
+    fn fused_attention_matches_composed() {
+        let (b, h, hkv, tq, tk, hd) = (2, 6, 2, 3, 5, 8);
+        let q = randn(&[b, h, tq, hd], 11);
+        let k = randn(&[b, hkv, tk, hd], 12);
+        let v = randn(&[b, hkv, tk, hd], 13);
+        let key_mask = [0u8, 0, 0, 1, 1, 1, 1, 1, 1, 1];
+        for window in [None, Some(3)] {
+            let mask = AttnMask {
+                key_mask: &key_mask,
+                tq,
+                tk,
+                window,
+            };
+            let bias = attention_bias(&mask, b, &Device::Cpu).unwrap();
+            let (fo, fp) = attend(&q, &k, &v, &mask, None, Mode::Fast, true).unwrap();
+            let (so, sp) =
+                attend(&q, &k, &v, &mask, Some(&bias), Mode::Differentiable, true).unwrap();
+            assert!(max_diff(&fo, &so) < 1e-5, "out {}", max_diff(&fo, &so));
+            assert!(max_diff(&fp.unwrap(), &sp.unwrap()) < 1e-6);
+        }
     }
 }

@@ -328,3 +328,70 @@ fn smollm2_gguf_matches_transformers() {
 /// SmolLM2 tolerance: both sides dequantize the same Q4_1 blocks to the same f32 weights, so
 /// differences come only from f32 summation order over 30 layers.
 const SMOL_TOL: f32 = 1e-4;
+
+/// Rows that stop at EOS early must not disturb the others (KV cache, masks, positions), and a
+/// stopped row keeps its EOS as the last generated token.
+#[test]
+fn generation_rows_stop_independently() {
+    let golden = Golden::load("tiny-llama");
+    let greedy = golden.ids("greedy");
+    // Make row 0's second greedy token the EOS token.
+    let dir = crate::common::scratch("eos-llama");
+    for f in ["tokenizer.json", "model.safetensors"] {
+        std::fs::copy(data_dir().join("tiny-llama").join(f), dir.join(f)).unwrap();
+    }
+    let mut cfg: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(data_dir().join("tiny-llama/config.json")).unwrap(),
+    )
+    .unwrap();
+    let eos = greedy[0][1];
+    assert!(
+        !greedy[1].contains(&eos) && !greedy[2].contains(&eos),
+        "pick another EOS for this test"
+    );
+    cfg["eos_token_id"] = serde_json::json!(eos);
+    std::fs::write(dir.join("config.json"), cfg.to_string()).unwrap();
+    let model = Model::load(&dir, None).unwrap();
+    let ids = golden.ids("input_ids");
+    let opts = GenerateOptions {
+        max_new_tokens: 8,
+        decoding: Decoding::Greedy,
+        stop_at_eos: true,
+    };
+    let gens = model.generate(&ids, &[0, 0, 0], &opts).unwrap();
+    assert_eq!(gens[0].generated, greedy[0][..2].to_vec());
+    assert!(gens[0].stopped_at_eos);
+    assert_eq!(gens[1].generated, greedy[1]);
+    assert_eq!(gens[2].generated, greedy[2]);
+    assert!(!gens[1].stopped_at_eos);
+    assert_eq!(
+        gens[1].sequence(),
+        [ids[1].clone(), greedy[1].clone()].concat()
+    );
+}
+
+/// Sampling uses one seed per row: a prompt's sample does not depend on its batch neighbours.
+#[test]
+fn sampling_does_not_depend_on_the_batch() {
+    let model = Model::load(&data_dir().join("tiny-gpt2"), None).unwrap();
+    let a = model.encode("Once upon a time there was a").unwrap();
+    let b = model.encode("The cat").unwrap();
+    let opts = GenerateOptions {
+        max_new_tokens: 12,
+        decoding: Decoding::Sample {
+            temperature: 1.0,
+            top_k: Some(50),
+            top_p: Some(0.9),
+        },
+        stop_at_eos: false,
+    };
+    let alone = model
+        .generate(std::slice::from_ref(&a), &[42], &opts)
+        .unwrap();
+    let batched = model
+        .generate(&[b.clone(), a.clone()], &[7, 42], &opts)
+        .unwrap();
+    assert_eq!(alone[0].generated, batched[1].generated);
+    let other_seed = model.generate(&[a], &[43], &opts).unwrap();
+    assert_ne!(alone[0].generated, other_seed[0].generated);
+}

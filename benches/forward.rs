@@ -1,0 +1,69 @@
+//! Batched forward pass on the default real model (SmolLM2-135M), with every capture on
+//! (residual stream, MLP activations, attention, all-position logits) and with logits only.
+//! Shape from the issue: 8 prompts x 64 tokens. scripts/bench_forward.sh runs this next to the
+//! same work in transformers and prints the ratio.
+//!
+//! Needs the model (scripts/fetch-model.sh); skips with a note otherwise.
+
+use std::path::PathBuf;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use tokenlens::model::{Capture, Layers, Logits, Model};
+
+const BATCH: usize = 8;
+const TOKENS: usize = 64;
+
+/// Deterministic ordinary-vocabulary ids (the same formula as scripts/bench_forward_transformers.py).
+fn bench_ids() -> Vec<Vec<u32>> {
+    (0..BATCH)
+        .map(|r| {
+            (0..TOKENS)
+                .map(|i| 1000 + ((r * 104_729 + i * 7_919) % 48_000) as u32)
+                .collect()
+        })
+        .collect()
+}
+
+fn model_path() -> Option<PathBuf> {
+    let cache = std::env::var_os("TOKENLENS_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/tokenlens")
+        });
+    let p = cache.join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    p.exists().then_some(p)
+}
+
+fn forward(c: &mut Criterion) {
+    tokenlens::tune_allocator();
+    let Some(path) = model_path() else {
+        eprintln!("forward bench: default model not fetched (scripts/fetch-model.sh); skipping");
+        return;
+    };
+    let model = Model::load(&path, None).expect("load model");
+    let batch = model.batch(&bench_ids()).unwrap();
+    let mut g = c.benchmark_group("smollm2_8x64");
+    g.sample_size(10);
+    g.throughput(Throughput::Elements((BATCH * TOKENS) as u64));
+    let all = Capture {
+        residual: true,
+        mlp: Layers::All,
+        attention: Layers::All,
+        final_hidden: false,
+        logits: Logits::All,
+    };
+    g.bench_function("forward_all_captures", |b| {
+        b.iter(|| model.forward(&batch, &all).unwrap())
+    });
+    let logits = Capture {
+        logits: Logits::All,
+        ..Capture::default()
+    };
+    g.bench_function("forward_logits_only", |b| {
+        b.iter(|| model.forward(&batch, &logits).unwrap())
+    });
+    g.finish();
+}
+
+criterion_group!(benches, forward);
+criterion_main!(benches);
