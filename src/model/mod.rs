@@ -128,37 +128,78 @@ pub struct Captures {
     pub logits: Option<Tensor>,
 }
 
+/// One position per row of x [B, T, d] -> [B, d] (differentiable).
+fn gather_positions(x: &Tensor, positions: &[usize]) -> Result<Tensor> {
+    let (b, t, d) = x.dims3()?;
+    if positions.len() != b || positions.iter().any(|&p| p >= t) {
+        return Err(Error::Input(format!(
+            "logit positions {positions:?} do not fit a batch of {b} x {t}"
+        )));
+    }
+    let idx: Vec<u32> = positions
+        .iter()
+        .enumerate()
+        .map(|(r, &p)| (r * t + p) as u32)
+        .collect();
+    let idx = Tensor::from_vec(idx, b, x.device())?;
+    Ok(x.reshape((b * t, d))?.index_select(&idx, 0)?)
+}
+
 impl Captures {
     /// Joins the captures of consecutive row groups along the batch dimension.
     fn concat_rows(parts: Vec<Captures>) -> Result<Captures> {
-        let cat = |ts: Vec<&Tensor>| -> Result<Tensor> { Ok(Tensor::cat(&ts, 0)?) };
+        // Every captured tensor is joined independently: do the copies in parallel.
         let first = &parts[0];
-        let residual = (0..first.residual.len())
-            .map(|i| cat(parts.iter().map(|p| &p.residual[i]).collect()))
-            .collect::<Result<Vec<_>>>()?;
-        let by_layer =
-            |get: fn(&Captures) -> &BTreeMap<usize, Tensor>| -> Result<BTreeMap<usize, Tensor>> {
-                get(first)
-                    .keys()
-                    .map(|&l| Ok((l, cat(parts.iter().map(|p| &get(p)[&l]).collect())?)))
-                    .collect()
-            };
-        let opt = |get: fn(&Captures) -> &Option<Tensor>| -> Result<Option<Tensor>> {
-            match get(first) {
-                None => Ok(None),
-                Some(_) => cat(parts
-                    .iter()
-                    .map(|p| get(p).as_ref().expect("same capture"))
-                    .collect())
-                .map(Some),
-            }
-        };
+        let n_res = first.residual.len();
+        let mlp_layers: Vec<usize> = first.mlp.keys().copied().collect();
+        let attn_layers: Vec<usize> = first.attention.keys().copied().collect();
+        let jobs = n_res + mlp_layers.len() + attn_layers.len() + 2;
+        let joined: Vec<Option<Tensor>> = (0..jobs)
+            .into_par_iter()
+            .map(|j| -> Result<Option<Tensor>> {
+                let pick = |p: &Captures| -> Option<Tensor> {
+                    if j < n_res {
+                        return Some(p.residual[j].clone());
+                    }
+                    let j = j - n_res;
+                    if j < mlp_layers.len() {
+                        return Some(p.mlp[&mlp_layers[j]].clone());
+                    }
+                    let j = j - mlp_layers.len();
+                    if j < attn_layers.len() {
+                        return Some(p.attention[&attn_layers[j]].clone());
+                    }
+                    match j - attn_layers.len() {
+                        0 => p.final_hidden.clone(),
+                        _ => p.logits.clone(),
+                    }
+                };
+                let ts: Option<Vec<Tensor>> = parts.iter().map(pick).collect();
+                Ok(match ts {
+                    Some(ts) => Some(Tensor::cat(&ts, 0)?),
+                    None => None,
+                })
+            })
+            .collect::<Result<_>>()?;
+        let mut it = joined.into_iter();
+        let mut next = || it.next().flatten();
+        let residual = (0..n_res).map(|_| next().expect("joined")).collect();
+        let mlp = mlp_layers
+            .iter()
+            .map(|&l| (l, next().expect("joined")))
+            .collect();
+        let attention = attn_layers
+            .iter()
+            .map(|&l| (l, next().expect("joined")))
+            .collect();
+        let final_hidden = next();
+        let logits = next();
         Ok(Captures {
             residual,
-            mlp: by_layer(|c| &c.mlp)?,
-            attention: by_layer(|c| &c.attention)?,
-            final_hidden: opt(|c| &c.final_hidden)?,
-            logits: opt(|c| &c.logits)?,
+            mlp,
+            attention,
+            final_hidden,
+            logits,
         })
     }
 }
@@ -404,16 +445,36 @@ impl Model {
         let bounds: Vec<(usize, usize)> = (0..groups)
             .map(|g| (g * rows / groups, (g + 1) * rows / groups))
             .collect();
+        // Groups stop at the final norm; the LM head then runs once over the whole batch (a
+        // larger, more efficient matmul, and no copy of the logits).
+        let inner = Capture {
+            final_hidden: capture.final_hidden || capture.logits != Logits::None,
+            logits: Logits::None,
+            ..capture.clone()
+        };
         let parts: Vec<Result<Captures>> = bounds
             .par_iter()
             .map(|&(a, b)| {
                 let sub = batch.rows_range(a, b)?;
                 let embeds = self.embed(&sub.ids)?;
-                self.forward_embeds(&embeds, &sub, capture, Mode::Fast, None)
+                self.forward_embeds(&embeds, &sub, &inner, Mode::Fast, None)
             })
             .collect();
         let parts = parts.into_iter().collect::<Result<Vec<_>>>()?;
-        Captures::concat_rows(parts)
+        let mut out = Captures::concat_rows(parts)?;
+        if let Some(h) = &out.final_hidden {
+            let t = batch.width();
+            out.logits = match &capture.logits {
+                Logits::None => None,
+                Logits::All => Some(self.unembed(h)?),
+                Logits::Last => Some(self.unembed(&gather_positions(h, &vec![t - 1; rows])?)?),
+                Logits::At(p) => Some(self.unembed(&gather_positions(h, p)?)?),
+            };
+        }
+        if !capture.final_hidden {
+            out.final_hidden = None;
+        }
+        Ok(out)
     }
 
     /// A forward pass from input embeddings [B, T, d] (the new tokens only when `cache` holds
@@ -489,19 +550,7 @@ impl Model {
 
     /// Logits [B, V] at one position per row of the last residual state `x` [B, T, d].
     fn logits_at(&self, x: &Tensor, positions: &[usize], mode: Mode) -> Result<Tensor> {
-        let (b, t, d) = x.dims3()?;
-        if positions.len() != b || positions.iter().any(|&p| p >= t) {
-            return Err(Error::Input(format!(
-                "logit positions {positions:?} do not fit a batch of {b} x {t}"
-            )));
-        }
-        let idx: Vec<u32> = positions
-            .iter()
-            .enumerate()
-            .map(|(r, &p)| (r * t + p) as u32)
-            .collect();
-        let idx = Tensor::from_vec(idx, b, &self.device)?;
-        let rows = x.reshape((b * t, d))?.index_select(&idx, 0)?;
+        let rows = gather_positions(x, positions)?;
         self.unembed_mode(&self.body.final_norm(&rows, mode)?, mode)
     }
 
