@@ -3,6 +3,8 @@
 //! element-wise ops call libm's `expf` one value at a time and are single-threaded; these use a
 //! vectorizable `exp` and rayon. The differentiable path never uses them.
 
+use std::mem::MaybeUninit;
+
 use candle_core::{Storage, Tensor};
 use rayon::prelude::*;
 
@@ -22,9 +24,30 @@ fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
     Ok(f(&data[start..end]))
 }
 
-/// A zeroed output buffer (calloc: fresh heap pages need no memset).
-fn buffer(n: usize) -> Vec<f32> {
-    vec![0f32; n]
+/// An output buffer the kernel fully writes before `init` (no zeroing pass: with the heap kept
+/// by `tune_allocator`, zeroing every activation costs ~5% of a forward pass).
+fn uninit(n: usize) -> Vec<MaybeUninit<f32>> {
+    let mut v = Vec::with_capacity(n);
+    // SAFETY: MaybeUninit needs no initialization.
+    unsafe { v.set_len(n) };
+    v
+}
+
+/// # Safety
+/// Every element of `v` has been written.
+unsafe fn init(v: Vec<MaybeUninit<f32>>) -> Vec<f32> {
+    let mut v = std::mem::ManuallyDrop::new(v);
+    // SAFETY: same allocation, MaybeUninit<f32> has the layout of f32, all elements written.
+    unsafe { Vec::from_raw_parts(v.as_mut_ptr() as *mut f32, v.len(), v.capacity()) }
+}
+
+/// A written chunk of an uninit buffer, as floats.
+///
+/// # Safety
+/// Every element of `c` has been written.
+unsafe fn written(c: &mut [MaybeUninit<f32>]) -> &mut [f32] {
+    // SAFETY: layout-compatible, all elements written (caller's promise).
+    unsafe { std::slice::from_raw_parts_mut(c.as_mut_ptr() as *mut f32, c.len()) }
 }
 
 /// A raw pointer that may be shared by tasks writing disjoint regions.
@@ -85,13 +108,18 @@ pub fn linear(x: &Tensor, w: &Tensor, layout: WeightLayout, b: Option<&Tensor>) 
         WeightLayout::InOut => (w.dim(1)?, w.dim(1)? as isize, 1),
         WeightLayout::OutIn => (w.dim(0)?, 1, k as isize),
     };
-    let mut out = match b {
-        Some(b) => with_f32(b, |b| b.repeat(m))?,
-        None => buffer(m * n),
+    // With a bias, gemm accumulates onto the bias rows; without, it writes every element.
+    let mut out: Vec<MaybeUninit<f32>> = match b {
+        Some(b) => with_f32(b, |b| b.repeat(m))?
+            .into_iter()
+            .map(MaybeUninit::new)
+            .collect(),
+        None => uninit(m * n),
     };
+    let threads = rayon::current_num_threads();
     let parallelism = match rayon::current_thread_index() {
-        Some(_) => gemm::Parallelism::None,
-        None => gemm::Parallelism::Rayon(rayon::current_num_threads()),
+        None if threads > 1 => gemm::Parallelism::Rayon(threads),
+        _ => gemm::Parallelism::None,
     };
     with_f32(x, |x| {
         with_f32(w, |w| {
@@ -101,7 +129,7 @@ pub fn linear(x: &Tensor, w: &Tensor, layout: WeightLayout, b: Option<&Tensor>) 
                     m,
                     n,
                     k,
-                    out.as_mut_ptr(),
+                    out.as_mut_ptr() as *mut f32,
                     1,
                     n as isize,
                     b.is_some(),
@@ -121,6 +149,8 @@ pub fn linear(x: &Tensor, w: &Tensor, layout: WeightLayout, b: Option<&Tensor>) 
             }
         })
     })??;
+    // SAFETY: gemm wrote (or accumulated onto) every element.
+    let out = unsafe { init(out) };
     let mut shape = dims;
     *shape.last_mut().expect("rank >= 1") = n;
     Ok(Tensor::from_vec(out, shape, x.device())?)
@@ -132,7 +162,7 @@ pub fn swiglu(x: &Tensor) -> Result<Tensor> {
     let two_f = *dims.last().expect("rank >= 1");
     let f = two_f / 2;
     let rows = x.elem_count() / two_f;
-    let mut out = buffer(rows * f);
+    let mut out = uninit(rows * f);
     with_f32(x, |src| {
         out.par_chunks_mut(f * 16)
             .zip(src.par_chunks(two_f * 16))
@@ -143,6 +173,8 @@ pub fn swiglu(x: &Tensor) -> Result<Tensor> {
                 }
             })
     })?;
+    // SAFETY: silu_mul wrote every element of every row.
+    let out = unsafe { init(out) };
     let mut shape = dims;
     *shape.last_mut().expect("rank >= 1") = f;
     Ok(Tensor::from_vec(out, shape, x.device())?)
@@ -168,7 +200,7 @@ impl AttnMask<'_> {
 /// RMSNorm over the last dimension: x / sqrt(mean(x^2) + eps) * w, rows in parallel.
 pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
     let d = w.dim(0)?;
-    let mut out = buffer(x.elem_count());
+    let mut out = uninit(x.elem_count());
     with_f32(x, |x| {
         with_f32(w, |w| {
             out.par_chunks_mut(d * 32)
@@ -178,12 +210,14 @@ pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
                         let ss: f32 = x.iter().map(|v| v * v).sum();
                         let inv = 1.0 / (ss / d as f32 + eps as f32).sqrt();
                         for ((o, x), w) in o.iter_mut().zip(x).zip(w) {
-                            *o = x * inv * w;
+                            o.write(x * inv * w);
                         }
                     }
                 })
         })
     })??;
+    // SAFETY: every row was written.
+    let out = unsafe { init(out) };
     Ok(Tensor::from_vec(out, x.dims(), x.device())?)
 }
 
@@ -205,9 +239,9 @@ pub fn split_qkv(
     let (b, t, width) = qkv.dims3()?;
     let (h, hkv, hd) = (l.n_heads, l.n_kv_heads, l.head_dim);
     let half = hd / 2;
-    let mut q = buffer(b * h * t * hd);
-    let mut k = buffer(b * hkv * t * hd);
-    let mut v = buffer(b * hkv * t * hd);
+    let mut q = uninit(b * h * t * hd);
+    let mut k = uninit(b * hkv * t * hd);
+    let mut v = uninit(b * hkv * t * hd);
     let tables = match rope {
         Some((c, s)) => Some((
             c.flatten_all()?.to_vec1::<f32>()?,
@@ -217,7 +251,7 @@ pub fn split_qkv(
     };
     with_f32(qkv, |src| {
         // One task per (row, head) of q, k and v together: disjoint outputs.
-        let put = |dst: &mut [f32], head: usize, bi: usize, roped: bool| {
+        let put = |dst: &mut [MaybeUninit<f32>], head: usize, bi: usize, roped: bool| {
             for ti in 0..t {
                 let s = &src[(bi * t + ti) * width + head * hd..][..hd];
                 let d = &mut dst[ti * hd..(ti + 1) * hd];
@@ -229,11 +263,13 @@ pub fn split_qkv(
                         );
                         for i in 0..half {
                             let (x1, x2) = (s[i], s[i + half]);
-                            d[i] = x1 * c[i] - x2 * sn[i];
-                            d[i + half] = x2 * c[i] + x1 * sn[i];
+                            d[i].write(x1 * c[i] - x2 * sn[i]);
+                            d[i + half].write(x2 * c[i] + x1 * sn[i]);
                         }
                     }
-                    _ => d.copy_from_slice(s),
+                    _ => d.iter_mut().zip(s).for_each(|(d, s)| {
+                        d.write(*s);
+                    }),
                 }
             }
         };
@@ -247,6 +283,8 @@ pub fn split_qkv(
             .enumerate()
             .for_each(|(i, d)| put(d, h + hkv + i % hkv, i / hkv, false));
     })?;
+    // SAFETY: every (row, head, position) was written by `put`.
+    let (q, k, v) = unsafe { (init(q), init(k), init(v)) };
     let dev = qkv.device();
     Ok((
         Tensor::from_vec(q, (b, h, t, hd), dev)?,
@@ -270,9 +308,9 @@ pub fn attention(
     let (_, hkv, tk, _) = k.dims4()?;
     let rep = h / hkv;
     let scale = 1.0 / (hd as f32).sqrt();
-    let mut out = buffer(b * tq * h * hd);
-    let mut probs = buffer(b * h * tq * tk);
-    let dst = SharedMut(out.as_mut_ptr());
+    let mut out = uninit(b * tq * h * hd);
+    let mut probs = uninit(b * h * tq * tk);
+    let dst = SharedMut(out.as_mut_ptr() as *mut f32);
     with_f32(q, |q| {
         with_f32(k, |k| {
             with_f32(v, |v| {
@@ -292,7 +330,7 @@ pub fn attention(
                                 tq,
                                 tk,
                                 hd,
-                                p.as_mut_ptr(),
+                                p.as_mut_ptr() as *mut f32,
                                 1,
                                 tk as isize,
                                 false,
@@ -310,6 +348,8 @@ pub fn attention(
                                 gemm::Parallelism::None,
                             );
                         }
+                        // SAFETY: the gemm above wrote all scores.
+                        let p = unsafe { written(p) };
                         for (i, row) in p.chunks_mut(tk).enumerate() {
                             softmax_masked(row, |j| mask.visible(bi, i, j));
                         }
@@ -342,6 +382,8 @@ pub fn attention(
             })
         })
     })???;
+    // SAFETY: the (row, head) tasks together wrote every block of `out`, and all of `probs`.
+    let (out, probs) = unsafe { (init(out), init(probs)) };
     let dev = q.device();
     let out = Tensor::from_vec(out, (b, tq, h * hd), dev)?;
     let probs = if keep_probs {
@@ -375,15 +417,17 @@ fn softmax_masked(row: &mut [f32], visible: impl Fn(usize) -> bool) {
 /// Element-wise loops compiled twice: for AVX2 (+FMA registers; no fused arithmetic, so results
 /// are bit-identical) and for the baseline, chosen at run time.
 mod simd {
+    use std::mem::MaybeUninit;
+
     use super::fast_exp;
 
     #[inline(always)]
-    fn silu_mul_body(out: &mut [f32], g: &[f32], u: &[f32]) {
+    fn silu_mul_body(out: &mut [MaybeUninit<f32>], g: &[f32], u: &[f32]) {
         let n = out.len().min(g.len()).min(u.len());
         let (out, g, u) = (&mut out[..n], &g[..n], &u[..n]);
         for i in 0..n {
             let x = g[i];
-            out[i] = x / (1.0 + fast_exp(-x)) * u[i];
+            out[i] = MaybeUninit::new(x / (1.0 + fast_exp(-x)) * u[i]);
         }
     }
 
@@ -408,7 +452,7 @@ mod simd {
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn silu_mul_avx2(out: &mut [f32], g: &[f32], u: &[f32]) {
+    unsafe fn silu_mul_avx2(out: &mut [MaybeUninit<f32>], g: &[f32], u: &[f32]) {
         silu_mul_body(out, g, u)
     }
 
@@ -430,7 +474,7 @@ mod simd {
     }
 
     /// out = silu(g) * u
-    pub fn silu_mul(out: &mut [f32], g: &[f32], u: &[f32]) {
+    pub fn silu_mul(out: &mut [MaybeUninit<f32>], g: &[f32], u: &[f32]) {
         #[cfg(target_arch = "x86_64")]
         if has_avx2() {
             // SAFETY: the CPU supports AVX2 and FMA (checked above).
