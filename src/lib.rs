@@ -3,6 +3,7 @@
 //! Data flows one way: `model` (checkpoints, forward passes, captures, gradients) ->
 //! analyses -> store (Parquet) -> viewer.
 
+pub mod analysis;
 pub mod error;
 pub mod model;
 
@@ -19,5 +20,8 @@ pub fn tune_allocator() {
         libc::mallopt(libc::M_MMAP_THRESHOLD, i32::MAX);
         libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
         libc::mallopt(libc::M_TOP_PAD, 64 << 20);
+        // One arena: worker threads' large buffers come from the same retained heap instead of
+        // fresh (kernel-zeroed) mappings.
+        libc::mallopt(libc::M_ARENA_MAX, 1);
     }
 }

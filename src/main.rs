@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use candle_core::D;
 use clap::{Args, Parser, Subcommand};
+use tokenlens::analysis::saliency::{Method, Rule, Saliency, SaliencyOptions, saliency};
 use tokenlens::model::generate::{Decoding, GenerateOptions};
 use tokenlens::model::{Capture, Logits, Model};
 
@@ -55,6 +56,28 @@ enum Command {
         /// Keep generating after an EOS token.
         #[arg(long)]
         ignore_eos: bool,
+        #[arg(required = true)]
+        prompts: Vec<String>,
+    },
+    /// Input saliency: how much each earlier token contributed to each generated token.
+    Saliency {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// Tokens to generate (greedy) and explain.
+        #[arg(long, default_value_t = 10)]
+        generate: usize,
+        /// gradient, grad_x_input, integrated_gradients (alias ig); comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "integrated_gradients")]
+        method: Vec<String>,
+        /// Integrated-gradients steps.
+        #[arg(long, default_value_t = 50)]
+        n_steps: usize,
+        /// Integrated-gradients quadrature: gauss-legendre or trapezoid.
+        #[arg(long, default_value = "gauss-legendre")]
+        rule: String,
+        /// Padded tokens per forward/backward chunk (bounds memory).
+        #[arg(long, default_value_t = 4096)]
+        chunk_tokens: usize,
         #[arg(required = true)]
         prompts: Vec<String>,
     },
@@ -119,6 +142,64 @@ fn encode_all(model: &Model, prompts: &[String]) -> Result<Vec<Vec<u32>>> {
         .enumerate()
         .map(|(i, p)| model.encode(p).with_context(|| format!("prompt {}", i + 1)))
         .collect()
+}
+
+/// One line per generated token: each source token with its share of the attribution.
+fn print_saliency(
+    model: &Model,
+    prompts: &[String],
+    sequences: &[Vec<u32>],
+    prompt_lens: &[usize],
+    result: &Saliency,
+    opts: &SaliencyOptions,
+) -> Result<()> {
+    let tok = |id: u32| format!("{:?}", model.tokenizer.token_text(id));
+    for (doc, seq) in sequences.iter().enumerate() {
+        let plen = prompt_lens[doc];
+        println!(
+            "{:?} -> {:?}",
+            prompts[doc],
+            model.tokenizer.decode(&seq[plen..])?
+        );
+        for method in &opts.methods {
+            match method {
+                Method::IntegratedGradients => println!(
+                    "  [{}: {:?}, {} steps]",
+                    method.name(),
+                    opts.rule,
+                    opts.n_steps
+                ),
+                _ => println!("  [{}]", method.name()),
+            }
+            for target in plen..seq.len() {
+                let mut line = format!("    {:>14} <-", tok(seq[target]));
+                for r in result
+                    .rows
+                    .iter()
+                    .filter(|r| r.doc == doc && r.method == *method && r.target_position == target)
+                {
+                    line.push_str(&format!(
+                        " {}{:.0}%",
+                        tok(seq[r.source_position]),
+                        100.0 * r.score
+                    ));
+                }
+                if *method == Method::IntegratedGradients
+                    && let Some(c) = result
+                        .completeness
+                        .iter()
+                        .find(|c| c.doc == doc && c.target_position == target)
+                {
+                    line.push_str(&format!(
+                        "   (p={:.3}, completeness error {:+.1e})",
+                        c.target_prob, c.error
+                    ));
+                }
+                println!("{line}");
+            }
+        }
+    }
+    Ok(())
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -202,6 +283,64 @@ fn run(cli: Cli) -> Result<()> {
                 let text = model.tokenizer.decode(&g.generated)?;
                 println!("{prompt}\x1b[1m{text}\x1b[0m");
             }
+        }
+        Command::Saliency {
+            model,
+            generate,
+            method,
+            n_steps,
+            rule,
+            chunk_tokens,
+            prompts,
+        } => {
+            let methods = method
+                .iter()
+                .map(|m| {
+                    Method::parse(m).with_context(|| {
+                        format!(
+                            "unknown --method `{m}` (gradient, grad_x_input, integrated_gradients)"
+                        )
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let rule = match rule.as_str() {
+                "gauss-legendre" | "gausslegendre" => Rule::GaussLegendre,
+                "trapezoid" => Rule::Trapezoid,
+                other => bail!("unknown --rule `{other}` (gauss-legendre, trapezoid)"),
+            };
+            if generate == 0 {
+                bail!("--generate must be at least 1: saliency explains generated tokens");
+            }
+            let model = model.load()?;
+            let seqs = encode_all(&model, &prompts)?;
+            let opts = GenerateOptions {
+                max_new_tokens: generate,
+                decoding: Decoding::Greedy,
+                stop_at_eos: true,
+            };
+            let gens = model.generate(&seqs, &vec![0; seqs.len()], &opts)?;
+            let sequences: Vec<Vec<u32>> = gens.iter().map(|g| g.sequence()).collect();
+            let prompt_lens: Vec<usize> = seqs.iter().map(|s| s.len()).collect();
+            let sopts = SaliencyOptions {
+                methods: methods.clone(),
+                n_steps,
+                rule,
+                chunk_tokens,
+            };
+            let started = std::time::Instant::now();
+            let result = saliency(&model, &sequences, &prompt_lens, &sopts)?;
+            let elapsed = started.elapsed().as_secs_f64();
+            print_saliency(&model, &prompts, &sequences, &prompt_lens, &result, &sopts)?;
+            let n_targets: usize = sequences
+                .iter()
+                .zip(&prompt_lens)
+                .map(|(s, p)| s.len() - p)
+                .sum();
+            eprintln!(
+                "saliency: {n_targets} generated tokens, {} method(s), {elapsed:.2} s ({:.3} s per generated token)",
+                methods.len(),
+                elapsed / n_targets.max(1) as f64
+            );
         }
         Command::Tokenize { model, text } => {
             let model = model.load()?;

@@ -103,17 +103,39 @@ pub enum WeightLayout {
 pub fn linear(x: &Tensor, w: &Tensor, layout: WeightLayout, b: Option<&Tensor>) -> Result<Tensor> {
     let dims = x.dims().to_vec();
     let k = *dims.last().expect("rank >= 1");
-    let m = x.elem_count() / k;
-    let (n, w_rs, w_cs) = match layout {
-        WeightLayout::InOut => (w.dim(1)?, w.dim(1)? as isize, 1),
-        WeightLayout::OutIn => (w.dim(0)?, 1, k as isize),
+    let n = match layout {
+        WeightLayout::InOut => w.dim(1)?,
+        WeightLayout::OutIn => w.dim(0)?,
+    };
+    let bias = match b {
+        Some(b) => Some(b.flatten_all()?.to_vec1::<f32>()?),
+        None => None,
+    };
+    let out = with_f32(x, |x| {
+        with_f32(w, |w| gemm_linear(x, k, w, layout, n, bias.as_deref()))
+    })??;
+    let mut shape = dims;
+    *shape.last_mut().expect("rank >= 1") = n;
+    Ok(Tensor::from_vec(out, shape, x.device())?)
+}
+
+/// The gemm behind `linear`: x [m, k] row-major, w [k, n] (InOut) or [n, k] (OutIn).
+fn gemm_linear(
+    x: &[f32],
+    k: usize,
+    w: &[f32],
+    layout: WeightLayout,
+    n: usize,
+    bias: Option<&[f32]>,
+) -> Vec<f32> {
+    let m = x.len() / k;
+    let (w_rs, w_cs) = match layout {
+        WeightLayout::InOut => (n as isize, 1),
+        WeightLayout::OutIn => (1, k as isize),
     };
     // With a bias, gemm accumulates onto the bias rows; without, it writes every element.
-    let mut out: Vec<MaybeUninit<f32>> = match b {
-        Some(b) => with_f32(b, |b| b.repeat(m))?
-            .into_iter()
-            .map(MaybeUninit::new)
-            .collect(),
+    let mut out: Vec<MaybeUninit<f32>> = match bias {
+        Some(b) => b.repeat(m).into_iter().map(MaybeUninit::new).collect(),
         None => uninit(m * n),
     };
     let threads = rayon::current_num_threads();
@@ -121,39 +143,94 @@ pub fn linear(x: &Tensor, w: &Tensor, layout: WeightLayout, b: Option<&Tensor>) 
         None if threads > 1 => gemm::Parallelism::Rayon(threads),
         _ => gemm::Parallelism::None,
     };
-    with_f32(x, |x| {
-        with_f32(w, |w| {
-            // SAFETY: out is m x n and x is m x k, row-major; w holds k x n values at the strides given.
-            unsafe {
-                gemm::gemm(
-                    m,
-                    n,
-                    k,
-                    out.as_mut_ptr() as *mut f32,
-                    1,
-                    n as isize,
-                    b.is_some(),
-                    x.as_ptr(),
-                    1,
-                    k as isize,
-                    w.as_ptr(),
-                    w_cs,
-                    w_rs,
-                    1.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    parallelism,
-                )
+    assert!(
+        x.len() == m * k && w.len() == k * n,
+        "linear: shapes do not match"
+    );
+    // SAFETY: out is m x n and x is m x k, row-major; w holds k x n values at the strides given.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            out.as_mut_ptr() as *mut f32,
+            1,
+            n as isize,
+            bias.is_some(),
+            x.as_ptr(),
+            1,
+            k as isize,
+            w.as_ptr(),
+            w_cs,
+            w_rs,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+        // SAFETY: gemm wrote (or accumulated onto) every element.
+        init(out)
+    }
+}
+
+/// `x @ W` as a candle op whose backward pass returns the gradient for `x` only. candle's own
+/// matmul always computes the weight gradient too (and allocates a zero tensor the size of every
+/// weight to accumulate it), which is most of the cost of an input-gradient backward pass.
+#[derive(Debug, Clone, Copy)]
+pub struct InputGradLinear(pub WeightLayout);
+
+impl candle_core::CustomOp2 for InputGradLinear {
+    fn name(&self) -> &'static str {
+        "input-grad-linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &candle_core::CpuStorage,
+        l1: &candle_core::Layout,
+        s2: &candle_core::CpuStorage,
+        l2: &candle_core::Layout,
+    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        let contiguous = |s: &'_ candle_core::CpuStorage,
+                          l: &candle_core::Layout|
+         -> candle_core::Result<Vec<f32>> {
+            let data = s.as_slice::<f32>()?;
+            match l.contiguous_offsets() {
+                Some((a, b)) => Ok(data[a..b].to_vec()),
+                None => candle_core::bail!("input-grad-linear needs contiguous inputs"),
             }
-        })
-    })??;
-    // SAFETY: gemm wrote (or accumulated onto) every element.
-    let out = unsafe { init(out) };
-    let mut shape = dims;
-    *shape.last_mut().expect("rank >= 1") = n;
-    Ok(Tensor::from_vec(out, shape, x.device())?)
+        };
+        let (x, w) = (contiguous(s1, l1)?, contiguous(s2, l2)?);
+        let dims = l1.dims();
+        let k = dims[dims.len() - 1];
+        let wd = l2.dims();
+        let n = match self.0 {
+            WeightLayout::InOut => wd[1],
+            WeightLayout::OutIn => wd[0],
+        };
+        let out = gemm_linear(&x, k, &w, self.0, n, None);
+        let mut shape = dims.to_vec();
+        *shape.last_mut().expect("rank >= 1") = n;
+        Ok((candle_core::CpuStorage::F32(out), shape.into()))
+    }
+
+    fn bwd(
+        &self,
+        _x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        // dx = grad @ W^T: the same weight read in the other layout.
+        let other = match self.0 {
+            WeightLayout::InOut => WeightLayout::OutIn,
+            WeightLayout::OutIn => WeightLayout::InOut,
+        };
+        let dx = linear(grad, w, other, None).map_err(candle_core::Error::wrap)?;
+        Ok((Some(dx), None))
+    }
 }
 
 /// SwiGLU on stacked projections: x [.., 2F] = [gate | up] -> silu(gate) * up, [.., F].

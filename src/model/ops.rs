@@ -63,7 +63,10 @@ impl Linear {
                 kernels::linear(x, &self.wt, kernels::WeightLayout::InOut, self.b.as_ref())
             }
             Mode::Differentiable => {
-                let y = matmul_2d(x, &self.wt)?;
+                let y = x.contiguous()?.apply_op2(
+                    &self.wt,
+                    kernels::InputGradLinear(kernels::WeightLayout::InOut),
+                )?;
                 Ok(match &self.b {
                     Some(b) => y.broadcast_add(b)?,
                     None => y,
@@ -77,19 +80,10 @@ impl Linear {
 pub fn linear_t(x: &Tensor, w: &Tensor, mode: Mode) -> Result<Tensor> {
     match mode {
         Mode::Fast => kernels::linear(x, w, kernels::WeightLayout::OutIn, None),
-        Mode::Differentiable => matmul_2d(x, &w.t()?),
+        Mode::Differentiable => Ok(x
+            .contiguous()?
+            .apply_op2(w, kernels::InputGradLinear(kernels::WeightLayout::OutIn))?),
     }
-}
-
-/// x [.., in] @ w [in, out] -> [.., out] with candle ops (gradients flow through it).
-fn matmul_2d(x: &Tensor, w: &Tensor) -> Result<Tensor> {
-    let dims = x.dims().to_vec();
-    let (in_dim, lead) = (dims[dims.len() - 1], &dims[..dims.len() - 1]);
-    let rows: usize = lead.iter().product();
-    let y = x.reshape((rows, in_dim))?.matmul(w)?;
-    let mut out = lead.to_vec();
-    out.push(w.dim(1)?);
-    Ok(y.reshape(out)?)
 }
 
 pub fn softmax_last(x: &Tensor, mode: Mode) -> Result<Tensor> {

@@ -4,3 +4,4 @@ mod cli;
 mod common;
 mod gguf_roundtrip;
 mod parity;
+mod saliency;

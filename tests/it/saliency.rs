@@ -1,0 +1,210 @@
+//! Saliency against captum (Saliency, InputXGradient, IntegratedGradients) on the tiny
+//! checkpoints, goldens by scripts/make_saliency_goldens.py.
+
+use candle_core::{D, IndexOp, Tensor};
+use tokenlens::analysis::saliency::{Method, Rule, SaliencyOptions, quadrature, saliency};
+use tokenlens::model::Model;
+
+use crate::common::{Golden, data_dir};
+
+/// Relative tolerance on per-source reductions (max error / max reference value).
+const TOL: f32 = 1e-3;
+
+/// Per-source L2 norm and signed sum over the embedding dimension of a golden [p, d] attribution.
+fn reductions(attr: &Tensor) -> (Vec<f32>, Vec<f32>) {
+    let norm = attr
+        .sqr()
+        .unwrap()
+        .sum(D::Minus1)
+        .unwrap()
+        .sqrt()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    let sum = attr.sum(D::Minus1).unwrap().to_vec1().unwrap();
+    (norm, sum)
+}
+
+fn close(what: &str, got: &[f32], want: &[f32], tol: f32) -> f32 {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    let scale = want.iter().fold(0f32, |m, x| m.max(x.abs())).max(1e-12);
+    let err = got
+        .iter()
+        .zip(want)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()))
+        / scale;
+    assert!(
+        err <= tol,
+        "{what}: relative error {err:e} > {tol:e}\n got {got:?}\nwant {want:?}"
+    );
+    err
+}
+
+fn check(name: &str, rules: &[Rule]) {
+    let golden = Golden::load(&format!("saliency-{name}"));
+    let model = Model::load(&data_dir().join(name), None).unwrap();
+    let sequences = golden.ids("sequences");
+    let n_gen = golden.meta["n_gen"].as_u64().unwrap() as usize;
+    let prompt_lens: Vec<usize> = sequences.iter().map(|s| s.len() - n_gen).collect();
+    for &rule in rules {
+        let opts = SaliencyOptions {
+            methods: vec![
+                Method::Gradient,
+                Method::GradXInput,
+                Method::IntegratedGradients,
+            ],
+            n_steps: 50,
+            rule,
+            chunk_tokens: 64, // several chunks: exercises chunking and padding
+        };
+        let out = saliency(&model, &sequences, &prompt_lens, &opts).unwrap();
+        // captum's trapezoid weights sum to (n-1)/n instead of 1 (its bug); ours are the textbook
+        // rule, so our IG is captum's times n/(n-1).
+        let (ig_key, ig_scale) = match rule {
+            Rule::GaussLegendre => ("ig_gl", 1.0),
+            Rule::Trapezoid => ("ig_trap", 50.0 / 49.0),
+        };
+        let mut worst = 0f32;
+        for (doc, &plen) in prompt_lens.iter().enumerate() {
+            for t in 0..n_gen {
+                let target = plen + t;
+                for (method, key) in [
+                    (Method::Gradient, "gradient"),
+                    (Method::GradXInput, "grad_x_input"),
+                    (Method::IntegratedGradients, ig_key),
+                ] {
+                    let scale = if method == Method::IntegratedGradients {
+                        ig_scale
+                    } else {
+                        1.0
+                    };
+                    let want = (golden.t(&format!("p{doc}.t{t}.{key}")) * scale).unwrap();
+                    let (norm, sum) = reductions(&want);
+                    let rows: Vec<_> = out
+                        .rows
+                        .iter()
+                        .filter(|r| {
+                            r.doc == doc && r.target_position == target && r.method == method
+                        })
+                        .collect();
+                    assert_eq!(rows.len(), target, "one row per source position");
+                    let what = format!("{name} {rule:?} p{doc} t{t} {key}");
+                    let raw: Vec<f32> = rows.iter().map(|r| r.raw).collect();
+                    worst = worst.max(close(&format!("{what} raw"), &raw, &norm, TOL));
+                    let total: f32 = norm.iter().sum();
+                    let score: Vec<f32> = rows.iter().map(|r| r.score).collect();
+                    let want_score: Vec<f32> = norm.iter().map(|n| n / total).collect();
+                    close(&format!("{what} score"), &score, &want_score, TOL);
+                    assert!((score.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+                    match method {
+                        Method::Gradient => assert!(rows.iter().all(|r| r.signed.is_none())),
+                        _ => {
+                            let signed: Vec<f32> = rows.iter().map(|r| r.signed.unwrap()).collect();
+                            close(&format!("{what} signed"), &signed, &sum, TOL);
+                        }
+                    }
+                }
+                let c = out
+                    .completeness
+                    .iter()
+                    .find(|c| c.doc == doc && c.target_position == target)
+                    .unwrap();
+                let f: f32 = golden
+                    .t(&format!("p{doc}.t{t}.f"))
+                    .i(0)
+                    .unwrap()
+                    .to_scalar()
+                    .unwrap();
+                let f0: f32 = golden
+                    .t(&format!("p{doc}.t{t}.f0"))
+                    .i(0)
+                    .unwrap()
+                    .to_scalar()
+                    .unwrap();
+                assert!(
+                    (c.target_prob - f).abs() <= 1e-5 * f.max(1e-3),
+                    "{name} p{doc} t{t}: f {} vs {f}",
+                    c.target_prob
+                );
+                assert!(
+                    (c.baseline_prob - f0).abs() <= 1e-6,
+                    "{name} p{doc} t{t}: f0 {} vs {f0}",
+                    c.baseline_prob
+                );
+            }
+        }
+        eprintln!("{name} {rule:?}: worst relative error {worst:.2e}");
+    }
+}
+
+#[test]
+fn saliency_matches_captum_gpt2() {
+    check("tiny-gpt2", &[Rule::GaussLegendre, Rule::Trapezoid]);
+}
+
+/// Llama's zero baseline is degenerate (all-zero residual stream; RMSNorm amplifies gradients
+/// ~300x near it), which makes the trapezoid rule's alpha = 0 node meaningless: Gauss-Legendre only.
+#[test]
+fn saliency_matches_captum_llama() {
+    check("tiny-llama", &[Rule::GaussLegendre]);
+}
+
+/// The nodes and weights are captum's (Gauss-Legendre) and the textbook trapezoid.
+#[test]
+fn quadrature_matches_captum() {
+    let golden = Golden::load("saliency-tiny-gpt2");
+    let (a, w) = quadrature(Rule::GaussLegendre, 50);
+    let ga: Vec<f32> = golden.t("ig.gl.alphas").to_vec1().unwrap();
+    let gw: Vec<f32> = golden.t("ig.gl.weights").to_vec1().unwrap();
+    // captum lists the nodes in numpy's order; compare as sets.
+    let mut pairs: Vec<(f32, f32)> = ga.into_iter().zip(gw).collect();
+    pairs.sort_by(|x, y| x.0.total_cmp(&y.0));
+    for ((x, y), (ca, cw)) in a.iter().zip(&w).zip(pairs) {
+        assert!(
+            (*x as f32 - ca).abs() < 1e-6 && (*y as f32 - cw).abs() < 1e-6,
+            "{x} {y} vs {ca} {cw}"
+        );
+    }
+    let ta: Vec<f32> = golden.t("ig.trap.alphas").to_vec1().unwrap();
+    let (a, _) = quadrature(Rule::Trapezoid, 50);
+    for (x, c) in a.iter().zip(ta) {
+        assert!((*x as f32 - c).abs() < 1e-6);
+    }
+}
+
+/// More steps, smaller completeness error (on a model whose path is smooth).
+#[test]
+fn ig_completeness_improves_with_steps() {
+    let model = Model::load(&data_dir().join("tiny-gpt2"), None).unwrap();
+    let seq = Golden::load("saliency-tiny-gpt2").ids("sequences");
+    let plens: Vec<usize> = seq.iter().map(|s| s.len() - 4).collect();
+    let err = |n_steps, rule| {
+        let opts = SaliencyOptions {
+            methods: vec![Method::IntegratedGradients],
+            n_steps,
+            rule,
+            chunk_tokens: 4096,
+        };
+        let out = saliency(&model, &seq, &plens, &opts).unwrap();
+        out.completeness
+            .iter()
+            .map(|c| c.error.abs())
+            .fold(0f32, f32::max)
+    };
+    let (t2, t8, t64) = (
+        err(2, Rule::Trapezoid),
+        err(8, Rule::Trapezoid),
+        err(64, Rule::Trapezoid),
+    );
+    assert!(t64 < t8 && t8 < t2, "trapezoid errors {t2} {t8} {t64}");
+    let (g2, g8, g64) = (
+        err(2, Rule::GaussLegendre),
+        err(8, Rule::GaussLegendre),
+        err(64, Rule::GaussLegendre),
+    );
+    assert!(g64 < g8 && g8 < g2, "gauss-legendre errors {g2} {g8} {g64}");
+    assert!(
+        g64 < 1e-3 && t64 < 1e-3,
+        "64 steps should be nearly exact: {g64} {t64}"
+    );
+}
