@@ -75,8 +75,8 @@ enum Command {
         /// Integrated-gradients quadrature: gauss-legendre or trapezoid.
         #[arg(long, default_value = "gauss-legendre")]
         rule: String,
-        /// Padded tokens per forward/backward chunk (bounds memory).
-        #[arg(long, default_value_t = 4096)]
+        /// Padded tokens per forward/backward chunk (bounds memory: ~3 MB per token).
+        #[arg(long, default_value_t = 512)]
         chunk_tokens: usize,
         #[arg(required = true)]
         prompts: Vec<String>,

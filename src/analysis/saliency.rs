@@ -76,7 +76,7 @@ impl Default for SaliencyOptions {
             ],
             n_steps: 50,
             rule: Rule::GaussLegendre,
-            chunk_tokens: 4096,
+            chunk_tokens: 512,
         }
     }
 }

@@ -11,7 +11,7 @@ use rayon::prelude::*;
 use crate::error::{Error, Result};
 
 /// Runs `f` on the f32 data of `t` (made contiguous first), in row-major order.
-fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+pub(crate) fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
     let t = t.contiguous()?;
     let (storage, layout) = t.storage_and_layout();
     let Storage::Cpu(cpu) = &*storage else {
@@ -26,7 +26,7 @@ fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
 
 /// An output buffer the kernel fully writes before `init` (no zeroing pass: with the heap kept
 /// by `tune_allocator`, zeroing every activation costs ~5% of a forward pass).
-fn uninit(n: usize) -> Vec<MaybeUninit<f32>> {
+pub(crate) fn uninit(n: usize) -> Vec<MaybeUninit<f32>> {
     let mut v = Vec::with_capacity(n);
     // SAFETY: MaybeUninit needs no initialization.
     unsafe { v.set_len(n) };
@@ -35,7 +35,7 @@ fn uninit(n: usize) -> Vec<MaybeUninit<f32>> {
 
 /// # Safety
 /// Every element of `v` has been written.
-unsafe fn init(v: Vec<MaybeUninit<f32>>) -> Vec<f32> {
+pub(crate) unsafe fn init(v: Vec<MaybeUninit<f32>>) -> Vec<f32> {
     let mut v = std::mem::ManuallyDrop::new(v);
     // SAFETY: same allocation, MaybeUninit<f32> has the layout of f32, all elements written.
     unsafe { Vec::from_raw_parts(v.as_mut_ptr() as *mut f32, v.len(), v.capacity()) }
@@ -52,13 +52,13 @@ unsafe fn written(c: &mut [MaybeUninit<f32>]) -> &mut [f32] {
 
 /// A raw pointer that may be shared by tasks writing disjoint regions.
 #[derive(Clone, Copy)]
-struct SharedMut(*mut f32);
+pub(crate) struct SharedMut(pub(crate) *mut f32);
 // SAFETY: users write disjoint regions only (see `attention`).
 unsafe impl Send for SharedMut {}
 unsafe impl Sync for SharedMut {}
 
 impl SharedMut {
-    fn ptr(self) -> *mut f32 {
+    pub(crate) fn ptr(self) -> *mut f32 {
         self.0
     }
 }
@@ -383,84 +383,17 @@ pub fn attention(
 ) -> Result<(Tensor, Option<Tensor>)> {
     let (b, h, tq, hd) = q.dims4()?;
     let (_, hkv, tk, _) = k.dims4()?;
-    let rep = h / hkv;
-    let scale = 1.0 / (hd as f32).sqrt();
-    let mut out = uninit(b * tq * h * hd);
-    let mut probs = uninit(b * h * tq * tk);
-    let dst = SharedMut(out.as_mut_ptr() as *mut f32);
-    with_f32(q, |q| {
-        with_f32(k, |k| {
-            with_f32(v, |v| {
-                probs
-                    .par_chunks_mut(tq * tk)
-                    .enumerate()
-                    .for_each(|(bh, p)| {
-                        let (bi, hi) = (bh / h, bh % h);
-                        let kv = (bi * hkv + hi / rep) * tk * hd;
-                        let qs = &q[bh * tq * hd..(bh + 1) * tq * hd];
-                        let (ks, vs) = (&k[kv..kv + tk * hd], &v[kv..kv + tk * hd]);
-                        // SAFETY: every slice holds exactly the rows x cols its strides describe; each
-                        // task writes the disjoint block out[bi, :, hi*hd..(hi+1)*hd].
-                        unsafe {
-                            // scores = scale * q . k^T   [tq, tk]
-                            gemm::gemm(
-                                tq,
-                                tk,
-                                hd,
-                                p.as_mut_ptr() as *mut f32,
-                                1,
-                                tk as isize,
-                                false,
-                                qs.as_ptr(),
-                                1,
-                                hd as isize,
-                                ks.as_ptr(),
-                                hd as isize,
-                                1,
-                                0.0,
-                                scale,
-                                false,
-                                false,
-                                false,
-                                gemm::Parallelism::None,
-                            );
-                        }
-                        // SAFETY: the gemm above wrote all scores.
-                        let p = unsafe { written(p) };
-                        for (i, row) in p.chunks_mut(tk).enumerate() {
-                            softmax_masked(row, |j| mask.visible(bi, i, j));
-                        }
-                        unsafe {
-                            // out[bi, :, hi] = probs . v   [tq, hd], row stride H*hd
-                            let o = dst.ptr().add(bi * tq * h * hd + hi * hd);
-                            gemm::gemm(
-                                tq,
-                                hd,
-                                tk,
-                                o,
-                                1,
-                                (h * hd) as isize,
-                                false,
-                                p.as_ptr(),
-                                1,
-                                tk as isize,
-                                vs.as_ptr(),
-                                1,
-                                hd as isize,
-                                0.0,
-                                1.0,
-                                false,
-                                false,
-                                false,
-                                gemm::Parallelism::None,
-                            );
-                        }
-                    })
-            })
-        })
-    })???;
-    // SAFETY: the (row, head) tasks together wrote every block of `out`, and all of `probs`.
-    let (out, probs) = unsafe { (init(out), init(probs)) };
+    let dims = AttnDims {
+        b,
+        h,
+        hkv,
+        tq,
+        tk,
+        hd,
+    };
+    let (out, probs) = with_f32(q, |q| {
+        with_f32(k, |k| with_f32(v, |v| attention_raw(q, k, v, dims, mask)))
+    })????;
     let dev = q.device();
     let out = Tensor::from_vec(out, (b, tq, h * hd), dev)?;
     let probs = if keep_probs {
@@ -469,6 +402,142 @@ pub fn attention(
         None
     };
     Ok((out, probs))
+}
+
+/// Sizes of an attention call.
+#[derive(Debug, Clone, Copy)]
+pub struct AttnDims {
+    pub b: usize,
+    pub h: usize,
+    pub hkv: usize,
+    pub tq: usize,
+    pub tk: usize,
+    pub hd: usize,
+}
+
+/// `gemm` on row-major operands: dst[m, n] (row stride dst_rs) = alpha * dst (if `acc`) + beta *
+/// lhs[m, k] . rhs[k, n], each operand given by (row stride, column stride).
+///
+/// # Safety
+/// Every pointer must address the whole matrix its strides describe; dst must not alias the inputs.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn mm(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    dst_rs: usize,
+    acc: bool,
+    lhs: *const f32,
+    lhs_rs: usize,
+    lhs_cs: usize,
+    rhs: *const f32,
+    rhs_rs: usize,
+    rhs_cs: usize,
+    beta: f32,
+) {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst,
+            1,
+            dst_rs as isize,
+            acc,
+            lhs,
+            lhs_cs as isize,
+            lhs_rs as isize,
+            rhs,
+            rhs_cs as isize,
+            rhs_rs as isize,
+            1.0,
+            beta,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        )
+    }
+}
+
+/// The attention computation on raw slices: returns out [B, Tq, H*hd] and probs [B, H, Tq, Tk].
+pub(crate) fn attention_raw(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    d: AttnDims,
+    mask: &AttnMask,
+) -> Result<(Vec<f32>, Vec<f32>)> {
+    let AttnDims {
+        b,
+        h,
+        hkv,
+        tq,
+        tk,
+        hd,
+    } = d;
+    if q.len() != b * h * tq * hd || k.len() != b * hkv * tk * hd || v.len() != k.len() {
+        return Err(Error::Input("attention: q, k, v sizes do not match".into()));
+    }
+    let rep = h / hkv;
+    let scale = 1.0 / (hd as f32).sqrt();
+    let mut out = uninit(b * tq * h * hd);
+    let mut probs = uninit(b * h * tq * tk);
+    let dst = SharedMut(out.as_mut_ptr() as *mut f32);
+    probs
+        .par_chunks_mut(tq * tk)
+        .enumerate()
+        .for_each(|(bh, p)| {
+            let (bi, hi) = (bh / h, bh % h);
+            let kv = (bi * hkv + hi / rep) * tk * hd;
+            let qs = &q[bh * tq * hd..(bh + 1) * tq * hd];
+            let (ks, vs) = (&k[kv..kv + tk * hd], &v[kv..kv + tk * hd]);
+            // SAFETY: every slice holds exactly the rows x cols its strides describe; each task writes
+            // its own probs block and the disjoint block out[bi, :, hi*hd..(hi+1)*hd].
+            unsafe {
+                // scores = scale * q . k^T   [tq, tk]
+                mm(
+                    tq,
+                    tk,
+                    hd,
+                    p.as_mut_ptr() as *mut f32,
+                    tk,
+                    false,
+                    qs.as_ptr(),
+                    hd,
+                    1,
+                    ks.as_ptr(),
+                    1,
+                    hd,
+                    scale,
+                );
+                let p = written(p);
+                for (i, row) in p.chunks_mut(tk).enumerate() {
+                    softmax_masked(row, |j| mask.visible(bi, i, j));
+                }
+                // out[bi, :, hi] = probs . v   [tq, hd], row stride H*hd
+                let o = dst.ptr().add(bi * tq * h * hd + hi * hd);
+                mm(
+                    tq,
+                    hd,
+                    tk,
+                    o,
+                    h * hd,
+                    false,
+                    p.as_ptr(),
+                    tk,
+                    1,
+                    vs.as_ptr(),
+                    hd,
+                    1,
+                    1.0,
+                );
+            }
+        });
+    // SAFETY: the (row, head) tasks together wrote every block of `out`, and all of `probs`.
+    Ok(unsafe { (init(out), init(probs)) })
 }
 
 /// In-place softmax over the visible entries of one row; hidden entries become exactly 0.

@@ -4,10 +4,10 @@
 use candle_core::Tensor;
 
 use super::config::ModelConfig;
-use super::kernels;
 use super::ops::{self, LayerCache, Linear, Mode, RopeTable};
 use super::weights::Weights;
 use super::{Architecture, LayerCtx, LayerOut, Rope};
+use super::{autodiff, kernels};
 use crate::error::Result;
 
 fn proj(w: &mut Weights, name: &str, out: usize, inp: usize, bias: bool) -> Result<Linear> {
@@ -122,12 +122,9 @@ impl Architecture for Llama {
         let x = (x + layer.o.forward(&a, ctx.mode)?)?;
         let h = ops::rms_norm(&x, &layer.post_norm, cfg.norm_eps, ctx.mode)?;
         let gate_up = layer.gate_up.forward(&h, ctx.mode)?;
-        let ffn = cfg.intermediate_size;
         let act = match ctx.mode {
             Mode::Fast => kernels::swiglu(&gate_up)?,
-            Mode::Differentiable => {
-                (gate_up.narrow(2, 0, ffn)?.silu()? * gate_up.narrow(2, ffn, ffn)?)?
-            }
+            Mode::Differentiable => gate_up.contiguous()?.apply_op1(autodiff::Swiglu)?,
         };
         let x = (x + layer.down.forward(&act, ctx.mode)?)?;
         Ok(LayerOut {

@@ -3,6 +3,7 @@
 //! the analyses need: residual stream, MLP activations, attention probabilities, logits, and
 //! gradients with respect to the input embeddings.
 
+pub mod autodiff;
 pub mod config;
 pub mod generate;
 pub mod gguf;
@@ -505,9 +506,12 @@ impl Model {
             tk,
             window: self.config.sliding_window,
         };
+        // The additive mask is only needed for differentiable attention probabilities.
         let bias = match mode {
-            Mode::Fast => None,
-            Mode::Differentiable => Some(ops::attention_bias(&mask, b, &self.device)?),
+            Mode::Differentiable if capture.attention != Layers::None => {
+                Some(ops::attention_bias(&mask, b, &self.device)?)
+            }
+            _ => None,
         };
         let (mut x, rope) = self.body.input(embeds, &batch.positions)?;
         let mut out = Captures::default();

@@ -5,8 +5,8 @@
 use candle_core::{D, DType, Device, Tensor};
 
 use super::LayerCtx;
-use super::kernels;
 pub use super::kernels::AttnMask;
+use super::{autodiff, kernels};
 use crate::error::Result;
 
 /// How a forward pass computes.
@@ -96,7 +96,9 @@ pub fn softmax_last(x: &Tensor, mode: Mode) -> Result<Tensor> {
 pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64, mode: Mode) -> Result<Tensor> {
     Ok(match mode {
         Mode::Fast => kernels::rms_norm(x, w, eps)?,
-        Mode::Differentiable => candle_nn::ops::rms_norm_slow(x, w, eps as f32)?,
+        Mode::Differentiable => x
+            .contiguous()?
+            .apply_op2(w, autodiff::RmsNorm(eps as f32))?,
     })
 }
 
@@ -145,8 +147,21 @@ pub fn attend(
 ) -> Result<(Tensor, Option<Tensor>)> {
     let bias = match (mode, bias) {
         (Mode::Fast, _) => return kernels::attention(q, k, v, mask, keep_probs),
-        (Mode::Differentiable, Some(b)) => b,
-        (Mode::Differentiable, None) => unreachable!("the differentiable path builds the bias"),
+        // Probabilities as a differentiable tensor: composed ops with the additive mask.
+        (Mode::Differentiable, Some(b)) if keep_probs => b,
+        (Mode::Differentiable, _) => {
+            let op = autodiff::Attention {
+                key_mask: mask.key_mask.to_vec(),
+                tq: mask.tq,
+                tk: mask.tk,
+                window: mask.window,
+            };
+            return Ok((
+                q.contiguous()?
+                    .apply_op3(&k.contiguous()?, &v.contiguous()?, op)?,
+                None,
+            ));
+        }
     };
     let (b, h, tq, hd) = q.dims4()?;
     let (_, hkv, tk, _) = k.dims4()?;
@@ -261,13 +276,8 @@ pub fn apply_rope(x: &Tensor, cos: &Tensor, sin: &Tensor, mode: Mode) -> Result<
     Ok(match mode {
         Mode::Fast => candle_nn::rotary_emb::rope(&x.contiguous()?, cos, sin)?,
         Mode::Differentiable => {
-            let hd = x.dim(D::Minus1)?;
-            let cos = Tensor::cat(&[cos, cos], D::Minus1)?.unsqueeze(1)?;
-            let sin = Tensor::cat(&[sin, sin], D::Minus1)?.unsqueeze(1)?;
-            let x1 = x.narrow(D::Minus1, 0, hd / 2)?;
-            let x2 = x.narrow(D::Minus1, hd / 2, hd / 2)?;
-            let rotated = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
-            (x.broadcast_mul(&cos)? + rotated.broadcast_mul(&sin)?)?
+            x.contiguous()?
+                .apply_op3(&cos.contiguous()?, &sin.contiguous()?, autodiff::Rope)?
         }
     })
 }
@@ -391,6 +401,56 @@ mod tests {
             assert!(
                 (fd - g[i]).abs() < 2e-2 * (1.0 + fd.abs()),
                 "element {i}: autodiff {} vs fd {fd}",
+                g[i]
+            );
+        }
+    }
+
+    /// The fused differentiable attention and SwiGLU ops: backward against finite differences.
+    #[test]
+    fn fused_attention_and_swiglu_gradients_match_finite_differences() {
+        let (b, h, hkv, t, hd) = (2, 4, 2, 4, 6);
+        let key_mask = [0u8, 1, 1, 1, 1, 1, 1, 1];
+        let mask = AttnMask {
+            key_mask: &key_mask,
+            tq: t,
+            tk: t,
+            window: None,
+        };
+        let k = randn(&[b, hkv, t, hd], 21);
+        let v = randn(&[b, hkv, t, hd], 22);
+        let wsum = randn(&[b, t, h * hd], 23);
+        let f = |q: &Tensor| -> Tensor {
+            let (o, _) = attend(q, &k, &v, &mask, None, Mode::Differentiable, false).unwrap();
+            let o = (o * &wsum).unwrap();
+            let g = super::autodiff::Swiglu;
+            let s = o.contiguous().unwrap().apply_op1(g).unwrap();
+            s.sum_all().unwrap()
+        };
+        let q0 = randn(&[b, h, t, hd], 24);
+        let var = Var::from_tensor(&q0).unwrap();
+        let grads = f(var.as_tensor()).backward().unwrap();
+        let g: Vec<f32> = grads
+            .get(var.as_tensor())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let base: Vec<f32> = q0.flatten_all().unwrap().to_vec1().unwrap();
+        let eps = 1e-2f32;
+        for i in (0..base.len()).step_by(3) {
+            let mut plus = base.clone();
+            let mut minus = base.clone();
+            plus[i] += eps;
+            minus[i] -= eps;
+            let t = |v: Vec<f32>| Tensor::from_vec(v, (b, h, t, hd), &Device::Cpu).unwrap();
+            let fp: f32 = f(&t(plus)).to_scalar().unwrap();
+            let fm: f32 = f(&t(minus)).to_scalar().unwrap();
+            let fd = (fp - fm) / (2.0 * eps);
+            assert!(
+                (fd - g[i]).abs() < 2e-2 * (1.0 + fd.abs()),
+                "q[{i}]: autodiff {} vs fd {fd}",
                 g[i]
             );
         }
