@@ -78,6 +78,12 @@ enum Command {
         /// Padded tokens per forward/backward chunk (bounds memory: ~3 MB per token).
         #[arg(long, default_value_t = 512)]
         chunk_tokens: usize,
+        /// Keep generating after an EOS token (always explain --generate tokens).
+        #[arg(long)]
+        ignore_eos: bool,
+        /// Also write every score, the sequences and the timing as JSON to this file.
+        #[arg(long)]
+        json: Option<PathBuf>,
         #[arg(required = true)]
         prompts: Vec<String>,
     },
@@ -291,6 +297,8 @@ fn run(cli: Cli) -> Result<()> {
             n_steps,
             rule,
             chunk_tokens,
+            ignore_eos,
+            json,
             prompts,
         } => {
             let methods = method
@@ -316,7 +324,7 @@ fn run(cli: Cli) -> Result<()> {
             let opts = GenerateOptions {
                 max_new_tokens: generate,
                 decoding: Decoding::Greedy,
-                stop_at_eos: true,
+                stop_at_eos: !ignore_eos,
             };
             let gens = model.generate(&seqs, &vec![0; seqs.len()], &opts)?;
             let sequences: Vec<Vec<u32>> = gens.iter().map(|g| g.sequence()).collect();
@@ -336,6 +344,16 @@ fn run(cli: Cli) -> Result<()> {
                 .zip(&prompt_lens)
                 .map(|(s, p)| s.len() - p)
                 .sum();
+            if let Some(path) = json {
+                let doc = serde_json::json!({
+                    "prompts": prompts, "sequences": sequences, "prompt_lens": prompt_lens,
+                    "methods": methods, "n_steps": n_steps, "rule": rule, "seconds": elapsed,
+                    "generated_tokens": n_targets, "threads": rayon::current_num_threads(),
+                    "rows": result.rows, "completeness": result.completeness,
+                });
+                std::fs::write(&path, serde_json::to_string(&doc)?)
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
             eprintln!(
                 "saliency: {n_targets} generated tokens, {} method(s), {elapsed:.2} s ({:.3} s per generated token)",
                 methods.len(),

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Side-by-side input-saliency benchmark: tokenlens vs Ecco 0.1.2 on SmolLM2-135M-Instruct, the
+# same 10 prompts (Ecco script's built-in list), 10 greedy tokens each (EOS ignored), for
+# grad_x_input and integrated gradients (zero baseline, 50 Gauss-Legendre steps), the same thread
+# count, one after the other. Prints seconds per generated token for each and the ratio, and checks
+# that both generated the same tokens. Needs scripts/setup_ecco.sh done once (see scripts/README.md).
+#
+# Usage: scripts/bench_saliency.sh [THREADS]       (default 2)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+t=${1:-2}
+PY=${PY:-/work/refenv/bin/python}
+model=$(scripts/fetch-model.sh)
+cargo build --release --quiet
+out=$(mktemp -d)
+prompts="$out/prompts.json"
+python3 - "$prompts" <<'PY'
+import ast, json, sys
+tree = ast.parse(open("scripts/bench_saliency_ecco.py").read())
+for n in tree.body:
+    if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == "DEFAULT_PROMPTS":
+        json.dump(ast.literal_eval(n.value), open(sys.argv[1], "w"))
+PY
+# Prompts contain newlines: pass them through python to keep them intact.
+run_ours() {  # method -> json file
+  python3 - "$prompts" "$1" "$2" "$t" "$model" <<'PY'
+import json, os, subprocess, sys
+prompts, method, out, t, model = json.load(open(sys.argv[1])), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
+env = dict(os.environ, RAYON_NUM_THREADS=t)
+subprocess.run(["target/release/tokenlens", "saliency", "--model", model, "--generate", "10", "--ignore-eos",
+                "--method", method, "--json", out, *prompts], check=True, env=env, stdout=subprocess.DEVNULL)
+PY
+}
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); threads $t; $(date -u +%F)"
+run_ours grad_x_input "$out/ours_gxi.json"
+run_ours integrated_gradients "$out/ours_ig.json"
+PYTHONPATH=/work/ecco-pkgs "$PY" scripts/bench_saliency_ecco.py --model-dir /work/ecco-model --threads "$t" \
+  --methods grad_x_input,ig --prompts-file "$prompts" --generate 10 --out "$out/ecco.json" >/dev/null
+python3 - "$out" <<'PY'
+import json, sys
+d = sys.argv[1]
+ecco = json.load(open(f"{d}/ecco.json"))
+print("ecco:", json.dumps(ecco["versions"]), "peak RSS %.0f MB" % ecco["peak_rss_mb"])
+for name, ours_file, ecco_key in [("grad_x_input", "ours_gxi.json", "grad_x_input"), ("integrated_gradients", "ours_ig.json", "ig")]:
+    ours = json.load(open(f"{d}/{ours_file}"))
+    o = ours["seconds"] / ours["generated_tokens"]
+    m = ecco["methods"][ecco_key] if "methods" in ecco else ecco[ecco_key]
+    e = m["s_per_generated_token"]
+    print(f"{name:22s} tokenlens {o:7.3f} s/token   Ecco {e:7.3f} s/token   speed-up {e / o:5.1f}x")
+    same = sum(s[p:] == r["generated_ids"] for s, p, r in zip(ours["sequences"], ours["prompt_lens"], ecco["prompts"]))
+    print(f"{'':22s} same generated tokens as Ecco for {same}/{len(ecco['prompts'])} prompts")
+PY
+echo "outputs in $out"
