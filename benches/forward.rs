@@ -25,12 +25,7 @@ fn bench_ids() -> Vec<Vec<u32>> {
 }
 
 fn model_path() -> Option<PathBuf> {
-    let cache = std::env::var_os("TOKENLENS_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/tokenlens")
-        });
-    let p = cache.join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let p = tokenlens::model::default_model_path();
     p.exists().then_some(p)
 }
 

@@ -11,9 +11,6 @@ use tokenlens::analysis::saliency::{Method, Rule, Saliency, SaliencyOptions, sal
 use tokenlens::model::generate::{Decoding, GenerateOptions};
 use tokenlens::model::{Capture, Logits, Model};
 
-/// Where scripts/fetch-model.sh caches the default model.
-const DEFAULT_MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
-
 #[derive(Parser)]
 #[command(
     name = "tokenlens",
@@ -111,22 +108,12 @@ struct ModelArgs {
     tokenizer: Option<PathBuf>,
 }
 
-/// The default model's cache path ($TOKENLENS_CACHE or ~/.cache/tokenlens).
-fn default_model_path() -> PathBuf {
-    let cache = std::env::var_os("TOKENLENS_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/tokenlens")
-        });
-    cache.join("models").join(DEFAULT_MODEL_FILE)
-}
-
 impl ModelArgs {
     fn load(&self) -> Result<Model> {
         let path = match &self.model {
             Some(p) => p.clone(),
             None => {
-                let p = default_model_path();
+                let p = tokenlens::model::default_model_path();
                 if !p.exists() {
                     bail!(
                         "no --model given and the default model is not at {}; run scripts/fetch-model.sh to fetch it",

@@ -643,6 +643,7 @@ mod simd {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::test_util::max_diff;
     use candle_core::Device;
 
     #[test]
@@ -665,16 +666,7 @@ mod tests {
         let w = Tensor::randn(1f32, 0.1, 16, &Device::Cpu).unwrap();
         let want = candle_nn::ops::rms_norm_slow(&x, &w, 1e-5).unwrap();
         let got = rms_norm(&x, &w, 1e-5).unwrap();
-        let d: f32 = (got - want)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar()
-            .unwrap();
+        let d = max_diff(&got, &want);
         assert!(d < 1e-5, "{d}");
     }
 
@@ -685,16 +677,7 @@ mod tests {
         let u = x.narrow(2, 4, 4).unwrap();
         let want = (g.silu().unwrap() * u).unwrap();
         let got = swiglu(&x).unwrap();
-        let d: f32 = (got - want)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar()
-            .unwrap();
+        let d = max_diff(&got, &want);
         assert!(d < 1e-5, "{d}");
     }
 }

@@ -299,35 +299,7 @@ pub fn ensure_f32(x: &Tensor) -> Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::Var;
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar()
-            .unwrap()
-    }
-
-    fn randn(shape: &[usize], seed: u64) -> Tensor {
-        // Deterministic pseudo-random values without pulling in a RNG crate.
-        let n: usize = shape.iter().product();
-        let mut s = seed;
-        let v: Vec<f32> = (0..n)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-            })
-            .collect();
-        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
-    }
+    use crate::model::test_util::{check_gradient, max_diff, randn};
 
     #[test]
     fn fast_and_differentiable_paths_agree() {
@@ -376,34 +348,7 @@ mod tests {
             let p = softmax_last(&r, Mode::Differentiable).unwrap();
             (p.sqr().unwrap().sum_all().unwrap() + r.sum_all().unwrap()).unwrap()
         };
-        let x0 = randn(&[1, 4, 6], 7);
-        let var = Var::from_tensor(&x0).unwrap();
-        let y = f(var.as_tensor());
-        let grads = y.backward().unwrap();
-        let g: Vec<f32> = grads
-            .get(var.as_tensor())
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
-        let base: Vec<f32> = x0.flatten_all().unwrap().to_vec1().unwrap();
-        let eps = 1e-2f32;
-        for i in 0..base.len() {
-            let mut plus = base.clone();
-            let mut minus = base.clone();
-            plus[i] += eps;
-            minus[i] -= eps;
-            let t = |v: Vec<f32>| Tensor::from_vec(v, (1, 4, 6), &Device::Cpu).unwrap();
-            let fp: f32 = f(&t(plus)).to_scalar().unwrap();
-            let fm: f32 = f(&t(minus)).to_scalar().unwrap();
-            let fd = (fp - fm) / (2.0 * eps);
-            assert!(
-                (fd - g[i]).abs() < 2e-2 * (1.0 + fd.abs()),
-                "element {i}: autodiff {} vs fd {fd}",
-                g[i]
-            );
-        }
+        check_gradient(f, &randn(&[1, 4, 6], 7), 1);
     }
 
     /// The fused differentiable attention and SwiGLU ops: backward against finite differences.
@@ -427,33 +372,7 @@ mod tests {
             let s = o.contiguous().unwrap().apply_op1(g).unwrap();
             s.sum_all().unwrap()
         };
-        let q0 = randn(&[b, h, t, hd], 24);
-        let var = Var::from_tensor(&q0).unwrap();
-        let grads = f(var.as_tensor()).backward().unwrap();
-        let g: Vec<f32> = grads
-            .get(var.as_tensor())
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
-        let base: Vec<f32> = q0.flatten_all().unwrap().to_vec1().unwrap();
-        let eps = 1e-2f32;
-        for i in (0..base.len()).step_by(3) {
-            let mut plus = base.clone();
-            let mut minus = base.clone();
-            plus[i] += eps;
-            minus[i] -= eps;
-            let t = |v: Vec<f32>| Tensor::from_vec(v, (b, h, t, hd), &Device::Cpu).unwrap();
-            let fp: f32 = f(&t(plus)).to_scalar().unwrap();
-            let fm: f32 = f(&t(minus)).to_scalar().unwrap();
-            let fd = (fp - fm) / (2.0 * eps);
-            assert!(
-                (fd - g[i]).abs() < 2e-2 * (1.0 + fd.abs()),
-                "q[{i}]: autodiff {} vs fd {fd}",
-                g[i]
-            );
-        }
+        check_gradient(f, &randn(&[b, h, t, hd], 24), 3);
     }
 
     #[test]

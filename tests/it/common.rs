@@ -98,12 +98,7 @@ pub fn assert_close(what: &str, a: &Tensor, b: &Tensor, tol: f32) -> f32 {
 
 /// The default real model (SmolLM2 GGUF), if fetched. In CI it must be there.
 pub fn real_model() -> Option<PathBuf> {
-    let cache = std::env::var_os("TOKENLENS_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/tokenlens")
-        });
-    let p = cache.join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let p = tokenlens::model::default_model_path();
     if p.exists() {
         Some(p)
     } else if std::env::var_os("CI").is_some() {
