@@ -1,6 +1,7 @@
 //! The `tokenlens` command line: a thin layer over the library; errors become one clear
 //! message and a nonzero exit.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -272,9 +273,15 @@ fn run(cli: Cli) -> Result<()> {
                 .map(|i| seed.wrapping_add(i))
                 .collect();
             let gens = model.generate(&seqs, &seeds, &opts)?;
+            // The generated part in bold on a terminal.
+            let bold = std::io::stdout().is_terminal();
             for (prompt, g) in prompts.iter().zip(gens) {
                 let text = model.tokenizer.decode(&g.generated)?;
-                println!("{prompt}\x1b[1m{text}\x1b[0m");
+                if bold {
+                    println!("{prompt}\x1b[1m{text}\x1b[0m");
+                } else {
+                    println!("{prompt}{text}");
+                }
             }
         }
         Command::Saliency {

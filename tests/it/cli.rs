@@ -86,8 +86,9 @@ fn generate_greedy_matches_reference() {
     ]);
     let lines: Vec<&str> = out.lines().collect();
     for r in 0..2 {
+        // Not a terminal: no bold escape codes.
         let expected = format!(
-            "{}\x1b[1m{}\x1b[0m",
+            "{}{}",
             prompts[r],
             model.tokenizer.decode(&greedy[r]).unwrap()
         );
@@ -349,4 +350,70 @@ fn bad_prompts_and_options() {
     // clap's own usage errors exit with 2.
     let o = tokenlens(&["predict", "--model", &m]);
     assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
+fn saliency_command_prints_scores_and_json() {
+    let dir = scratch("saliency-cli");
+    let json = dir.join("s.json");
+    let out = ok(&[
+        "saliency",
+        "--model",
+        &tiny("tiny-gpt2"),
+        "--generate",
+        "3",
+        "--ignore-eos",
+        "--method",
+        "grad_x_input,ig",
+        "--n-steps",
+        "8",
+        "--json",
+        json.to_str().unwrap(),
+        "The cat sat",
+    ]);
+    assert!(
+        out.contains("[grad_x_input]")
+            && out.contains("[integrated_gradients: GaussLegendre, 8 steps]"),
+        "{out}"
+    );
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let rows = doc["rows"].as_array().unwrap();
+    // 3 targets with prefixes of 3, 4 and 5 tokens, 2 methods.
+    assert_eq!(rows.len(), 2 * (3 + 4 + 5));
+    for m in ["grad_x_input", "integrated_gradients"] {
+        for target in 3..6 {
+            let total: f64 = rows
+                .iter()
+                .filter(|r| r["method"] == m && r["target_position"] == target)
+                .map(|r| r["score"].as_f64().unwrap())
+                .sum();
+            assert!(
+                (total - 1.0).abs() < 1e-5,
+                "{m} target {target}: scores sum to {total}"
+            );
+        }
+    }
+    assert_eq!(doc["completeness"].as_array().unwrap().len(), 3);
+}
+
+#[test]
+fn saliency_bad_options() {
+    let m = tiny("tiny-llama");
+    fails(
+        &["saliency", "--model", &m, "--method", "lime", "x"],
+        &["unknown --method `lime`"],
+    );
+    fails(
+        &["saliency", "--model", &m, "--rule", "simpson", "x"],
+        &["unknown --rule `simpson`"],
+    );
+    fails(
+        &["saliency", "--model", &m, "--generate", "0", "x"],
+        &["--generate must be at least 1"],
+    );
+    fails(
+        &["saliency", "--model", &m, "--n-steps", "0", "x"],
+        &["n_steps >= 1"],
+    );
 }
