@@ -395,3 +395,57 @@ fn sampling_does_not_depend_on_the_batch() {
     let other_seed = model.generate(&[a], &[43], &opts).unwrap();
     assert_ne!(alone[0].generated, other_seed[0].generated);
 }
+
+/// A checkpoint sharded over several safetensors files with an index loads to the same model.
+#[test]
+fn sharded_safetensors_load_like_single_file() {
+    let dir = crate::common::scratch("sharded-llama");
+    let src = data_dir().join("tiny-llama");
+    for f in ["config.json", "tokenizer.json"] {
+        std::fs::copy(src.join(f), dir.join(f)).unwrap();
+    }
+    let tensors =
+        candle_core::safetensors::load(src.join("model.safetensors"), &candle_core::Device::Cpu)
+            .unwrap();
+    let mut names: Vec<&String> = tensors.keys().collect();
+    names.sort();
+    let mut weight_map = serde_json::Map::new();
+    for (i, chunk) in names.chunks(names.len().div_ceil(2)).enumerate() {
+        let file = format!("model-{:05}-of-00002.safetensors", i + 1);
+        let part: std::collections::HashMap<String, Tensor> = chunk
+            .iter()
+            .map(|n| ((*n).clone(), tensors[*n].clone()))
+            .collect();
+        candle_core::safetensors::save(&part, dir.join(&file)).unwrap();
+        for n in chunk {
+            weight_map.insert((*n).clone(), serde_json::json!(file));
+        }
+    }
+    let index = serde_json::json!({"metadata": {}, "weight_map": weight_map});
+    std::fs::write(dir.join("model.safetensors.index.json"), index.to_string()).unwrap();
+    let a = Model::load(&src, None).unwrap();
+    let b = Model::load(&dir, None).unwrap();
+    let ids = vec![a.encode("Once upon a time").unwrap()];
+    let cap = Capture {
+        logits: Logits::All,
+        ..Capture::default()
+    };
+    let la = a
+        .forward(&a.batch(&ids).unwrap(), &cap)
+        .unwrap()
+        .logits
+        .unwrap();
+    let lb = b
+        .forward(&b.batch(&ids).unwrap(), &cap)
+        .unwrap()
+        .logits
+        .unwrap();
+    assert_close("sharded logits", &lb, &la, 0.0);
+    // A shard listed in the index but missing is named in the error.
+    std::fs::remove_file(dir.join("model-00002-of-00002.safetensors")).unwrap();
+    let err = Model::load(&dir, None).err().unwrap().to_string();
+    assert!(
+        err.contains("model-00002-of-00002.safetensors: weights file is missing"),
+        "{err}"
+    );
+}
