@@ -8,6 +8,7 @@ pub mod config;
 pub mod generate;
 pub mod gguf;
 pub mod gpt2;
+pub mod hub;
 pub mod kernels;
 pub mod llama;
 pub mod ops;
@@ -416,10 +417,15 @@ pub struct Model {
 }
 
 impl Model {
-    /// Loads a GGUF file or an HF checkpoint directory. `tokenizer` overrides the tokenizer
+    /// Loads a GGUF file, an HF checkpoint directory, or a hub id `org/name` (see `hub`).
+    /// `tokenizer` overrides the tokenizer
     /// (a tokenizer.json), e.g. for GGUF files whose tokenizer type cannot be rebuilt.
     pub fn load(path: &Path, tokenizer: Option<&Path>) -> Result<Self> {
         if !path.exists() {
+            let s = path.to_string_lossy();
+            if hub::looks_like_hub_id(&s) {
+                return Self::load(&hub::resolve(&s)?, tokenizer);
+            }
             return Err(Error::model(path, "no such file or directory"));
         }
         if path.is_dir() {

@@ -417,3 +417,43 @@ fn saliency_bad_options() {
         &["n_steps >= 1"],
     );
 }
+
+/// Hub ids resolve from the local Hugging Face cache without the network (HF_HUB_OFFLINE=1).
+#[test]
+fn hub_id_loads_from_the_local_cache() {
+    let home = scratch("hf-home");
+    let snap = home.join("hub/models--tiny-org--tiny-llama/snapshots/0123abcd");
+    copy_checkpoint("tiny-llama", &snap);
+    std::fs::create_dir_all(home.join("hub/models--tiny-org--tiny-llama/refs")).unwrap();
+    std::fs::write(
+        home.join("hub/models--tiny-org--tiny-llama/refs/main"),
+        "0123abcd",
+    )
+    .unwrap();
+    let run = |id: &str| {
+        Command::new(env!("CARGO_BIN_EXE_tokenlens"))
+            .args(["inspect", "--model", id])
+            .env("HF_HOME", &home)
+            .env("HF_HUB_OFFLINE", "1")
+            .output()
+            .unwrap()
+    };
+    let o = run("tiny-org/tiny-llama");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let info: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(info["config"]["model_type"], "llama");
+    assert!(
+        info["path"]
+            .as_str()
+            .unwrap()
+            .ends_with("snapshots/0123abcd")
+    );
+    let o = run("tiny-org/absent");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        err.contains("tiny-org/absent: not in the local Hugging Face cache")
+            && err.contains("HF_HUB_OFFLINE"),
+        "{err}"
+    );
+}
