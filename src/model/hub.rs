@@ -3,7 +3,7 @@
 //! `HF_HUB_OFFLINE=1`. The result is an HF checkpoint directory (config.json, tokenizer.json,
 //! safetensors), loaded like any other. Built with the `hub` cargo feature (on by default).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::error::{Error, Result};
 
@@ -19,9 +19,6 @@ pub fn looks_like_hub_id(s: &str) -> bool {
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
 }
-
-/// The files an HF checkpoint directory needs, besides the weights.
-const FILES: [&str; 2] = ["config.json", "tokenizer.json"];
 
 /// Resolves `id` to a local checkpoint directory (a snapshot folder of the HF cache).
 #[cfg(feature = "hub")]
@@ -51,7 +48,8 @@ pub fn resolve(id: &str) -> Result<PathBuf> {
         repo.get(f)
             .map_err(|e| Error::model(id, format!("downloading {f}: {e}")))
     };
-    for f in FILES {
+    // The files an HF checkpoint directory needs, besides the weights.
+    for f in ["config.json", "tokenizer.json"] {
         get(f)?;
     }
     let weights = match get("model.safetensors") {
@@ -77,7 +75,10 @@ pub fn resolve(id: &str) -> Result<PathBuf> {
             index
         }
     };
-    Ok(weights.parent().map(Path::to_path_buf).unwrap_or_default())
+    Ok(weights
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_default())
 }
 
 /// Without the `hub` feature, a hub id is an error that says how to get one.
