@@ -6,20 +6,14 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::kernels::{self, AttnDims, AttnMask, SharedMut, fast_exp, init, mm, uninit};
+use super::kernels::{
+    self, AttnDims, AttnMask, SharedMut, contiguous_f32, fast_exp, init, mm, uninit,
+};
 
 type CResult<T> = candle_core::Result<T>;
 
 fn wrap<T>(r: crate::error::Result<T>) -> CResult<T> {
     r.map_err(candle_core::Error::wrap)
-}
-
-/// The f32 data of a contiguous CPU storage.
-fn data<'a>(s: &'a CpuStorage, l: &Layout) -> CResult<&'a [f32]> {
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&s.as_slice::<f32>()?[a..b]),
-        None => candle_core::bail!("fused differentiable ops need contiguous inputs"),
-    }
 }
 
 fn tensor_data(t: &Tensor) -> CResult<Vec<f32>> {
@@ -41,7 +35,7 @@ impl CustomOp2 for RmsNorm {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> CResult<(CpuStorage, Shape)> {
-        let (x, w) = (data(s1, l1)?, data(s2, l2)?);
+        let (x, w) = (contiguous_f32(s1, l1)?, contiguous_f32(s2, l2)?);
         let d = w.len();
         let mut out = vec![0f32; x.len()];
         out.par_chunks_mut(d)
@@ -126,7 +120,13 @@ impl CustomOp3 for Rope {
         l3: &Layout,
     ) -> CResult<(CpuStorage, Shape)> {
         let dims = l1.shape().dims4()?;
-        let out = rope_apply(data(s1, l1)?, data(s2, l2)?, data(s3, l3)?, dims, false);
+        let out = rope_apply(
+            contiguous_f32(s1, l1)?,
+            contiguous_f32(s2, l2)?,
+            contiguous_f32(s3, l3)?,
+            dims,
+            false,
+        );
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 
@@ -163,7 +163,7 @@ impl CustomOp1 for Swiglu {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> CResult<(CpuStorage, Shape)> {
-        let x = data(s, l)?;
+        let x = contiguous_f32(s, l)?;
         let mut dims = l.dims().to_vec();
         let f = dims[dims.len() - 1] / 2;
         let mut out = vec![0f32; x.len() / 2];
@@ -244,9 +244,9 @@ impl CustomOp3 for Attention {
             hd,
         };
         let (out, _) = wrap(kernels::attention_raw(
-            data(s1, l1)?,
-            data(s2, l2)?,
-            data(s3, l3)?,
+            contiguous_f32(s1, l1)?,
+            contiguous_f32(s2, l2)?,
+            contiguous_f32(s3, l3)?,
             dims,
             &self.mask(),
         ))?;

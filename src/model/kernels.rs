@@ -175,6 +175,17 @@ fn gemm_linear(
     }
 }
 
+/// The f32 data of a contiguous CPU storage, borrowed.
+pub(crate) fn contiguous_f32<'a>(
+    s: &'a candle_core::CpuStorage,
+    l: &candle_core::Layout,
+) -> candle_core::Result<&'a [f32]> {
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&s.as_slice::<f32>()?[a..b]),
+        None => candle_core::bail!("fused ops need contiguous inputs"),
+    }
+}
+
 /// `x @ W` as a candle op whose backward pass returns the gradient for `x` only. candle's own
 /// matmul always computes the weight gradient too (and allocates a zero tensor the size of every
 /// weight to accumulate it), which is most of the cost of an input-gradient backward pass.
@@ -193,16 +204,10 @@ impl candle_core::CustomOp2 for InputGradLinear {
         s2: &candle_core::CpuStorage,
         l2: &candle_core::Layout,
     ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
-        let contiguous = |s: &'_ candle_core::CpuStorage,
-                          l: &candle_core::Layout|
-         -> candle_core::Result<Vec<f32>> {
-            let data = s.as_slice::<f32>()?;
-            match l.contiguous_offsets() {
-                Some((a, b)) => Ok(data[a..b].to_vec()),
-                None => candle_core::bail!("input-grad-linear needs contiguous inputs"),
-            }
-        };
-        let (x, w) = (contiguous(s1, l1)?, contiguous(s2, l2)?);
+        // Borrow both operands: copying the weight matrix on every call costs more than the gemm
+        // on small inputs.
+        let x = contiguous_f32(s1, l1)?;
+        let w = contiguous_f32(s2, l2)?;
         let dims = l1.dims();
         let k = dims[dims.len() - 1];
         let wd = l2.dims();
@@ -210,7 +215,7 @@ impl candle_core::CustomOp2 for InputGradLinear {
             WeightLayout::InOut => wd[1],
             WeightLayout::OutIn => wd[0],
         };
-        let out = gemm_linear(&x, k, &w, self.0, n, None);
+        let out = gemm_linear(x, k, w, self.0, n, None);
         let mut shape = dims.to_vec();
         *shape.last_mut().expect("rank >= 1") = n;
         Ok((candle_core::CpuStorage::F32(out), shape.into()))
