@@ -66,11 +66,6 @@ pub struct ModelConfig {
 }
 
 impl ModelConfig {
-    /// Number of MLP neurons per layer (the width of the captured activations).
-    pub fn n_neurons(&self) -> usize {
-        self.intermediate_size
-    }
-
     /// Checks the invariants every architecture relies on.
     pub fn validate(&self, path: &Path) -> Result<()> {
         let bad = |msg: String| Err(Error::model(path, msg));

@@ -1,8 +1,9 @@
-//! Tensor building blocks shared by the architectures. Each op has a fast path (candle's fused
-//! kernels, which carry no gradient) and a differentiable path built from ops whose backward
-//! pass candle implements; `Mode` picks one (see docs/ and rust-stack.md for which ops drop gradients).
+//! Tensor building blocks shared by the architectures. Each op has a fast path (fused kernels,
+//! no gradient) and a differentiable path (our fused ops with written-out input-only backward
+//! passes in `autodiff.rs`, or candle ops whose backward pass candle implements); `Mode` picks one.
+//! rust-stack.md lists the candle ops that silently drop gradients; none is used on that path.
 
-use candle_core::{D, DType, Device, Tensor};
+use candle_core::{D, Device, Tensor};
 
 use super::LayerCtx;
 pub use super::kernels::AttnMask;
@@ -286,14 +287,6 @@ pub fn apply_rope(x: &Tensor, cos: &Tensor, sin: &Tensor, mode: Mode) -> Result<
 pub fn split_heads(x: &Tensor, heads: usize) -> Result<Tensor> {
     let (b, t, w) = x.dims3()?;
     Ok(x.reshape((b, t, heads, w / heads))?.transpose(1, 2)?)
-}
-
-pub fn ensure_f32(x: &Tensor) -> Result<Tensor> {
-    Ok(if x.dtype() == DType::F32 {
-        x.clone()
-    } else {
-        x.to_dtype(DType::F32)?
-    })
 }
 
 #[cfg(test)]
