@@ -233,16 +233,8 @@ impl CustomOp3 for Attention {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> CResult<(CpuStorage, Shape)> {
-        let (b, h, tq, hd) = l1.shape().dims4()?;
-        let (_, hkv, tk, _) = l2.shape().dims4()?;
-        let dims = AttnDims {
-            b,
-            h,
-            hkv,
-            tq,
-            tk,
-            hd,
-        };
+        let dims = AttnDims::of(l1.shape(), l2.shape())?;
+        let AttnDims { b, h, tq, hd, .. } = dims;
         let (out, _) = wrap(kernels::attention_raw(
             contiguous_f32(s1, l1)?,
             contiguous_f32(s2, l2)?,
@@ -261,16 +253,10 @@ impl CustomOp3 for Attention {
         _out: &Tensor,
         dout: &Tensor,
     ) -> CResult<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (b, h, tq, hd) = q.dims4()?;
-        let (_, hkv, tk, _) = k.dims4()?;
-        let dims = AttnDims {
-            b,
-            h,
-            hkv,
-            tq,
-            tk,
-            hd,
-        };
+        let dims = AttnDims::of(q.shape(), k.shape())?;
+        let AttnDims {
+            h, hkv, tq, tk, hd, ..
+        } = dims;
         let rep = h / hkv;
         let scale = 1.0 / (hd as f32).sqrt();
         let (qs, ks, vs, dos) = (

@@ -324,47 +324,48 @@ pub fn split_qkv(
     let mut q = uninit(b * h * t * hd);
     let mut k = uninit(b * hkv * t * hd);
     let mut v = uninit(b * hkv * t * hd);
-    let tables = match rope {
-        Some((c, s)) => Some((
-            c.flatten_all()?.to_vec1::<f32>()?,
-            s.flatten_all()?.to_vec1::<f32>()?,
-        )),
-        None => None,
-    };
-    with_f32(qkv, |src| {
-        // One task per (row, head) of q, k and v together: disjoint outputs.
-        let put = |dst: &mut [MaybeUninit<f32>], head: usize, bi: usize, roped: bool| {
-            for ti in 0..t {
-                let s = &src[(bi * t + ti) * width + head * hd..][..hd];
-                let d = &mut dst[ti * hd..(ti + 1) * hd];
-                match (&tables, roped) {
-                    (Some((cos, sin)), true) => {
-                        let (c, sn) = (
-                            &cos[(bi * t + ti) * half..][..half],
-                            &sin[(bi * t + ti) * half..][..half],
-                        );
-                        for i in 0..half {
-                            let (x1, x2) = (s[i], s[i + half]);
-                            d[i].write(x1 * c[i] - x2 * sn[i]);
-                            d[i + half].write(x2 * c[i] + x1 * sn[i]);
+    // Borrow the cos/sin tables (no copy); without RoPE, empty tables.
+    let empty = Tensor::zeros(0, candle_core::DType::F32, qkv.device())?;
+    let (cos_t, sin_t) = rope.unwrap_or((&empty, &empty));
+    with_f32(cos_t, |cos| {
+        with_f32(sin_t, |sin| {
+            let tables = rope.map(|_| (cos, sin));
+            with_f32(qkv, |src| {
+                // One task per (row, head) of q, k and v together: disjoint outputs.
+                let put = |dst: &mut [MaybeUninit<f32>], head: usize, bi: usize, roped: bool| {
+                    for ti in 0..t {
+                        let s = &src[(bi * t + ti) * width + head * hd..][..hd];
+                        let d = &mut dst[ti * hd..(ti + 1) * hd];
+                        match (&tables, roped) {
+                            (Some((cos, sin)), true) => {
+                                let (c, sn) = (
+                                    &cos[(bi * t + ti) * half..][..half],
+                                    &sin[(bi * t + ti) * half..][..half],
+                                );
+                                for i in 0..half {
+                                    let (x1, x2) = (s[i], s[i + half]);
+                                    d[i].write(x1 * c[i] - x2 * sn[i]);
+                                    d[i + half].write(x2 * c[i] + x1 * sn[i]);
+                                }
+                            }
+                            _ => d.iter_mut().zip(s).for_each(|(d, s)| {
+                                d.write(*s);
+                            }),
                         }
                     }
-                    _ => d.iter_mut().zip(s).for_each(|(d, s)| {
-                        d.write(*s);
-                    }),
-                }
-            }
-        };
-        q.par_chunks_mut(t * hd)
-            .enumerate()
-            .for_each(|(i, d)| put(d, i % h, i / h, true));
-        k.par_chunks_mut(t * hd)
-            .enumerate()
-            .for_each(|(i, d)| put(d, h + i % hkv, i / hkv, true));
-        v.par_chunks_mut(t * hd)
-            .enumerate()
-            .for_each(|(i, d)| put(d, h + hkv + i % hkv, i / hkv, false));
-    })?;
+                };
+                q.par_chunks_mut(t * hd)
+                    .enumerate()
+                    .for_each(|(i, d)| put(d, i % h, i / h, true));
+                k.par_chunks_mut(t * hd)
+                    .enumerate()
+                    .for_each(|(i, d)| put(d, h + i % hkv, i / hkv, true));
+                v.par_chunks_mut(t * hd)
+                    .enumerate()
+                    .for_each(|(i, d)| put(d, h + hkv + i % hkv, i / hkv, false));
+            })
+        })
+    })???;
     // SAFETY: every (row, head, position) was written by `put`.
     let (q, k, v) = unsafe { (init(q), init(k), init(v)) };
     let dev = qkv.device();
@@ -386,16 +387,10 @@ pub fn attention(
     mask: &AttnMask,
     keep_probs: bool,
 ) -> Result<(Tensor, Option<Tensor>)> {
-    let (b, h, tq, hd) = q.dims4()?;
-    let (_, hkv, tk, _) = k.dims4()?;
-    let dims = AttnDims {
-        b,
-        h,
-        hkv,
-        tq,
-        tk,
-        hd,
-    };
+    let dims = AttnDims::of(q.shape(), k.shape())?;
+    let AttnDims {
+        b, h, tq, tk, hd, ..
+    } = dims;
     let (out, probs) = with_f32(q, |q| {
         with_f32(k, |k| with_f32(v, |v| attention_raw(q, k, v, dims, mask)))
     })????;
@@ -418,6 +413,22 @@ pub struct AttnDims {
     pub tq: usize,
     pub tk: usize,
     pub hd: usize,
+}
+
+impl AttnDims {
+    /// From the shapes of q [B, H, Tq, hd] and k [B, Hkv, Tk, hd].
+    pub fn of(q: &candle_core::Shape, k: &candle_core::Shape) -> candle_core::Result<Self> {
+        let (b, h, tq, hd) = q.dims4()?;
+        let (_, hkv, tk, _) = k.dims4()?;
+        Ok(AttnDims {
+            b,
+            h,
+            hkv,
+            tq,
+            tk,
+            hd,
+        })
+    }
 }
 
 /// `gemm` on row-major operands: dst[m, n] (row stride dst_rs) = alpha * dst (if `acc`) + beta *

@@ -181,7 +181,8 @@ fn tiny_qwen2_matches_transformers() {
     check_tiny("tiny-qwen2");
 }
 
-/// Ecco's lens (no final norm) is the plain unembedding of the residual stream.
+/// Both lens variants against a computation from the checkpoint's tensors: Ecco's (no final
+/// norm) and the usual one (final RMSNorm, then the unembedding).
 #[test]
 fn raw_lens_is_plain_unembedding() {
     let model = Model::load(&data_dir().join("tiny-llama"), None).unwrap();
@@ -201,7 +202,23 @@ fn raw_lens_is_plain_unembedding() {
     let raw = model.lens_logits(x, LensNorm::Raw).unwrap();
     let normed = model.lens_logits(x, LensNorm::FinalNorm).unwrap();
     assert_eq!(raw.dims(), &[1, 3, 512]);
-    assert_close("raw lens = unembed", &raw, &model.unembed(x).unwrap(), 1e-6);
+    // Independent reference from the checkpoint's own tensors (tiny-llama's head is untied).
+    let w = candle_core::safetensors::load(
+        data_dir().join("tiny-llama/model.safetensors"),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    let head = &w["lm_head.weight"];
+    let x2 = x.squeeze(0).unwrap();
+    let want_raw = x2.matmul(&head.t().unwrap()).unwrap().unsqueeze(0).unwrap();
+    assert_close("raw lens = x W^T", &raw, &want_raw, 1e-5);
+    let rms = candle_nn::ops::rms_norm_slow(&x2, &w["model.norm.weight"], 1e-5).unwrap();
+    let want_normed = rms
+        .matmul(&head.t().unwrap())
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap();
+    assert_close("normed lens = rmsnorm(x) W^T", &normed, &want_normed, 1e-5);
     let (d, _) = crate::common::diff(&raw, &normed);
     assert!(
         d > 1e-2,
