@@ -73,8 +73,9 @@ enum Command {
         /// Integrated-gradients quadrature: gauss-legendre or trapezoid.
         #[arg(long, default_value = "gauss-legendre")]
         rule: String,
-        /// Padded tokens per forward/backward chunk (bounds memory: ~3 MB per token).
-        #[arg(long, default_value_t = 512)]
+        /// Rows per chunk of the reverse pass: forward tokens plus each target's prefix length
+        /// (bounds memory; SmolLM2: ~0.65 MB per forward token, ~30 KB per prefix row).
+        #[arg(long, default_value_t = 2048)]
         chunk_tokens: usize,
         /// Keep generating after an EOS token (always explain --generate tokens).
         #[arg(long)]

@@ -9,15 +9,16 @@
 //! - `integrated_gradients`: (x - 0) * sum_k w_k grad(alpha_k x), zero-embedding baseline,
 //!   Gauss-Legendre (captum's default) or trapezoid nodes.
 //!
-//! Each (target, IG step) is one row of a left-padded batch holding only that target's prefix; rows
-//! are independent, so one backward pass serves a whole chunk of rows. Chunks are bounded by a
-//! token budget, so memory does not grow with the number of targets.
+//! Attention is causal, so one forward pass per (document, alpha) serves all of the document's
+//! targets; one packed backward pass (`Model::prob_gradients`) carries all their cotangents at
+//! once. Chunks are bounded by a row budget, so memory does not grow with the number of targets.
 
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::model::{Model, Objective, Target};
+use crate::model::Model;
+use crate::model::reverse::{SegTarget, Segment};
 
 /// An attribution method.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, PartialOrd, Ord)]
@@ -62,7 +63,8 @@ pub struct SaliencyOptions {
     pub methods: Vec<Method>,
     pub n_steps: usize,
     pub rule: Rule,
-    /// Upper bound on padded tokens per forward/backward chunk (memory bound).
+    /// Upper bound on the rows of one chunk of the reverse pass: forward tokens plus, per target,
+    /// its prefix length (memory bound, see `saliency`).
     pub chunk_tokens: usize,
 }
 
@@ -76,7 +78,7 @@ impl Default for SaliencyOptions {
             ],
             n_steps: 50,
             rule: Rule::GaussLegendre,
-            chunk_tokens: 512,
+            chunk_tokens: 2048,
         }
     }
 }
@@ -179,22 +181,6 @@ fn gauss_legendre(n: usize) -> (Vec<f64>, Vec<f64>) {
     (x, w)
 }
 
-/// One row of work: a target's prefix scaled by `alpha`.
-struct Unit {
-    target: usize,
-    alpha: f32,
-    /// IG quadrature weight (0 for the gradient-at-input and baseline rows).
-    weight: f32,
-    kind: UnitKind,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum UnitKind {
-    AtInput,
-    Baseline,
-    IgStep,
-}
-
 /// A generated token to explain.
 struct TargetState {
     doc: usize,
@@ -207,8 +193,49 @@ struct TargetState {
     baseline_prob: f32,
 }
 
+/// One forward pass: a document's embeddings scaled by `alpha`, with some of its targets.
+struct Unit {
+    doc: usize,
+    alpha: f64,
+    /// Indices into the target list (consecutive, increasing positions).
+    targets: std::ops::Range<usize>,
+    /// The at-input row (alpha = 1): records each target's probability, and its gradient if
+    /// `gradient` or `grad_x_input` is asked for.
+    at_input: bool,
+    /// The baseline row (alpha = 0): records the baseline probability.
+    baseline: bool,
+    /// IG quadrature weight of this node, if it is one.
+    ig_weight: Option<f64>,
+}
+
+impl Unit {
+    fn needs_grad(&self, input_grad: bool) -> bool {
+        (self.at_input && input_grad) || self.ig_weight.is_some()
+    }
+
+    /// Rows of the reverse pass: forward tokens plus every target's prefix.
+    fn cost(&self, targets: &[TargetState], input_grad: bool) -> usize {
+        let last = targets[self.targets.end - 1].position;
+        let rows: usize = if self.needs_grad(input_grad) {
+            targets[self.targets.clone()]
+                .iter()
+                .map(|t| t.position)
+                .sum()
+        } else {
+            0
+        };
+        last + rows
+    }
+}
+
 /// Saliency of every generated token of every sequence. `sequences[i]` is prompt + generated
 /// tokens; `prompt_lens[i]` its prompt length: targets are positions prompt_len..len.
+///
+/// Work is organized as one forward pass per (document, alpha) (alpha = 1 for the input, 0 for
+/// the baseline, and each IG node), shared by all the document's targets, and one packed backward
+/// pass per chunk of such passes (`Model::prob_gradients`). Chunks hold at most
+/// `chunk_tokens` rows (forward tokens plus target-prefix rows); a document too long for one
+/// chunk has its targets split across several.
 pub fn saliency(
     model: &Model,
     sequences: &[Vec<u32>],
@@ -229,8 +256,14 @@ pub fn saliency(
             "integrated gradients needs n_steps >= 1".into(),
         ));
     }
+    let input_grad = opts
+        .methods
+        .iter()
+        .any(|m| matches!(m, Method::Gradient | Method::GradXInput));
     let d = model.config.hidden_size;
     let mut targets = Vec::new();
+    // Per document: its range of targets and its token embeddings.
+    let mut docs: Vec<(std::ops::Range<usize>, Vec<f32>)> = Vec::new();
     for (doc, (seq, &plen)) in sequences.iter().zip(prompt_lens).enumerate() {
         if plen == 0 || plen > seq.len() {
             return Err(Error::Input(format!(
@@ -242,6 +275,7 @@ pub fn saliency(
             .embed(&Tensor::from_slice(seq, (1, seq.len()), model.device())?)?
             .flatten_all()?
             .to_vec1::<f32>()?;
+        let first = targets.len();
         for p in plen..seq.len() {
             targets.push(TargetState {
                 doc,
@@ -253,99 +287,124 @@ pub fn saliency(
                 baseline_prob: f32::NAN,
             });
         }
+        docs.push((first..targets.len(), all));
     }
-    let mut units = Vec::new();
-    for t in 0..targets.len() {
-        units.push(Unit {
-            target: t,
-            alpha: 1.0,
-            weight: 0.0,
-            kind: UnitKind::AtInput,
-        });
-        if wants_ig {
-            units.push(Unit {
-                target: t,
-                alpha: 0.0,
-                weight: 0.0,
-                kind: UnitKind::Baseline,
-            });
-            let (alphas, weights) = quadrature(opts.rule, opts.n_steps);
-            for (a, w) in alphas.iter().zip(&weights) {
-                units.push(Unit {
-                    target: t,
-                    alpha: *a as f32,
-                    weight: *w as f32,
-                    kind: UnitKind::IgStep,
-                });
+    // The alphas of a document's forward passes; equal alphas share one pass (the trapezoid
+    // rule's end points are the input and the baseline).
+    let mut passes: Vec<(f64, bool, bool, Option<f64>)> = vec![(1.0, true, false, None)];
+    if wants_ig {
+        passes.push((0.0, false, true, None));
+        let (alphas, weights) = quadrature(opts.rule, opts.n_steps);
+        for (a, w) in alphas.into_iter().zip(weights) {
+            match passes.iter_mut().find(|p| p.0 == a) {
+                Some(p) => p.3 = Some(w),
+                None => passes.push((a, false, false, Some(w))),
             }
         }
     }
-    // Longest prefixes first, so each chunk's rows have similar lengths (little padding).
-    units.sort_by_key(|u| std::cmp::Reverse(targets[u.target].position));
+    let mut units = Vec::new();
+    for (doc, (range, _)) in docs.iter().enumerate() {
+        for &(alpha, at_input, baseline, ig_weight) in &passes {
+            let mut unit = Unit {
+                doc,
+                alpha,
+                targets: range.start..range.start,
+                at_input,
+                baseline,
+                ig_weight,
+            };
+            // Split the document's targets so that each unit fits a chunk (at least one target).
+            for t in range.clone() {
+                let mut grown = Unit {
+                    targets: unit.targets.start..t + 1,
+                    ..unit
+                };
+                if grown.targets.len() > 1 && grown.cost(&targets, input_grad) > opts.chunk_tokens {
+                    units.push(unit);
+                    grown.targets = t..t + 1;
+                }
+                unit = grown;
+            }
+            if !unit.targets.is_empty() {
+                units.push(unit);
+            }
+        }
+    }
     let mut start = 0;
     while start < units.len() {
-        let width = targets[units[start].target].position;
-        let rows = (opts.chunk_tokens / width.max(1)).max(1);
-        let end = (start + rows).min(units.len());
-        run_chunk(model, sequences, &mut targets, &units[start..end], d)?;
+        let mut end = start;
+        let mut cost = 0;
+        while end < units.len() {
+            let c = units[end].cost(&targets, input_grad);
+            if end > start && cost + c > opts.chunk_tokens {
+                break;
+            }
+            cost += c;
+            end += 1;
+        }
+        run_chunk(
+            model,
+            sequences,
+            &docs,
+            &mut targets,
+            &units[start..end],
+            input_grad,
+            d,
+        )?;
         start = end;
     }
     Ok(reduce(targets, opts, d))
 }
 
-/// One forward + backward over a chunk of units; accumulates into the targets.
+/// One packed forward + backward over a chunk of units; accumulates into the targets.
 fn run_chunk(
     model: &Model,
     sequences: &[Vec<u32>],
+    docs: &[(std::ops::Range<usize>, Vec<f32>)],
     targets: &mut [TargetState],
     units: &[Unit],
+    input_grad: bool,
     d: usize,
 ) -> Result<()> {
-    let seqs: Vec<Vec<u32>> = units
+    let segments: Vec<Segment> = units
         .iter()
         .map(|u| {
-            let t = &targets[u.target];
-            sequences[t.doc][..t.position].to_vec()
-        })
-        .collect();
-    let batch = model.batch(&seqs)?;
-    let width = batch.width();
-    let mut embeds = vec![0f32; units.len() * width * d];
-    for (r, u) in units.iter().enumerate() {
-        let src = &targets[u.target].embeds;
-        let pad = width - src.len() / d;
-        let dst = &mut embeds[(r * width + pad) * d..(r + 1) * width * d];
-        for (o, x) in dst.iter_mut().zip(src) {
-            *o = x * u.alpha;
-        }
-    }
-    let embeds = Tensor::from_vec(embeds, (units.len(), width, d), &Device::Cpu)?;
-    let goals: Vec<Target> = units
-        .iter()
-        .map(|u| {
-            let t = &targets[u.target];
-            Target {
-                position: width - 1,
-                token: sequences[t.doc][t.position],
+            let len = targets[u.targets.end - 1].position;
+            let alpha = u.alpha as f32;
+            Segment {
+                embeds: docs[u.doc].1[..len * d].iter().map(|x| x * alpha).collect(),
+                targets: targets[u.targets.clone()]
+                    .iter()
+                    .map(|t| SegTarget {
+                        prefix: t.position,
+                        token: sequences[t.doc][t.position],
+                        grad: u.needs_grad(input_grad),
+                    })
+                    .collect(),
             }
         })
         .collect();
-    let g = model.embedding_gradients(&batch, Some(&embeds), &goals, Objective::Prob)?;
-    let grad = g.grad.flatten_all()?.to_vec1::<f32>()?;
-    for (r, u) in units.iter().enumerate() {
-        let t = &mut targets[u.target];
-        let len = t.position;
-        let row = &grad[(r * width + width - len) * d..(r + 1) * width * d];
-        match u.kind {
-            UnitKind::AtInput => {
-                t.target_prob = g.values[r];
-                t.grad_at_input = Some(row.to_vec());
+    let results = model.prob_gradients(&segments)?;
+    for (u, res) in units.iter().zip(results) {
+        for ((t, prob), grad) in targets[u.targets.clone()]
+            .iter_mut()
+            .zip(res.probs)
+            .zip(res.grads)
+        {
+            if u.at_input {
+                t.target_prob = prob;
             }
-            UnitKind::Baseline => t.baseline_prob = g.values[r],
-            UnitKind::IgStep => {
-                for (acc, gv) in t.ig_sum.iter_mut().zip(row) {
-                    *acc += u.weight as f64 * *gv as f64;
+            if u.baseline {
+                t.baseline_prob = prob;
+            }
+            let Some(grad) = grad else { continue };
+            if let Some(w) = u.ig_weight {
+                for (acc, g) in t.ig_sum.iter_mut().zip(&grad) {
+                    *acc += w * *g as f64;
                 }
+            }
+            if u.at_input && input_grad {
+                t.grad_at_input = Some(grad);
             }
         }
     }
@@ -388,12 +447,10 @@ fn reduce(targets: Vec<TargetState>, opts: &SaliencyOptions, d: usize) -> Salien
     methods.sort();
     methods.dedup();
     for t in &targets {
-        let g = t
-            .grad_at_input
-            .as_deref()
-            .expect("every target has a gradient at its input");
+        let g = t.grad_at_input.as_deref().unwrap_or_default();
         for &m in &methods {
             let attr: Vec<f32> = match m {
+                // `saliency` asks for the gradient at the input whenever these methods are on.
                 Method::Gradient => g.iter().map(|x| x.abs()).collect(),
                 Method::GradXInput => g.iter().zip(&t.embeds).map(|(g, x)| g * x).collect(),
                 Method::IntegratedGradients => t

@@ -6,6 +6,7 @@ use candle_core::Tensor;
 use super::config::{Activation, ModelConfig};
 use super::kernels;
 use super::ops::{self, LayerCache, Linear, Mode};
+use super::reverse::{ActKind, BlockRef, NormRef};
 use super::weights::Weights;
 use super::{Architecture, LayerCtx, LayerOut, Rope};
 use crate::error::Result;
@@ -90,6 +91,14 @@ impl Gpt2 {
         })
     }
 
+    fn norm_ref<'a>(&self, n: &'a Norm) -> NormRef<'a> {
+        NormRef::Layer {
+            w: &n.w,
+            b: &n.b,
+            eps: self.cfg.norm_eps as f32,
+        }
+    }
+
     fn ln(&self, x: &Tensor, n: &Norm, mode: Mode) -> Result<Tensor> {
         ops::layer_norm(x, &n.w, &n.b, self.cfg.norm_eps, mode)
     }
@@ -146,5 +155,33 @@ impl Architecture for Gpt2 {
 
     fn final_norm(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
         self.ln(x, &self.ln_f, mode)
+    }
+
+    fn block(&self, l: usize) -> BlockRef<'_> {
+        let layer = &self.layers[l];
+        BlockRef {
+            norm1: self.norm_ref(&layer.ln_1),
+            qkv: &layer.c_attn,
+            o: &layer.c_proj,
+            norm2: self.norm_ref(&layer.ln_2),
+            up: &layer.c_fc,
+            act: match self.cfg.activation {
+                Activation::Gelu => ActKind::GeluErf,
+                _ => ActKind::GeluTanh,
+            },
+            down: &layer.mlp_proj,
+        }
+    }
+
+    fn final_norm_ref(&self) -> NormRef<'_> {
+        self.norm_ref(&self.ln_f)
+    }
+
+    fn position_embeddings(&self) -> Option<&Tensor> {
+        Some(&self.wpe)
+    }
+
+    fn rope_tables(&self) -> Option<(&Tensor, &Tensor)> {
+        None
     }
 }

@@ -578,7 +578,7 @@ fn softmax_masked(row: &mut [f32], visible: impl Fn(usize) -> bool) {
 
 /// Element-wise loops compiled twice: for AVX2 (+FMA registers; no fused arithmetic, so results
 /// are bit-identical) and for the baseline, chosen at run time.
-mod simd {
+pub(crate) mod simd {
     use std::mem::MaybeUninit;
 
     use super::fast_exp;
@@ -622,6 +622,24 @@ mod simd {
     #[target_feature(enable = "avx2,fma")]
     unsafe fn exp_shift_sum_avx2(row: &mut [f32], shift: f32) -> f32 {
         exp_shift_sum_body(row, shift)
+    }
+
+    /// Runs `f` compiled for AVX2 + FMA registers when the CPU has them (bit-identical results:
+    /// Rust never fuses a multiply and an add on its own). `f` should be small and inlinable.
+    #[inline(always)]
+    pub fn avx2<R>(f: impl FnOnce() -> R) -> R {
+        #[cfg(target_arch = "x86_64")]
+        {
+            #[target_feature(enable = "avx2,fma")]
+            unsafe fn inner<R>(f: impl FnOnce() -> R) -> R {
+                f()
+            }
+            if has_avx2() {
+                // SAFETY: the CPU supports AVX2 and FMA (checked).
+                return unsafe { inner(f) };
+            }
+        }
+        f()
     }
 
     fn has_avx2() -> bool {

@@ -5,6 +5,7 @@ use candle_core::Tensor;
 
 use super::config::ModelConfig;
 use super::ops::{self, LayerCache, Linear, Mode, RopeTable};
+use super::reverse::{ActKind, BlockRef, NormRef};
 use super::weights::Weights;
 use super::{Architecture, LayerCtx, LayerOut, Rope};
 use super::{autodiff, kernels};
@@ -136,5 +137,40 @@ impl Architecture for Llama {
 
     fn final_norm(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
         ops::rms_norm(x, &self.norm, self.cfg.norm_eps, mode)
+    }
+
+    fn block(&self, l: usize) -> BlockRef<'_> {
+        let layer = &self.layers[l];
+        let eps = self.cfg.norm_eps as f32;
+        BlockRef {
+            norm1: NormRef::Rms {
+                w: &layer.input_norm,
+                eps,
+            },
+            qkv: &layer.qkv,
+            o: &layer.o,
+            norm2: NormRef::Rms {
+                w: &layer.post_norm,
+                eps,
+            },
+            up: &layer.gate_up,
+            act: ActKind::SwiGlu,
+            down: &layer.down,
+        }
+    }
+
+    fn final_norm_ref(&self) -> NormRef<'_> {
+        NormRef::Rms {
+            w: &self.norm,
+            eps: self.cfg.norm_eps as f32,
+        }
+    }
+
+    fn position_embeddings(&self) -> Option<&Tensor> {
+        None
+    }
+
+    fn rope_tables(&self) -> Option<(&Tensor, &Tensor)> {
+        Some(self.rope.tables())
     }
 }

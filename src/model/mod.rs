@@ -12,6 +12,7 @@ pub mod hub;
 pub mod kernels;
 pub mod llama;
 pub mod ops;
+pub mod reverse;
 pub mod tokenizer;
 pub mod weights;
 
@@ -84,6 +85,13 @@ pub trait Architecture: Send + Sync {
         cache: Option<&mut LayerCache>,
     ) -> Result<LayerOut>;
     fn final_norm(&self, x: &Tensor, mode: Mode) -> Result<Tensor>;
+    /// Block `l`'s weights, for the multi-target reverse pass (`reverse.rs`).
+    fn block(&self, l: usize) -> reverse::BlockRef<'_>;
+    fn final_norm_ref(&self) -> reverse::NormRef<'_>;
+    /// Learned position embeddings added to the input [max_pos, d] (GPT-2), if any.
+    fn position_embeddings(&self) -> Option<&Tensor>;
+    /// RoPE cos/sin tables [max_pos, head_dim / 2], if the model rotates q and k.
+    fn rope_tables(&self) -> Option<(&Tensor, &Tensor)>;
 }
 
 /// Which layers a capture covers.

@@ -28,6 +28,9 @@ pub const MASKED: f32 = -1.0e30;
 pub struct Linear {
     wt: Tensor,
     b: Option<Tensor>,
+    /// The weight again as [out, in], made on first use by the reverse pass for layers that
+    /// widen (out > in): gemm reads the input-gradient product ~30% faster that way.
+    w_out_in: std::sync::OnceLock<Tensor>,
 }
 
 impl Linear {
@@ -36,12 +39,17 @@ impl Linear {
         Ok(Linear {
             wt: w.t()?.contiguous()?,
             b,
+            w_out_in: Default::default(),
         })
     }
 
     /// From a weight already stored [in, out] (GPT-2's Conv1D).
     pub fn from_in_out(wt: Tensor, b: Option<Tensor>) -> Self {
-        Linear { wt, b }
+        Linear {
+            wt,
+            b,
+            w_out_in: Default::default(),
+        }
     }
 
     /// Stacks layers that read the same input along the output dimension (one matmul for q|k|v).
@@ -55,7 +63,25 @@ impl Linear {
             Some(bs) => Some(Tensor::cat(&bs, 0)?),
             None => None,
         };
-        Ok(Linear { wt, b })
+        Ok(Linear {
+            wt,
+            b,
+            w_out_in: Default::default(),
+        })
+    }
+
+    /// The weight [in, out] and the bias.
+    pub fn parts(&self) -> (&Tensor, Option<&Tensor>) {
+        (&self.wt, self.b.as_ref())
+    }
+
+    /// The weight as [out, in] (a copy, made once and kept).
+    pub fn weight_out_in(&self) -> Result<&Tensor> {
+        if let Some(w) = self.w_out_in.get() {
+            return Ok(w);
+        }
+        let w = self.wt.t()?.contiguous()?;
+        Ok(self.w_out_in.get_or_init(|| w))
     }
 
     pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
@@ -259,6 +285,11 @@ impl RopeTable {
             cos: Tensor::from_vec(cos, (max_pos, half), device)?,
             sin: Tensor::from_vec(sin, (max_pos, half), device)?,
         })
+    }
+
+    /// The whole cos and sin tables, [max_pos, head_dim / 2] each.
+    pub fn tables(&self) -> (&Tensor, &Tensor) {
+        (&self.cos, &self.sin)
     }
 
     /// cos and sin for every (row, position): [B, T, head_dim / 2].
