@@ -1,4 +1,5 @@
 //! Analyses over model captures: each turns forward/backward passes of the engine into tidy
 //! records (one row per document, target, source, layer, ...) that the store writes.
 
+pub mod lens;
 pub mod saliency;
