@@ -1,0 +1,3 @@
+//! Pipelines: a YAML spec, a prompt dataset, batches through the model, tables out.
+
+pub mod process;

@@ -1,0 +1,511 @@
+//! One batch of documents through the model: generation, one forward pass with the captures the
+//! plan needs, and every analysis, reduced to plain records (one Vec per output table). The
+//! runner owns batching, order and writing; this module owns what is computed for a batch.
+
+use candle_core::{DType, IndexOp, Tensor};
+
+use crate::analysis::lens::{self, Reduce};
+use crate::analysis::saliency::{self, Completeness, SaliencyOptions, SaliencyRow};
+use crate::error::Result;
+use crate::model::generate::GenerateOptions;
+use crate::model::{Capture, Layers, LensNorm, Model};
+
+/// A prompt, tokenized.
+#[derive(Debug, Clone)]
+pub struct Doc {
+    /// The document's id (joins every table).
+    pub id: String,
+    pub text: String,
+    pub ids: Vec<u32>,
+    /// Seed of this document's sampling (depends on the document, never on its batch).
+    pub seed: u64,
+}
+
+/// Which MLP positions the activations table keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PositionSet {
+    All,
+    Prompt,
+    Generated,
+}
+
+impl PositionSet {
+    pub fn keeps(self, position: usize, prompt_len: usize) -> bool {
+        match self {
+            PositionSet::All => true,
+            PositionSet::Prompt => position < prompt_len,
+            PositionSet::Generated => position >= prompt_len,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct LensPlan {
+    pub norm: LensNorm,
+    /// Top-k layer predictions per (position, layer); 0 for none.
+    pub top_k: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct ActivationsPlan {
+    pub layers: Vec<usize>,
+    pub f16: bool,
+    pub positions: PositionSet,
+}
+
+#[derive(Debug, Clone)]
+pub struct AttentionPlan {
+    pub layers: Vec<usize>,
+    /// Heads to keep (all when empty).
+    pub heads: Vec<usize>,
+    pub rollout: bool,
+}
+
+/// Everything to compute for each batch.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub generation: GenerateOptions,
+    /// Top-k next-token predictions per position; None to skip the table.
+    pub predictions: Option<usize>,
+    pub lens: Option<LensPlan>,
+    /// Watched tokens: (as written, token id).
+    pub watch: Vec<(String, u32)>,
+    pub saliency: Option<SaliencyOptions>,
+    pub activations: Option<ActivationsPlan>,
+    pub attention: Option<AttentionPlan>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenRec {
+    pub doc: usize,
+    pub position: u32,
+    pub token_id: u32,
+    pub token: String,
+    pub is_generated: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenerationRec {
+    pub doc: usize,
+    pub prompt_tokens: u32,
+    pub generated_tokens: u32,
+    pub output_text: String,
+    pub stopped_at_eos: bool,
+}
+
+/// A ranked candidate at a position (predictions) or at a (position, layer) (lens top-k).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CandidateRec {
+    pub doc: usize,
+    pub position: u32,
+    /// None for next-token predictions.
+    pub layer: Option<u32>,
+    pub rank: u32,
+    pub token_id: u32,
+    pub prob: f32,
+}
+
+/// Rank and probability of one token at a (position, layer).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RankRec {
+    pub doc: usize,
+    pub position: u32,
+    pub layer: u32,
+    /// For watched tokens: the index into the plan's watch list.
+    pub watch: Option<u32>,
+    pub token_id: u32,
+    pub rank: u32,
+    pub prob: f32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Values {
+    F32(Vec<f32>),
+    F16(Vec<half::f16>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActivationRec {
+    pub doc: usize,
+    pub position: u32,
+    pub layer: u32,
+    pub values: Values,
+}
+
+/// One attention row: weights of query `query_position` over keys 0..=query_position.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttentionRec {
+    pub doc: usize,
+    pub layer: u32,
+    /// None for attention rollout.
+    pub head: Option<u32>,
+    pub query_position: u32,
+    pub weights: Vec<f32>,
+}
+
+/// What one batch produced; `doc` fields index the batch's documents.
+#[derive(Debug, Default)]
+pub struct BatchOut {
+    pub tokens: Vec<TokenRec>,
+    pub generations: Vec<GenerationRec>,
+    pub predictions: Vec<CandidateRec>,
+    pub lens: Vec<RankRec>,
+    pub lens_topk: Vec<CandidateRec>,
+    pub watch: Vec<RankRec>,
+    pub saliency: Vec<SaliencyRow>,
+    pub completeness: Vec<Completeness>,
+    pub activations: Vec<ActivationRec>,
+    pub attention: Vec<AttentionRec>,
+    pub rollout: Vec<AttentionRec>,
+    /// Tokens processed (prompt + generated), for throughput figures.
+    pub n_tokens: usize,
+}
+
+/// Runs `plan` over a batch of documents.
+pub fn process(model: &Model, docs: &[Doc], plan: &Plan) -> Result<BatchOut> {
+    let mut out = BatchOut::default();
+    if docs.is_empty() {
+        return Ok(out);
+    }
+    let prompts: Vec<Vec<u32>> = docs.iter().map(|d| d.ids.clone()).collect();
+    let seeds: Vec<u64> = docs.iter().map(|d| d.seed).collect();
+    let gens = if plan.generation.max_new_tokens > 0 {
+        model.generate(&prompts, &seeds, &plan.generation)?
+    } else {
+        prompts
+            .iter()
+            .map(|p| crate::model::generate::Generation {
+                prompt: p.clone(),
+                generated: vec![],
+                stopped_at_eos: false,
+            })
+            .collect()
+    };
+    let seqs: Vec<Vec<u32>> = gens.iter().map(|g| g.sequence()).collect();
+    let plens: Vec<usize> = docs.iter().map(|d| d.ids.len()).collect();
+    out.n_tokens = seqs.iter().map(Vec::len).sum();
+    let tok = &model.tokenizer;
+
+    for (i, g) in gens.iter().enumerate() {
+        for (p, &id) in seqs[i].iter().enumerate() {
+            out.tokens.push(TokenRec {
+                doc: i,
+                position: p as u32,
+                token_id: id,
+                token: tok.token_text(id),
+                is_generated: p >= plens[i],
+            });
+        }
+        out.generations.push(GenerationRec {
+            doc: i,
+            prompt_tokens: plens[i] as u32,
+            generated_tokens: g.generated.len() as u32,
+            output_text: tok.decode(&g.generated)?,
+            stopped_at_eos: g.stopped_at_eos,
+        });
+    }
+
+    // One forward pass over prompt + generated tokens with every capture the plan needs.
+    let n_layers = model.config.n_layers;
+    let want_resid = plan.predictions.is_some() || plan.lens.is_some() || !plan.watch.is_empty();
+    let layers_of = |l: &[usize]| Layers::Only(l.to_vec());
+    let capture = Capture {
+        residual: want_resid,
+        mlp: plan
+            .activations
+            .as_ref()
+            .map(|a| layers_of(&a.layers))
+            .unwrap_or_default(),
+        attention: match &plan.attention {
+            Some(a) if a.rollout => Layers::All,
+            Some(a) => layers_of(&a.layers),
+            None => Layers::None,
+        },
+        ..Capture::default()
+    };
+    let needs_forward = want_resid || plan.activations.is_some() || plan.attention.is_some();
+    if needs_forward {
+        let batch = model.batch(&seqs)?;
+        let caps = model.forward(&batch, &capture)?;
+        let targets = lens::next_tokens(&seqs);
+        if let Some(k) = plan.predictions {
+            let r = Reduce {
+                top_k: k,
+                watch: &[],
+            };
+            let stats = lens::project(
+                model,
+                &batch,
+                &caps.residual[n_layers],
+                LensNorm::FinalNorm,
+                &targets,
+                &r,
+            )?;
+            for (i, row) in stats.iter().enumerate() {
+                for (p, s) in row.iter().enumerate() {
+                    for (rank, &(id, prob)) in s.top.iter().enumerate() {
+                        out.predictions.push(CandidateRec {
+                            doc: i,
+                            position: p as u32,
+                            layer: None,
+                            rank: rank as u32 + 1,
+                            token_id: id,
+                            prob,
+                        });
+                    }
+                }
+            }
+        }
+        if plan.lens.is_some() || !plan.watch.is_empty() {
+            let (norm, top_k) = match &plan.lens {
+                Some(l) => (l.norm, l.top_k),
+                None => (LensNorm::FinalNorm, 0),
+            };
+            let watch_ids: Vec<u32> = plan.watch.iter().map(|w| w.1).collect();
+            let r = Reduce {
+                top_k,
+                watch: &watch_ids,
+            };
+            // Layer l = the residual stream after block l (Ecco's layers); 0..n_layers.
+            for layer in 0..n_layers {
+                let stats =
+                    lens::project(model, &batch, &caps.residual[layer + 1], norm, &targets, &r)?;
+                for (i, row) in stats.iter().enumerate() {
+                    for (p, s) in row.iter().enumerate() {
+                        let (position, layer) = (p as u32, layer as u32);
+                        if plan.lens.is_some() {
+                            if let (Some((rank, prob)), Some(id)) = (s.target, targets[i][p]) {
+                                out.lens.push(RankRec {
+                                    doc: i,
+                                    position,
+                                    layer,
+                                    watch: None,
+                                    token_id: id,
+                                    rank,
+                                    prob,
+                                });
+                            }
+                            for (rank, &(id, prob)) in s.top.iter().enumerate() {
+                                out.lens_topk.push(CandidateRec {
+                                    doc: i,
+                                    position,
+                                    layer: Some(layer),
+                                    rank: rank as u32 + 1,
+                                    token_id: id,
+                                    prob,
+                                });
+                            }
+                        }
+                        for (w, &(rank, prob)) in s.watch.iter().enumerate() {
+                            out.watch.push(RankRec {
+                                doc: i,
+                                position,
+                                layer,
+                                watch: Some(w as u32),
+                                token_id: watch_ids[w],
+                                rank,
+                                prob,
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(a) = &plan.activations {
+            for &layer in &a.layers {
+                let m = &caps.mlp[&layer];
+                for i in 0..docs.len() {
+                    let pad = batch.pad(i);
+                    let rows = m.i(i)?.narrow(0, pad, batch.lengths[i])?;
+                    let vals: Vec<Vec<f32>> = rows.to_vec2()?;
+                    for (p, v) in vals.into_iter().enumerate() {
+                        if !a.positions.keeps(p, plens[i]) {
+                            continue;
+                        }
+                        out.activations.push(ActivationRec {
+                            doc: i,
+                            position: p as u32,
+                            layer: layer as u32,
+                            values: if a.f16 {
+                                Values::F16(v.into_iter().map(half::f16::from_f32).collect())
+                            } else {
+                                Values::F32(v)
+                            },
+                        });
+                    }
+                }
+            }
+        }
+        if let Some(a) = &plan.attention {
+            for i in 0..docs.len() {
+                let per_layer: Vec<Tensor> = caps
+                    .attention
+                    .iter()
+                    .map(|(_, t)| lens::row_attention(t, &batch, i))
+                    .collect::<Result<_>>()?;
+                let layer_ids: Vec<usize> = caps.attention.keys().copied().collect();
+                for (t, &layer) in per_layer.iter().zip(&layer_ids) {
+                    if !a.layers.contains(&layer) {
+                        continue;
+                    }
+                    let (h, len, _) = t.dims3()?;
+                    let data: Vec<f32> = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+                    for head in 0..h {
+                        if !a.heads.is_empty() && !a.heads.contains(&head) {
+                            continue;
+                        }
+                        for q in 0..len {
+                            let row = &data[(head * len + q) * len..][..q + 1];
+                            out.attention.push(AttentionRec {
+                                doc: i,
+                                layer: layer as u32,
+                                head: Some(head as u32),
+                                query_position: q as u32,
+                                weights: row.to_vec(),
+                            });
+                        }
+                    }
+                }
+                if a.rollout {
+                    let rolled = lens::attention_rollout(&per_layer)?;
+                    let len = batch.lengths[i];
+                    for (layer, r) in rolled.iter().enumerate() {
+                        if !a.layers.contains(&layer) {
+                            continue;
+                        }
+                        for q in 0..len {
+                            out.rollout.push(AttentionRec {
+                                doc: i,
+                                layer: layer as u32,
+                                head: None,
+                                query_position: q as u32,
+                                weights: r[q * len..q * len + q + 1].to_vec(),
+                            });
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    if let Some(s) = &plan.saliency
+        && plan.generation.max_new_tokens > 0
+    {
+        let res = saliency::saliency(model, &seqs, &plens, s)?;
+        out.saliency = res.rows;
+        out.completeness = res.completeness;
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analysis::saliency::Method;
+    use crate::model::generate::Decoding;
+
+    #[test]
+    fn every_table_has_the_rows_the_plan_implies() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/tiny-llama");
+        let model = Model::load(&dir, None).unwrap();
+        let cfg = model.config.clone();
+        let docs: Vec<Doc> = ["The cat sat", "Once upon a time there was"]
+            .iter()
+            .enumerate()
+            .map(|(i, t)| Doc {
+                id: format!("d{i}"),
+                text: t.to_string(),
+                ids: model.encode(t).unwrap(),
+                seed: i as u64,
+            })
+            .collect();
+        let new = 3;
+        let plan = Plan {
+            generation: GenerateOptions {
+                max_new_tokens: new,
+                decoding: Decoding::Greedy,
+                stop_at_eos: false,
+            },
+            predictions: Some(5),
+            lens: Some(LensPlan {
+                norm: LensNorm::FinalNorm,
+                top_k: 2,
+            }),
+            watch: vec![("x".into(), 7), ("y".into(), 9)],
+            saliency: Some(SaliencyOptions {
+                methods: vec![Method::GradXInput, Method::IntegratedGradients],
+                n_steps: 4,
+                ..SaliencyOptions::default()
+            }),
+            activations: Some(ActivationsPlan {
+                layers: vec![0, cfg.n_layers - 1],
+                f16: true,
+                positions: PositionSet::Generated,
+            }),
+            attention: Some(AttentionPlan {
+                layers: vec![1],
+                heads: vec![],
+                rollout: true,
+            }),
+        };
+        let out = process(&model, &docs, &plan).unwrap();
+        let lens: Vec<usize> = docs.iter().map(|d| d.ids.len() + new).collect();
+        let total: usize = lens.iter().sum();
+        let (nl, h) = (cfg.n_layers, cfg.n_heads);
+        assert_eq!(out.n_tokens, total);
+        assert_eq!(out.tokens.len(), total);
+        assert_eq!(
+            out.tokens.iter().filter(|t| t.is_generated).count(),
+            2 * new
+        );
+        assert_eq!(out.generations.len(), 2);
+        assert!(
+            out.generations
+                .iter()
+                .all(|g| g.generated_tokens == new as u32)
+        );
+        assert_eq!(out.predictions.len(), total * 5);
+        // The lens has a target everywhere but the last position.
+        assert_eq!(out.lens.len(), nl * (total - 2));
+        assert_eq!(out.lens_topk.len(), nl * total * 2);
+        assert_eq!(out.watch.len(), nl * total * 2);
+        assert_eq!(out.activations.len(), 2 * 2 * new);
+        assert!(out.activations.iter().all(|a| match &a.values {
+            Values::F16(v) => v.len() == cfg.intermediate_size,
+            _ => false,
+        }));
+        let tri = |n: usize| n * (n + 1) / 2;
+        assert_eq!(out.attention.len(), h * total);
+        assert_eq!(
+            out.attention.iter().map(|a| a.weights.len()).sum::<usize>(),
+            h * lens.iter().map(|&n| tri(n)).sum::<usize>()
+        );
+        assert_eq!(out.rollout.len(), total);
+        for a in out.attention.iter().chain(&out.rollout) {
+            let s: f32 = a.weights.iter().sum();
+            assert!((s - 1.0).abs() < 1e-4, "weights sum to {s}");
+        }
+        // Saliency: one row per (method, target, source).
+        let pairs: usize = docs
+            .iter()
+            .map(|d| (0..new).map(|g| d.ids.len() + g).sum::<usize>())
+            .sum();
+        assert_eq!(out.saliency.len(), 2 * pairs);
+        assert_eq!(out.completeness.len(), 2 * new);
+        // The greedy next-token prediction is the generated token.
+        for (i, d) in docs.iter().enumerate() {
+            let p = d.ids.len() - 1;
+            let top1 = out
+                .predictions
+                .iter()
+                .find(|c| c.doc == i && c.position == p as u32 && c.rank == 1)
+                .unwrap();
+            let next = out
+                .tokens
+                .iter()
+                .find(|t| t.doc == i && t.position == p as u32 + 1)
+                .unwrap();
+            assert_eq!(top1.token_id, next.token_id);
+        }
+    }
+}
