@@ -314,12 +314,12 @@ pub fn process(model: &Model, docs: &[Doc], plan: &Plan) -> Result<BatchOut> {
         if let Some(a) = &plan.activations {
             for &layer in &a.layers {
                 let m = &caps.mlp[&layer];
-                for i in 0..docs.len() {
+                for (i, &plen) in plens.iter().enumerate() {
                     let pad = batch.pad(i);
                     let rows = m.i(i)?.narrow(0, pad, batch.lengths[i])?;
                     let vals: Vec<Vec<f32>> = rows.to_vec2()?;
                     for (p, v) in vals.into_iter().enumerate() {
-                        if !a.positions.keeps(p, plens[i]) {
+                        if !a.positions.keeps(p, plen) {
                             continue;
                         }
                         out.activations.push(ActivationRec {
@@ -340,8 +340,8 @@ pub fn process(model: &Model, docs: &[Doc], plan: &Plan) -> Result<BatchOut> {
             for i in 0..docs.len() {
                 let per_layer: Vec<Tensor> = caps
                     .attention
-                    .iter()
-                    .map(|(_, t)| lens::row_attention(t, &batch, i))
+                    .values()
+                    .map(|t| lens::row_attention(t, &batch, i))
                     .collect::<Result<_>>()?;
                 let layer_ids: Vec<usize> = caps.attention.keys().copied().collect();
                 for (t, &layer) in per_layer.iter().zip(&layer_ids) {
