@@ -2,4 +2,5 @@
 //! records (one row per document, target, source, layer, ...) that the store writes.
 
 pub mod lens;
+pub mod nmf;
 pub mod saliency;

@@ -175,6 +175,61 @@ fn gemm_linear(
     }
 }
 
+/// dst [m, n] (row-major, contiguous) (+)= lhs . rhs with lhs[i, kk] at `lhs[i * lrs + kk * lcs]`
+/// and rhs[kk, j] at `rhs[kk * rrs + j * rcs]`. Multi-threaded unless already inside a rayon task.
+/// Panics if an operand is smaller than its strides say.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm_strided(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [f32],
+    acc: bool,
+    lhs: &[f32],
+    lrs: usize,
+    lcs: usize,
+    rhs: &[f32],
+    rrs: usize,
+    rcs: usize,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    let last = |rows: usize, cols: usize, rs: usize, cs: usize| (rows - 1) * rs + (cols - 1) * cs;
+    assert!(dst.len() >= m * n, "gemm: dst size");
+    assert!(k == 0 || lhs.len() > last(m, k, lrs, lcs), "gemm: lhs size");
+    assert!(k == 0 || rhs.len() > last(k, n, rrs, rcs), "gemm: rhs size");
+    let threads = rayon::current_num_threads();
+    let parallelism = match rayon::current_thread_index() {
+        None if threads > 1 => gemm::Parallelism::Rayon(threads),
+        _ => gemm::Parallelism::None,
+    };
+    // SAFETY: the asserts above check every operand covers the matrix its strides describe.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            acc,
+            lhs.as_ptr(),
+            lcs as isize,
+            lrs as isize,
+            rhs.as_ptr(),
+            rcs as isize,
+            rrs as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        )
+    }
+}
+
 /// The f32 data of a contiguous CPU storage, borrowed.
 pub(crate) fn contiguous_f32<'a>(
     s: &'a candle_core::CpuStorage,

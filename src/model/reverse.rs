@@ -22,9 +22,9 @@
 use candle_core::{Storage, Tensor};
 use rayon::prelude::*;
 
-use super::Model;
 use super::kernels::{SharedMut, fast_exp, mm, simd::avx2};
 use super::ops::Linear;
+use super::{Model, kernels};
 use crate::error::{Error, Result};
 
 /// A normalization layer as the reverse pass reads it.
@@ -194,46 +194,7 @@ fn gemm(
     rs: usize,
     cs: usize,
 ) {
-    assert!(
-        dst.len() >= m * n && lhs.len() >= m * k,
-        "gemm: operand sizes"
-    );
-    assert!(
-        k == 0 || n == 0 || rhs.len() > (k - 1) * rs + (n - 1) * cs,
-        "gemm: rhs size"
-    );
-    if m == 0 || n == 0 {
-        return;
-    }
-    let threads = rayon::current_num_threads();
-    let parallelism = match rayon::current_thread_index() {
-        None if threads > 1 => gemm::Parallelism::Rayon(threads),
-        _ => gemm::Parallelism::None,
-    };
-    // SAFETY: the asserts above check every operand covers the matrix its strides describe.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            acc,
-            lhs.as_ptr(),
-            1,
-            k as isize,
-            rhs.as_ptr(),
-            cs as isize,
-            rs as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            parallelism,
-        )
-    }
+    kernels::gemm_strided(m, n, k, dst, acc, lhs, k, 1, rhs, rs, cs)
 }
 
 /// A normalization layer, borrowed.
