@@ -24,6 +24,9 @@ pub enum Error {
     /// A tensor operation failed (a shape bug or an internal error).
     #[error("tensor op: {0}")]
     Candle(#[from] candle_core::Error),
+    /// Writing a run's Parquet files failed.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
