@@ -24,6 +24,15 @@ pub enum Error {
     /// A tensor operation failed (a shape bug or an internal error).
     #[error("tensor op: {0}")]
     Candle(#[from] candle_core::Error),
+    /// A pipeline spec is unreadable, malformed or invalid.
+    #[error(transparent)]
+    Spec(#[from] crate::pipeline::SpecError),
+    /// A prompt dataset is unreadable or has a bad record.
+    #[error(transparent)]
+    Dataset(#[from] crate::pipeline::DatasetError),
+    /// Writing a run's Parquet files failed.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

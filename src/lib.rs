@@ -7,6 +7,7 @@ pub mod analysis;
 pub mod error;
 pub mod model;
 pub mod pipeline;
+pub mod store;
 
 pub use error::{Error, Result};
 

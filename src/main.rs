@@ -2,7 +2,7 @@
 //! message and a nonzero exit.
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
@@ -11,6 +11,8 @@ use clap::{Args, Parser, Subcommand};
 use tokenlens::analysis::saliency::{Method, Rule, Saliency, SaliencyOptions, saliency};
 use tokenlens::model::generate::{Decoding, GenerateOptions};
 use tokenlens::model::{Capture, Logits, Model};
+use tokenlens::pipeline::dataset;
+use tokenlens::pipeline::spec::{ModelDims, PipelineSpec};
 
 #[derive(Parser)]
 #[command(
@@ -96,6 +98,15 @@ enum Command {
     Inspect {
         #[command(flatten)]
         model: ModelArgs,
+    },
+    /// Check a pipeline spec without running it: the YAML, every value, every dataset record, and
+    /// (unless --no-model) the model's layers, heads, context and the watched tokens.
+    Validate {
+        /// The pipeline spec (YAML).
+        pipeline: PathBuf,
+        /// Do not load the model; skips the checks that need it.
+        #[arg(long)]
+        no_model: bool,
     },
 }
 
@@ -193,6 +204,57 @@ fn print_saliency(
                 println!("{line}");
             }
         }
+    }
+    Ok(())
+}
+
+/// `tokenlens validate`: prints one `ok: ...` line, or fails with every problem found.
+fn validate(pipeline: &Path, no_model: bool) -> Result<()> {
+    let spec = PipelineSpec::load(pipeline)?;
+    spec.check_inputs(!no_model)?;
+    let data = dataset::scan(&spec.dataset)?;
+    let model_note = if no_model {
+        "model not loaded (--no-model)".to_string()
+    } else {
+        let path = spec.model.path.load_path();
+        let model = Model::load(&path, spec.model.tokenizer.as_deref())
+            .with_context(|| format!("loading model {}", path.display()))?;
+        spec.validate_against(ModelDims::from(&model.config))?;
+        // Tokens the tokenizer adds to any text (e.g. a BOS) are not part of a watched token.
+        let special = model.tokenizer.encode("")?;
+        spec.validate_watch_tokens(|t| {
+            model
+                .tokenizer
+                .encode(t)
+                .map(|ids| match ids.strip_prefix(special.as_slice()) {
+                    Some(rest) => rest.to_vec(),
+                    None => ids,
+                })
+        })?;
+        let c = &model.config;
+        format!(
+            "model {} ({} layers, {} heads, context {})",
+            path.display(),
+            c.n_layers,
+            c.n_heads,
+            c.max_position_embeddings
+        )
+    };
+    let tables = spec.tables();
+    println!(
+        "ok: {}: {} prompts from {}; {} tables ({}) -> {}; {model_note}",
+        pipeline.display(),
+        data.prompts,
+        spec.dataset.path.display(),
+        tables.len(),
+        tables.join(", "),
+        spec.output.dir.display(),
+    );
+    if spec.output.dir.exists() && !spec.output.overwrite {
+        println!(
+            "note: {} exists; the run will fail unless it is empty or output.overwrite is true",
+            spec.output.dir.display()
+        );
     }
     Ok(())
 }
@@ -362,6 +424,7 @@ fn run(cli: Cli) -> Result<()> {
                 println!("{id:>8}  {:?}", model.tokenizer.token_text(id));
             }
         }
+        Command::Validate { pipeline, no_model } => validate(&pipeline, no_model)?,
         Command::Inspect { model } => {
             let m = model.load()?;
             let info = serde_json::json!({

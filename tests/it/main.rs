@@ -5,3 +5,4 @@ mod common;
 mod gguf_roundtrip;
 mod parity;
 mod saliency;
+mod validate;

@@ -1,0 +1,671 @@
+//! The tables a run writes: one definition per table ([`TableDef`]: name, columns with type,
+//! nullability and doc) from which the Arrow schema, the typed row struct, the row-batch builder
+//! and docs/schema.md are all derived, so they cannot disagree.
+//!
+//! Each `table!` below generates, for a table `foo`:
+//! - `FOO: TableDef`, the definition;
+//! - `FooRow`, one row with a field per column (strings and lists borrowed);
+//! - `Foo`, a [`Table`]: a column builder that appends `FooRow`s and yields `RecordBatch`es.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow_array::builder::{
+    BooleanBuilder, Float16Builder, Float32Builder, Float64Builder, Int8Builder, Int32Builder,
+    Int64Builder, ListBuilder, StringBuilder,
+};
+use arrow_array::{ArrayRef, RecordBatch};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+
+/// A column's type. Integers are signed (every reader handles them; ids and positions fit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColType {
+    Utf8,
+    Bool,
+    Int8,
+    Int32,
+    Int64,
+    Float32,
+    Float64,
+    /// A list of float32.
+    ListFloat32,
+    /// A list of float32, or of float16 when the table is built with [`Precision::F16`].
+    ListFloat,
+}
+
+/// Element type of [`ColType::ListFloat`] columns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Precision {
+    #[default]
+    F32,
+    F16,
+}
+
+/// Per-run choices that change a table's schema.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TableOptions {
+    /// Element type of `ListFloat` columns (activations' `values`).
+    pub list_float: Precision,
+}
+
+impl ColType {
+    /// The Arrow type, given the run's options.
+    pub fn arrow(self, opts: &TableOptions) -> DataType {
+        let list = |t: DataType| DataType::List(Arc::new(Field::new_list_field(t, true)));
+        match self {
+            ColType::Utf8 => DataType::Utf8,
+            ColType::Bool => DataType::Boolean,
+            ColType::Int8 => DataType::Int8,
+            ColType::Int32 => DataType::Int32,
+            ColType::Int64 => DataType::Int64,
+            ColType::Float32 => DataType::Float32,
+            ColType::Float64 => DataType::Float64,
+            ColType::ListFloat32 => list(DataType::Float32),
+            ColType::ListFloat => list(match opts.list_float {
+                Precision::F32 => DataType::Float32,
+                Precision::F16 => DataType::Float16,
+            }),
+        }
+    }
+
+    /// The name used in docs/schema.md.
+    pub fn doc_name(self) -> &'static str {
+        match self {
+            ColType::Utf8 => "string",
+            ColType::Bool => "bool",
+            ColType::Int8 => "int8",
+            ColType::Int32 => "int32",
+            ColType::Int64 => "int64",
+            ColType::Float32 => "float32",
+            ColType::Float64 => "float64",
+            ColType::ListFloat32 => "list<float32>",
+            ColType::ListFloat => "list<float32> or list<float16>",
+        }
+    }
+}
+
+/// One column of a table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Column {
+    pub name: &'static str,
+    pub ty: ColType,
+    pub nullable: bool,
+    pub doc: &'static str,
+}
+
+/// One table: its folder name under the run directory, what a row is, and its columns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TableDef {
+    pub name: &'static str,
+    pub doc: &'static str,
+    pub columns: &'static [Column],
+}
+
+impl TableDef {
+    /// The Arrow schema; each field carries its doc as `description` metadata, so the
+    /// documentation travels with the Parquet files.
+    pub fn schema(&self, opts: &TableOptions) -> SchemaRef {
+        Arc::new(Schema::new(
+            self.columns
+                .iter()
+                .map(|c| {
+                    Field::new(c.name, c.ty.arrow(opts), c.nullable).with_metadata(HashMap::from([
+                        ("description".to_string(), doc_text(c.doc)),
+                    ]))
+                })
+                .collect::<Vec<_>>(),
+        ))
+    }
+
+    pub fn column(&self, name: &str) -> Option<&Column> {
+        self.columns.iter().find(|c| c.name == name)
+    }
+}
+
+/// A doc comment's lines as one paragraph-preserving text: lines joined by spaces, blank lines
+/// kept as paragraph breaks.
+pub fn doc_text(doc: &str) -> String {
+    doc.split("\n\n")
+        .map(|para| para.split_whitespace().collect::<Vec<_>>().join(" "))
+        .filter(|p| !p.is_empty())
+        .collect::<Vec<_>>()
+        .join("\n\n")
+}
+
+/// A table's row builder: appends typed rows, column by column, and hands them out as a
+/// `RecordBatch` (which resets it).
+pub trait Table {
+    /// One row; strings and lists are borrowed.
+    type Row<'r>;
+    fn def() -> &'static TableDef;
+    fn new(opts: &TableOptions) -> Self;
+    fn append(&mut self, row: Self::Row<'_>);
+    /// Rows appended since the last `finish`.
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Approximate bytes of the appended rows (values, offsets, no overhead).
+    fn bytes(&self) -> usize;
+    /// The appended rows as a batch with `schema()`; the builder starts over empty.
+    fn finish(&mut self) -> RecordBatch;
+    fn schema(&self) -> SchemaRef;
+}
+
+/// Appends one cell to a column builder; returns its approximate size in bytes.
+pub trait Push<T> {
+    fn push(&mut self, v: T) -> usize;
+}
+
+impl Push<&str> for StringBuilder {
+    fn push(&mut self, v: &str) -> usize {
+        self.append_value(v);
+        v.len() + 4
+    }
+}
+
+macro_rules! push_primitive {
+    ($($b:ty: $t:ty),*) => {$(
+        impl Push<$t> for $b {
+            fn push(&mut self, v: $t) -> usize {
+                self.append_value(v);
+                size_of::<$t>()
+            }
+        }
+    )*};
+}
+push_primitive!(BooleanBuilder: bool, Int8Builder: i8, Int32Builder: i32, Int64Builder: i64,
+    Float32Builder: f32, Float64Builder: f64);
+
+impl Push<Option<f32>> for Float32Builder {
+    fn push(&mut self, v: Option<f32>) -> usize {
+        self.append_option(v);
+        4
+    }
+}
+
+impl Push<&[f32]> for ListBuilder<Float32Builder> {
+    fn push(&mut self, v: &[f32]) -> usize {
+        self.values().append_slice(v);
+        self.append(true);
+        4 * v.len() + 4
+    }
+}
+
+/// Builder of a `ListFloat` column: float32 or float16 lists.
+#[derive(Debug)]
+pub enum FloatListBuilder {
+    F32(ListBuilder<Float32Builder>),
+    F16(ListBuilder<Float16Builder>),
+}
+
+impl FloatListBuilder {
+    pub fn new(p: Precision) -> Self {
+        match p {
+            Precision::F32 => FloatListBuilder::F32(ListBuilder::new(Float32Builder::new())),
+            Precision::F16 => FloatListBuilder::F16(ListBuilder::new(Float16Builder::new())),
+        }
+    }
+    pub fn finish(&mut self) -> ArrayRef {
+        match self {
+            FloatListBuilder::F32(b) => Arc::new(b.finish()),
+            FloatListBuilder::F16(b) => Arc::new(b.finish()),
+        }
+    }
+}
+
+impl Push<&[f32]> for FloatListBuilder {
+    fn push(&mut self, v: &[f32]) -> usize {
+        match self {
+            FloatListBuilder::F32(b) => b.push(v),
+            FloatListBuilder::F16(b) => {
+                let values = b.values();
+                for &x in v {
+                    values.append_value(half::f16::from_f32(x));
+                }
+                b.append(true);
+                2 * v.len() + 4
+            }
+        }
+    }
+}
+
+macro_rules! rust_type {
+    (Utf8, $lt:lifetime) => { &$lt str };
+    (Bool, $lt:lifetime) => { bool };
+    (Int8, $lt:lifetime) => { i8 };
+    (Int32, $lt:lifetime) => { i32 };
+    (Int64, $lt:lifetime) => { i64 };
+    (Float32, $lt:lifetime) => { f32 };
+    (OptFloat32, $lt:lifetime) => { Option<f32> };
+    (Float64, $lt:lifetime) => { f64 };
+    (ListFloat32, $lt:lifetime) => { &$lt [f32] };
+    (ListFloat, $lt:lifetime) => { &$lt [f32] };
+}
+
+macro_rules! builder_type {
+    (Utf8) => { StringBuilder };
+    (Bool) => { BooleanBuilder };
+    (Int8) => { Int8Builder };
+    (Int32) => { Int32Builder };
+    (Int64) => { Int64Builder };
+    (Float32) => { Float32Builder };
+    (OptFloat32) => { Float32Builder };
+    (Float64) => { Float64Builder };
+    (ListFloat32) => { ListBuilder<Float32Builder> };
+    (ListFloat) => { FloatListBuilder };
+}
+
+macro_rules! builder_new {
+    (ListFloat, $opts:expr) => {
+        FloatListBuilder::new($opts.list_float)
+    };
+    ($other:ident, $opts:expr) => {
+        <builder_type!($other)>::default()
+    };
+}
+
+macro_rules! builder_finish {
+    (ListFloat, $b:expr) => {
+        $b.finish()
+    };
+    ($other:ident, $b:expr) => {
+        Arc::new($b.finish()) as ArrayRef
+    };
+}
+
+macro_rules! col_type {
+    (OptFloat32) => {
+        ColType::Float32
+    };
+    ($t:ident) => {
+        ColType::$t
+    };
+}
+
+macro_rules! nullable {
+    (OptFloat32) => {
+        true
+    };
+    ($t:ident) => {
+        false
+    };
+}
+
+/// Defines a table: its `TableDef` static, its row struct and its builder (see the module doc).
+/// Column kinds: Utf8, Bool, Int8, Int32, Int64, Float32, OptFloat32 (nullable), Float64,
+/// ListFloat32, ListFloat.
+macro_rules! table {
+    (
+        $(#[doc = $tdoc:literal])+
+        $name:literal => $DEF:ident, $Table:ident, $Row:ident<$lt:lifetime> { $($cols:tt)+ }
+    ) => {
+        table!(@impl [$(#[doc = $tdoc])+] [$($tdoc)+] $name, $DEF, $Table,
+            [$Row<$lt>], [$Row<'r>], $lt, { $($cols)+ });
+    };
+    (
+        $(#[doc = $tdoc:literal])+
+        $name:literal => $DEF:ident, $Table:ident, $Row:ident { $($cols:tt)+ }
+    ) => {
+        table!(@impl [$(#[doc = $tdoc])+] [$($tdoc)+] $name, $DEF, $Table,
+            [$Row], [$Row], 'static, { $($cols)+ });
+    };
+    (@impl [$($attr:tt)+] [$($tdoc:literal)+] $name:literal, $DEF:ident, $Table:ident,
+        [$($rowdef:tt)+], [$($rowty:tt)+], $lt:lifetime, {
+            $( $(#[doc = $cdoc:literal])+ $col:ident : $kind:ident, )+
+        }
+    ) => {
+        #[doc = concat!("The `", $name, "` table.")]
+        pub static $DEF: TableDef = TableDef {
+            name: $name,
+            doc: concat!($($tdoc, "\n"),+),
+            columns: &[$(Column {
+                name: stringify!($col),
+                ty: col_type!($kind),
+                nullable: nullable!($kind),
+                doc: concat!($($cdoc, "\n"),+),
+            }),+],
+        };
+
+        $($attr)+
+        #[derive(Debug, Clone, Copy, PartialEq)]
+        pub struct $($rowdef)+ {
+            $( $(#[doc = $cdoc])+ pub $col: rust_type!($kind, $lt), )+
+        }
+
+        #[doc = concat!("Row builder of the `", $name, "` table.")]
+        #[derive(Debug)]
+        pub struct $Table {
+            schema: SchemaRef,
+            len: usize,
+            bytes: usize,
+            $( $col: builder_type!($kind), )+
+        }
+
+        impl Table for $Table {
+            type Row<'r> = $($rowty)+;
+            fn def() -> &'static TableDef {
+                &$DEF
+            }
+            fn new(opts: &TableOptions) -> Self {
+                $Table {
+                    schema: $DEF.schema(opts),
+                    len: 0,
+                    bytes: 0,
+                    $( $col: builder_new!($kind, opts), )+
+                }
+            }
+            fn append(&mut self, row: Self::Row<'_>) {
+                $( self.bytes += self.$col.push(row.$col); )+
+                self.len += 1;
+            }
+            fn len(&self) -> usize {
+                self.len
+            }
+            fn bytes(&self) -> usize {
+                self.bytes
+            }
+            fn finish(&mut self) -> RecordBatch {
+                self.len = 0;
+                self.bytes = 0;
+                let columns = vec![$( builder_finish!($kind, self.$col) ),+];
+                RecordBatch::try_new(self.schema.clone(), columns)
+                    .expect("columns built from the table definition match its schema")
+            }
+            fn schema(&self) -> SchemaRef {
+                self.schema.clone()
+            }
+        }
+    };
+}
+
+table! {
+    /// One row per token of every sequence: the prompt's tokens, then the generated ones.
+    "tokens" => TOKENS, Tokens, TokensRow<'a> {
+        /// The document (see Conventions).
+        doc_id: Utf8,
+        /// 0-based position in the sequence.
+        position: Int32,
+        /// Vocabulary id.
+        token_id: Int32,
+        /// The token's text (decoded: a leading space is a space).
+        token: Utf8,
+        /// Whether the model generated this token (false: part of the prompt).
+        is_generated: Bool,
+    }
+}
+
+table! {
+    /// One row per document: its prompt and what the model generated.
+    "generations" => GENERATIONS, Generations, GenerationsRow<'a> {
+        /// The document (see Conventions).
+        doc_id: Utf8,
+        /// 0-based index of the prompt in the dataset (dataset order).
+        index: Int64,
+        /// The prompt text, as in the dataset.
+        prompt: Utf8,
+        /// The generated tokens decoded as text; empty when nothing was generated.
+        output_text: Utf8,
+        /// Prompt length in tokens (after truncation).
+        prompt_tokens: Int32,
+        /// Number of generated tokens (an EOS token that ended generation included).
+        generated_tokens: Int32,
+        /// Prompt tokens dropped from the start by `dataset.too_long: truncate`; 0 otherwise.
+        truncated_tokens: Int32,
+    }
+}
+
+table! {
+    /// Top-k next-token candidates at every position: the model's output distribution after
+    /// reading tokens 0..=position.
+    "predictions" => PREDICTIONS, Predictions, PredictionsRow<'a> {
+        /// The document (see Conventions).
+        doc_id: Utf8,
+        /// The position whose output is shown (it predicts position + 1).
+        position: Int32,
+        /// 1 = most probable.
+        rank: Int32,
+        /// Vocabulary id of the candidate.
+        token_id: Int32,
+        /// The candidate's text.
+        token: Utf8,
+        /// Softmax probability.
+        prob: Float32,
+    }
+}
+
+table! {
+    /// The logit lens: at every layer and position, the rank and probability of the token that
+    /// actually comes next in the sequence (the token at position + 1) when the residual stream
+    /// after that layer is unembedded. The last position of a sequence has no next token and no
+    /// rows.
+    "lens" => LENS, Lens, LensRow<'a> {
+        /// The document (see Conventions).
+        doc_id: Utf8,
+        /// 0-based position in the sequence.
+        position: Int32,
+        /// Residual stream index (see *layer*): 0 = embeddings, l = after block l - 1.
+        layer: Int32,
+        /// Vocabulary id of the next token.
+        token_id: Int32,
+        /// Its rank at this layer, 1 = most probable.
+        rank: Int32,
+        /// Its softmax probability at this layer.
+        prob: Float32,
+    }
+}
+
+table! {
+    /// The logit lens' top-k tokens at every layer and position.
+    "lens_topk" => LENS_TOPK, LensTopk, LensTopkRow<'a> {
+        /// The document (see Conventions).
+        doc_id: Utf8,
+        /// 0-based position in the sequence.
+        position: Int32,
+        /// Residual stream index (see *layer*).
+        layer: Int32,
+        /// 1 = most probable.
+        rank: Int32,
+        /// Vocabulary id.
+        token_id: Int32,
+        /// The token's text.
+        token: Utf8,
+        /// Softmax probability.
+        prob: Float32,
+    }
+}
+
+table! {
+    /// Rank and probability of each watched token (`analyses.watch.tokens`) at every layer and
+    /// position, as Ecco's `rankings_watch`.
+    "watch" => WATCH, Watch, WatchRow<'a> {
+        /// The document (see Conventions).
+        doc_id: Utf8,
+        /// 0-based position in the sequence.
+        position: Int32,
+        /// Residual stream index (see *layer*).
+        layer: Int32,
+        /// Vocabulary id of the watched token.
+        token_id: Int32,
+        /// The watched token as written in the spec.
+        token: Utf8,
+        /// Its rank, 1 = most probable.
+        rank: Int32,
+        /// Its softmax probability.
+        prob: Float32,
+    }
+}
+
+table! {
+    /// Input saliency: for every generated token (target) and every earlier token (source), that
+    /// source's share of the attribution. Definitions in docs/saliency.md.
+    "saliency" => SALIENCY, Saliency, SaliencyRow<'a> {
+        /// The document (see Conventions).
+        doc_id: Utf8,
+        /// `gradient`, `grad_x_input` or `integrated_gradients`.
+        method: Utf8,
+        /// Position of the generated token explained.
+        target_position: Int32,
+        /// Position of the earlier token (0..target_position).
+        source_position: Int32,
+        /// L2 norm of the attribution over the embedding, divided by the sum over sources
+        /// (Ecco's score); the scores of one target sum to 1.
+        score: Float32,
+        /// The L2 norm before normalization (comparable across targets).
+        raw: Float32,
+        /// Sum of the attribution over the embedding; null for `gradient` (an absolute value).
+        signed: OptFloat32,
+    }
+}
+
+table! {
+    /// Integrated gradients' completeness check, one row per generated token.
+    "saliency_completeness" => SALIENCY_COMPLETENESS, SaliencyCompleteness,
+        SaliencyCompletenessRow<'a> {
+        /// The document (see Conventions).
+        doc_id: Utf8,
+        /// Position of the generated token explained.
+        target_position: Int32,
+        /// Probability of the target at the input.
+        target_prob: Float32,
+        /// Probability of the target at the all-zero embedding baseline.
+        baseline_prob: Float32,
+        /// Sum of all attributions of the target.
+        attribution_sum: Float32,
+        /// attribution_sum - (target_prob - baseline_prob); near 0 when n_steps suffices.
+        error: Float32,
+    }
+}
+
+table! {
+    /// MLP neuron activations (the input of each block's MLP output projection, as Ecco records),
+    /// one list of the layer's neurons per document, position and layer.
+    "activations" => ACTIVATIONS, Activations, ActivationsRow<'a> {
+        /// The document (see Conventions).
+        doc_id: Utf8,
+        /// 0-based position in the sequence.
+        position: Int32,
+        /// Block index, 0-based.
+        layer: Int32,
+        /// One value per neuron (the MLP's intermediate size); float16 when
+        /// `analyses.activations.dtype` is `f16`.
+        values: ListFloat,
+    }
+}
+
+table! {
+    /// Attention probabilities: one row per document, layer, head and query position.
+    "attention" => ATTENTION, Attention, AttentionRow<'a> {
+        /// The document (see Conventions).
+        doc_id: Utf8,
+        /// Block index, 0-based.
+        layer: Int32,
+        /// Head index, 0-based.
+        head: Int32,
+        /// Position of the attending token.
+        query_position: Int32,
+        /// Attention over key positions 0..=query_position (causal): `weights[k]` is key k;
+        /// sums to 1.
+        weights: ListFloat32,
+    }
+}
+
+table! {
+    /// Attention rollout (Abnar & Zuidema 2020): head-averaged attention, with the residual
+    /// connection as 0.5 I + 0.5 A, multiplied through blocks 0..=layer.
+    "attention_rollout" => ATTENTION_ROLLOUT, AttentionRollout, AttentionRolloutRow<'a> {
+        /// The document (see Conventions).
+        doc_id: Utf8,
+        /// Last block included, 0-based.
+        layer: Int32,
+        /// Position of the attending token.
+        query_position: Int32,
+        /// Rolled-out attention over key positions 0..=query_position.
+        weights: ListFloat32,
+    }
+}
+
+table! {
+    /// NMF components: each factor's weight on each neuron of the factorized layers.
+    "nmf_components" => NMF_COMPONENTS, NmfComponents, NmfComponentsRow {
+        /// Factor index, 0-based.
+        factor: Int32,
+        /// Block index of the neuron.
+        layer: Int32,
+        /// Neuron index within the layer's MLP.
+        neuron: Int32,
+        /// 1: the neuron's positive part; -1: its negative part (only with
+        /// `negative: split`).
+        sign: Int8,
+        /// Non-negative weight.
+        weight: Float32,
+    }
+}
+
+table! {
+    /// NMF factor values at every factorized document position.
+    "nmf_factors" => NMF_FACTORS, NmfFactors, NmfFactorsRow<'a> {
+        /// The document (see Conventions).
+        doc_id: Utf8,
+        /// 0-based position in the sequence.
+        position: Int32,
+        /// Factor index, 0-based.
+        factor: Int32,
+        /// Non-negative activation of the factor.
+        value: Float32,
+    }
+}
+
+table! {
+    /// NMF convergence: one row per iteration.
+    "nmf_summary" => NMF_SUMMARY, NmfSummary, NmfSummaryRow {
+        /// Iteration, from 1.
+        iteration: Int32,
+        /// ||X - W H||_F / ||X||_F after this iteration.
+        relative_error: Float64,
+        /// Seconds since the factorization started.
+        seconds: Float64,
+    }
+}
+
+table! {
+    /// The positions where each NMF factor is largest, with the text before them.
+    "nmf_top_contexts" => NMF_TOP_CONTEXTS, NmfTopContexts, NmfTopContextsRow<'a> {
+        /// Factor index, 0-based.
+        factor: Int32,
+        /// 1 = largest value.
+        rank: Int32,
+        /// The document (see Conventions).
+        doc_id: Utf8,
+        /// 0-based position in the sequence.
+        position: Int32,
+        /// The factor's value there.
+        value: Float32,
+        /// The text of up to `context_tokens` tokens before the position, then the token at it.
+        context: Utf8,
+    }
+}
+
+/// Every table, in the order of docs/schema.md.
+pub static ALL_TABLES: &[&TableDef] = &[
+    &TOKENS,
+    &GENERATIONS,
+    &PREDICTIONS,
+    &LENS,
+    &LENS_TOPK,
+    &WATCH,
+    &SALIENCY,
+    &SALIENCY_COMPLETENESS,
+    &ACTIVATIONS,
+    &ATTENTION,
+    &ATTENTION_ROLLOUT,
+    &NMF_COMPONENTS,
+    &NMF_FACTORS,
+    &NMF_SUMMARY,
+    &NMF_TOP_CONTEXTS,
+];
+
+/// The definition of a table by name.
+pub fn table_def(name: &str) -> Option<&'static TableDef> {
+    ALL_TABLES.iter().copied().find(|t| t.name == name)
+}

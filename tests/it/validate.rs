@@ -1,0 +1,268 @@
+//! `tokenlens validate PIPELINE.yaml`: the ok summary on good specs (tiny model, the shipped
+//! quickstart), and every kind of bad spec: the message it prints and exit code 1.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use crate::common::{data_dir, real_model, scratch};
+
+fn tokenlens(args: &[&str], cache: Option<&Path>) -> Output {
+    let cache = cache.map_or_else(
+        || PathBuf::from("/nonexistent-tokenlens-cache"),
+        Path::to_path_buf,
+    );
+    Command::new(env!("CARGO_BIN_EXE_tokenlens"))
+        .args(args)
+        .env("TOKENLENS_CACHE", cache)
+        .output()
+        .unwrap()
+}
+
+fn ok(args: &[&str]) -> String {
+    let o = tokenlens(args, None);
+    assert!(
+        o.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).unwrap()
+}
+
+/// Validates a spec that must fail: exit code 1, no panic, and the stderr is exactly
+/// `error: <expected>` with the scratch directory written as `DIR`.
+fn fails(spec: &Path, expected: &str) {
+    let o = tokenlens(&["validate", spec.to_str().unwrap()], None);
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert_eq!(o.status.code(), Some(1), "{spec:?}: stderr {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let dir = spec.parent().unwrap().to_str().unwrap();
+    assert_eq!(
+        err.replace(dir, "DIR").trim_end(),
+        format!("error: {expected}")
+    );
+}
+
+const DATA: &str = "{\"id\": \"a\", \"text\": \"The cat sat\"}\n\
+                    {\"id\": \"b\", \"text\": \"Once upon a time\"}\n\
+                    {\"id\": 3, \"text\": \"1, 2, 3,\"}\n";
+
+/// A scratch folder with data.jsonl and spec.yaml (`spec` with MODEL replaced by the tiny model).
+fn setup(name: &str, spec: &str) -> PathBuf {
+    let dir = scratch(name);
+    std::fs::write(dir.join("data.jsonl"), DATA).unwrap();
+    let model = data_dir().join("tiny-llama");
+    let spec = spec.replace("MODEL", model.to_str().unwrap());
+    std::fs::write(dir.join("spec.yaml"), spec).unwrap();
+    dir.join("spec.yaml")
+}
+
+const GOOD: &str = "\
+model: MODEL
+dataset:
+  path: data.jsonl
+  id_field: id
+generation:
+  max_new_tokens: 4
+analyses:
+  predictions: {top_k: 3}
+  attention: {layers: [0, -1], heads: [1], rollout: true}
+output:
+  dir: out
+";
+
+#[test]
+fn a_good_spec_prints_a_summary() {
+    let spec = setup("validate-good", GOOD);
+    let out = ok(&["validate", spec.to_str().unwrap()]);
+    let dir = spec.parent().unwrap().to_str().unwrap();
+    let model = data_dir().join("tiny-llama");
+    assert_eq!(
+        out.replace(dir, "DIR"),
+        format!(
+            "ok: DIR/spec.yaml: 3 prompts from DIR/data.jsonl; 5 tables (tokens, generations, \
+             predictions, attention, attention_rollout) -> DIR/out; model {} (3 layers, 4 heads, \
+             context 128)\n",
+            model.display()
+        )
+    );
+    // Without the model, and with an existing run directory.
+    std::fs::create_dir_all(spec.parent().unwrap().join("out")).unwrap();
+    let out = ok(&["validate", "--no-model", spec.to_str().unwrap()]);
+    assert!(
+        out.contains("; model not loaded (--no-model)\nnote: "),
+        "{out}"
+    );
+    assert!(out.contains("the run will fail unless it is empty or output.overwrite is true"));
+}
+
+/// The shipped example: its dataset and, when the default model is there, its layers, heads and
+/// watched tokens.
+#[test]
+fn the_quickstart_pipeline_is_valid() {
+    let spec = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/quickstart.yaml");
+    let spec = spec.to_str().unwrap();
+    let out = ok(&["validate", "--no-model", spec]);
+    assert!(out.contains("42 prompts from"), "{out}");
+    assert!(out.contains("15 tables"), "{out}");
+    let Some(model) = real_model() else { return };
+    let cache = model.parent().unwrap().parent().unwrap();
+    let o = tokenlens(&["validate", spec], Some(cache));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(out.contains("(30 layers, 9 heads, context 8192)"), "{out}");
+}
+
+#[test]
+fn malformed_yaml() {
+    let spec = setup(
+        "validate-yaml",
+        "model: MODEL\ndataset:\n  path: \"data.jsonl\noutput: {dir: o}\n",
+    );
+    fails(
+        &spec,
+        "DIR/spec.yaml:5:1: found unexpected end of stream at line 5 column 1, while scanning a \
+         quoted scalar at line 3 column 9",
+    );
+    let spec = setup("validate-indent", "model: MODEL\n  dataset: x\n");
+    fails(
+        &spec,
+        "DIR/spec.yaml:2:10: mapping values are not allowed in this context",
+    );
+}
+
+#[test]
+fn unknown_keys_name_file_line_and_column() {
+    let spec = setup(
+        "validate-unknown",
+        &GOOD.replace("  id_field: id\n", "  id_feld: id\n"),
+    );
+    fails(
+        &spec,
+        "DIR/spec.yaml:4:3: dataset: unknown field `id_feld`, expected one of `path`, `format`, \
+         `text_field`, `id_field`, `limit`, `too_long`",
+    );
+    let spec = setup(
+        "validate-unknown-analysis",
+        &GOOD.replace("predictions: {top_k: 3}", "predictions: {topk: 3}"),
+    );
+    fails(
+        &spec,
+        "DIR/spec.yaml:8:17: analyses.predictions: unknown field `topk`, expected `top_k`",
+    );
+}
+
+#[test]
+fn mistyped_values() {
+    let spec = setup(
+        "validate-type",
+        &GOOD.replace("max_new_tokens: 4", "max_new_tokens: four"),
+    );
+    fails(
+        &spec,
+        "DIR/spec.yaml:6:19: generation.max_new_tokens: invalid type: string \"four\", expected usize",
+    );
+    let spec = setup(
+        "validate-enum",
+        &GOOD.replace("rollout: true", "rollout: yes"),
+    );
+    fails(
+        &spec,
+        "DIR/spec.yaml:9:53: analyses.attention.rollout: invalid type: string \"yes\", expected a boolean",
+    );
+}
+
+#[test]
+fn missing_files() {
+    let spec = setup(
+        "validate-missing",
+        &GOOD.replace("data.jsonl", "nope.jsonl"),
+    );
+    fails(
+        &spec,
+        "DIR/spec.yaml: dataset.path: DIR/nope.jsonl: no such file",
+    );
+    let spec = setup(
+        "validate-default-model",
+        &GOOD.replace("model: MODEL", "model: default"),
+    );
+    fails(
+        &spec,
+        "DIR/spec.yaml: model: the default model is not at \
+         /nonexistent-tokenlens-cache/models/SmolLM2-135M-Instruct.Q4_1.gguf; run \
+         scripts/fetch-model.sh to fetch it",
+    );
+    let o = tokenlens(&["validate", "/no/such/pipeline.yaml"], None);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stderr),
+        "error: /no/such/pipeline.yaml: No such file or directory (os error 2)\n"
+    );
+}
+
+#[test]
+fn bad_option_values_are_all_listed() {
+    let spec = setup(
+        "validate-values",
+        &GOOD
+            .replace("max_new_tokens: 4", "max_new_tokens: 4\n  top_p: 0\n  temperature: 0.7")
+            .replace("top_k: 3", "top_k: 0")
+            .replace(
+                "output:",
+                "  saliency: {methods: [ig, ig], n_steps: 0}\n  nmf: {tolerance: -1}\nbatching: {batch_size: 0}\noutput:",
+            ),
+    );
+    fails(
+        &spec,
+        "DIR/spec.yaml: generation.top_p: must be in (0, 1], got 0\n\
+         DIR/spec.yaml: batching.batch_size: must be at least 1\n\
+         DIR/spec.yaml: analyses.predictions.top_k: must be at least 1\n\
+         DIR/spec.yaml: analyses.saliency.methods: lists a method twice\n\
+         DIR/spec.yaml: analyses.saliency.n_steps: must be at least 1, got 0\n\
+         DIR/spec.yaml: analyses.nmf.tolerance: must be > 0, got -1",
+    );
+}
+
+#[test]
+fn checks_against_the_model() {
+    let spec = setup(
+        "validate-layers",
+        &GOOD
+            .replace("layers: [0, -1], heads: [1]", "layers: [0, 3], heads: [-5]")
+            .replace("max_new_tokens: 4", "max_new_tokens: 200"),
+    );
+    fails(
+        &spec,
+        "DIR/spec.yaml: analyses.attention.layers: index 3 is out of range: the model has 3 \
+         layers (0..=2, or -3..=-1 from the end)\n\
+         DIR/spec.yaml: analyses.attention.heads: index -5 is out of range: the model has 4 heads \
+         (0..=3, or -4..=-1 from the end)\n\
+         DIR/spec.yaml: generation.max_new_tokens: 200 leaves no room for a prompt in the model's \
+         context of 128 tokens",
+    );
+    // --no-model skips those checks.
+    ok(&["validate", "--no-model", spec.to_str().unwrap()]);
+}
+
+#[test]
+fn bad_dataset_records() {
+    let spec = setup("validate-record", GOOD);
+    let dir = spec.parent().unwrap();
+    std::fs::write(
+        dir.join("data.jsonl"),
+        "{\"id\": \"a\", \"text\": \"x\"}\n{\"id\": \"b\", \"prompt\": \"y\"}\n",
+    )
+    .unwrap();
+    fails(
+        &spec,
+        "DIR/data.jsonl:2: no field `text` (fields: id, prompt)",
+    );
+    std::fs::write(
+        dir.join("data.jsonl"),
+        "{\"id\": \"a\", \"text\": \"x\"}\n{\"id\": \"a\", \"text\": \"y\"}\n",
+    )
+    .unwrap();
+    fails(
+        &spec,
+        "DIR/data.jsonl:2: doc_id `a` is already used at line 1",
+    );
+}
