@@ -494,11 +494,12 @@ pub struct NmfSpec {
     pub positions: Positions,
     /// Iterations at most. Default: 200.
     pub max_iter: usize,
-    /// Stop when the relative change of the reconstruction error falls below this. Default: 1e-4.
+    /// Stop when the relative error ||X - WH|| / ||X|| improves by less than this between
+    /// iterations (relative to the initial error, as scikit-learn checks). Default: 1e-4.
     pub tolerance: f64,
     /// Seed of the random initialization. Default: 0.
     pub seed: u64,
-    /// `nndsvda` (default, as scikit-learn) or `random`.
+    /// Initialization: `random` (seeded by `seed`), the default and only one so far.
     pub init: NmfInit,
     /// Activations can be negative (GELU, SwiGLU): `clip` (default) sets them to 0, as Ecco does;
     /// `split` factorizes [max(x, 0), max(-x, 0)], doubling the neurons (`sign` column).
@@ -518,7 +519,7 @@ impl Default for NmfSpec {
             max_iter: 200,
             tolerance: 1e-4,
             seed: 0,
-            init: NmfInit::Nndsvda,
+            init: NmfInit::Random,
             negative: NegativeHandling::Clip,
             top_contexts: 10,
             context_tokens: 10,
@@ -544,7 +545,6 @@ pub enum Positions {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum NmfInit {
-    Nndsvda,
     Random,
 }
 

@@ -410,6 +410,8 @@ table! {
         prompt_tokens: Int32,
         /// Number of generated tokens (an EOS token that ended generation included).
         generated_tokens: Int32,
+        /// Whether generation ended at an EOS token (else at max_new_tokens).
+        stopped_at_eos: Bool,
         /// Prompt tokens dropped from the start by `dataset.too_long: truncate`; 0 otherwise.
         truncated_tokens: Int32,
     }

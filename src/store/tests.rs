@@ -158,6 +158,7 @@ fn tokens_and_generations() {
             output_text: " sat",
             prompt_tokens: 2,
             generated_tokens: 1,
+            stopped_at_eos: false,
             truncated_tokens: 0,
         }],
         &to,
