@@ -12,6 +12,7 @@ use tokenlens::analysis::saliency::{Method, Rule, Saliency, SaliencyOptions, sal
 use tokenlens::model::generate::{Decoding, GenerateOptions};
 use tokenlens::model::{Capture, Logits, Model};
 use tokenlens::pipeline::dataset;
+use tokenlens::pipeline::runner::{RunOptions, Shard};
 use tokenlens::pipeline::spec::{ModelDims, PipelineSpec};
 
 #[derive(Parser)]
@@ -98,6 +99,29 @@ enum Command {
     Inspect {
         #[command(flatten)]
         model: ModelArgs,
+    },
+    /// Run a pipeline: the dataset through the model, every analysis written as Parquet tables
+    /// into the spec's output.dir (see docs/schema.md and docs/pipelines.md).
+    Run {
+        /// The pipeline spec (YAML).
+        pipeline: PathBuf,
+        /// Continue a run that was interrupted (killed, crashed): completed windows are kept,
+        /// the rest is recomputed; the final tables equal those of an uninterrupted run.
+        #[arg(long)]
+        resume: bool,
+        /// Replace an existing run directory (as output.overwrite: true does).
+        #[arg(long)]
+        overwrite: bool,
+        /// Run shard I of N (prompts whose dataset index is I mod N), e.g. --shard 3/16.
+        #[arg(long, conflicts_with = "shards")]
+        shard: Option<String>,
+        /// Run one of N shards, its index taken from JOB_COMPLETION_INDEX (Kubernetes Indexed
+        /// Jobs) or SLURM_ARRAY_TASK_ID (Slurm job arrays).
+        #[arg(long)]
+        shards: Option<u32>,
+        /// No progress bar; only the final summary (and errors).
+        #[arg(long, short)]
+        quiet: bool,
     },
     /// Check a pipeline spec without running it: the YAML, every value, every dataset record, and
     /// (unless --no-model) the model's layers, heads, context and the watched tokens.
@@ -425,6 +449,51 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Validate { pipeline, no_model } => validate(&pipeline, no_model)?,
+        Command::Run {
+            pipeline,
+            resume,
+            overwrite,
+            shard,
+            shards,
+            quiet,
+        } => {
+            let mut spec = PipelineSpec::load(&pipeline)?;
+            spec.output.overwrite |= overwrite;
+            let shard = match (shard, shards) {
+                (Some(s), _) => Shard::parse(&s)?,
+                (None, Some(n)) => {
+                    let var = ["JOB_COMPLETION_INDEX", "SLURM_ARRAY_TASK_ID"]
+                        .into_iter()
+                        .find_map(|v| std::env::var(v).ok().map(|x| (v, x)));
+                    let Some((name, value)) = var else {
+                        bail!(
+                            "--shards {n}: neither JOB_COMPLETION_INDEX nor SLURM_ARRAY_TASK_ID \
+                             is set; use --shard I/{n}"
+                        );
+                    };
+                    Shard::parse(&format!("{value}/{n}"))
+                        .with_context(|| format!("{name}={value}"))?
+                }
+                (None, None) => Shard::ALL,
+            };
+            let opts = RunOptions {
+                resume,
+                shard,
+                quiet,
+            };
+            let r = tokenlens::pipeline::runner::run(&spec, &opts)?;
+            let rows: Vec<String> = r.rows.iter().map(|(t, n)| format!("{t} {n}")).collect();
+            println!(
+                "done: {} prompts, {} tokens in {:.1} s ({:.2} prompts/s, {:.0} tokens/s) -> {}\nrows: {}",
+                r.prompts,
+                r.tokens,
+                r.seconds,
+                r.prompts as f64 / r.seconds.max(1e-9),
+                r.tokens as f64 / r.seconds.max(1e-9),
+                r.run_dir.display(),
+                rows.join(", ")
+            );
+        }
         Command::Inspect { model } => {
             let m = model.load()?;
             let info = serde_json::json!({

@@ -4,6 +4,7 @@
 
 pub mod dataset;
 pub mod process;
+pub mod runner;
 pub mod spec;
 
 pub use dataset::{DatasetError, Prompt, Prompts};

@@ -49,7 +49,6 @@ pub struct LensPlan {
 #[derive(Debug, Clone)]
 pub struct ActivationsPlan {
     pub layers: Vec<usize>,
-    pub f16: bool,
     pub positions: PositionSet,
 }
 
@@ -70,6 +69,8 @@ pub struct Plan {
     pub lens: Option<LensPlan>,
     /// Watched tokens: (as written, token id).
     pub watch: Vec<(String, u32)>,
+    /// Whether the watched tokens' lens applies the final norm.
+    pub watch_norm: LensNorm,
     pub saliency: Option<SaliencyOptions>,
     pub activations: Option<ActivationsPlan>,
     pub attention: Option<AttentionPlan>,
@@ -119,17 +120,12 @@ pub struct RankRec {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub enum Values {
-    F32(Vec<f32>),
-    F16(Vec<half::f16>),
-}
-
-#[derive(Debug, Clone, PartialEq)]
 pub struct ActivationRec {
     pub doc: usize,
     pub position: u32,
     pub layer: u32,
-    pub values: Values,
+    /// One value per neuron (the store narrows to f16 if asked).
+    pub values: Vec<f32>,
 }
 
 /// One attention row: weights of query `query_position` over keys 0..=query_position.
@@ -256,24 +252,40 @@ pub fn process(model: &Model, docs: &[Doc], plan: &Plan) -> Result<BatchOut> {
                 }
             }
         }
-        if plan.lens.is_some() || !plan.watch.is_empty() {
-            let (norm, top_k) = match &plan.lens {
-                Some(l) => (l.norm, l.top_k),
-                None => (LensNorm::FinalNorm, 0),
+        let watch_ids: Vec<u32> = plan.watch.iter().map(|w| w.1).collect();
+        // One projection per norm setting: the lens and the watched tokens share it if they can.
+        let mut passes: Vec<(LensNorm, bool, bool)> = Vec::new();
+        if let Some(l) = &plan.lens {
+            passes.push((
+                l.norm,
+                true,
+                plan.watch_norm == l.norm && !watch_ids.is_empty(),
+            ));
+        }
+        if !watch_ids.is_empty() && !passes.iter().any(|p| p.2) {
+            passes.push((plan.watch_norm, false, true));
+        }
+        for (norm, do_lens, do_watch) in passes {
+            let top_k = match (&plan.lens, do_lens) {
+                (Some(l), true) => l.top_k,
+                _ => 0,
             };
-            let watch_ids: Vec<u32> = plan.watch.iter().map(|w| w.1).collect();
             let r = Reduce {
                 top_k,
-                watch: &watch_ids,
+                watch: if do_watch { &watch_ids } else { &[] },
             };
-            // Layer l = the residual stream after block l (Ecco's layers); 0..n_layers.
-            for layer in 0..n_layers {
-                let stats =
-                    lens::project(model, &batch, &caps.residual[layer + 1], norm, &targets, &r)?;
-                for (i, row) in stats.iter().enumerate() {
-                    for (p, s) in row.iter().enumerate() {
+            // Layer = residual stream index: 0 = embeddings, l = after block l - 1.
+            let per_layer: Vec<Vec<Vec<lens::PositionStats>>> = (0..=n_layers)
+                .map(|layer| {
+                    lens::project(model, &batch, &caps.residual[layer], norm, &targets, &r)
+                })
+                .collect::<Result<_>>()?;
+            for (i, seq) in seqs.iter().enumerate() {
+                for p in 0..seq.len() {
+                    for (layer, stats) in per_layer.iter().enumerate() {
+                        let s = &stats[i][p];
                         let (position, layer) = (p as u32, layer as u32);
-                        if plan.lens.is_some() {
+                        if do_lens {
                             if let (Some((rank, prob)), Some(id)) = (s.target, targets[i][p]) {
                                 out.lens.push(RankRec {
                                     doc: i,
@@ -312,25 +324,31 @@ pub fn process(model: &Model, docs: &[Doc], plan: &Plan) -> Result<BatchOut> {
             }
         }
         if let Some(a) = &plan.activations {
-            for &layer in &a.layers {
-                let m = &caps.mlp[&layer];
-                for (i, &plen) in plens.iter().enumerate() {
-                    let pad = batch.pad(i);
-                    let rows = m.i(i)?.narrow(0, pad, batch.lengths[i])?;
-                    let vals: Vec<Vec<f32>> = rows.to_vec2()?;
-                    for (p, v) in vals.into_iter().enumerate() {
-                        if !a.positions.keeps(p, plen) {
-                            continue;
-                        }
+            // Rows ordered by (document, position, layer): all layers of a position together
+            // (the NMF stage reads them that way).
+            for (i, &plen) in plens.iter().enumerate() {
+                let pad = batch.pad(i);
+                let per_layer: Vec<Vec<Vec<f32>>> = a
+                    .layers
+                    .iter()
+                    .map(|l| {
+                        Ok(caps.mlp[l]
+                            .i(i)?
+                            .narrow(0, pad, batch.lengths[i])?
+                            .to_vec2()?)
+                    })
+                    .collect::<Result<_>>()?;
+                #[allow(clippy::needless_range_loop)] // p indexes the inner vectors
+                for p in 0..batch.lengths[i] {
+                    if !a.positions.keeps(p, plen) {
+                        continue;
+                    }
+                    for (li, &layer) in a.layers.iter().enumerate() {
                         out.activations.push(ActivationRec {
                             doc: i,
                             position: p as u32,
                             layer: layer as u32,
-                            values: if a.f16 {
-                                Values::F16(v.into_iter().map(half::f16::from_f32).collect())
-                            } else {
-                                Values::F32(v)
-                            },
+                            values: per_layer[li][p].clone(),
                         });
                     }
                 }
@@ -432,6 +450,7 @@ mod tests {
                 top_k: 2,
             }),
             watch: vec![("x".into(), 7), ("y".into(), 9)],
+            watch_norm: LensNorm::Raw,
             saliency: Some(SaliencyOptions {
                 methods: vec![Method::GradXInput, Method::IntegratedGradients],
                 n_steps: 4,
@@ -439,7 +458,6 @@ mod tests {
             }),
             activations: Some(ActivationsPlan {
                 layers: vec![0, cfg.n_layers - 1],
-                f16: true,
                 positions: PositionSet::Generated,
             }),
             attention: Some(AttentionPlan {
@@ -466,14 +484,25 @@ mod tests {
         );
         assert_eq!(out.predictions.len(), total * 5);
         // The lens has a target everywhere but the last position.
-        assert_eq!(out.lens.len(), nl * (total - 2));
-        assert_eq!(out.lens_topk.len(), nl * total * 2);
-        assert_eq!(out.watch.len(), nl * total * 2);
+        // Layers 0..=n_layers (0 = embeddings).
+        assert_eq!(out.lens.len(), (nl + 1) * (total - 2));
+        assert_eq!(out.lens_topk.len(), (nl + 1) * total * 2);
+        assert_eq!(out.watch.len(), (nl + 1) * total * 2);
         assert_eq!(out.activations.len(), 2 * 2 * new);
-        assert!(out.activations.iter().all(|a| match &a.values {
-            Values::F16(v) => v.len() == cfg.intermediate_size,
-            _ => false,
-        }));
+        assert!(
+            out.activations
+                .iter()
+                .all(|a| a.values.len() == cfg.intermediate_size)
+        );
+        let order: Vec<(usize, u32, u32)> = out
+            .activations
+            .iter()
+            .map(|a| (a.doc, a.position, a.layer))
+            .collect();
+        assert!(
+            order.windows(2).all(|w| w[0] < w[1]),
+            "(doc, position, layer) order"
+        );
         let tri = |n: usize| n * (n + 1) / 2;
         assert_eq!(out.attention.len(), h * total);
         assert_eq!(

@@ -23,6 +23,9 @@ use super::schema::{ALL_TABLES, Table, TableDef, TableOptions};
 /// Name of the manifest file in a run directory.
 pub const MANIFEST: &str = "manifest.json";
 
+/// Folder of a run directory holding each shard's progress file.
+pub const SHARDS_DIR: &str = "shards";
+
 /// Sizes and compression of the Parquet output.
 #[derive(Debug, Clone)]
 pub struct WriterOptions {
@@ -251,6 +254,12 @@ impl<T: Table> TableWriter<T> {
     }
 
     /// Rows appended so far.
+    /// Numbers this writer's parts from `seq` on (e.g. one range per window of a run).
+    pub fn starting_at(mut self, seq: u32) -> Self {
+        self.seq = seq;
+        self
+    }
+
     pub fn rows(&self) -> u64 {
         self.rows
     }
@@ -330,6 +339,19 @@ impl RunDir {
     /// Creates the run directory. An existing empty directory is used as is. A non-empty one is
     /// an error unless `overwrite`; with `overwrite` it is emptied, but only if everything in it
     /// is the manifest or a table folder of a previous run (nothing else is ever deleted).
+    /// An existing run directory (to resume it, or to add a shard's parts).
+    pub fn open(root: &Path) -> Result<Self, StoreError> {
+        if !root.is_dir() {
+            return Err(StoreError::RunDir {
+                path: root.to_path_buf(),
+                msg: "is not a run directory".into(),
+            });
+        }
+        Ok(RunDir {
+            root: root.to_path_buf(),
+        })
+    }
+
     pub fn create(root: &Path, overwrite: bool) -> Result<Self, StoreError> {
         let err = |msg: String| StoreError::RunDir {
             path: root.to_path_buf(),
@@ -358,14 +380,14 @@ impl RunDir {
                         .map_err(|x| StoreError::io(e.path(), x))?
                         .is_dir();
                     let ours = if is_dir {
-                        ALL_TABLES.iter().any(|t| t.name == name)
+                        ALL_TABLES.iter().any(|t| t.name == name) || name == SHARDS_DIR
                     } else {
                         name == MANIFEST || name == format!("{MANIFEST}.tmp")
                     };
                     if !ours {
                         return Err(err(format!(
                             "not replaced: `{name}` is not part of a tokenlens run (only \
-                             {MANIFEST} and table folders are); remove it or choose another \
+                             {MANIFEST}, {SHARDS_DIR}/ and table folders are); remove it or choose another \
                              output.dir"
                         )));
                     }

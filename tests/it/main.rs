@@ -4,5 +4,6 @@ mod cli;
 mod common;
 mod gguf_roundtrip;
 mod parity;
+mod run;
 mod saliency;
 mod validate;

@@ -1,0 +1,458 @@
+//! `tokenlens run` end to end on the tiny checkpoints: every table, the manifest, resume after
+//! `kill -9` (identical files), sharding (the union equals the unsharded run), and the bad inputs
+//! a run can meet (message and exit code, nothing left looking complete).
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Float16Type, Float32Type, Float64Type, Int8Type, Int32Type, Int64Type};
+use arrow_array::{Array, ArrayRef};
+use arrow_schema::DataType;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+use crate::common::{data_dir, scratch};
+
+const DATA: &str = "\
+{\"id\": \"a\", \"text\": \"The cat sat on the mat\"}
+{\"id\": \"b\", \"text\": \"Once upon a time\"}
+{\"id\": \"c\", \"text\": \"1, 2, 3,\"}
+{\"id\": \"d\", \"text\": \"def add(a, b):\"}
+{\"id\": \"e\", \"text\": \"The capital of France is\"}
+{\"id\": \"f\", \"text\": \"Roses are red and\"}
+{\"id\": \"g\", \"text\": \"a b c d e f g\"}
+";
+
+/// Every analysis, small windows (3 prompts) so a run has several.
+const SPEC: &str = "\
+model: MODEL
+dataset:
+  path: data.jsonl
+  id_field: id
+generation:
+  max_new_tokens: 3
+batching:
+  batch_size: 2
+  bucket_window: 3
+analyses:
+  predictions: {top_k: 3}
+  saliency: {methods: [gradient, grad_x_input, integrated_gradients], n_steps: 3}
+  lens: {top_k: 2}
+  watch: {tokens: [' the', ' cat']}
+  activations: {layers: all, dtype: f16}
+  attention: {layers: all, rollout: true}
+output:
+  dir: out
+";
+
+const TABLES: &[&str] = &[
+    "tokens",
+    "generations",
+    "predictions",
+    "lens",
+    "lens_topk",
+    "watch",
+    "saliency",
+    "saliency_completeness",
+    "activations",
+    "attention",
+    "attention_rollout",
+];
+
+fn setup(name: &str, spec: &str) -> PathBuf {
+    let dir = scratch(name);
+    std::fs::write(dir.join("data.jsonl"), DATA).unwrap();
+    let model = data_dir().join("tiny-llama");
+    std::fs::write(
+        dir.join("spec.yaml"),
+        spec.replace("MODEL", model.to_str().unwrap()),
+    )
+    .unwrap();
+    dir.join("spec.yaml")
+}
+
+fn cmd(args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_tokenlens"));
+    c.args(args)
+        .env("RAYON_NUM_THREADS", "2")
+        .env_remove("JOB_COMPLETION_INDEX")
+        .env_remove("SLURM_ARRAY_TASK_ID");
+    c
+}
+
+fn run(args: &[&str]) -> Output {
+    cmd(args).output().unwrap()
+}
+
+fn ok(args: &[&str]) -> String {
+    let o = run(args);
+    assert!(
+        o.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).unwrap()
+}
+
+/// Runs a command that must fail: exit code 1, no panic; returns stderr.
+fn fails(args: &[&str]) -> String {
+    let o = run(args);
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(err.starts_with("error: "), "{err}");
+    err
+}
+
+/// A cell, floats kept apart so runs can be compared within a tolerance.
+#[derive(Debug, Clone, PartialEq, PartialOrd)]
+enum Cell {
+    Null,
+    Text(String),
+    Num(f64),
+    List(Vec<f64>),
+}
+
+fn cell(col: &ArrayRef, i: usize) -> Cell {
+    if col.is_null(i) {
+        return Cell::Null;
+    }
+    match col.data_type() {
+        DataType::Utf8 => Cell::Text(col.as_string::<i32>().value(i).to_string()),
+        DataType::Boolean => Cell::Text(col.as_boolean().value(i).to_string()),
+        DataType::Int8 => Cell::Num(col.as_primitive::<Int8Type>().value(i) as f64),
+        DataType::Int32 => Cell::Num(col.as_primitive::<Int32Type>().value(i) as f64),
+        DataType::Int64 => Cell::Num(col.as_primitive::<Int64Type>().value(i) as f64),
+        DataType::Float32 => Cell::Num(col.as_primitive::<Float32Type>().value(i) as f64),
+        DataType::Float64 => Cell::Num(col.as_primitive::<Float64Type>().value(i)),
+        DataType::List(_) => {
+            let v = col.as_list::<i32>().value(i);
+            Cell::List(match v.data_type() {
+                DataType::Float16 => v
+                    .as_primitive::<Float16Type>()
+                    .values()
+                    .iter()
+                    .map(|x| x.to_f64())
+                    .collect(),
+                _ => v
+                    .as_primitive::<Float32Type>()
+                    .values()
+                    .iter()
+                    .map(|&x| x as f64)
+                    .collect(),
+            })
+        }
+        t => panic!("unexpected column type {t}"),
+    }
+}
+
+/// Every row of every part of a table, sorted.
+fn rows(run: &Path, table: &str) -> Vec<Vec<Cell>> {
+    let mut out: Vec<Vec<Cell>> = vec![];
+    for part in parts(run, table) {
+        let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(&part).unwrap())
+            .unwrap()
+            .build()
+            .unwrap();
+        for batch in reader {
+            let batch = batch.unwrap();
+            for i in 0..batch.num_rows() {
+                out.push(batch.columns().iter().map(|c| cell(c, i)).collect());
+            }
+        }
+    }
+    out.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    out
+}
+
+fn parts(run: &Path, table: &str) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(run.join(table))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    v.sort();
+    v
+}
+
+fn same_rows(a: &[Vec<Cell>], b: &[Vec<Cell>], what: &str) {
+    assert_eq!(a.len(), b.len(), "{what}: row counts");
+    for (ra, rb) in a.iter().zip(b) {
+        for (x, y) in ra.iter().zip(rb) {
+            let close = |p: f64, q: f64| (p - q).abs() <= 1e-5 * (1.0 + p.abs());
+            let ok = match (x, y) {
+                (Cell::Num(p), Cell::Num(q)) => close(*p, *q),
+                (Cell::List(p), Cell::List(q)) => {
+                    p.len() == q.len() && p.iter().zip(q).all(|(p, q)| close(*p, *q))
+                }
+                _ => x == y,
+            };
+            assert!(ok, "{what}: {ra:?}\n vs {rb:?}");
+        }
+    }
+}
+
+fn json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+#[test]
+fn a_run_writes_every_table_and_its_manifest() {
+    let spec = setup("run-all", SPEC);
+    let out_dir = spec.parent().unwrap().join("out");
+    let stdout = ok(&["run", "-q", spec.to_str().unwrap()]);
+    assert!(stdout.starts_with("done: 7 prompts, "), "{stdout}");
+    let manifest = json(&out_dir.join("manifest.json"));
+    assert_eq!(manifest["status"], "done");
+    assert_eq!(manifest["shard_count"], 1);
+    let shard = &manifest["shards"]["shard-000-of-001.json"];
+    assert_eq!(shard["status"], "done");
+    assert_eq!(shard["windows_done"], 3);
+    let n_layers = 3; // tiny-llama
+    let tokens = rows(&out_dir, "tokens");
+    let gens = rows(&out_dir, "generations");
+    assert_eq!(gens.len(), 7);
+    // 3 generated tokens per prompt (EOS cannot stop the tiny model this early).
+    let generated: f64 = gens
+        .iter()
+        .map(|r| match r[5] {
+            Cell::Num(n) => n,
+            _ => panic!(),
+        })
+        .sum();
+    assert_eq!(generated, 21.0);
+    for t in TABLES {
+        let r = rows(&out_dir, t);
+        assert_eq!(
+            shard["rows"][t].as_u64(),
+            Some(r.len() as u64),
+            "table {t}: manifest rows"
+        );
+        assert!(!r.is_empty(), "table {t} is empty");
+        // No temporary files left behind.
+        assert!(
+            parts(&out_dir, t)
+                .iter()
+                .all(|p| p.extension().unwrap() == "parquet"),
+            "{t}"
+        );
+    }
+    let n_tok = tokens.len();
+    // Lens: every position but each sequence's last, at layers 0..=n_layers.
+    assert_eq!(rows(&out_dir, "lens").len(), (n_layers + 1) * (n_tok - 7));
+    assert_eq!(rows(&out_dir, "watch").len(), (n_layers + 1) * n_tok * 2);
+    assert_eq!(rows(&out_dir, "predictions").len(), 3 * n_tok);
+    assert_eq!(rows(&out_dir, "activations").len(), n_layers * n_tok);
+    assert_eq!(rows(&out_dir, "saliency_completeness").len(), 21);
+    // A second run into the same directory is refused unless asked for.
+    let err = fails(&["run", "-q", spec.to_str().unwrap()]);
+    assert!(
+        err.contains("already exists and is not empty; set output.overwrite: true"),
+        "{err}"
+    );
+    ok(&["run", "-q", "--overwrite", spec.to_str().unwrap()]);
+    // Resuming a finished run does nothing.
+    let stderr =
+        String::from_utf8(run(&["run", "--resume", spec.to_str().unwrap()]).stderr).unwrap();
+    assert!(stderr.contains("is already done"), "{stderr}");
+}
+
+/// Kills the run at several points with SIGKILL, resumes it, and checks that every table's files
+/// are byte for byte those of an uninterrupted run.
+#[test]
+fn a_killed_run_resumes_to_identical_tables() {
+    let spec = setup("run-resume", SPEC);
+    let dir = spec.parent().unwrap();
+    let spec = spec.to_str().unwrap();
+    ok(&["run", "-q", spec]);
+    std::fs::rename(dir.join("out"), dir.join("reference")).unwrap();
+    let status = dir.join("out/shards/shard-000-of-001.json");
+    // Kill points: right after the first and second windows, and at fixed delays.
+    let points: &[(Option<u64>, u64)] = &[(Some(1), 0), (Some(2), 0), (None, 30), (None, 150)];
+    let mut interrupted = 0;
+    for &(after_window, delay_ms) in points {
+        let _ = std::fs::remove_dir_all(dir.join("out"));
+        let mut child = cmd(&["run", "-q", spec])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let start = Instant::now();
+        loop {
+            let done = std::fs::read_to_string(&status)
+                .ok()
+                .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+                .and_then(|v| v["windows_done"].as_u64())
+                .unwrap_or(0);
+            let hit = match after_window {
+                Some(w) => done >= w,
+                None => start.elapsed() >= Duration::from_millis(delay_ms),
+            };
+            if hit
+                || child.try_wait().unwrap().is_some()
+                || start.elapsed() > Duration::from_secs(60)
+            {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let _ = child.kill(); // SIGKILL
+        child.wait().unwrap();
+        let finished =
+            std::fs::read_to_string(&status).is_ok_and(|s| s.contains("\"status\": \"done\""));
+        interrupted += usize::from(!finished);
+        if dir.join("out/manifest.json").exists() {
+            ok(&["run", "-q", "--resume", spec]);
+        } else {
+            // Killed before the run directory existed: a plain resume starts from scratch.
+            ok(&["run", "-q", "--resume", "--overwrite", spec]);
+        }
+        for t in TABLES {
+            let (a, b) = (parts(&dir.join("reference"), t), parts(&dir.join("out"), t));
+            let names = |v: &[PathBuf]| {
+                v.iter()
+                    .map(|p| p.file_name().unwrap().to_owned())
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(
+                names(&a),
+                names(&b),
+                "{t} after a kill at {after_window:?}/{delay_ms} ms"
+            );
+            for (x, y) in a.iter().zip(&b) {
+                assert!(
+                    std::fs::read(x).unwrap() == std::fs::read(y).unwrap(),
+                    "{} differs after a kill at {after_window:?}/{delay_ms} ms",
+                    y.display()
+                );
+            }
+        }
+    }
+    assert!(
+        interrupted >= 3,
+        "only {interrupted} of the kills interrupted the run"
+    );
+}
+
+/// Two shards into one directory hold exactly the rows of the unsharded run.
+#[test]
+fn shards_union_to_the_whole_run() {
+    let spec = setup("run-shards", SPEC);
+    let dir = spec.parent().unwrap();
+    let spec = spec.to_str().unwrap();
+    ok(&["run", "-q", spec]);
+    std::fs::rename(dir.join("out"), dir.join("whole")).unwrap();
+    ok(&["run", "-q", "--shard", "0/2", spec]);
+    // The second shard takes its index from a Kubernetes Indexed Job's variable.
+    let o = cmd(&["run", "-q", "--shards", "2", spec])
+        .env("JOB_COMPLETION_INDEX", "1")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let manifest = json(&dir.join("out/manifest.json"));
+    assert_eq!(manifest["status"], "done");
+    assert_eq!(manifest["shard_count"], 2);
+    for t in TABLES {
+        same_rows(&rows(&dir.join("whole"), t), &rows(&dir.join("out"), t), t);
+    }
+    // Part names carry the shard.
+    let names: Vec<String> = parts(&dir.join("out"), "tokens")
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        names.iter().any(|n| n.starts_with("part-000-")),
+        "{names:?}"
+    );
+    assert!(
+        names.iter().any(|n| n.starts_with("part-001-")),
+        "{names:?}"
+    );
+}
+
+#[test]
+fn bad_runs_fail_cleanly() {
+    // A prompt longer than the context (tiny models: 128 positions).
+    let long = format!("{{\"id\": \"x\", \"text\": \"{}\"}}\n", "cat ".repeat(200));
+    let spec = setup("run-too-long", SPEC);
+    let dir = spec.parent().unwrap().to_path_buf();
+    std::fs::write(dir.join("data.jsonl"), format!("{DATA}{long}")).unwrap();
+    let err = fails(&["run", "-q", spec.to_str().unwrap()]);
+    assert!(
+        err.contains(
+            "data.jsonl:8: prompt `x` has 202 tokens; with max_new_tokens 3 the model's \
+                      context of 128 leaves room for 125 (set dataset.too_long: truncate"
+        ),
+        "{err}"
+    );
+    // Nothing that looks like a finished run is left behind.
+    let m = dir.join("out/manifest.json");
+    assert!(!m.exists() || json(&m)["status"] != "done");
+    // Truncation keeps the last tokens and says how many were dropped.
+    std::fs::write(
+        &spec,
+        std::fs::read_to_string(&spec)
+            .unwrap()
+            .replace("  id_field: id\n", "  id_field: id\n  too_long: truncate\n"),
+    )
+    .unwrap();
+    ok(&["run", "-q", "--overwrite", spec.to_str().unwrap()]);
+    let gens = rows(&dir.join("out"), "generations");
+    let x = gens
+        .iter()
+        .find(|r| r[0] == Cell::Text("x".into()))
+        .unwrap();
+    assert_eq!(
+        (x[4].clone(), x[7].clone()),
+        (Cell::Num(125.0), Cell::Num(77.0))
+    );
+
+    // A bad dataset row: nothing is written at all.
+    let spec = setup("run-bad-row", SPEC);
+    let dir = spec.parent().unwrap().to_path_buf();
+    std::fs::write(dir.join("data.jsonl"), format!("{DATA}{{\"id\": \"z\"}}\n")).unwrap();
+    let err = fails(&["run", "-q", spec.to_str().unwrap()]);
+    assert!(err.contains("data.jsonl:8: "), "{err}");
+    assert!(!dir.join("out").exists());
+
+    // An output directory that cannot be created.
+    let spec = setup(
+        "run-unwritable",
+        &SPEC.replace("dir: out", "dir: blocker/out"),
+    );
+    let dir = spec.parent().unwrap().to_path_buf();
+    std::fs::write(dir.join("blocker"), "a file, not a directory").unwrap();
+    let err = fails(&["run", "-q", spec.to_str().unwrap()]);
+    assert!(err.contains("blocker/out"), "{err}");
+
+    // Shard options.
+    let s = spec.to_str().unwrap();
+    let err = fails(&["run", "--shard", "2/2", s]);
+    assert!(
+        err.contains("--shard `2/2`: expected I/N with 0 <= I < N"),
+        "{err}"
+    );
+    let err = fails(&["run", "--shards", "4", s]);
+    assert!(
+        err.contains("--shards 4: neither JOB_COMPLETION_INDEX nor SLURM_ARRAY_TASK_ID is set"),
+        "{err}"
+    );
+
+    // Resuming with a changed spec is refused.
+    let spec = setup("run-changed", SPEC);
+    let s = spec.to_str().unwrap();
+    ok(&["run", "-q", s]);
+    std::fs::write(
+        &spec,
+        std::fs::read_to_string(&spec)
+            .unwrap()
+            .replace("max_new_tokens: 3", "max_new_tokens: 4"),
+    )
+    .unwrap();
+    let err = fails(&["run", "--resume", s]);
+    assert!(
+        err.contains("cannot resume: the pipeline spec changed since this run started"),
+        "{err}"
+    );
+}
