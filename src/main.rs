@@ -123,6 +123,9 @@ enum Command {
         #[arg(long, short)]
         quiet: bool,
     },
+    /// Print the output tables' schema (every table, column, type, nullability) as JSON: the
+    /// same definitions the writer and docs/schema.md use.
+    Schema,
     /// Check a pipeline spec without running it: the YAML, every value, every dataset record, and
     /// (unless --no-model) the model's layers, heads, context and the watched tokens.
     Validate {
@@ -449,6 +452,25 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Validate { pipeline, no_model } => validate(&pipeline, no_model)?,
+        Command::Schema => {
+            use tokenlens::store::schema::ALL_TABLES;
+            let tables: Vec<serde_json::Value> = ALL_TABLES
+                .iter()
+                .map(|t| {
+                    let cols: Vec<serde_json::Value> = t
+                        .columns
+                        .iter()
+                        .map(|c| {
+                            serde_json::json!({
+                                "name": c.name, "type": c.ty.doc_name(), "nullable": c.nullable,
+                            })
+                        })
+                        .collect();
+                    serde_json::json!({"name": t.name, "columns": cols})
+                })
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&tables)?);
+        }
         Command::Run {
             pipeline,
             resume,

@@ -600,8 +600,20 @@ pub fn run(spec: &PipelineSpec, opts: &RunOptions) -> Result<RunReport> {
             });
         }
     } else {
-        // Shards of one run share the directory: only shard 0 (or an unsharded run) creates it.
-        run_dir = if shard.count > 1 && root.join(MANIFEST).exists() {
+        // Shards of one run share the directory and may start in any order, at the same time:
+        // each creates it if missing and never clears it; the manifests they write are the same.
+        run_dir = if shard.count > 1 {
+            std::fs::create_dir_all(&root).map_err(|e| Error::io(&root, e))?;
+            if manifest_path.exists() {
+                let m: Manifest = read_json(&manifest_path)?;
+                if m.spec_yaml != spec_yaml || m.shard_count != shard.count {
+                    return Err(Error::Input(format!(
+                        "{}: holds a run of another spec or shard count; choose another \
+                         output.dir, or remove it",
+                        root.display()
+                    )));
+                }
+            }
             RunDir::open(&root)?
         } else {
             RunDir::create(&root, spec.output.overwrite)?
