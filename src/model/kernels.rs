@@ -119,6 +119,16 @@ pub fn linear(x: &Tensor, w: &Tensor, layout: WeightLayout, b: Option<&Tensor>) 
     Ok(Tensor::from_vec(out, shape, x.device())?)
 }
 
+/// All threads for a gemm called outside rayon tasks; one inside them (row groups, heads or
+/// targets already run in parallel).
+fn gemm_parallelism() -> gemm::Parallelism {
+    let threads = rayon::current_num_threads();
+    match rayon::current_thread_index() {
+        None if threads > 1 => gemm::Parallelism::Rayon(threads),
+        _ => gemm::Parallelism::None,
+    }
+}
+
 /// The gemm behind `linear`: x [m, k] row-major, w [k, n] (InOut) or [n, k] (OutIn).
 fn gemm_linear(
     x: &[f32],
@@ -138,11 +148,7 @@ fn gemm_linear(
         Some(b) => b.repeat(m).into_iter().map(MaybeUninit::new).collect(),
         None => uninit(m * n),
     };
-    let threads = rayon::current_num_threads();
-    let parallelism = match rayon::current_thread_index() {
-        None if threads > 1 => gemm::Parallelism::Rayon(threads),
-        _ => gemm::Parallelism::None,
-    };
+    let parallelism = gemm_parallelism();
     assert!(
         x.len() == m * k && w.len() == k * n,
         "linear: shapes do not match"
@@ -199,11 +205,7 @@ pub(crate) fn gemm_strided(
     assert!(dst.len() >= m * n, "gemm: dst size");
     assert!(k == 0 || lhs.len() > last(m, k, lrs, lcs), "gemm: lhs size");
     assert!(k == 0 || rhs.len() > last(k, n, rrs, rcs), "gemm: rhs size");
-    let threads = rayon::current_num_threads();
-    let parallelism = match rayon::current_thread_index() {
-        None if threads > 1 => gemm::Parallelism::Rayon(threads),
-        _ => gemm::Parallelism::None,
-    };
+    let parallelism = gemm_parallelism();
     // SAFETY: the asserts above check every operand covers the matrix its strides describe.
     unsafe {
         gemm::gemm(

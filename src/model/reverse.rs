@@ -355,6 +355,32 @@ impl ActKind {
     }
 }
 
+/// One block's weights, borrowed for a pass.
+struct BlockW<'a> {
+    b: BlockRef<'a>,
+    norm1: Norm<'a>,
+    norm2: Norm<'a>,
+    qkv: Lin<'a>,
+    o: Lin<'a>,
+    up: Lin<'a>,
+    down: Lin<'a>,
+}
+
+impl<'a> BlockW<'a> {
+    fn of(model: &'a Model, l: usize) -> Result<Self> {
+        let b = model.body.block(l);
+        Ok(BlockW {
+            norm1: Norm::of(b.norm1)?,
+            norm2: Norm::of(b.norm2)?,
+            qkv: Lin::of(b.qkv)?,
+            o: Lin::of(b.o)?,
+            up: Lin::of(b.up)?,
+            down: Lin::of(b.down)?,
+            b,
+        })
+    }
+}
+
 /// Sizes shared by every step.
 #[derive(Clone, Copy)]
 struct Dims {
@@ -667,7 +693,15 @@ impl Model {
         rope: Option<(&[f32], &[f32])>,
         n_prob: usize,
     ) -> Result<(Tape, Vec<f32>)> {
-        let b = self.body.block(l);
+        let BlockW {
+            b,
+            norm1,
+            norm2,
+            qkv: qkv_l,
+            o: o_l,
+            up: up_l,
+            down: down_l,
+        } = BlockW::of(self, l)?;
         let Dims {
             d,
             h,
@@ -678,13 +712,6 @@ impl Model {
             ..
         } = *dims;
         let n = x.len() / d;
-        let (norm1, norm2) = (Norm::of(b.norm1)?, Norm::of(b.norm2)?);
-        let (qkv_l, o_l, up_l, down_l) = (
-            Lin::of(b.qkv)?,
-            Lin::of(b.o)?,
-            Lin::of(b.up)?,
-            Lin::of(b.down)?,
-        );
         let mut hbuf = vec![0f32; n * d];
         hbuf.par_chunks_mut(d)
             .zip(x.par_chunks(d))
@@ -802,7 +829,15 @@ impl Model {
         dims: &Dims,
         rope: Option<(&[f32], &[f32])>,
     ) -> Result<()> {
-        let b = self.body.block(l);
+        let BlockW {
+            b,
+            norm1,
+            norm2,
+            qkv: qkv_l,
+            o: o_l,
+            up: up_l,
+            down: down_l,
+        } = BlockW::of(self, l)?;
         let Dims {
             d,
             h,
@@ -813,13 +848,6 @@ impl Model {
             ..
         } = *dims;
         let p = row_tok.len();
-        let (norm1, norm2) = (Norm::of(b.norm1)?, Norm::of(b.norm2)?);
-        let (qkv_l, o_l, up_l, down_l) = (
-            Lin::of(b.qkv)?,
-            Lin::of(b.o)?,
-            Lin::of(b.up)?,
-            Lin::of(b.down)?,
-        );
         // MLP: g += norm2'(x_mid)^T up^T act'(pre)^T down^T g
         let pw = b.act.pre_width(ffn);
         let mut dact = vec![0f32; p * ffn];
