@@ -359,6 +359,7 @@ impl RunDir {
                         .is_dir();
                     let ours = if is_dir {
                         ALL_TABLES.iter().any(|t| t.name == name)
+                            || super::stage::is_staging_name(&name)
                     } else {
                         name == MANIFEST || name == format!("{MANIFEST}.tmp")
                     };
