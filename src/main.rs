@@ -1,6 +1,8 @@
 //! The `tokenlens` command line: a thin layer over the library; errors become one clear
 //! message and a nonzero exit.
 
+mod cli_nmf;
+
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -135,6 +137,9 @@ enum Command {
         #[arg(long)]
         no_model: bool,
     },
+    /// Factorize the MLP activations of an existing run (NMF over every recorded position) and
+    /// write the nmf_* tables into it (see docs/nmf.md).
+    Nmf(cli_nmf::NmfArgs),
 }
 
 #[derive(Args)]
@@ -444,6 +449,7 @@ fn run(cli: Cli) -> Result<()> {
                 elapsed / n_targets.max(1) as f64
             );
         }
+        Command::Nmf(args) => cli_nmf::run(args)?,
         Command::Tokenize { model, text } => {
             let model = model.load()?;
             let ids = model.tokenizer.encode(&text)?;

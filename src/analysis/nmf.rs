@@ -237,10 +237,19 @@ pub fn nmf(
             Ok(())
         })?;
         // Error with the new W and the H it was fitted to.
+        // Partial sums over fixed blocks, added in order: the same bits on every run (rayon's
+        // `sum` splits work as threads steal it, so its rounding varies between runs).
         let bh: f64 = b
-            .par_iter()
-            .zip(&h)
-            .map(|(x, y)| (*x as f64) * (*y as f64))
+            .par_chunks(1 << 14)
+            .zip(h.par_chunks(1 << 14))
+            .map(|(x, y)| {
+                x.iter()
+                    .zip(y)
+                    .map(|(x, y)| (*x as f64) * (*y as f64))
+                    .sum::<f64>()
+            })
+            .collect::<Vec<f64>>()
+            .iter()
             .sum();
         let ah: f64 = a.iter().zip(&hht64).map(|(x, y)| x * y).sum();
         let err = (sq - 2.0 * bh + ah).max(0.0).sqrt() / norm_x;

@@ -3,6 +3,7 @@
 //! writes the results into `store`.
 
 pub mod dataset;
+pub mod nmf_stage;
 pub mod process;
 pub mod runner;
 pub mod spec;

@@ -768,6 +768,36 @@ pub fn run(spec: &PipelineSpec, opts: &RunOptions) -> Result<RunReport> {
     result?;
     bar.finish_and_clear();
 
+    // ---- corpus-level NMF: needs every prompt's activations, so only an unsharded run does it
+    // here; a sharded run's last step is `tokenlens nmf RUN_DIR` once every shard is done ----
+    if let Some(nmf) = &spec.analyses.nmf {
+        if shard.count == 1 {
+            let t = Instant::now();
+            // Negative layers count from the model's last block (the stage alone only knows the
+            // table's layers).
+            let mut nmf = nmf.clone();
+            nmf.layers = super::spec::Selection::List(
+                nmf.layers
+                    .resolve(model.config.n_layers)
+                    .map_err(|e| Error::Input(format!("analyses.nmf.layers: {e}")))?
+                    .into_iter()
+                    .map(|l| l as i64)
+                    .collect(),
+            );
+            let r = super::nmf_stage::run_stage(&root, &nmf, opts.quiet)?;
+            for (table, rows) in r.tables {
+                status.rows.insert(table.to_string(), rows);
+            }
+            status.seconds += t.elapsed().as_secs_f64();
+        } else if !opts.quiet {
+            eprintln!(
+                "note: analyses.nmf runs over the whole corpus: once every shard is done, run \
+                 `tokenlens nmf {}`",
+                root.display()
+            );
+        }
+    }
+
     // ---- done: shard status, then the manifest's copy of every shard's ----
     status.status = "done".into();
     write_json_atomic(&status_path, &status)?;

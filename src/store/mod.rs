@@ -1,9 +1,10 @@
 //! The Parquet store: table definitions (`schema`), crash-safe part files and run directories
-//! (`writer`), and docs/schema.md rendered from the definitions (`docs`). Tables are tidy (one
+//! (`writer`), replacing the tables of an existing run (`stage`), and docs/schema.md rendered from the definitions (`docs`). Tables are tidy (one
 //! row per observation), zstd-compressed, and readable by polars, pandas and duckdb as they are.
 
 pub mod docs;
 pub mod schema;
+pub mod stage;
 pub mod writer;
 
 #[cfg(test)]
@@ -12,6 +13,7 @@ mod tests;
 use std::path::{Path, PathBuf};
 
 pub use schema::{ALL_TABLES, ColType, Column, Precision, Table, TableDef, TableOptions};
+pub use stage::Staging;
 pub use writer::{PartInfo, PartWriter, RunDir, TableSummary, TableWriter, WriterOptions};
 
 /// Errors of writing a run. Each names the file or directory.

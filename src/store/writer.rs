@@ -380,7 +380,9 @@ impl RunDir {
                         .map_err(|x| StoreError::io(e.path(), x))?
                         .is_dir();
                     let ours = if is_dir {
-                        ALL_TABLES.iter().any(|t| t.name == name) || name == SHARDS_DIR
+                        ALL_TABLES.iter().any(|t| t.name == name)
+                            || name == SHARDS_DIR
+                            || super::stage::is_staging_name(&name)
                     } else {
                         name == MANIFEST || name == format!("{MANIFEST}.tmp")
                     };

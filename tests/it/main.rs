@@ -3,6 +3,7 @@
 mod cli;
 mod common;
 mod gguf_roundtrip;
+mod nmf;
 mod parity;
 mod run;
 mod saliency;
