@@ -610,7 +610,7 @@ fn run_dir_overwrite_rules() {
     std::fs::write(root.join("notes.txt"), "keep me").unwrap();
     let e = RunDir::create(&root, true).unwrap_err().to_string();
     assert!(
-        e.ends_with("not replaced: `notes.txt` is not part of a tokenlens run (only manifest.json and table folders are); remove it or choose another output.dir"),
+        e.ends_with("not replaced: `notes.txt` is not part of a tokenlens run (only manifest.json, shards/ and table folders are); remove it or choose another output.dir"),
         "{e}"
     );
     assert!(root.join("notes.txt").exists());
