@@ -7,3 +7,4 @@ mod parity;
 mod run;
 mod saliency;
 mod validate;
+mod view;
