@@ -21,10 +21,12 @@ function plain(row) {
 export class Run {
   static async open() {
     const run = new Run()
-    run.files = await getJson('/api/files')
-    run.manifest = run.files.manifest ? await getJson('/run/manifest.json') : null
+    const [files, manifest] = await Promise.all([getJson('/api/files'), getJson('/run/manifest.json').catch(() => null)])
+    run.files = files
+    run.manifest = files.manifest ? manifest : null
     run.parts = new Map()
     run.cache = new Map()
+    run.docIndex() // the document -> part hints, needed by every document page
     return run
   }
 
@@ -35,30 +37,65 @@ export class Run {
     if (!this.parts.has(p.path)) {
       this.parts.set(p.path, (async () => {
         const file = cachedAsyncBuffer(await asyncBufferFromUrl({ url: `/run/${p.path}`, byteLength: p.size }))
-        const metadata = await parquetMetadataAsync(file)
+        // Footers are small (one row group per part, usually): fetch 64 KB, not hyparquet's 512 KB.
+        const metadata = await parquetMetadataAsync(file, { initialFetchSize: 1 << 16 })
         return { file, metadata }
       })())
     }
     return this.parts.get(p.path)
   }
 
-  // Rows of a table (all parts), only `columns`, only rows matching `filter` (hyparquet's
-  // filter syntax, e.g. {doc_id: 'x'}). Cached by arguments.
-  read(table, columns, filter) {
-    const key = JSON.stringify([table, columns, filter])
+  // Rows of a table's `parts` (default: all), only `columns`, only rows matching `filter`
+  // (hyparquet's filter syntax, e.g. {doc_id: 'x'}; row groups whose statistics exclude it are
+  // not fetched). Parts are read in parallel. Cached by arguments.
+  read(table, columns, filter, parts) {
+    parts ??= this.files.tables[table] || []
+    const key = JSON.stringify([table, columns, filter, parts.map(p => p.path)])
     if (!this.cache.has(key)) {
       this.cache.set(key, (async () => {
-        const out = []
-        for (const p of this.files.tables[table] || []) {
+        const chunks = await Promise.all(parts.map(async p => {
           const { file, metadata } = await this.part(p)
-          const rows = await parquetReadObjects({ file, metadata, columns, filter, compressors, rowFormat: 'object' })
-          for (const r of rows) out.push(plain(r))
-        }
-        return out
+          return parquetReadObjects({ file, metadata, columns, filter, compressors, rowFormat: 'object' })
+        }))
+        return chunks.flat().map(plain)
       })())
     }
     return this.cache.get(key)
   }
 
-  doc(table, columns, docId) { return this.read(table, columns, { doc_id: docId }) }
+  // doc_id -> dataset index, from the generations table (two columns).
+  docIndex() {
+    this.index ??= this.has('generations')
+      ? this.read('generations', ['doc_id', 'index']).then(rows => new Map(rows.map(r => [r.doc_id, r.index])))
+      : Promise.resolve(new Map())
+    return this.index
+  }
+
+  // The parts that should hold a document's rows: the runner writes dataset index i into shard
+  // i mod N, window floor(i div N / bucket_window), parts part-<shard>-<seq> with seq div 100 =
+  // window. Only a hint: if those parts do not hold the document, every part is read.
+  async hintParts(table, docId) {
+    const spec = this.manifest?.spec
+    const n = this.manifest?.shard_count || 1
+    const window = spec?.batching?.bucket_window
+    const i = (await this.docIndex()).get(docId)
+    if (i == null || !window) return null
+    const shard = i % n, w = Math.floor(Math.floor(i / n) / window)
+    const parts = (this.files.tables[table] || []).filter(p => {
+      const m = p.path.match(/part-(\d+)-(\d+)\.parquet$/)
+      return m && Number(m[1]) === shard && Math.floor(Number(m[2]) / 100) === w
+    })
+    return parts.length ? parts : null
+  }
+
+  // A document's rows of a table.
+  async doc(table, columns, docId) {
+    const filter = { doc_id: docId }
+    const hint = await this.hintParts(table, docId)
+    if (hint) {
+      const rows = await this.read(table, columns, filter, hint)
+      if (rows.length) return rows
+    }
+    return this.read(table, columns, filter)
+  }
 }

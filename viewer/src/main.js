@@ -22,10 +22,12 @@ let run
 const app = () => document.getElementById('app')
 
 async function documentPage(id, tab) {
-  const gens = run.has('generations') ? await run.doc('generations', undefined, id) : []
-  const tokens = run.has('tokens')
-    ? (await run.doc('tokens', ['position', 'token_id', 'token', 'is_generated'], id)).sort((a, b) => a.position - b.position)
-    : []
+  // Everything this page needs, fetched in parallel.
+  const [gens, toks] = await Promise.all([
+    run.has('generations') ? run.doc('generations', undefined, id) : [],
+    run.has('tokens') ? run.doc('tokens', ['position', 'token_id', 'token', 'is_generated'], id) : [],
+  ])
+  const tokens = toks.sort((a, b) => a.position - b.position)
   const g = gens[0]
   const ctx = { run, id, tokens, gen: g, vocab: run.manifest?.model?.config?.vocab_size || 50000 }
   const body = h('section', { id: 'tab-body' })

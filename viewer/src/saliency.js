@@ -10,7 +10,7 @@ const METHOD_LABEL = { gradient: 'gradient', grad_x_input: 'grad × input', inte
 export async function saliencyView(ctx, rerender) {
   const { run, id, tokens } = ctx
   if (!run.has('saliency')) return missing('saliency', 'the pipeline did not enable analyses.saliency.')
-  const rows = await run.doc('saliency', ['method', 'target_position', 'source_position', 'score', 'raw'], id)
+  const rows = await run.doc('saliency', ['method', 'target_position', 'source_position', 'score'], id)
   if (!rows.length) return h('p', { class: 'note' }, 'No saliency rows for this document (nothing was generated).')
   const byMethod = groupBy(rows, 'method')
   const methods = ['gradient', 'grad_x_input', 'integrated_gradients'].filter(m => byMethod.has(m))
