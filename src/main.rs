@@ -138,6 +138,14 @@ enum Command {
         #[arg(long)]
         no_open: bool,
     },
+    /// Write the viewer and a run (the tables it shows) as one self-contained HTML file, to open
+    /// or share without a server. Best for small runs: the Parquet parts are inlined.
+    ExportHtml {
+        /// The run directory.
+        run_dir: PathBuf,
+        /// The HTML file to write.
+        out: PathBuf,
+    },
     /// Check a pipeline spec without running it: the YAML, every value, every dataset record, and
     /// (unless --no-model) the model's layers, heads, context and the watched tokens.
     Validate {
@@ -510,6 +518,23 @@ fn run(cli: Cli) -> Result<()> {
             port,
             no_open,
         } => view(&run_dir, port, no_open)?,
+        Command::ExportHtml { run_dir, out } => {
+            if !run_dir.join("manifest.json").is_file() {
+                bail!(
+                    "{}: not a run directory (no manifest.json)",
+                    run_dir.display()
+                );
+            }
+            let (html, inlined) = tokenlens::view::export_html(&run_dir)
+                .with_context(|| format!("reading {}", run_dir.display()))?;
+            std::fs::write(&out, &html).with_context(|| format!("writing {}", out.display()))?;
+            println!(
+                "wrote {} ({:.1} MB, {:.1} MB of Parquet inlined)",
+                out.display(),
+                html.len() as f64 / 1e6,
+                inlined as f64 / 1e6
+            );
+        }
         Command::Schema => {
             use tokenlens::store::schema::ALL_TABLES;
             let tables: Vec<serde_json::Value> = ALL_TABLES

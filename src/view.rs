@@ -621,6 +621,81 @@ mod tests {
     }
 }
 
+/// The tables the viewer reads (`activations` and `nmf_components`/`nmf_summary` are not shown).
+pub const VIEWED_TABLES: &[&str] = &[
+    "tokens",
+    "generations",
+    "predictions",
+    "lens",
+    "lens_topk",
+    "watch",
+    "saliency",
+    "saliency_completeness",
+    "attention",
+    "attention_rollout",
+    "nmf_factors",
+    "nmf_top_contexts",
+];
+
+fn asset_text(path: &str) -> &'static str {
+    ASSETS
+        .iter()
+        .find(|(p, _, _)| *p == path)
+        .and_then(|(_, _, b)| std::str::from_utf8(b).ok())
+        .unwrap_or_default()
+}
+
+/// `tokenlens export-html`: one self-contained HTML file, the viewer with the run inlined (the
+/// manifest and the parts of [`VIEWED_TABLES`], base64), opened from disk without a server.
+/// Returns the HTML and the bytes of Parquet inlined.
+pub fn export_html(run_dir: &Path) -> io::Result<(String, u64)> {
+    use base64::Engine;
+    let root = run_dir.canonicalize()?;
+    let mut files = files_listing(&root);
+    let mut parts = serde_json::Map::new();
+    let mut total = 0u64;
+    if let Some(tables) = files["tables"].as_object_mut() {
+        tables.retain(|name, _| VIEWED_TABLES.contains(&name.as_str()));
+        for list in tables.values() {
+            for p in list.as_array().into_iter().flatten() {
+                let path = p["path"].as_str().unwrap_or_default();
+                let bytes = std::fs::read(root.join(path))?;
+                total += bytes.len() as u64;
+                parts.insert(
+                    path.to_string(),
+                    base64::engine::general_purpose::STANDARD
+                        .encode(&bytes)
+                        .into(),
+                );
+            }
+        }
+    }
+    let manifest = std::fs::read_to_string(root.join("manifest.json")).ok();
+    let embed = serde_json::json!({"files": files, "manifest": manifest, "parts": parts});
+    // Inside <script>, `</` must not appear: JSON allows `<\/`.
+    let embed = serde_json::to_string(&embed)
+        .map_err(io::Error::other)?
+        .replace("</", "<\\/");
+    let js = asset_text("/viewer.js");
+    if js.contains("</script") {
+        return Err(io::Error::other(
+            "viewer.js contains `</script`; cannot inline it",
+        ));
+    }
+    let html = asset_text("/index.html")
+        .replace(
+            r#"<link rel="stylesheet" href="/viewer.css">"#,
+            &format!("<style>\n{}</style>", asset_text("/viewer.css")),
+        )
+        .replace(
+            r#"<script type="module" src="/viewer.js"></script>"#,
+            &format!(
+                "<script>window.TOKENLENS_EMBED = {embed};</script>\n<script type=\"module\">\n{js}</script>"
+            ),
+        );
+    Ok((html, total))
+}
+
 /// FNV-1a 64 over `(path, bytes)` pairs sorted by path, each fed as `path NUL bytes NUL`: the
 /// hash viewer/build.mjs writes into viewer/dist/BUILD-HASH.
 pub fn build_hash(files: &mut [(String, Vec<u8>)]) -> String {

@@ -403,3 +403,35 @@ fn view_refuses_what_is_not_a_run() {
         assert!(err.contains(msg) && !err.contains("panicked"), "{err}");
     }
 }
+
+#[test]
+fn export_html_inlines_the_viewer_and_the_run() {
+    use base64::Engine;
+    let run = tiny_run();
+    let out = scratch("view-export").join("run.html");
+    let o = Command::new(env!("CARGO_BIN_EXE_tokenlens"))
+        .args(["export-html", run.to_str().unwrap(), out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).starts_with("wrote "));
+    let html = std::fs::read_to_string(&out).unwrap();
+    // Self-contained: no reference to the server's paths; only our two inline scripts.
+    assert!(!html.contains("src=\"/viewer.js\"") && !html.contains("href=\"/viewer.css\""));
+    assert_eq!(html.matches("</script>").count(), 2);
+    assert!(html.contains("window.TOKENLENS_EMBED = {"));
+    let js = std::str::from_utf8(tokenlens::view::ASSETS[1].2).unwrap();
+    assert!(html.contains(js));
+    // Every part of the viewed tables, byte for byte.
+    for table in [
+        "tokens",
+        "generations",
+        "predictions",
+        "saliency",
+        "attention",
+    ] {
+        let part = first_part(&run, table);
+        let b64 = base64::engine::general_purpose::STANDARD.encode(std::fs::read(&part).unwrap());
+        assert!(html.contains(&b64), "{table}");
+    }
+}

@@ -28,6 +28,12 @@ function headView(tokens, weightsByQuery, n) {
   return svg('svg', { class: 'attn', width, height: n * rowH + 8 }, lines, leftLabels, rightLabels)
 }
 
+function legend(what) {
+  return h('div', { class: 'legend' }, h('span', {}, '0'),
+    h('span', { class: 'bar', style: { background: 'linear-gradient(to right, rgba(59,91,219,0), rgba(59,91,219,1))' } }),
+    h('span', {}, `1 (${what}; lines under 1% are not drawn)`))
+}
+
 function mean(rows, n) {
   const byQ = new Map()
   for (const r of rows) {
@@ -73,6 +79,7 @@ export async function attentionView(ctx, rerender) {
         h('label', {}, 'head'), h('select', { id: 'attn-head', onchange: e => { state.head = e.target.value === 'mean' ? 'mean' : Number(e.target.value); rerender() } },
           h('option', { value: 'mean', selected: state.head === 'mean' }, 'mean of heads'), heads.map(hd => h('option', { value: hd, selected: hd === state.head }, hd)))),
       h('p', { class: 'note' }, 'Left: attending (query) tokens; right: attended (key) tokens; line opacity = attention weight. Hover a left token to isolate it.'),
+      legend('attention weight = line opacity'),
       headView(tokens, mean(sel, n), n),
       h('h2', {}, 'Model view'),
       h('p', { class: 'note' }, 'Every recorded layer (rows) and head (columns); click one to show it above.'),
@@ -89,6 +96,7 @@ export async function attentionView(ctx, rerender) {
     out.append(
       h('div', { class: 'controls' }, h('label', {}, 'through block'), seg(layers.map(l => [l, String(l)]), state.rollLayer, v => { state.rollLayer = v; rerender() }, 'rollout-layer')),
       h('p', { class: 'note' }, 'Head-averaged attention with the residual connection, multiplied through blocks 0..layer (Abnar & Zuidema 2020).'),
+      legend('rolled-out attention = line opacity'),
       headView(tokens, new Map(rows.filter(r => r.layer === state.rollLayer).map(r => [r.query_position, Array.from(r.weights)])), n))
   }
   return out

@@ -6,7 +6,22 @@ import { decompress } from 'fzstd'
 
 const compressors = { ZSTD: (input, outputLength) => decompress(input, new Uint8Array(outputLength)) }
 
+// `tokenlens export-html` inlines the run: {files, manifest (text), parts: {path: base64}}.
+const EMBED = globalThis.TOKENLENS_EMBED
+
+function embeddedBuffer(path) {
+  const bin = atob(EMBED.parts[path])
+  const bytes = new Uint8Array(bin.length)
+  for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i)
+  return { byteLength: bytes.length, slice: (start, end) => bytes.slice(start, end).buffer }
+}
+
 async function getJson(url) {
+  if (EMBED) {
+    if (url === '/api/files') return EMBED.files
+    if (url === '/run/manifest.json' && EMBED.manifest) return JSON.parse(EMBED.manifest)
+    throw new Error(`${url}: not in this exported file`)
+  }
   const r = await fetch(url)
   if (!r.ok) throw new Error(`${url}: HTTP ${r.status}`)
   return r.json()
@@ -36,7 +51,7 @@ export class Run {
   part(p) {
     if (!this.parts.has(p.path)) {
       this.parts.set(p.path, (async () => {
-        const file = cachedAsyncBuffer(await asyncBufferFromUrl({ url: `/run/${p.path}`, byteLength: p.size }))
+        const file = EMBED ? embeddedBuffer(p.path) : cachedAsyncBuffer(await asyncBufferFromUrl({ url: `/run/${p.path}`, byteLength: p.size }))
         // Footers are small (one row group per part, usually): fetch 64 KB, not hyparquet's 512 KB.
         const metadata = await parquetMetadataAsync(file, { initialFetchSize: 1 << 16 })
         return { file, metadata }

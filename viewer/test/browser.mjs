@@ -10,7 +10,7 @@
 // and that missing tables are reported. Fails on any page error. Saves screenshots.
 import { spawn } from 'node:child_process'
 import { mkdirSync, readdirSync } from 'node:fs'
-import { join } from 'node:path'
+import { join, resolve as resolvePath } from 'node:path'
 import { createInterface } from 'node:readline'
 import { chromium } from 'playwright-core'
 import { asyncBufferFromFile, parquetReadObjects } from 'hyparquet'
@@ -176,6 +176,20 @@ try {
   await page.screenshot({ path: join(shots, 'nmf.png'), fullPage: true })
 
   check(errors.length === 0, `no page errors${errors.length ? `: ${errors.join('; ')}` : ''}`)
+
+  // export-html: the same viewer from one file, no server.
+  const html = join(shots, 'export.html')
+  await new Promise((resolve, reject) => spawn(bin, ['export-html', runDir, html], { stdio: 'inherit' })
+    .on('exit', c => (c === 0 ? resolve() : reject(new Error(`export-html exited with ${c}`)))))
+  const ex = await browser.newPage({ viewport: { width: 1280, height: 900 } })
+  const exErrors = []
+  ex.on('pageerror', e => exErrors.push(String(e)))
+  ex.on('console', m => { if (m.type() === 'error') exErrors.push(m.text()) })
+  await ex.goto(`file://${resolvePath(html)}#/doc/${encodeURIComponent(doc.doc_id)}`)
+  await ex.waitForSelector('#tab-body[data-ready]', { timeout: 20000 })
+  const exTokens = await ex.$$eval('#doc-tokens .tok', els => els.length)
+  check(exTokens === tokens.length && exErrors.length === 0, `export-html: ${html} opens from disk and shows the document (${exTokens} tokens)${exErrors.length ? `; errors: ${exErrors.join('; ')}` : ''}`)
+  await ex.screenshot({ path: join(shots, 'export.png'), fullPage: true })
 } finally {
   await browser.close()
   server.kill()
