@@ -58,6 +58,18 @@ pub fn tiny_run() -> PathBuf {
     .clone()
 }
 
+/// A private copy of the tiny run at `scratch/NAME/run`, for a test that changes it (tests run in
+/// parallel; the shared run stays untouched).
+fn copy_of_tiny_run(name: &str) -> PathBuf {
+    let dir = scratch(name).join("run");
+    let o = Command::new("cp")
+        .args(["-r", tiny_run().to_str().unwrap(), dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    dir
+}
+
 /// A running `tokenlens view`, killed on drop.
 struct Viewer {
     child: Child,
@@ -148,7 +160,7 @@ fn first_part(run: &Path, table: &str) -> PathBuf {
 
 #[test]
 fn view_serves_assets_the_manifest_and_byte_ranges() {
-    let run = tiny_run();
+    let run = copy_of_tiny_run("view-assets");
     let v = Viewer::start(&run);
 
     let (status, head, body) = v.get("/", "");
@@ -278,7 +290,7 @@ fn view_serves_assets_the_manifest_and_byte_ranges() {
 
 #[test]
 fn view_refuses_paths_outside_the_run() {
-    let run = tiny_run();
+    let run = copy_of_tiny_run("view-traversal");
     // A secret next to the run, and symlinks inside the run pointing to it.
     let outside = run.parent().unwrap();
     std::fs::write(outside.join("secret.txt"), "SECRET").unwrap();
@@ -303,7 +315,7 @@ fn view_refuses_paths_outside_the_run() {
         "/run/..%5csecret.txt",
         "/run//secret.txt",
         "/run/%252e%252e/secret.txt",
-        "/run/%2e%2e/view-run/secret.txt",
+        "/run/%2e%2e/view-traversal/secret.txt",
         "/run/link.txt",
         "/run/linkdir/secret.txt",
         "/run/%00/secret.txt",
@@ -433,5 +445,71 @@ fn export_html_inlines_the_viewer_and_the_run() {
         let part = first_part(&run, table);
         let b64 = base64::engine::general_purpose::STANDARD.encode(std::fs::read(&part).unwrap());
         assert!(html.contains(&b64), "{table}");
+    }
+}
+
+/// The tiny run plus *synthetic* `nmf_factors` and `nmf_top_contexts` tables (the runner does not
+/// write NMF yet), so the NMF view can be exercised: `scratch/view-nmf/run`.
+pub fn tiny_run_with_nmf() -> PathBuf {
+    use tokenlens::store::schema::{NmfFactors, NmfFactorsRow, NmfTopContexts, NmfTopContextsRow};
+    use tokenlens::store::{RunDir, TableOptions, TableWriter, WriterOptions};
+    let dir = copy_of_tiny_run("view-nmf");
+    let run = RunDir::open(&dir).unwrap();
+    let (topts, wopts) = (TableOptions::default(), WriterOptions::default());
+    let docs: Vec<(String, i32)> = DATA
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (v["id"].as_str().unwrap().to_string(), 0)
+        })
+        .collect();
+    let mut w = TableWriter::<NmfFactors>::create(&run, &topts, &wopts).unwrap();
+    let mut top = Vec::new();
+    for (doc, _) in &docs {
+        for position in 0..8 {
+            for factor in 0..3 {
+                let value = ((position * (factor + 1)) % 5) as f32 / 4.0;
+                w.append(NmfFactorsRow {
+                    doc_id: doc,
+                    position,
+                    factor,
+                    value,
+                })
+                .unwrap();
+                top.push((factor, value, doc.clone(), position));
+            }
+        }
+    }
+    w.finish().unwrap();
+    top.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.total_cmp(&a.1)));
+    let mut w = TableWriter::<NmfTopContexts>::create(&run, &topts, &wopts).unwrap();
+    for factor in 0..3 {
+        for (rank, (f, value, doc, position)) in
+            top.iter().filter(|t| t.0 == factor).take(3).enumerate()
+        {
+            w.append(NmfTopContextsRow {
+                factor: *f,
+                rank: rank as i32 + 1,
+                doc_id: doc,
+                position: *position,
+                value: *value,
+                context: "synthetic context",
+            })
+            .unwrap();
+        }
+    }
+    w.finish().unwrap();
+    dir
+}
+
+#[test]
+fn view_lists_nmf_tables() {
+    let run = tiny_run_with_nmf();
+    let v = Viewer::start(&run);
+    let (status, _, body) = v.get("/api/files", "");
+    assert_eq!(status, 200);
+    let files: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    for t in ["nmf_factors", "nmf_top_contexts"] {
+        assert_eq!(files["tables"][t].as_array().map(Vec::len), Some(1), "{t}");
     }
 }

@@ -172,7 +172,13 @@ try {
   }
 
   await openTab('nmf')
-  if (!(await table('nmf_factors'))) check(await page.$('[data-missing="nmf_factors"]') != null, 'NMF view says plainly that the table is missing')
+  const nmf = await table('nmf_factors', { doc_id: doc.doc_id })
+  if (!nmf) check(await page.$('[data-missing="nmf_factors"]') != null, 'NMF view says plainly that the table is missing')
+  else {
+    const nf = new Set(nmf.map(r => r.factor)).size
+    check(await page.$$eval('#nmf .spark', s => s.length) === nf, `NMF view: a sparkline for each of ${nf} factors`)
+    check(await page.$$eval('#nmf .tok[title^="factor"]', s => s.length) === new Set(nmf.map(r => r.position)).size, 'NMF view: tokens colored by their strongest factor')
+  }
   await page.screenshot({ path: join(shots, 'nmf.png'), fullPage: true })
 
   check(errors.length === 0, `no page errors${errors.length ? `: ${errors.join('; ')}` : ''}`)
