@@ -145,6 +145,9 @@ enum Command {
         run_dir: PathBuf,
         /// The HTML file to write.
         out: PathBuf,
+        /// Refuse runs whose viewed tables exceed this many MB of Parquet.
+        #[arg(long, default_value_t = 100.0)]
+        max_mb: f64,
     },
     /// Check a pipeline spec without running it: the YAML, every value, every dataset record, and
     /// (unless --no-model) the model's layers, heads, context and the watched tokens.
@@ -518,15 +521,19 @@ fn run(cli: Cli) -> Result<()> {
             port,
             no_open,
         } => view(&run_dir, port, no_open)?,
-        Command::ExportHtml { run_dir, out } => {
+        Command::ExportHtml {
+            run_dir,
+            out,
+            max_mb,
+        } => {
             if !run_dir.join("manifest.json").is_file() {
                 bail!(
                     "{}: not a run directory (no manifest.json)",
                     run_dir.display()
                 );
             }
-            let (html, inlined) = tokenlens::view::export_html(&run_dir)
-                .with_context(|| format!("reading {}", run_dir.display()))?;
+            let (html, inlined) = tokenlens::view::export_html(&run_dir, (max_mb * 1e6) as u64)
+                .with_context(|| format!("{}", run_dir.display()))?;
             std::fs::write(&out, &html).with_context(|| format!("writing {}", out.display()))?;
             println!(
                 "wrote {} ({:.1} MB, {:.1} MB of Parquet inlined)",

@@ -648,10 +648,30 @@ fn asset_text(path: &str) -> &'static str {
 /// `tokenlens export-html`: one self-contained HTML file, the viewer with the run inlined (the
 /// manifest and the parts of [`VIEWED_TABLES`], base64), opened from disk without a server.
 /// Returns the HTML and the bytes of Parquet inlined.
-pub fn export_html(run_dir: &Path) -> io::Result<(String, u64)> {
+/// Refuses (`InvalidInput`) when more than `max_bytes` of Parquet would be inlined.
+pub fn export_html(run_dir: &Path, max_bytes: u64) -> io::Result<(String, u64)> {
     use base64::Engine;
     let root = run_dir.canonicalize()?;
     let mut files = files_listing(&root);
+    let size: u64 = files["tables"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(name, _)| VIEWED_TABLES.contains(&name.as_str()))
+        .flat_map(|(_, parts)| parts.as_array().into_iter().flatten())
+        .filter_map(|p| p["size"].as_u64())
+        .sum();
+    if size > max_bytes {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "the tables the viewer shows are {:.0} MB, more than --max-mb {:.0}; one HTML file \
+                 is for small runs (use `tokenlens view`, or raise --max-mb)",
+                size as f64 / 1e6,
+                max_bytes as f64 / 1e6
+            ),
+        ));
+    }
     let mut parts = serde_json::Map::new();
     let mut total = 0u64;
     if let Some(tables) = files["tables"].as_object_mut() {

@@ -446,6 +446,15 @@ fn export_html_inlines_the_viewer_and_the_run() {
         let b64 = base64::engine::general_purpose::STANDARD.encode(std::fs::read(&part).unwrap());
         assert!(html.contains(&b64), "{table}");
     }
+    // Too large for one file: refused, nothing written.
+    let o = Command::new(env!("CARGO_BIN_EXE_tokenlens"))
+        .args(["export-html", run.to_str().unwrap(), "/nonexistent/x.html"])
+        .args(["--max-mb", "0.001"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("more than --max-mb"), "{err}");
 }
 
 /// The tiny run plus *synthetic* `nmf_factors` and `nmf_top_contexts` tables (the runner does not
