@@ -8,6 +8,7 @@ pub mod error;
 pub mod model;
 pub mod pipeline;
 pub mod store;
+pub mod view;
 
 pub use error::{Error, Result};
 

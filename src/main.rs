@@ -128,6 +128,29 @@ enum Command {
     /// Print the output tables' schema (every table, column, type, nullability) as JSON: the
     /// same definitions the writer and docs/schema.md use.
     Schema,
+    /// Serve the viewer for a run directory on 127.0.0.1 (the viewer is built into the binary;
+    /// the browser reads the run's Parquet tables directly).
+    View {
+        /// The run directory (output.dir of the pipeline).
+        run_dir: PathBuf,
+        /// Port to listen on (0: any free port). Default: 8470, or a free port if it is taken.
+        #[arg(long)]
+        port: Option<u16>,
+        /// Do not open a browser.
+        #[arg(long)]
+        no_open: bool,
+    },
+    /// Write the viewer and a run (the tables it shows) as one self-contained HTML file, to open
+    /// or share without a server. Best for small runs: the Parquet parts are inlined.
+    ExportHtml {
+        /// The run directory.
+        run_dir: PathBuf,
+        /// The HTML file to write.
+        out: PathBuf,
+        /// Refuse runs whose viewed tables exceed this many MB of Parquet.
+        #[arg(long, default_value_t = 100.0)]
+        max_mb: f64,
+    },
     /// Check a pipeline spec without running it: the YAML, every value, every dataset record, and
     /// (unless --no-model) the model's layers, heads, context and the watched tokens.
     Validate {
@@ -288,6 +311,47 @@ fn validate(pipeline: &Path, no_model: bool) -> Result<()> {
             spec.output.dir.display()
         );
     }
+    Ok(())
+}
+
+/// `tokenlens view`: binds, prints the URL, optionally opens a browser, serves until killed.
+fn view(run_dir: &Path, port: Option<u16>, no_open: bool) -> Result<()> {
+    use std::io::Write;
+    use tokenlens::view::Server;
+    if !run_dir.is_dir() {
+        bail!("{}: not a directory", run_dir.display());
+    }
+    if !run_dir.join("manifest.json").is_file() {
+        bail!(
+            "{}: not a run directory (no manifest.json); give the output.dir of a pipeline",
+            run_dir.display()
+        );
+    }
+    let server = match port {
+        Some(p) => Server::bind(run_dir, p)
+            .with_context(|| format!("listening on 127.0.0.1:{p} (--port 0 picks a free port)"))?,
+        None => Server::bind(run_dir, 8470)
+            .or_else(|_| Server::bind(run_dir, 0))
+            .context("listening on 127.0.0.1")?,
+    };
+    let url = format!("http://127.0.0.1:{}/", server.port());
+    println!("viewing {} at {url}", run_dir.display());
+    std::io::stdout().flush()?;
+    if !no_open {
+        let opener = if cfg!(target_os = "macos") {
+            "open"
+        } else {
+            "xdg-open"
+        };
+        // Best effort: no browser (a server, ssh) is fine, the URL is printed.
+        let _ = std::process::Command::new(opener)
+            .arg(&url)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn();
+    }
+    server.run();
     Ok(())
 }
 
@@ -458,6 +522,32 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Validate { pipeline, no_model } => validate(&pipeline, no_model)?,
+        Command::View {
+            run_dir,
+            port,
+            no_open,
+        } => view(&run_dir, port, no_open)?,
+        Command::ExportHtml {
+            run_dir,
+            out,
+            max_mb,
+        } => {
+            if !run_dir.join("manifest.json").is_file() {
+                bail!(
+                    "{}: not a run directory (no manifest.json)",
+                    run_dir.display()
+                );
+            }
+            let (html, inlined) = tokenlens::view::export_html(&run_dir, (max_mb * 1e6) as u64)
+                .with_context(|| format!("{}", run_dir.display()))?;
+            std::fs::write(&out, &html).with_context(|| format!("writing {}", out.display()))?;
+            println!(
+                "wrote {} ({:.1} MB, {:.1} MB of Parquet inlined)",
+                out.display(),
+                html.len() as f64 / 1e6,
+                inlined as f64 / 1e6
+            );
+        }
         Command::Schema => {
             use tokenlens::store::schema::ALL_TABLES;
             let tables: Vec<serde_json::Value> = ALL_TABLES

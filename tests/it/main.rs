@@ -8,3 +8,4 @@ mod parity;
 mod run;
 mod saliency;
 mod validate;
+mod view;
