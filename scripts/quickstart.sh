@@ -13,7 +13,7 @@ bin=target/release/tokenlens
 cat <<'NEXT'
 
 == next
-  look at it:      target/release/tokenlens view runs/quickstart      (the viewer, once it lands)
+  look at it:      target/release/tokenlens view runs/quickstart      (opens http://127.0.0.1:PORT/)
   load a table:    python3 -c 'import polars as pl; df = pl.read_parquet("runs/quickstart/lens/*.parquet");
                    print(df.filter(pl.col("layer") == 30).sort("rank").head())'
   or with pandas:  import pandas as pd; pd.read_parquet("runs/quickstart/saliency")

@@ -2,7 +2,8 @@
 # Runs every tokenlens test: fetches the default real model (cached), runs the Rust unit and
 # integration tests, then the quickstart pipeline on the real model (release build) and reads
 # every table it wrote with Python polars, pandas and duckdb (wheels installed into
-# target/interop-venv). This is exactly what CI runs (.ci/run).
+# target/interop-venv), and tests the viewer in headless Chromium on that run. This is exactly
+# what CI runs (.ci/run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/fetch-model.sh >/dev/null
@@ -18,3 +19,11 @@ cargo build --release --quiet
 target/release/tokenlens run --quiet --overwrite pipelines/quickstart.yaml
 target/release/tokenlens schema > target/tokenlens-schema.json
 "$venv/bin/python" tests/interop/check_tables.py runs/quickstart target/tokenlens-schema.json
+
+# The viewer in a real browser (Debian's chromium, headless, driven by playwright-core) on the
+# quickstart run: values shown equal the Parquet's, clicks change the saliency display.
+if [ ! -x /usr/bin/chromium ]; then
+  if [ "$(id -u)" = 0 ]; then apt-get install -y -qq chromium >/dev/null; else sudo apt-get install -y -qq chromium >/dev/null; fi
+fi
+(cd viewer && npm ci --silent --no-audit --no-fund)
+node viewer/test/browser.mjs target/release/tokenlens runs/quickstart target/viewer-screenshots
