@@ -27,7 +27,7 @@ pub struct NmfArgs {
     #[arg(long, default_value_t = NmfSpec::default().max_iter)]
     max_iter: usize,
     /// Stop when the relative error improves by less than this between iterations (relative to
-    /// the first iteration's error); 0: stop only when it no longer improves.
+    /// the first iteration's error); 0: run all --max-iter iterations.
     #[arg(long, default_value_t = NmfSpec::default().tolerance)]
     tol: f64,
     /// Seed of the random initialization (same seed, same factors).
@@ -47,6 +47,11 @@ pub struct NmfArgs {
     /// from the Parquet files at every iteration: e.g. 2G, 512M, 0 (always stream).
     #[arg(long, default_value = "2G")]
     memory_budget: String,
+    /// When streamed, decode the Parquet parts at every iteration instead of reading back a
+    /// scratch copy of the matrix written by the first pass (RUN_DIR/.staging-*/x.f16 or x.f32,
+    /// deleted at the end; 2 or 4 bytes per value on disk).
+    #[arg(long)]
+    no_spill: bool,
     /// No progress bar; only the summary (and errors).
     #[arg(long, short)]
     quiet: bool,
@@ -134,6 +139,7 @@ pub fn run(a: NmfArgs) -> Result<()> {
     };
     let opts = NmfStageOptions {
         memory_budget,
+        spill: !a.no_spill,
         ..NmfStageOptions::new(spec)
     };
     let r = run_stage_with(&a.run_dir, &opts, a.quiet)?;

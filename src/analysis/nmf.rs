@@ -6,13 +6,24 @@
 //! coordinate-descent updates as scikit-learn's `solver="cd"`), organized as one pass over the data
 //! per iteration:
 //!
-//! 1. for every chunk X_c: XH = X_c H^T, then `inner` HALS sweeps over the columns of W_c using
-//!    XH and HH^T; accumulate A += W_c^T W_c and B += W_c^T X_c;
-//! 2. after the pass, one HALS sweep over the rows of H using A and B.
+//! 1. for every chunk X_c, tile by tile of rows (a few MB, so the tile is still in cache for the
+//!    second product): XH = X_t H^T, then `inner` HALS sweeps over the columns of W_t using XH
+//!    and HH^T; accumulate A += W_t^T W_t and B += W_t^T X_t;
+//! 2. after the pass, `inner` HALS sweeps over the rows of H using A and B.
 //!
-//! Memory is one chunk of X plus H, B (k x cols each) and W (rows x k): bounded whatever the number
-//! of rows but for the k floats per row of W. The reconstruction error comes from the same
-//! statistics (no second pass): ||X - WH||^2 = ||X||^2 - 2 <B, H> + <A, HH^T>.
+//! The pass over X (two products of k x rows x cols) is the cost of an iteration; a sweep costs
+//! k^2 per row of W or column of H, so several sweeps per pass come almost free and cut the
+//! passes needed ("accelerated HALS", Gillis & Glineur 2012): with `inner` = 8, 2-3x fewer
+//! iterations than scikit-learn's one sweep each to the same error (docs/nmf.md).
+//!
+//! Memory is one chunk of X plus H, B (k x cols each, and one B per thread) and W (rows x k):
+//! bounded whatever the number of rows but for the k floats per row of W. The reconstruction
+//! error comes from the same statistics (no second pass):
+//! ||X - WH||^2 = ||X||^2 - 2 <B, H> + <A, HH^T>, with this iteration's W and the H it was fitted
+//! to (before H's own update).
+//!
+//! Results depend on the seed, the chunking and the number of threads (the order of floating
+//! point sums), not on scheduling: the same run on the same machine gives the same bits.
 
 use rayon::prelude::*;
 use serde::Serialize;
@@ -89,10 +100,12 @@ pub struct NmfOptions {
     pub n_components: usize,
     pub max_iter: usize,
     /// Stop when the relative error improves by less than this between iterations
-    /// (relative to the initial error, like scikit-learn's check).
+    /// (relative to the initial error, like scikit-learn's check). 0: run `max_iter` iterations
+    /// (near convergence the streamed error fluctuates by rounding, so "no improvement" alone
+    /// would stop at the first tick up).
     pub tol: f64,
     pub seed: u64,
-    /// HALS sweeps over W per chunk and iteration.
+    /// HALS sweeps over each tile's rows of W, and over H, per iteration.
     pub inner: usize,
 }
 
@@ -103,7 +116,7 @@ impl Default for NmfOptions {
             max_iter: 200,
             tol: 1e-4,
             seed: 0,
-            inner: 2,
+            inner: 8,
         }
     }
 }
@@ -149,18 +162,128 @@ fn mm_abt(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
 /// One HALS sweep over the columns of a non-negative factor F [r, k] minimizing
 /// ||Y - F G||^2 given P = Y G^T [r, k] and Q = G G^T [k, k].
 fn hals_rows(f: &mut [f32], p: &[f32], q: &[f32], k: usize) {
-    f.par_chunks_mut(k)
-        .zip(p.par_chunks(k))
-        .for_each(|(fr, pr)| {
-            for j in 0..k {
-                let qjj = q[j * k + j];
-                if qjj <= 0.0 {
-                    continue;
-                }
-                let dot: f32 = (0..k).map(|l| fr[l] * q[l * k + j]).sum();
-                fr[j] = (fr[j] + (pr[j] - dot) / qjj).max(0.0);
+    for (fr, pr) in f.chunks_mut(k).zip(p.chunks(k)) {
+        for j in 0..k {
+            let qjj = q[j * k + j];
+            if qjj <= 0.0 {
+                continue;
             }
-        });
+            let dot: f32 = (0..k).map(|l| fr[l] * q[l * k + j]).sum();
+            fr[j] = (fr[j] + (pr[j] - dot) / qjj).max(0.0);
+        }
+    }
+}
+
+/// `sweeps` HALS sweeps over the rows of H [k, cols] minimizing ||X - W H||^2 given A = W^T W
+/// [k, k] and B = W^T X [k, cols]: H_j <- max(0, H_j + (B_j - sum_l A_jl H_l) / A_jj) for
+/// j = 0..k in turn. Columns are independent, so each block of columns goes through all its
+/// sweeps while in cache, and extra sweeps cost little next to the pass over X.
+fn hals_h(h: &mut [f32], b: &[f32], a: &[f32], k: usize, cols: usize, sweeps: usize) {
+    const BLOCK: usize = 512;
+    let blocks: Vec<Vec<f32>> = (0..cols.div_ceil(BLOCK))
+        .into_par_iter()
+        .map(|blk| {
+            let (c0, c1) = (blk * BLOCK, ((blk + 1) * BLOCK).min(cols));
+            let n = c1 - c0;
+            let mut hb: Vec<f32> = (0..k)
+                .flat_map(|j| h[j * cols + c0..j * cols + c1].iter().copied())
+                .collect();
+            let mut num = vec![0f32; n];
+            for _ in 0..sweeps.max(1) {
+                for j in 0..k {
+                    let ajj = a[j * k + j];
+                    if ajj <= 0.0 {
+                        continue;
+                    }
+                    num.copy_from_slice(&b[j * cols + c0..j * cols + c1]);
+                    for l in 0..k {
+                        let ajl = a[j * k + l];
+                        if ajl != 0.0 {
+                            for (x, hv) in num.iter_mut().zip(&hb[l * n..(l + 1) * n]) {
+                                *x -= ajl * hv;
+                            }
+                        }
+                    }
+                    for (hv, x) in hb[j * n..(j + 1) * n].iter_mut().zip(&num) {
+                        *hv = (*hv + x / ajj).max(0.0);
+                    }
+                }
+            }
+            hb
+        })
+        .collect();
+    for (blk, hb) in blocks.iter().enumerate() {
+        let (c0, c1) = (blk * BLOCK, ((blk + 1) * BLOCK).min(cols));
+        let n = c1 - c0;
+        for j in 0..k {
+            h[j * cols + c0..j * cols + c1].copy_from_slice(&hb[j * n..(j + 1) * n]);
+        }
+    }
+}
+
+/// Bytes of X per tile of rows in [`chunk_pass`]: a tile is read from memory by X_t H^T and
+/// again, from cache, by W_t^T X_t. Measured on 4,000 x 46,080 (2 cores, 1 MB L2, 32 MB L3):
+/// 2 MB tiles 0.09 s per pass, 1 MB 0.11, 4 MB 0.11, 16 MB 0.15; the whole chunk at once (two
+/// reads of X) 0.12.
+const TILE_BYTES: usize = 2 << 20;
+
+/// The W update and the statistics of one chunk X_c [r, cols]: for each tile of rows,
+/// XH = X_t H^T, `inner` HALS sweeps over W_t, then A += W_t^T W_t and B += W_t^T X_t while the
+/// tile is still in cache (so X is read from memory once per iteration, not twice). The rows are
+/// split into one contiguous range per thread, each with its own A and B, summed in order: the
+/// result depends on the thread count, not on scheduling.
+#[allow(clippy::too_many_arguments)]
+fn chunk_pass(
+    c: &[f32],
+    wc: &mut [f32],
+    h: &[f32],
+    hht: &[f32],
+    cols: usize,
+    k: usize,
+    inner: usize,
+    a: &mut [f64],
+    b: &mut [f32],
+) {
+    let r = c.len() / cols;
+    let tile = (TILE_BYTES / (cols * 4)).max(1);
+    let threads = rayon::current_num_threads().clamp(1, r.div_ceil(tile));
+    let per = r.div_ceil(threads);
+    let ranges: Vec<(&mut [f32], &[f32])> =
+        wc.chunks_mut(per * k).zip(c.chunks(per * cols)).collect();
+    let stats: Vec<(Vec<f64>, Vec<f32>)> = ranges
+        .into_par_iter()
+        .map(|(wr, xr)| {
+            let mut at = vec![0f64; k * k];
+            let mut bt = vec![0f32; k * cols];
+            let mut xh = vec![0f32; tile * k];
+            for (wt, xt) in wr.chunks_mut(tile * k).zip(xr.chunks(tile * cols)) {
+                let rt = xt.len() / cols;
+                let xh = &mut xh[..rt * k];
+                mm_abt(rt, k, cols, xt, h, xh);
+                for _ in 0..inner.max(1) {
+                    hals_rows(wt, xh, hht, k);
+                }
+                for row in wt.chunks(k) {
+                    for i in 0..k {
+                        for j in 0..k {
+                            at[i * k + j] += (row[i] * row[j]) as f64;
+                        }
+                    }
+                }
+                // B_t [k, cols] += W_t^T [k, rt] . X_t [rt, cols]
+                gemm_strided(k, cols, rt, &mut bt, true, wt, 1, k, xt, cols, 1);
+            }
+            (at, bt)
+        })
+        .collect();
+    for (at, bt) in stats {
+        for (x, y) in a.iter_mut().zip(&at) {
+            *x += y;
+        }
+        b.par_chunks_mut(1 << 14)
+            .zip(bt.par_chunks(1 << 14))
+            .for_each(|(x, y)| x.iter_mut().zip(y).for_each(|(x, y)| *x += y));
+    }
 }
 
 /// Factorizes the rows of `src`. `progress(iteration, relative_error)` is called after each pass.
@@ -179,14 +302,29 @@ pub fn nmf(
     // sqrt(mean(X) / k) * |N(0, 1)|).
     let (mut sq, mut sum) = (0f64, 0f64);
     src.for_each_chunk(&mut |_, c| {
-        for &v in c {
-            if v < 0.0 || !v.is_finite() {
+        // Fixed blocks summed in order: the same bits whatever the scheduling.
+        let parts: Vec<(f64, f64, Option<f32>)> = c
+            .par_chunks(1 << 16)
+            .map(|blk| {
+                let (mut q, mut s) = (0f64, 0f64);
+                for &v in blk {
+                    if v < 0.0 || !v.is_finite() {
+                        return (q, s, Some(v));
+                    }
+                    q += (v as f64) * (v as f64);
+                    s += v as f64;
+                }
+                (q, s, None)
+            })
+            .collect();
+        for (q, s, bad) in parts {
+            if let Some(v) = bad {
                 return Err(Error::Input(format!(
                     "NMF input must be finite and non-negative, found {v}"
                 )));
             }
-            sq += (v as f64) * (v as f64);
-            sum += v as f64;
+            sq += q;
+            sum += s;
         }
         Ok(())
     })?;
@@ -220,20 +358,7 @@ pub fn nmf(
         src.for_each_chunk(&mut |first, c| {
             let r = c.len() / cols;
             let wc = &mut w[first * k..(first + r) * k];
-            let mut xh = vec![0f32; r * k];
-            mm_abt(r, k, cols, c, &h, &mut xh);
-            for _ in 0..opts.inner.max(1) {
-                hals_rows(wc, &xh, &hht, k);
-            }
-            for row in wc.chunks(k) {
-                for i in 0..k {
-                    for j in 0..k {
-                        a[i * k + j] += (row[i] * row[j]) as f64;
-                    }
-                }
-            }
-            // B [k, cols] += W_c^T [k, r] . X_c [r, cols]
-            gemm_strided(k, cols, r, &mut b, true, wc, 1, k, c, cols, 1);
+            chunk_pass(c, wc, &h, &hht, cols, k, opts.inner, &mut a, &mut b);
             Ok(())
         })?;
         // Error with the new W and the H it was fitted to.
@@ -253,29 +378,8 @@ pub fn nmf(
             .sum();
         let ah: f64 = a.iter().zip(&hht64).map(|(x, y)| x * y).sum();
         let err = (sq - 2.0 * bh + ah).max(0.0).sqrt() / norm_x;
-        // H update: one HALS sweep over its rows with A = W^T W, B = W^T X, written as
-        // H_j <- max(0, H_j + (B_j - sum_l A_jl H_l) / A_jj).
         let a32: Vec<f32> = a.iter().map(|&v| v as f32).collect();
-        for j in 0..k {
-            let ajj = a32[j * k + j];
-            if ajj <= 0.0 {
-                continue;
-            }
-            let mut num = b[j * cols..(j + 1) * cols].to_vec();
-            for l in 0..k {
-                let ajl = a32[j * k + l];
-                if ajl != 0.0 {
-                    let hl = &h[l * cols..(l + 1) * cols];
-                    num.par_iter_mut()
-                        .zip(hl)
-                        .for_each(|(n, hv)| *n -= ajl * hv);
-                }
-            }
-            h[j * cols..(j + 1) * cols]
-                .par_iter_mut()
-                .zip(&num)
-                .for_each(|(hv, n)| *hv = (*hv + n / ajj).max(0.0));
-        }
+        hals_h(&mut h, &b, &a32, k, cols, opts.inner);
         history.push(IterRecord {
             iteration: it as u32,
             relative_error: err,
@@ -283,7 +387,7 @@ pub fn nmf(
         });
         progress(it, err);
         let first = *first_err.get_or_insert(err);
-        if it > 0 && (prev_err - err) / first < opts.tol {
+        if opts.tol > 0.0 && it > 0 && (prev_err - err) / first < opts.tol {
             break;
         }
         prev_err = err;
@@ -360,10 +464,12 @@ mod tests {
         }
         let last = out.history.last().unwrap().relative_error;
         assert!(last < 0.02, "relative error {last}");
-        // The error never goes up (HALS is monotone), up to rounding in the streamed formula.
+        // The error never goes up (HALS is monotone), up to rounding in the streamed formula:
+        // ||X - WH||^2 / ||X||^2 = 1 - 2 <B, H> / ||X||^2 + ..., with <B, H> from f32 products,
+        // is resolved to ~1e-7, which at this error (~2.6e-3, squared 7e-6) is ~1% of it.
         for p in out.history.windows(2) {
             assert!(
-                p[1].relative_error <= p[0].relative_error * (1.0 + 1e-3),
+                p[1].relative_error.powi(2) <= p[0].relative_error.powi(2) + 1e-6,
                 "{:?}",
                 p
             );

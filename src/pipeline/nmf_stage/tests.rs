@@ -34,6 +34,7 @@ fn read(dir: &Path, spec: &NmfSpec, chunk_rows: usize) -> Result<(Scan, Vec<f32>
         scan: &scan,
         chunk_rows,
         on_chunk: &tick,
+        spill: None,
     };
     src.for_each_chunk(&mut |first, c| {
         firsts.push(first);
@@ -666,4 +667,45 @@ fn cosine(a: &[f32], b: &[f32]) -> f64 {
     let na: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
     let nb: f64 = b.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
     dot / (na * nb)
+}
+
+/// Streamed passes read the first pass's copy of X (float16 when the table is, float32 else):
+/// the same factors, to the bit, as decoding the Parquet parts every time.
+#[test]
+fn spilled_passes_equal_parquet_passes() {
+    for f16 in [false, true] {
+        let dir = scratch(&format!("spill-{f16}"));
+        SyntheticRun {
+            f16,
+            signed: true,
+            ..SyntheticRun::default()
+        }
+        .write(&dir)
+        .unwrap();
+        let (rows, cols) = (200u64, 64u64);
+        let mut results = Vec::new();
+        for spill in [true, false] {
+            let opts = NmfStageOptions {
+                memory_budget: 0,
+                chunk_bytes: 30 * cols as usize * 4,
+                spill,
+                ..NmfStageOptions::new(spec(|n| {
+                    n.max_iter = 12;
+                    n.negative = NegativeHandling::Split;
+                }))
+            };
+            let r = run_nmf(&dir, &opts, &mut |_| {}).unwrap();
+            assert!(!r.in_memory);
+            let width = if f16 { 2 } else { 4 };
+            assert_eq!(r.spill_bytes, if spill { rows * cols * width } else { 0 });
+            assert_eq!((r.rows as u64, r.cols as u64), (rows, cols));
+            results.push((
+                f32s(&batches(&dir, "nmf_components"), "weight"),
+                f64s(&batches(&dir, "nmf_summary"), "relative_error"),
+            ));
+            // No scratch file or staging folder is left.
+            assert!(!parts(&dir).iter().any(|p| p.starts_with('.')));
+        }
+        assert!(results[0] == results[1], "f16 {f16}");
+    }
 }
