@@ -204,7 +204,30 @@ pub fn run_stage_with(run_dir: &Path, opts: &NmfStageOptions, quiet: bool) -> Re
         }
     });
     bar.finish_and_clear();
-    result
+    let report = result?;
+    record_in_manifest(run_dir, &report)?;
+    Ok(report)
+}
+
+/// Records the NMF tables' row counts in the run's manifest (`nmf_rows`), so readers can check
+/// them like the shards' tables; a run directory without a manifest is left as it is.
+fn record_in_manifest(run_dir: &Path, report: &NmfReport) -> Result<()> {
+    let path = run_dir.join(crate::store::writer::MANIFEST);
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(());
+    };
+    let mut m: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| Error::Input(format!("{}: not a tokenlens manifest: {e}", path.display())))?;
+    let rows: serde_json::Map<String, serde_json::Value> = report
+        .tables
+        .iter()
+        .map(|(t, n)| (t.to_string(), (*n).into()))
+        .collect();
+    m["nmf_rows"] = rows.into();
+    let tmp = run_dir.join(format!(".{}.tmp", crate::store::writer::MANIFEST));
+    let bytes = serde_json::to_vec_pretty(&m).map_err(|e| Error::Input(e.to_string()))?;
+    std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))
 }
 
 /// Factorizes the activations of the run in `run_dir` and writes the NMF tables into it.

@@ -209,6 +209,9 @@ struct Manifest {
     shards: std::collections::BTreeMap<String, ShardStatus>,
     /// `done` once every shard is.
     status: String,
+    /// Rows of the NMF tables (`tokenlens nmf` or the pipeline's NMF stage).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    nmf_rows: Option<std::collections::BTreeMap<String, u64>>,
 }
 
 fn write_json_atomic(path: &Path, value: &impl Serialize) -> Result<()> {
@@ -632,6 +635,7 @@ pub fn run(spec: &PipelineSpec, opts: &RunOptions) -> Result<RunReport> {
             tables: spec.tables().iter().map(|s| s.to_string()).collect(),
             shards: Default::default(),
             status: "running".into(),
+            nmf_rows: None,
         };
         if !manifest_path.exists() {
             write_json_atomic(&manifest_path, &manifest)?;
@@ -784,10 +788,8 @@ pub fn run(spec: &PipelineSpec, opts: &RunOptions) -> Result<RunReport> {
                     .map(|l| l as i64)
                     .collect(),
             );
-            let r = super::nmf_stage::run_stage(&root, &nmf, opts.quiet)?;
-            for (table, rows) in r.tables {
-                status.rows.insert(table.to_string(), rows);
-            }
+            // Its row counts go to the manifest's `nmf_rows` (a corpus table, not a shard's).
+            super::nmf_stage::run_stage(&root, &nmf, opts.quiet)?;
             status.seconds += t.elapsed().as_secs_f64();
         } else if !opts.quiet {
             eprintln!(
