@@ -47,6 +47,10 @@ pub struct NmfArgs {
     /// from the Parquet files at every iteration: e.g. 2G, 512M, 0 (always stream).
     #[arg(long, default_value = "2G")]
     memory_budget: String,
+    /// HALS sweeps over W and over H per pass over the matrix (scikit-learn's cd does 1; more
+    /// sweeps cost little and cut the passes needed).
+    #[arg(long, default_value_t = tokenlens::analysis::nmf::NmfOptions::default().inner)]
+    sweeps: usize,
     /// When streamed, decode the Parquet parts at every iteration instead of reading back a
     /// scratch copy of the matrix written by the first pass (RUN_DIR/.staging-*/x.f16 or x.f32,
     /// deleted at the end; 2 or 4 bytes per value on disk).
@@ -119,6 +123,9 @@ pub fn run(a: NmfArgs) -> Result<()> {
     if a.components == 0 {
         bail!("--components must be at least 1");
     }
+    if a.sweeps == 0 {
+        bail!("--sweeps must be at least 1");
+    }
     if a.max_iter == 0 {
         bail!("--max-iter must be at least 1");
     }
@@ -140,6 +147,7 @@ pub fn run(a: NmfArgs) -> Result<()> {
     let opts = NmfStageOptions {
         memory_budget,
         spill: !a.no_spill,
+        inner: a.sweeps,
         ..NmfStageOptions::new(spec)
     };
     let r = run_stage_with(&a.run_dir, &opts, a.quiet)?;

@@ -19,8 +19,8 @@
 //! Memory is one chunk of X plus H, B (k x cols each, and one B per thread) and W (rows x k):
 //! bounded whatever the number of rows but for the k floats per row of W. The reconstruction
 //! error comes from the same statistics (no second pass):
-//! ||X - WH||^2 = ||X||^2 - 2 <B, H> + <A, HH^T>, with this iteration's W and the H it was fitted
-//! to (before H's own update).
+//! ||X - WH||^2 = ||X||^2 - 2 <B, H> + <A, HH^T>: A and B are W's, and still hold after H's
+//! update, so the error is that of the iteration's final W and H, as scikit-learn reports it.
 //!
 //! Results depend on the seed, the chunking and the number of threads (the order of floating
 //! point sums), not on scheduling: the same run on the same machine gives the same bits.
@@ -125,7 +125,7 @@ impl Default for NmfOptions {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct IterRecord {
     pub iteration: u32,
-    /// ||X - WH||_F / ||X||_F with W of this iteration and H before its update.
+    /// ||X - WH||_F / ||X||_F after this iteration (its W and H).
     pub relative_error: f64,
     pub seconds: f64,
 }
@@ -339,10 +339,9 @@ pub fn nmf(
     let mut history = Vec::new();
     let mut first_err = None;
     let mut prev_err = f64::INFINITY;
-    for it in 0..opts.max_iter {
-        let started = std::time::Instant::now();
-        // HH^T [k, k], in f64: the error formula subtracts nearly equal terms.
-        let hht64: Vec<f64> = (0..k * k)
+    // HH^T [k, k], in f64: the error formula subtracts nearly equal terms.
+    let gram = |h: &[f32]| -> Vec<f64> {
+        (0..k * k)
             .into_par_iter()
             .map(|ij| {
                 let (hi, hj) = (&h[ij / k * cols..][..cols], &h[ij % k * cols..][..cols]);
@@ -351,7 +350,11 @@ pub fn nmf(
                     .map(|(x, y)| (*x as f64) * (*y as f64))
                     .sum()
             })
-            .collect();
+            .collect()
+    };
+    let mut hht64 = gram(&h);
+    for it in 0..opts.max_iter {
+        let started = std::time::Instant::now();
         let hht: Vec<f32> = hht64.iter().map(|&v| v as f32).collect();
         let mut a = vec![0f64; k * k];
         let mut b = vec![0f32; k * cols];
@@ -361,9 +364,12 @@ pub fn nmf(
             chunk_pass(c, wc, &h, &hht, cols, k, opts.inner, &mut a, &mut b);
             Ok(())
         })?;
-        // Error with the new W and the H it was fitted to.
+        let a32: Vec<f32> = a.iter().map(|&v| v as f32).collect();
+        hals_h(&mut h, &b, &a32, k, cols, opts.inner);
+        // The error of this iteration's W and H: A = W^T W and B = W^T X still hold for W.
         // Partial sums over fixed blocks, added in order: the same bits on every run (rayon's
         // `sum` splits work as threads steal it, so its rounding varies between runs).
+        hht64 = gram(&h);
         let bh: f64 = b
             .par_chunks(1 << 14)
             .zip(h.par_chunks(1 << 14))
@@ -378,8 +384,6 @@ pub fn nmf(
             .sum();
         let ah: f64 = a.iter().zip(&hht64).map(|(x, y)| x * y).sum();
         let err = (sq - 2.0 * bh + ah).max(0.0).sqrt() / norm_x;
-        let a32: Vec<f32> = a.iter().map(|&v| v as f32).collect();
-        hals_h(&mut h, &b, &a32, k, cols, opts.inner);
         history.push(IterRecord {
             iteration: it as u32,
             relative_error: err,
@@ -474,8 +478,8 @@ mod tests {
                 p
             );
         }
-        // The streamed error formula agrees with a direct computation (W after the last pass,
-        // H before its last update is not kept: recompute with the final H within slack).
+        // The streamed error formula agrees with a direct computation from the final W and H
+        // (to its resolution, ~1% of an error this small; see above).
         let mut sq = 0f64;
         let mut total = 0f64;
         for r in 0..rows {
@@ -487,7 +491,7 @@ mod tests {
         }
         let direct = (sq / total).sqrt();
         assert!(
-            (direct - last).abs() < 5e-3,
+            (direct - last).abs() < 0.02 * direct,
             "direct {direct} vs streamed {last}"
         );
     }

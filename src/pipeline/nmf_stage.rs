@@ -962,15 +962,15 @@ struct Spill {
     bytes: u64,
 }
 
-/// The bytes of a slice of plain numbers (f32, u16), for raw file I/O in native byte order.
+/// The bytes of a slice of plain numbers (f32, f16), for raw file I/O in native byte order.
 fn as_bytes<T: Copy>(v: &[T]) -> &[u8] {
-    // SAFETY: f32 and u16 have no padding; any byte pattern is read back as the same numbers by
-    // this process (the file never leaves the machine).
+    // SAFETY: only called with f32 and f16 (a transparent u16): no padding, and the bytes are
+    // read back as the same numbers by this process (the file never leaves the machine).
     unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<u8>(), std::mem::size_of_val(v)) }
 }
 
 fn as_bytes_mut<T: Copy>(v: &mut [T]) -> &mut [u8] {
-    // SAFETY: as `as_bytes`; every bit pattern is a valid f32 or u16.
+    // SAFETY: as `as_bytes`; every bit pattern is a valid f32 or f16.
     unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<u8>(), std::mem::size_of_val(v)) }
 }
 
@@ -990,13 +990,13 @@ impl Spill {
         &mut self,
         file: &mut Option<std::io::BufWriter<File>>,
         chunk: &[f32],
-        half: &mut Vec<u16>,
+        half: &mut Vec<half::f16>,
     ) {
         use std::io::Write;
         let Some(w) = file else { return };
         let r = if self.f16 {
-            half.clear();
-            half.extend(chunk.iter().map(|&v| half::f16::from_f32(v).to_bits()));
+            half.resize(chunk.len(), half::f16::ZERO);
+            half.convert_from_f32_slice(chunk);
             w.write_all(as_bytes(half))
         } else {
             w.write_all(as_bytes(chunk))
@@ -1032,7 +1032,7 @@ impl Spill {
         let f16 = self.f16;
         std::thread::scope(|scope| {
             scope.spawn(move || {
-                let mut half = vec![0u16; if f16 { chunk_rows * cols } else { 0 }];
+                let mut half = vec![half::f16::ZERO; if f16 { chunk_rows * cols } else { 0 }];
                 let mut first = 0;
                 while first < rows {
                     let Ok(mut chunk) = empty_rx.recv() else {
@@ -1042,11 +1042,8 @@ impl Spill {
                     chunk.resize(n, 0.0);
                     let r = if f16 {
                         let h = &mut half[..n];
-                        file.read_exact(as_bytes_mut(h)).map(|()| {
-                            for (x, &b) in chunk.iter_mut().zip(h.iter()) {
-                                *x = half::f16::from_bits(b).to_f32();
-                            }
-                        })
+                        file.read_exact(as_bytes_mut(h))
+                            .map(|()| h.convert_to_f32_slice(&mut chunk))
                     } else {
                         file.read_exact(as_bytes_mut(&mut chunk))
                     };

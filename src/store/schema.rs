@@ -623,9 +623,9 @@ table! {
     "nmf_summary" => NMF_SUMMARY, NmfSummary, NmfSummaryRow {
         /// Iteration, from 1.
         iteration: Int32,
-        /// ||X - W H||_F / ||X||_F after this iteration.
+        /// ||X - W H||_F / ||X||_F after this iteration (with its W and H).
         relative_error: Float64,
-        /// Seconds since the factorization started.
+        /// Seconds since the factorization started (loading the matrix into memory excluded).
         seconds: Float64,
     }
 }
