@@ -301,55 +301,50 @@ impl ActKind {
         }
     }
 
+    /// act = f(pre) for one row, and `pre` overwritten with the diagonal(s) of d act / d pre at
+    /// that point: the backward pass then only multiplies (its rows outnumber the forward
+    /// pass's by the average prefix length, so the transcendental work is done here, once).
+    /// SwiGLU: [d act / d gate | d act / d up]; GELU: d act / d x.
     #[inline(always)]
-    fn forward_row(self, pre: &[f32], act: &mut [f32]) {
+    fn forward_row(self, pre: &mut [f32], act: &mut [f32]) {
         match self {
             ActKind::SwiGlu => {
-                let (g, u) = pre.split_at(act.len());
+                let (g, u) = pre.split_at_mut(act.len());
                 for i in 0..act.len() {
-                    act[i] = g[i] / (1.0 + fast_exp(-g[i])) * u[i];
+                    let (x, y) = (g[i], u[i]);
+                    let s = 1.0 / (1.0 + fast_exp(-x));
+                    act[i] = x * s * y;
+                    g[i] = y * s * (1.0 + x * (1.0 - s));
+                    u[i] = x * s;
                 }
             }
             ActKind::GeluTanh => {
-                for (a, &x) in act.iter_mut().zip(pre) {
-                    *a = 0.5 * x * (1.0 + (SQRT_2_OVER_PI * (x + GELU_C * x * x * x)).tanh());
+                for (a, p) in act.iter_mut().zip(pre) {
+                    let x = *p;
+                    let t = (SQRT_2_OVER_PI * (x + GELU_C * x * x * x)).tanh();
+                    let dt = (1.0 - t * t) * SQRT_2_OVER_PI * (1.0 + 3.0 * GELU_C * x * x);
+                    *a = 0.5 * x * (1.0 + t);
+                    *p = 0.5 * (1.0 + t) + 0.5 * x * dt;
                 }
             }
             ActKind::GeluErf => {
-                for (a, &x) in act.iter_mut().zip(pre) {
-                    *a = 0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2));
+                let inv_sqrt_2pi = 0.398_942_3f32;
+                for (a, p) in act.iter_mut().zip(pre) {
+                    let x = *p;
+                    let cdf = 0.5 * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2));
+                    *a = x * cdf;
+                    *p = cdf + x * inv_sqrt_2pi * (-0.5 * x * x).exp();
                 }
             }
         }
     }
 
-    /// dpre = d act / d pre ^T dact for one row.
+    /// dpre = d act / d pre ^T dact for one row, from the Jacobian `forward_row` left.
     #[inline(always)]
-    fn backward_row(self, pre: &[f32], dact: &[f32], dpre: &mut [f32]) {
-        match self {
-            ActKind::SwiGlu => {
-                let f = dact.len();
-                let (g, u) = pre.split_at(f);
-                let (dg, du) = dpre.split_at_mut(f);
-                for i in 0..f {
-                    let s = 1.0 / (1.0 + fast_exp(-g[i]));
-                    du[i] = dact[i] * g[i] * s;
-                    dg[i] = dact[i] * u[i] * s * (1.0 + g[i] * (1.0 - s));
-                }
-            }
-            ActKind::GeluTanh => {
-                for ((d, &x), &g) in dpre.iter_mut().zip(pre).zip(dact) {
-                    let t = (SQRT_2_OVER_PI * (x + GELU_C * x * x * x)).tanh();
-                    let dt = (1.0 - t * t) * SQRT_2_OVER_PI * (1.0 + 3.0 * GELU_C * x * x);
-                    *d = g * (0.5 * (1.0 + t) + 0.5 * x * dt);
-                }
-            }
-            ActKind::GeluErf => {
-                let inv_sqrt_2pi = 0.398_942_3f32;
-                for ((d, &x), &g) in dpre.iter_mut().zip(pre).zip(dact) {
-                    let cdf = 0.5 * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2));
-                    *d = g * (cdf + x * inv_sqrt_2pi * (-0.5 * x * x).exp());
-                }
+    fn backward_row(self, jac: &[f32], dact: &[f32], dpre: &mut [f32]) {
+        for (dp, j) in dpre.chunks_mut(dact.len()).zip(jac.chunks(dact.len())) {
+            for i in 0..dact.len() {
+                dp[i] = dact[i] * j[i];
             }
         }
     }
@@ -408,8 +403,8 @@ struct Tape {
     /// Attention probabilities per segment: [H, len, len] each, concatenated.
     probs: Vec<f32>,
     x_mid: Vec<f32>,
-    /// The MLP's up projection (the nonlinearity's input).
-    pre: Vec<f32>,
+    /// The nonlinearity's Jacobian at the up projection's output (see `ActKind::forward_row`).
+    jac: Vec<f32>,
 }
 
 /// Where each segment lives in the packed token arrays.
@@ -662,10 +657,14 @@ impl Model {
         }
         let row_tok: Vec<usize> = rows.iter().map(|r| r.tok).collect();
         let row_pos: Vec<usize> = rows.iter().map(|r| r.pos).collect();
+        // Rows with a cotangent at the top: each target's last position.
+        let top: Vec<usize> = spans.iter().map(|&(_, r0, n)| r0 + n - 1).collect();
+        let mut ws = Scratch::new(p, &dims, self.body.block(0).act.pre_width(dims.ffn));
         for l in (0..cfg.n_layers).rev() {
             let tape = tapes.pop().expect("one tape per layer");
+            let top = (l + 1 == cfg.n_layers).then_some(&top[..]);
             self.block_backward(
-                l, &tape, &mut g, &row_tok, &row_pos, &spans, &pk, &dims, rope,
+                l, &tape, &mut g, top, &mut ws, &row_tok, &row_pos, &spans, &pk, &dims, rope,
             )?;
         }
 
@@ -797,7 +796,7 @@ impl Model {
         up_l.forward(&hbuf, &mut pre);
         let mut act = vec![0f32; n * ffn];
         act.par_chunks_mut(ffn)
-            .zip(pre.par_chunks(pw))
+            .zip(pre.par_chunks_mut(pw))
             .for_each(|(a, p)| avx2(|| b.act.forward_row(p, a)));
         down_l.forward(&act, &mut tmp);
         let mut out = x_mid.clone();
@@ -808,20 +807,24 @@ impl Model {
                 qkv,
                 probs,
                 x_mid,
-                pre,
+                jac: pre,
             },
             out,
         ))
     }
 
     /// One block's backward pass: `g` [rows, d] holds d target / d (block output) and becomes
-    /// d target / d (block input).
+    /// d target / d (block input). `top`, for the last block, lists the only rows where `g` is
+    /// not zero (each target's last position): its MLP and output projection then run on those
+    /// rows alone, since a zero cotangent stays zero through them.
     #[allow(clippy::too_many_arguments)]
     fn block_backward(
         &self,
         l: usize,
         tape: &Tape,
         g: &mut [f32],
+        top: Option<&[usize]>,
+        ws: &mut Scratch,
         row_tok: &[usize],
         row_pos: &[usize],
         spans: &[(usize, usize, usize)],
@@ -829,50 +832,46 @@ impl Model {
         dims: &Dims,
         rope: Option<(&[f32], &[f32])>,
     ) -> Result<()> {
-        let BlockW {
-            b,
-            norm1,
-            norm2,
-            qkv: qkv_l,
-            o: o_l,
-            up: up_l,
-            down: down_l,
-        } = BlockW::of(self, l)?;
+        let w = BlockW::of(self, l)?;
         let Dims {
             d,
             h,
             hkv,
             hd,
             wqkv,
-            ffn,
             ..
         } = *dims;
         let p = row_tok.len();
-        // MLP: g += norm2'(x_mid)^T up^T act'(pre)^T down^T g
-        let pw = b.act.pre_width(ffn);
-        let mut dact = vec![0f32; p * ffn];
-        down_l.backward(g, &mut dact);
-        let mut dpre = vec![0f32; p * pw];
-        dpre.par_chunks_mut(pw)
-            .zip(dact.par_chunks(ffn))
-            .zip(row_tok)
-            .for_each(|((dp, da), &t)| {
-                avx2(|| b.act.backward_row(&tape.pre[t * pw..(t + 1) * pw], da, dp))
-            });
-        drop(dact);
-        let mut dh = vec![0f32; p * d];
-        up_l.backward(&dpre, &mut dh);
-        drop(dpre);
-        g.par_chunks_mut(d)
-            .zip(dh.par_chunks(d))
-            .zip(row_tok)
-            .for_each(|((g, dh), &t)| {
-                avx2(|| norm2.backward_row(&tape.x_mid[t * d..(t + 1) * d], dh, g))
-            });
-        // Attention: g += norm1'(x_in)^T qkv^T rope^T attn'^T o^T g
-        let mut da = vec![0f32; p * h * hd];
-        o_l.backward(g, &mut da);
-        let mut dqkv = vec![0f32; p * wqkv];
+        match top {
+            None => {
+                mlp_backward(&w, tape, g, row_tok, ws, dims);
+                w.o.backward(g, &mut ws.da[..p * h * hd]);
+            }
+            Some(rows) => {
+                let mut gc: Vec<f32> = rows
+                    .iter()
+                    .flat_map(|&r| g[r * d..(r + 1) * d].iter().copied())
+                    .collect();
+                let toks: Vec<usize> = rows.iter().map(|&r| row_tok[r]).collect();
+                mlp_backward(&w, tape, &mut gc, &toks, ws, dims);
+                let mut dac = vec![0f32; rows.len() * h * hd];
+                w.o.backward(&gc, &mut dac);
+                let da = &mut ws.da[..p * h * hd];
+                da.fill(0.0);
+                for (k, &r) in rows.iter().enumerate() {
+                    g[r * d..(r + 1) * d].copy_from_slice(&gc[k * d..(k + 1) * d]);
+                    da[r * h * hd..(r + 1) * h * hd]
+                        .copy_from_slice(&dac[k * h * hd..(k + 1) * h * hd]);
+                }
+            }
+        }
+        let BlockW {
+            norm1, qkv: qkv_l, ..
+        } = w;
+        let da = &ws.da[..p * h * hd];
+        let dh = &mut ws.dh[..p * d];
+        let dqkv = &mut ws.dqkv[..p * wqkv];
+        // Attention: g += norm1'(x_in)^T qkv^T rope^T attn'^T (o^T g, in `da`)
         let dqkv_ptr = SharedMut(dqkv.as_mut_ptr());
         let rep = h / hkv;
         let scale = 1.0 / (hd as f32).sqrt();
@@ -972,7 +971,6 @@ impl Model {
                 }
             }
         });
-        drop(da);
         if let Some((cos, sin)) = rope {
             let half = hd / 2;
             dqkv.par_chunks_mut(wqkv)
@@ -987,8 +985,7 @@ impl Model {
                     }
                 });
         }
-        qkv_l.backward(&dqkv, &mut dh);
-        drop(dqkv);
+        qkv_l.backward(dqkv, dh);
         g.par_chunks_mut(d)
             .zip(dh.par_chunks(d))
             .zip(row_tok)
@@ -997,6 +994,63 @@ impl Model {
             });
         Ok(())
     }
+}
+
+/// Scratch buffers of the backward pass, sized for the packed rows once and reused by every
+/// block: each is overwritten in full before it is read, so they are never cleared.
+struct Scratch {
+    dact: Vec<f32>,
+    dpre: Vec<f32>,
+    dh: Vec<f32>,
+    da: Vec<f32>,
+    dqkv: Vec<f32>,
+}
+
+impl Scratch {
+    fn new(rows: usize, dims: &Dims, pre_width: usize) -> Self {
+        Scratch {
+            dact: vec![0f32; rows * dims.ffn],
+            dpre: vec![0f32; rows * pre_width],
+            dh: vec![0f32; rows * dims.d],
+            da: vec![0f32; rows * dims.h * dims.hd],
+            dqkv: vec![0f32; rows * dims.wqkv],
+        }
+    }
+}
+
+/// The MLP's backward pass on the rows of `g` (whose forward activations are those of the
+/// packed tokens `toks`): g += norm2'(x_mid)^T up^T act'(pre)^T down^T g.
+fn mlp_backward(
+    w: &BlockW<'_>,
+    tape: &Tape,
+    g: &mut [f32],
+    toks: &[usize],
+    ws: &mut Scratch,
+    dims: &Dims,
+) {
+    let (d, ffn) = (dims.d, dims.ffn);
+    let pw = w.b.act.pre_width(ffn);
+    let m = toks.len();
+    let dact = &mut ws.dact[..m * ffn];
+    w.down.backward(g, dact);
+    let dpre = &mut ws.dpre[..m * pw];
+    dpre.par_chunks_mut(pw)
+        .zip(dact.par_chunks(ffn))
+        .zip(toks)
+        .for_each(|((dp, da), &t)| {
+            avx2(|| {
+                w.b.act
+                    .backward_row(&tape.jac[t * pw..(t + 1) * pw], da, dp)
+            })
+        });
+    let dh = &mut ws.dh[..m * d];
+    w.up.backward(dpre, dh);
+    g.par_chunks_mut(d)
+        .zip(dh.par_chunks(d))
+        .zip(toks)
+        .for_each(|((g, dh), &t)| {
+            avx2(|| w.norm2.backward_row(&tape.x_mid[t * d..(t + 1) * d], dh, g))
+        });
 }
 
 #[cfg(test)]
