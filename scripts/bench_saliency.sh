@@ -5,7 +5,9 @@
 # count, one after the other. Prints seconds per generated token for each and the ratio, and checks
 # that both generated the same tokens. Needs scripts/setup_ecco.sh done once (see scripts/README.md).
 #
-# Usage: scripts/bench_saliency.sh [THREADS]       (default 2)
+# Usage: [ROUNDS=3] scripts/bench_saliency.sh [THREADS]       (default 2 threads, 1 round)
+# Each round runs tokenlens (both methods) and then Ecco (both methods); the ratios are computed per
+# round, so drifts of the machine between rounds cancel out, and their median is printed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 t=${1:-2}
@@ -32,22 +34,31 @@ subprocess.run(["target/release/tokenlens", "saliency", "--model", model, "--gen
 PY
 }
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); threads $t; $(date -u +%F)"
-run_ours grad_x_input "$out/ours_gxi.json"
-run_ours integrated_gradients "$out/ours_ig.json"
-PYTHONPATH=/work/ecco-pkgs "$PY" scripts/bench_saliency_ecco.py --model-dir /work/ecco-model --threads "$t" \
-  --methods grad_x_input,ig --prompts-file "$prompts" --generate 10 --out "$out/ecco.json" >/dev/null
-python3 - "$out" <<'PY'
-import json, sys
-d = sys.argv[1]
-ecco = json.load(open(f"{d}/ecco.json"))
-print("ecco:", json.dumps(ecco["versions"]), "peak RSS %.0f MB" % ecco["peak_rss_mb"])
+rounds=${ROUNDS:-1}
+for r in $(seq "$rounds"); do
+  mkdir -p "$out/$r"
+  run_ours grad_x_input "$out/$r/ours_gxi.json"
+  run_ours integrated_gradients "$out/$r/ours_ig.json"
+  PYTHONPATH=/work/ecco-pkgs "$PY" scripts/bench_saliency_ecco.py --model-dir /work/ecco-model --threads "$t" \
+    --methods grad_x_input,ig --prompts-file "$prompts" --generate 10 --out "$out/$r/ecco.json" >/dev/null
+done
+python3 - "$out" "$rounds" <<'PY'
+import json, statistics, sys
+d, rounds = sys.argv[1], int(sys.argv[2])
 for name, ours_file, ecco_key in [("grad_x_input", "ours_gxi.json", "grad_x_input"), ("integrated_gradients", "ours_ig.json", "ig")]:
-    ours = json.load(open(f"{d}/{ours_file}"))
-    o = ours["seconds"] / ours["generated_tokens"]
-    m = ecco["methods"][ecco_key] if "methods" in ecco else ecco[ecco_key]
-    e = m["s_per_generated_token"]
-    print(f"{name:22s} tokenlens {o:7.3f} s/token   Ecco {e:7.3f} s/token   speed-up {e / o:5.1f}x")
-    same = sum(s[p:] == r["generated_ids"] for s, p, r in zip(ours["sequences"], ours["prompt_lens"], ecco["prompts"]))
-    print(f"{'':22s} same generated tokens as Ecco for {same}/{len(ecco['prompts'])} prompts")
+    ratios = []
+    for r in range(1, rounds + 1):
+        ecco = json.load(open(f"{d}/{r}/ecco.json"))
+        if r == 1:
+            print("ecco:", json.dumps(ecco["versions"]), "peak RSS %.0f MB" % ecco["peak_rss_mb"]) if name == "grad_x_input" else None
+        ours = json.load(open(f"{d}/{r}/{ours_file}"))
+        o = ours["seconds"] / ours["generated_tokens"]
+        m = ecco["methods"][ecco_key] if "methods" in ecco else ecco[ecco_key]
+        e = m["s_per_generated_token"]
+        ratios.append(e / o)
+        same = sum(s[p:] == x["generated_ids"] for s, p, x in zip(ours["sequences"], ours["prompt_lens"], ecco["prompts"]))
+        print(f"round {r} {name:22s} tokenlens {o:7.4f} s/token (+{ours.get('prepare_seconds', 0):.2f} s model preparation)"
+              f"   Ecco {e:7.3f} s/token   speed-up {e / o:5.1f}x   same tokens {same}/{len(ecco['prompts'])}")
+    print(f"{name:22s} median speed-up over {rounds} round(s): {statistics.median(ratios):.1f}x")
 PY
 echo "outputs in $out"

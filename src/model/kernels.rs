@@ -232,6 +232,28 @@ pub(crate) fn gemm_strided(
     }
 }
 
+/// `src` [rows, cols] row-major, transposed to [cols, rows]: 32 x 32 tiles, one band of output
+/// rows per task.
+pub(crate) fn transpose(src: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    const T: usize = 32;
+    assert_eq!(src.len(), rows * cols, "transpose: size");
+    let mut dst = vec![0f32; rows * cols];
+    dst.par_chunks_mut(T * rows.max(1))
+        .enumerate()
+        .for_each(|(band, out)| {
+            let c0 = band * T;
+            let nc = out.len() / rows.max(1);
+            for r0 in (0..rows).step_by(T) {
+                for c in c0..c0 + nc {
+                    for r in r0..(r0 + T).min(rows) {
+                        out[(c - c0) * rows + r] = src[r * cols + c];
+                    }
+                }
+            }
+        });
+    dst
+}
+
 /// The f32 data of a contiguous CPU storage, borrowed.
 pub(crate) fn contiguous_f32<'a>(
     s: &'a candle_core::CpuStorage,
@@ -736,6 +758,19 @@ mod tests {
     use super::*;
     use crate::model::test_util::max_diff;
     use candle_core::Device;
+
+    #[test]
+    fn transpose_matches_naive() {
+        for (r, c) in [(1, 5), (5, 1), (37, 70), (64, 32), (33, 100)] {
+            let src: Vec<f32> = (0..r * c).map(|i| i as f32).collect();
+            let t = transpose(&src, r, c);
+            for i in 0..r {
+                for j in 0..c {
+                    assert_eq!(t[j * r + i], src[i * c + j], "{r}x{c} at {i},{j}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn fast_exp_is_accurate() {

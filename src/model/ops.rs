@@ -80,7 +80,13 @@ impl Linear {
         if let Some(w) = self.w_out_in.get() {
             return Ok(w);
         }
-        let w = self.wt.t()?.contiguous()?;
+        let (inp, out) = self.wt.dims2()?;
+        let src = self.wt.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+        let w = Tensor::from_vec(
+            kernels::transpose(&src, inp, out),
+            (out, inp),
+            self.wt.device(),
+        )?;
         Ok(self.w_out_in.get_or_init(|| w))
     }
 

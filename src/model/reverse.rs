@@ -454,6 +454,18 @@ fn softmax_row(row: &mut [f32], i: usize, dims: &Dims) {
 }
 
 impl Model {
+    /// Makes the [out, in] weight copies the reverse pass reads for widening layers (otherwise
+    /// made on first use), all layers in parallel: a timed first call then does not pay for them.
+    pub fn prepare_reverse(&self) -> Result<()> {
+        (0..self.config.n_layers).into_par_iter().try_for_each(|l| {
+            let b = self.body.block(l);
+            for lin in [b.qkv, b.o, b.up, b.down] {
+                Lin::of(lin)?;
+            }
+            Ok(())
+        })
+    }
+
     /// For every segment and target: the target token's probability and, where asked, its
     /// gradient with respect to the prefix's input token embeddings (see the module docs).
     /// Memory grows with the total tokens and the total prefix rows of the segments given: the
