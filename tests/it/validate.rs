@@ -95,6 +95,22 @@ fn a_good_spec_prints_a_summary() {
     assert!(out.contains("the run will fail unless it is empty or output.overwrite is true"));
 }
 
+/// Every committed pipeline parses and finds its dataset.
+#[test]
+fn every_shipped_pipeline_is_valid() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines");
+    let mut n = 0;
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let path = e.unwrap().path();
+        if path.extension().is_some_and(|x| x == "yaml") {
+            let out = ok(&["validate", "--no-model", path.to_str().unwrap()]);
+            assert!(out.starts_with("ok: "), "{}: {out}", path.display());
+            n += 1;
+        }
+    }
+    assert!(n >= 3, "{n} pipelines");
+}
+
 /// The shipped example: its dataset and, when the default model is there, its layers, heads and
 /// watched tokens.
 #[test]
