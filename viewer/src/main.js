@@ -1,8 +1,9 @@
 // The tokenlens viewer: a run overview and, per document, its tokens, saliency, predictions,
-// logit lens, watched tokens, attention and NMF factors. Routes: #/ and #/doc/<id>/<tab>.
+// logit lens, watched tokens, attention and NMF factors. Routes: #/ (with ?q=, page=, per=) and
+// #/doc/<id>/<tab>.
 import { Run } from './data.js'
 import { h, chip, missing, showTip, hideTip } from './ui.js'
-import { overview } from './overview.js'
+import { overview, overviewLink } from './overview.js'
 import { saliencyView } from './saliency.js'
 import { predictionsView, lensView, watchView } from './lens.js'
 import { attentionView } from './attention.js'
@@ -32,7 +33,7 @@ async function documentPage(id, tab) {
   const ctx = { run, id, tokens, gen: g, vocab: run.manifest?.model?.config?.vocab_size || 50000 }
   const body = h('section', { id: 'tab-body' })
   const page = h('div', { id: 'document', 'data-doc': id },
-    h('p', {}, h('a', { href: '#/' }, '← all documents')),
+    h('p', {}, h('a', { href: overviewLink(), id: 'back' }, '← all documents')),
     h('h1', {}, 'Document ', h('code', {}, id)),
     g ? h('p', { class: 'note' }, `prompt #${g.index}: ${g.prompt_tokens} prompt tokens, ${g.generated_tokens} generated`,
       g.stopped_at_eos ? ' (stopped at EOS)' : '', g.truncated_tokens ? `, ${g.truncated_tokens} truncated` : '') : null,

@@ -1,5 +1,16 @@
-// The run overview: manifest facts, tables, and the searchable document list (generations).
+// The run overview: manifest facts, tables, and the searchable, paged document list (generations).
 import { h, missing } from './ui.js'
+
+// Documents per page of the list.
+const PAGE = 500
+
+// The overview's last URL (search and page), for the documents' "back" link.
+export function overviewLink() {
+  try { return sessionStorage.getItem('tokenlens-overview') || '#/' } catch { return '#/' }
+}
+function rememberOverview(hash) {
+  try { sessionStorage.setItem('tokenlens-overview', hash) } catch { /* storage disabled */ }
+}
 
 function fmtBytes(n) {
   return n < 1024 ? `${n} B` : n < 1 << 20 ? `${(n / 1024).toFixed(1)} KB` : `${(n / (1 << 20)).toFixed(1)} MB`
@@ -42,21 +53,45 @@ export async function overview(run) {
   if (run.has('generations')) {
     const gens = (await run.read('generations', ['doc_id', 'index', 'prompt', 'output_text', 'prompt_tokens', 'generated_tokens'])).sort((a, b) => a.index - b.index)
     const list = h('tbody')
-    const count = h('span', { class: 'note' })
-    const LIMIT = 500
-    const fill = q => {
-      q = q.trim().toLowerCase()
-      const hits = q ? gens.filter(g => g.doc_id.toLowerCase().includes(q) || g.prompt.toLowerCase().includes(q) || g.output_text.toLowerCase().includes(q)) : gens
-      list.replaceChildren(...hits.slice(0, LIMIT).map(g => h('tr', { 'data-doc': g.doc_id, onclick: () => { location.hash = `#/doc/${encodeURIComponent(g.doc_id)}` } },
+    const count = h('span', { class: 'note', id: 'doc-count' })
+    // View state lives in the URL (#/?q=…&page=…&per=…): shareable, and kept when coming back
+    // from a document.
+    const params = new URLSearchParams(location.hash.split('?')[1] || '')
+    let q = params.get('q') || ''
+    let page = Math.max(1, parseInt(params.get('page'), 10) || 1)
+    const per = Math.min(5000, Math.max(1, parseInt(params.get('per'), 10) || PAGE))
+    const prev = h('button', { id: 'doc-prev', onclick: () => { page--; fill() } }, '← previous')
+    const next = h('button', { id: 'doc-next', onclick: () => { page++; fill() } }, 'next →')
+    const fill = () => {
+      const needle = q.trim().toLowerCase()
+      const hits = needle ? gens.filter(g => g.doc_id.toLowerCase().includes(needle) || g.prompt.toLowerCase().includes(needle) || g.output_text.toLowerCase().includes(needle)) : gens
+      const pages = Math.max(1, Math.ceil(hits.length / per))
+      page = Math.min(Math.max(1, page), pages)
+      const from = (page - 1) * per
+      const shown = hits.slice(from, from + per)
+      list.replaceChildren(...shown.map(g => h('tr', { 'data-doc': g.doc_id, onclick: () => { location.hash = `#/doc/${encodeURIComponent(g.doc_id)}` } },
         h('td', { class: 'num' }, g.index),
         h('td', {}, h('a', { href: `#/doc/${encodeURIComponent(g.doc_id)}` }, g.doc_id)),
         h('td', {}, g.prompt, h('b', {}, g.output_text)),
         h('td', { class: 'num' }, g.prompt_tokens), h('td', { class: 'num' }, g.generated_tokens))))
-      count.textContent = hits.length > LIMIT ? `${LIMIT} of ${hits.length} matches shown` : `${hits.length} of ${gens.length} documents`
+      const of = needle ? `${hits.length.toLocaleString()} matches (${gens.length.toLocaleString()} documents)` : `${gens.length.toLocaleString()} documents`
+      count.textContent = hits.length ? `${(from + 1).toLocaleString()}–${(from + shown.length).toLocaleString()} of ${of}` : `no match among ${gens.length.toLocaleString()} documents`
+      prev.disabled = page <= 1
+      next.disabled = page >= pages
+      pager.hidden = pages <= 1
+      const p = new URLSearchParams()
+      if (q) p.set('q', q)
+      if (page > 1) p.set('page', page)
+      if (per !== PAGE) p.set('per', per)
+      const hash = `#/${p.toString() ? `?${p}` : ''}`
+      // replaceState: no hashchange, so no re-render and no history entry per keystroke.
+      if (location.hash !== hash && !(hash === '#/' && location.hash === '')) history.replaceState(null, '', hash)
+      rememberOverview(hash)
     }
-    const search = h('input', { type: 'search', id: 'doc-search', placeholder: 'Search ids, prompts and outputs…', oninput: e => fill(e.target.value) })
-    fill('')
-    docs = h('div', {}, h('div', { class: 'controls' }, search, count),
+    const pager = h('span', { class: 'pager' }, prev, next)
+    const search = h('input', { type: 'search', id: 'doc-search', value: q, placeholder: 'Search ids, prompts and outputs…', oninput: e => { q = e.target.value; page = 1; fill() } })
+    fill()
+    docs = h('div', {}, h('div', { class: 'controls' }, search, count, pager),
       h('table', { class: 'grid docs', id: 'doc-list' },
         h('thead', {}, h('tr', {}, h('th', {}, '#'), h('th', {}, 'doc_id'), h('th', {}, 'prompt + ', h('b', {}, 'generated')), h('th', {}, 'prompt tokens'), h('th', {}, 'generated'))),
         list))

@@ -97,7 +97,26 @@ try {
   await page.fill('#doc-search', probe)
   const found = await page.$$eval('#doc-list tbody tr', trs => trs.map(tr => tr.dataset.doc))
   check(found.includes(probe), `search finds ${probe}`)
+  check(page.url().includes(`#/?q=${encodeURIComponent(probe)}`), `the search is kept in the URL (${page.url().split('#')[1]})`)
   await page.fill('#doc-search', '')
+  // Paging and view state in the URL: 10 per page, page 2, then "next".
+  if (gens.length > 20) {
+    await page.goto(`${url}#/?per=10&page=2`)
+    await page.waitForFunction(() => document.querySelector('#doc-count')?.textContent.startsWith('11–20'), null, { timeout: 20000 })
+    const p2 = await page.$$eval('#doc-list tbody tr', trs => trs.map(tr => tr.dataset.doc))
+    check(JSON.stringify(p2) === JSON.stringify(gens.slice(10, 20).map(g => g.doc_id)), 'the URL #/?per=10&page=2 lists documents 11-20')
+    await page.click('#doc-next')
+    const p3 = await page.$$eval('#doc-list tbody tr', trs => trs.map(tr => tr.dataset.doc))
+    check(JSON.stringify(p3) === JSON.stringify(gens.slice(20, 30).map(g => g.doc_id)) && page.url().includes('page=3'), `"next" shows documents 21-30 and the URL says page 3 (${page.url().split('#')[1]})`)
+    // A document's back link returns to that page.
+    await page.click(`#doc-list tbody tr[data-doc="${gens[20].doc_id}"]`)
+    await page.waitForSelector(`#document[data-doc="${gens[20].doc_id}"]`, { timeout: 20000 })
+    await page.click('#back')
+    await page.waitForFunction(() => document.querySelector('#doc-count')?.textContent.startsWith('21–30'), null, { timeout: 20000 })
+    check(true, 'the back link returns to page 3 of the list')
+    await page.goto(`${url}#/`)
+    await ready()
+  }
 
   // A document with generated tokens: its tokens, then each tab.
   const doc = gens.find(g => g.generated_tokens >= 2) || gens[0]
