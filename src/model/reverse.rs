@@ -629,18 +629,38 @@ impl Model {
             .flat_map(|&i| logits[i * vocab..(i + 1) * vocab].iter().copied())
             .collect();
         drop(logits);
-        let mut dhf = vec![0f32; grad_targets.len() * d];
-        gemm(
-            grad_targets.len(),
-            d,
-            vocab,
-            &mut dhf,
-            false,
-            &dl,
-            lm.s(),
-            d,
-            1,
-        );
+        // Over ranges of the vocabulary in parallel (a single gemm over k = vocab parallelizes
+        // poorly), partial products summed in range order: fixed ranges, so the result does
+        // not depend on the thread count.
+        let ng = grad_targets.len();
+        let per_v = 8192;
+        let dhf = (0..vocab)
+            .step_by(per_v)
+            .collect::<Vec<_>>()
+            .into_par_iter()
+            .map(|v0| {
+                let len = per_v.min(vocab - v0);
+                let mut part = vec![0f32; ng * d];
+                kernels::gemm_strided(
+                    ng,
+                    d,
+                    len,
+                    &mut part,
+                    false,
+                    &dl[v0..],
+                    vocab,
+                    1,
+                    &lm.s()[v0 * d..],
+                    d,
+                    1,
+                );
+                part
+            })
+            .reduce_with(|mut a, b| {
+                a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
+                a
+            })
+            .unwrap_or_else(|| vec![0f32; ng * d]);
         let mut g = vec![0f32; p * d];
         for (gi, &ti) in grad_targets.iter().enumerate() {
             let t = last_tok[ti];
@@ -723,24 +743,31 @@ impl Model {
             ..
         } = *dims;
         let n = x.len() / d;
-        let mut hbuf = vec![0f32; n * d];
-        hbuf.par_chunks_mut(d)
-            .zip(x.par_chunks(d))
-            .for_each(|(y, x)| avx2(|| norm1.forward_row(x, y)));
+        // Per range of rows (one per thread, gemms single-threaded): norm1, q|k|v, RoPE.
+        let per = row_range(n);
         let mut qkv = vec![0f32; n * wqkv];
-        qkv_l.forward(&hbuf, &mut qkv);
-        if let Some((cos, sin)) = rope {
-            let half = hd / 2;
-            qkv.par_chunks_mut(wqkv).zip(&pk.pos).for_each(|(row, &p)| {
-                let (c, s) = (
-                    &cos[p * half..(p + 1) * half],
-                    &sin[p * half..(p + 1) * half],
-                );
-                for head in row[..(h + hkv) * hd].chunks_mut(hd) {
-                    rope_row(head, c, s, false);
+        qkv.par_chunks_mut(per * wqkv)
+            .zip(x.par_chunks(per * d))
+            .zip(pk.pos.par_chunks(per))
+            .for_each(|((qkv, x), poss)| {
+                let mut hb = vec![0f32; x.len()];
+                for (y, x) in hb.chunks_mut(d).zip(x.chunks(d)) {
+                    avx2(|| norm1.forward_row(x, y));
+                }
+                qkv_l.forward(&hb, qkv);
+                if let Some((cos, sin)) = rope {
+                    let half = hd / 2;
+                    for (row, &p) in qkv.chunks_mut(wqkv).zip(poss) {
+                        let (c, s) = (
+                            &cos[p * half..(p + 1) * half],
+                            &sin[p * half..(p + 1) * half],
+                        );
+                        for head in row[..(h + hkv) * hd].chunks_mut(hd) {
+                            rope_row(head, c, s, false);
+                        }
+                    }
                 }
             });
-        }
         // Attention per (segment, head).
         let mut probs = vec![0f32; n_prob];
         let mut attn = vec![0f32; n * h * hd];
@@ -795,24 +822,35 @@ impl Model {
                 );
             }
         });
-        let mut x_mid = x.clone();
-        let mut tmp = vec![0f32; n * d];
-        o_l.forward(&attn, &mut tmp);
-        drop(attn);
-        x_mid.par_iter_mut().zip(&tmp).for_each(|(a, b)| *a += b);
-        hbuf.par_chunks_mut(d)
-            .zip(x_mid.par_chunks(d))
-            .for_each(|(y, x)| avx2(|| norm2.forward_row(x, y)));
+        // Per range of rows: o, residual, norm2, up, the nonlinearity (its Jacobian kept in
+        // `pre`), down, residual.
         let pw = b.act.pre_width(ffn);
+        let mut x_mid = vec![0f32; n * d];
         let mut pre = vec![0f32; n * pw];
-        up_l.forward(&hbuf, &mut pre);
-        let mut act = vec![0f32; n * ffn];
-        act.par_chunks_mut(ffn)
-            .zip(pre.par_chunks_mut(pw))
-            .for_each(|(a, p)| avx2(|| b.act.forward_row(p, a)));
-        down_l.forward(&act, &mut tmp);
-        let mut out = x_mid.clone();
-        out.par_iter_mut().zip(&tmp).for_each(|(a, b)| *a += b);
+        let mut out = vec![0f32; n * d];
+        x_mid
+            .par_chunks_mut(per * d)
+            .zip(out.par_chunks_mut(per * d))
+            .zip(pre.par_chunks_mut(per * pw))
+            .zip(attn.par_chunks(per * h * hd))
+            .zip(x.par_chunks(per * d))
+            .for_each(|((((xm, out), pre), attn), x)| {
+                o_l.forward(attn, xm);
+                xm.iter_mut().zip(x).for_each(|(a, b)| *a += b);
+                let mut hb = vec![0f32; xm.len()];
+                for (y, x) in hb.chunks_mut(d).zip(xm.chunks(d)) {
+                    avx2(|| norm2.forward_row(x, y));
+                }
+                up_l.forward(&hb, pre);
+                let rows = xm.len() / d;
+                let mut act = vec![0f32; rows * ffn];
+                for (a, p) in act.chunks_mut(ffn).zip(pre.chunks_mut(pw)) {
+                    avx2(|| b.act.forward_row(p, a));
+                }
+                down_l.forward(&act, out);
+                out.iter_mut().zip(xm.iter()).for_each(|(a, b)| *a += b);
+            });
+        drop(attn);
         Ok((
             Tape {
                 x_in: x,
@@ -856,8 +894,9 @@ impl Model {
         let p = row_tok.len();
         match top {
             None => {
-                mlp_backward(&w, tape, g, row_tok, ws, dims);
-                w.o.backward(g, &mut ws.da[..p * h * hd]);
+                let mut da = std::mem::take(&mut ws.da);
+                mlp_backward(&w, tape, g, row_tok, ws, Some(&mut da[..p * h * hd]), dims);
+                ws.da = da;
             }
             Some(rows) => {
                 let mut gc: Vec<f32> = rows
@@ -865,7 +904,7 @@ impl Model {
                     .flat_map(|&r| g[r * d..(r + 1) * d].iter().copied())
                     .collect();
                 let toks: Vec<usize> = rows.iter().map(|&r| row_tok[r]).collect();
-                mlp_backward(&w, tape, &mut gc, &toks, ws, dims);
+                mlp_backward(&w, tape, &mut gc, &toks, ws, None, dims);
                 let mut dac = vec![0f32; rows.len() * h * hd];
                 w.o.backward(&gc, &mut dac);
                 let da = &mut ws.da[..p * h * hd];
@@ -983,26 +1022,30 @@ impl Model {
                 }
             }
         });
-        if let Some((cos, sin)) = rope {
-            let half = hd / 2;
-            dqkv.par_chunks_mut(wqkv)
-                .zip(row_pos)
-                .for_each(|(row, &p)| {
-                    let (c, s) = (
-                        &cos[p * half..(p + 1) * half],
-                        &sin[p * half..(p + 1) * half],
-                    );
-                    for head in row[..(h + hkv) * hd].chunks_mut(hd) {
-                        rope_row(head, c, s, true);
+        // Per range of rows: un-rotate, qkv^T, norm1'.
+        let per = row_range(p);
+        dqkv.par_chunks_mut(per * wqkv)
+            .zip(dh.par_chunks_mut(per * d))
+            .zip(g.par_chunks_mut(per * d))
+            .zip(row_tok.par_chunks(per))
+            .zip(row_pos.par_chunks(per))
+            .for_each(|((((dqkv, dh), g), toks), poss)| {
+                if let Some((cos, sin)) = rope {
+                    let half = hd / 2;
+                    for (row, &p) in dqkv.chunks_mut(wqkv).zip(poss) {
+                        let (c, s) = (
+                            &cos[p * half..(p + 1) * half],
+                            &sin[p * half..(p + 1) * half],
+                        );
+                        for head in row[..(h + hkv) * hd].chunks_mut(hd) {
+                            rope_row(head, c, s, true);
+                        }
                     }
-                });
-        }
-        qkv_l.backward(dqkv, dh);
-        g.par_chunks_mut(d)
-            .zip(dh.par_chunks(d))
-            .zip(row_tok)
-            .for_each(|((g, dh), &t)| {
-                avx2(|| norm1.backward_row(&tape.x_in[t * d..(t + 1) * d], dh, g))
+                }
+                qkv_l.backward(dqkv, dh);
+                for ((g, dh), &t) in g.chunks_mut(d).zip(dh.chunks(d)).zip(toks) {
+                    avx2(|| norm1.backward_row(&tape.x_in[t * d..(t + 1) * d], dh, g));
+                }
             });
         Ok(())
     }
@@ -1030,39 +1073,57 @@ impl Scratch {
     }
 }
 
-/// The MLP's backward pass on the rows of `g` (whose forward activations are those of the
-/// packed tokens `toks`): g += norm2'(x_mid)^T up^T act'(pre)^T down^T g.
+/// The MLP's and the attention output projection's backward pass on the rows of `g` (whose
+/// forward activations are those of the packed tokens `toks`): g += norm2'(x_mid)^T up^T
+/// act'(pre)^T down^T g, then da = o^T g.
 fn mlp_backward(
     w: &BlockW<'_>,
     tape: &Tape,
     g: &mut [f32],
     toks: &[usize],
     ws: &mut Scratch,
+    da: Option<&mut [f32]>,
     dims: &Dims,
 ) {
-    let (d, ffn) = (dims.d, dims.ffn);
+    let (d, ffn, wo) = (dims.d, dims.ffn, dims.h * dims.hd);
     let pw = w.b.act.pre_width(ffn);
     let m = toks.len();
-    let dact = &mut ws.dact[..m * ffn];
-    w.down.backward(g, dact);
-    let dpre = &mut ws.dpre[..m * pw];
-    dpre.par_chunks_mut(pw)
-        .zip(dact.par_chunks(ffn))
-        .zip(toks)
-        .for_each(|((dp, da), &t)| {
-            avx2(|| {
-                w.b.act
-                    .backward_row(&tape.jac[t * pw..(t + 1) * pw], da, dp)
-            })
+    let per = row_range(m);
+    let mut da_parts: Vec<Option<&mut [f32]>> = match da {
+        Some(da) => da.chunks_mut(per * wo).map(Some).collect(),
+        None => Vec::new(),
+    };
+    da_parts.resize_with(m.div_ceil(per), || None);
+    g.par_chunks_mut(per * d)
+        .zip(ws.dact[..m * ffn].par_chunks_mut(per * ffn))
+        .zip(ws.dpre[..m * pw].par_chunks_mut(per * pw))
+        .zip(ws.dh[..m * d].par_chunks_mut(per * d))
+        .zip(toks.par_chunks(per))
+        .zip(da_parts.into_par_iter())
+        .for_each(|(((((g, dact), dpre), dh), toks), da)| {
+            w.down.backward(g, dact);
+            for ((dp, da), &t) in dpre.chunks_mut(pw).zip(dact.chunks(ffn)).zip(toks) {
+                avx2(|| {
+                    w.b.act
+                        .backward_row(&tape.jac[t * pw..(t + 1) * pw], da, dp)
+                });
+            }
+            w.up.backward(dpre, dh);
+            for ((g, dh), &t) in g.chunks_mut(d).zip(dh.chunks(d)).zip(toks) {
+                avx2(|| w.norm2.backward_row(&tape.x_mid[t * d..(t + 1) * d], dh, g));
+            }
+            if let Some(da) = da {
+                w.o.backward(g, da);
+            }
         });
-    let dh = &mut ws.dh[..m * d];
-    w.up.backward(dpre, dh);
-    g.par_chunks_mut(d)
-        .zip(dh.par_chunks(d))
-        .zip(toks)
-        .for_each(|((g, dh), &t)| {
-            avx2(|| w.norm2.backward_row(&tape.x_mid[t * d..(t + 1) * d], dh, g))
-        });
+}
+
+/// Rows per range when `m` rows are split into one range per thread. Steps that work row by row
+/// run per range, each range's gemms single-threaded (see `kernels::gemm_strided`), with the
+/// element-wise steps between them on rows still in that thread's cache: one synchronization
+/// per group of steps instead of one per step and per gemm.
+fn row_range(m: usize) -> usize {
+    m.div_ceil(rayon::current_num_threads().max(1)).max(1)
 }
 
 #[cfg(test)]

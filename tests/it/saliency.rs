@@ -246,9 +246,11 @@ fn chunking_does_not_change_results() {
         }
         for (a, b) in one.completeness.iter().zip(&split.completeness) {
             // (The zero baseline is degenerate on Llama models: sums can be huge; see docs.)
-            let rel = |x: f32, y: f32| (x - y).abs() <= 1e-5 * (1.0 + x.abs());
+            // A sum of ~1e5 made of larger terms of both signs carries their rounding (f32,
+            // summed in another order when the rows are grouped differently): 1e-4 relative.
+            let rel = |x: f32, y: f32, tol: f32| (x - y).abs() <= tol * (1.0 + x.abs());
             assert!(
-                rel(a.error, b.error) && rel(a.target_prob, b.target_prob),
+                rel(a.error, b.error, 1e-4) && rel(a.target_prob, b.target_prob, 1e-5),
                 "{a:?} vs {b:?}"
             );
             assert!(a.target_prob.is_finite() && a.baseline_prob.is_finite());
