@@ -1139,10 +1139,9 @@ mod tests {
         Model::load(&dir, None).unwrap()
     }
 
-    /// The packed reverse pass agrees with candle's autograd through the differentiable path,
-    /// for several targets per segment, scaled inputs and segments of different lengths.
-    fn check(model: &Model) {
-        let d = model.config.hidden_size;
+    /// Two segments (one scaled, as an IG step) with a target at every prefix, all but one
+    /// with gradients.
+    fn segments(model: &Model) -> Vec<Segment> {
         let seqs: Vec<Vec<u32>> = vec![vec![5, 17, 301, 44, 9, 120, 77], vec![3, 250, 11, 400]];
         let mut segments = Vec::new();
         for (si, s) in seqs.iter().enumerate() {
@@ -1167,6 +1166,14 @@ mod tests {
                 .collect();
             segments.push(Segment { embeds: e, targets });
         }
+        segments
+    }
+
+    /// The packed reverse pass agrees with candle's autograd through the differentiable path,
+    /// for several targets per segment, scaled inputs and segments of different lengths.
+    fn check(model: &Model) {
+        let d = model.config.hidden_size;
+        let segments = segments(model);
         let got = model.prob_gradients(&segments).unwrap();
         for (seg, res) in segments.iter().zip(&got) {
             for (ti, t) in seg.targets.iter().enumerate() {
@@ -1207,6 +1214,40 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    /// Rows are split into one range per thread, and gemm's blocking follows the range's size:
+    /// results are identical for the same thread count and agree to rounding across counts.
+    #[test]
+    fn thread_count_changes_only_rounding() {
+        let model = tiny("tiny-llama");
+        let segs = segments(&model);
+        let run = |threads| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            let r = pool.install(|| model.prob_gradients(&segs).unwrap());
+            r.into_iter()
+                .flat_map(|r| {
+                    let mut v = r.probs;
+                    v.extend(r.grads.into_iter().flatten().flatten());
+                    v
+                })
+                .collect::<Vec<f32>>()
+        };
+        let one = run(1);
+        let scale = one.iter().fold(0f32, |m, v| m.max(v.abs()));
+        assert!(one.len() > 100 && scale > 0.0);
+        for threads in [2, 3, 5] {
+            let other = run(threads);
+            assert!(run(threads) == other, "{threads} threads: not deterministic");
+            let err = one
+                .iter()
+                .zip(&other)
+                .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            assert!(err <= 1e-6 * scale, "{threads} threads: max diff {err:e}, scale {scale:e}");
         }
     }
 
