@@ -430,6 +430,28 @@ fn rope_row(x: &mut [f32], cos: &[f32], sin: &[f32], inverse: bool) {
     }
 }
 
+/// Rotates (or un-rotates) the q and k heads of packed q|k|v rows at their positions; nothing
+/// for models without RoPE.
+fn rope_rows(
+    qkv: &mut [f32],
+    poss: &[usize],
+    rope: Option<(&[f32], &[f32])>,
+    dims: &Dims,
+    inverse: bool,
+) {
+    let Some((cos, sin)) = rope else { return };
+    let half = dims.hd / 2;
+    for (row, &p) in qkv.chunks_mut(dims.wqkv).zip(poss) {
+        let (c, s) = (
+            &cos[p * half..(p + 1) * half],
+            &sin[p * half..(p + 1) * half],
+        );
+        for head in row[..(dims.h + dims.hkv) * dims.hd].chunks_mut(dims.hd) {
+            rope_row(head, c, s, inverse);
+        }
+    }
+}
+
 /// In-place causal softmax of one score row over keys 0..=i (within the window).
 fn softmax_row(row: &mut [f32], i: usize, dims: &Dims) {
     let mut max = f32::NEG_INFINITY;
@@ -755,18 +777,7 @@ impl Model {
                     avx2(|| norm1.forward_row(x, y));
                 }
                 qkv_l.forward(&hb, qkv);
-                if let Some((cos, sin)) = rope {
-                    let half = hd / 2;
-                    for (row, &p) in qkv.chunks_mut(wqkv).zip(poss) {
-                        let (c, s) = (
-                            &cos[p * half..(p + 1) * half],
-                            &sin[p * half..(p + 1) * half],
-                        );
-                        for head in row[..(h + hkv) * hd].chunks_mut(hd) {
-                            rope_row(head, c, s, false);
-                        }
-                    }
-                }
+                rope_rows(qkv, poss, rope, dims, false);
             });
         // Attention per (segment, head).
         let mut probs = vec![0f32; n_prob];
@@ -1030,18 +1041,7 @@ impl Model {
             .zip(row_tok.par_chunks(per))
             .zip(row_pos.par_chunks(per))
             .for_each(|((((dqkv, dh), g), toks), poss)| {
-                if let Some((cos, sin)) = rope {
-                    let half = hd / 2;
-                    for (row, &p) in dqkv.chunks_mut(wqkv).zip(poss) {
-                        let (c, s) = (
-                            &cos[p * half..(p + 1) * half],
-                            &sin[p * half..(p + 1) * half],
-                        );
-                        for head in row[..(h + hkv) * hd].chunks_mut(hd) {
-                            rope_row(head, c, s, true);
-                        }
-                    }
-                }
+                rope_rows(dqkv, poss, rope, dims, true);
                 qkv_l.backward(dqkv, dh);
                 for ((g, dh), &t) in g.chunks_mut(d).zip(dh.chunks(d)).zip(toks) {
                     avx2(|| norm1.backward_row(&tape.x_in[t * d..(t + 1) * d], dh, g));
@@ -1242,12 +1242,18 @@ mod tests {
         assert!(one.len() > 100 && scale > 0.0);
         for threads in [2, 3, 5] {
             let other = run(threads);
-            assert!(run(threads) == other, "{threads} threads: not deterministic");
+            assert!(
+                run(threads) == other,
+                "{threads} threads: not deterministic"
+            );
             let err = one
                 .iter()
                 .zip(&other)
                 .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-            assert!(err <= 1e-6 * scale, "{threads} threads: max diff {err:e}, scale {scale:e}");
+            assert!(
+                err <= 1e-6 * scale,
+                "{threads} threads: max diff {err:e}, scale {scale:e}"
+            );
         }
     }
 
