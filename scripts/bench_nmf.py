@@ -29,9 +29,10 @@ Writes a single JSON document on stdout (and to --out) and a summary on stderr. 
 threads given by --threads (OMP/OpenBLAS/MKL/RAYON_NUM_THREADS) for every process.
 
 Setup: /work/refenv/bin/pip install scikit-learn pyarrow
-Example (a synthetic run: cargo run --release --example synthetic_run -- /tmp/synth):
-  /work/refenv/bin/python scripts/bench_nmf.py /tmp/synth --k 10 --max-iter 200 \
-      --tokenlens target/release/tokenlens --out /tmp/bench_nmf.json
+Example (the 10x corpus; the quickstart's run is runs/quickstart):
+  target/release/tokenlens run pipelines/bench-nmf-10x.yaml
+  /work/refenv/bin/python scripts/bench_nmf.py runs/bench-nmf-10x --k 10 --max-iter 200 \
+      --seeds 0,1,2 --also-streamed --tokenlens target/release/tokenlens --out /tmp/bench_nmf.json
 """
 import argparse
 import glob

@@ -906,7 +906,7 @@ impl Model {
         match top {
             None => {
                 let mut da = std::mem::take(&mut ws.da);
-                mlp_backward(&w, tape, g, row_tok, ws, Some(&mut da[..p * h * hd]), dims);
+                mlp_backward(&w, tape, g, row_tok, ws, &mut da[..p * h * hd], dims);
                 ws.da = da;
             }
             Some(rows) => {
@@ -915,9 +915,8 @@ impl Model {
                     .flat_map(|&r| g[r * d..(r + 1) * d].iter().copied())
                     .collect();
                 let toks: Vec<usize> = rows.iter().map(|&r| row_tok[r]).collect();
-                mlp_backward(&w, tape, &mut gc, &toks, ws, None, dims);
                 let mut dac = vec![0f32; rows.len() * h * hd];
-                w.o.backward(&gc, &mut dac);
+                mlp_backward(&w, tape, &mut gc, &toks, ws, &mut dac, dims);
                 let da = &mut ws.da[..p * h * hd];
                 da.fill(0.0);
                 for (k, &r) in rows.iter().enumerate() {
@@ -1082,24 +1081,19 @@ fn mlp_backward(
     g: &mut [f32],
     toks: &[usize],
     ws: &mut Scratch,
-    da: Option<&mut [f32]>,
+    da: &mut [f32],
     dims: &Dims,
 ) {
     let (d, ffn, wo) = (dims.d, dims.ffn, dims.h * dims.hd);
     let pw = w.b.act.pre_width(ffn);
     let m = toks.len();
     let per = row_range(m);
-    let mut da_parts: Vec<Option<&mut [f32]>> = match da {
-        Some(da) => da.chunks_mut(per * wo).map(Some).collect(),
-        None => Vec::new(),
-    };
-    da_parts.resize_with(m.div_ceil(per), || None);
     g.par_chunks_mut(per * d)
         .zip(ws.dact[..m * ffn].par_chunks_mut(per * ffn))
         .zip(ws.dpre[..m * pw].par_chunks_mut(per * pw))
         .zip(ws.dh[..m * d].par_chunks_mut(per * d))
         .zip(toks.par_chunks(per))
-        .zip(da_parts.into_par_iter())
+        .zip(da[..m * wo].par_chunks_mut(per * wo))
         .for_each(|(((((g, dact), dpre), dh), toks), da)| {
             w.down.backward(g, dact);
             for ((dp, da), &t) in dpre.chunks_mut(pw).zip(dact.chunks(ffn)).zip(toks) {
@@ -1112,9 +1106,7 @@ fn mlp_backward(
             for ((g, dh), &t) in g.chunks_mut(d).zip(dh.chunks(d)).zip(toks) {
                 avx2(|| w.norm2.backward_row(&tape.x_mid[t * d..(t + 1) * d], dh, g));
             }
-            if let Some(da) = da {
-                w.o.backward(g, da);
-            }
+            w.o.backward(g, da);
         });
 }
 
