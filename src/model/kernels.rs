@@ -703,24 +703,6 @@ pub(crate) mod simd {
         exp_shift_sum_body(row, shift)
     }
 
-    /// Runs `f` compiled for AVX2 + FMA registers when the CPU has them (bit-identical results:
-    /// Rust never fuses a multiply and an add on its own). `f` should be small and inlinable.
-    #[inline(always)]
-    pub fn avx2<R>(f: impl FnOnce() -> R) -> R {
-        #[cfg(target_arch = "x86_64")]
-        {
-            #[target_feature(enable = "avx2,fma")]
-            unsafe fn inner<R>(f: impl FnOnce() -> R) -> R {
-                f()
-            }
-            if has_avx2() {
-                // SAFETY: the CPU supports AVX2 and FMA (checked).
-                return unsafe { inner(f) };
-            }
-        }
-        f()
-    }
-
     fn has_avx2() -> bool {
         #[cfg(target_arch = "x86_64")]
         {

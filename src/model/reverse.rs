@@ -13,7 +13,9 @@
 //! gradient there is exactly zero). Every linear layer's input gradient is then one large gemm
 //! over all targets of all segments of a chunk, element-wise steps (norms, activations, RoPE)
 //! read the forward activation of the row's token, and attention runs per (target, key/value
-//! head) on the target's own prefix. Only input gradients are computed, never weight gradients.
+//! head) on the target's own prefix, causal rows only (row i meets keys 0..=i), as plain
+//! vectorized loops: the matrices are a few dozen rows, too small for gemm's per-call cost. Only
+//! input gradients are computed, never weight gradients.
 //!
 //! Everything runs on raw f32 slices with the gemm crate; the formulas are those of
 //! `autodiff.rs` (checked by finite differences there) and the results are checked against the
@@ -22,7 +24,7 @@
 use candle_core::{Storage, Tensor};
 use rayon::prelude::*;
 
-use super::kernels::{SharedMut, fast_exp, mm, simd::avx2};
+use super::kernels::{SharedMut, fast_exp, mm};
 use super::ops::Linear;
 use super::{Model, kernels};
 use crate::error::{Error, Result};
@@ -197,6 +199,65 @@ fn gemm(
     kernels::gemm_strided(m, n, k, dst, acc, lhs, k, 1, rhs, rs, cs)
 }
 
+/// Calls the `#[inline(always)]` function `body` compiled for AVX-512F, or AVX2 + FMA, when the
+/// CPU has them (else as is): the function is inlined into a wrapper with those features, so
+/// its loops use the wide registers. Closures handed to a feature-enabled function are not
+/// reliably inlined into it, which left the row steps below in SSE code.
+macro_rules! simd_call {
+    ($body:ident($($a:ident: $t:ty),* $(,)?) $(-> $r:ty)?) => {{
+        #[cfg(target_arch = "x86_64")]
+        {
+            #[target_feature(enable = "avx512f")]
+            unsafe fn wide($($a: $t),*) $(-> $r)? { $body($($a),*) }
+            #[target_feature(enable = "avx2,fma")]
+            unsafe fn narrow($($a: $t),*) $(-> $r)? { $body($($a),*) }
+            match simd_level() {
+                // SAFETY: the CPU has the features (checked once by `simd_level`).
+                2 => return unsafe { wide($($a),*) },
+                // SAFETY: as above.
+                1 => return unsafe { narrow($($a),*) },
+                _ => {}
+            }
+        }
+        $body($($a),*)
+    }};
+}
+
+/// 2: AVX-512F, 1: AVX2 + FMA, 0: neither.
+#[cfg(target_arch = "x86_64")]
+fn simd_level() -> u8 {
+    static LEVEL: std::sync::OnceLock<u8> = std::sync::OnceLock::new();
+    *LEVEL.get_or_init(|| {
+        if std::is_x86_feature_detected!("avx512f") {
+            2
+        } else if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            1
+        } else {
+            0
+        }
+    })
+}
+
+/// sum f(i) for i in 0..n, in 16 lanes (a single running sum cannot be vectorized without
+/// reassociating it; lanes can, and are summed at the end).
+#[inline(always)]
+fn lane_sum(n: usize, f: impl Fn(usize) -> f32) -> f32 {
+    let mut acc = [0f32; 16];
+    let full = n / 16 * 16;
+    let mut i = 0;
+    while i < full {
+        for (l, a) in acc.iter_mut().enumerate() {
+            *a += f(i + l);
+        }
+        i += 16;
+    }
+    let mut s: f32 = acc.iter().sum();
+    for j in full..n {
+        s += f(j);
+    }
+    s
+}
+
 /// A normalization layer, borrowed.
 enum Norm<'a> {
     Rms(Data<'a>, f32),
@@ -212,59 +273,67 @@ impl<'a> Norm<'a> {
     }
 
     /// y = norm(x) for one row.
-    #[inline(always)]
     fn forward_row(&self, x: &[f32], y: &mut [f32]) {
-        let d = x.len() as f32;
-        match self {
-            Norm::Rms(w, eps) => {
-                let r = 1.0 / (x.iter().map(|v| v * v).sum::<f32>() / d + eps).sqrt();
-                for ((y, x), w) in y.iter_mut().zip(x).zip(w.s()) {
-                    *y = x * r * w;
-                }
-            }
-            Norm::Layer(w, b, eps) => {
-                let mean = x.iter().sum::<f32>() / d;
-                let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / d;
-                let r = 1.0 / (var + eps).sqrt();
-                for (((y, x), w), b) in y.iter_mut().zip(x).zip(w.s()).zip(b.s()) {
-                    *y = (x - mean) * r * w + b;
-                }
-            }
-        }
+        let n = self;
+        simd_call!(norm_forward_row(n: &Norm<'_>, x: &[f32], y: &mut [f32]))
     }
 
     /// dx += d norm(x) / dx ^T dy for one row.
-    #[inline(always)]
     fn backward_row(&self, x: &[f32], dy: &[f32], dx: &mut [f32]) {
-        let n = x.len() as f32;
-        match self {
-            Norm::Rms(w, eps) => {
-                let w = w.s();
-                let r = 1.0 / (x.iter().map(|v| v * v).sum::<f32>() / n + eps).sqrt();
-                // dx = r (w dy) - x r^3 / d * sum(w dy x)
-                let dot: f32 = dy.iter().zip(w).zip(x).map(|((g, w), x)| g * w * x).sum();
-                let c = r * r * r * dot / n;
-                for i in 0..x.len() {
-                    dx[i] += r * w[i] * dy[i] - x[i] * c;
-                }
+        let n = self;
+        simd_call!(norm_backward_row(n: &Norm<'_>, x: &[f32], dy: &[f32], dx: &mut [f32]))
+    }
+}
+
+#[inline(always)]
+fn norm_forward_row(n: &Norm<'_>, x: &[f32], y: &mut [f32]) {
+    let d = x.len() as f32;
+    match n {
+        Norm::Rms(w, eps) => {
+            let r = 1.0 / (lane_sum(x.len(), |i| x[i] * x[i]) / d + eps).sqrt();
+            for ((y, x), w) in y.iter_mut().zip(x).zip(w.s()) {
+                *y = x * r * w;
             }
-            Norm::Layer(w, _, eps) => {
-                let w = w.s();
-                let mean = x.iter().sum::<f32>() / n;
-                let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
-                let r = 1.0 / (var + eps).sqrt();
-                // g = w dy, xh = (x - mean) r: dx = r (g - mean(g) - xh mean(g xh))
-                let (mut sg, mut sgx) = (0f32, 0f32);
-                for i in 0..x.len() {
-                    let g = w[i] * dy[i];
-                    sg += g;
-                    sgx += g * (x[i] - mean) * r;
-                }
-                let (mg, mgx) = (sg / n, sgx / n);
-                for i in 0..x.len() {
-                    let xh = (x[i] - mean) * r;
-                    dx[i] += r * (w[i] * dy[i] - mg - xh * mgx);
-                }
+        }
+        Norm::Layer(w, b, eps) => {
+            let mean = lane_sum(x.len(), |i| x[i]) / d;
+            let var = lane_sum(x.len(), |i| (x[i] - mean) * (x[i] - mean)) / d;
+            let r = 1.0 / (var + eps).sqrt();
+            for (((y, x), w), b) in y.iter_mut().zip(x).zip(w.s()).zip(b.s()) {
+                *y = (x - mean) * r * w + b;
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn norm_backward_row(n: &Norm<'_>, x: &[f32], dy: &[f32], dx: &mut [f32]) {
+    let len = x.len();
+    let (dy, dx) = (&dy[..len], &mut dx[..len]);
+    let nf = len as f32;
+    match n {
+        Norm::Rms(w, eps) => {
+            let w = &w.s()[..len];
+            let r = 1.0 / (lane_sum(len, |i| x[i] * x[i]) / nf + eps).sqrt();
+            // dx = r (w dy) - x r^3 / d * sum(w dy x)
+            let dot = lane_sum(len, |i| dy[i] * w[i] * x[i]);
+            let c = r * r * r * dot / nf;
+            for i in 0..len {
+                dx[i] += r * w[i] * dy[i] - x[i] * c;
+            }
+        }
+        Norm::Layer(w, _, eps) => {
+            let w = &w.s()[..len];
+            let mean = lane_sum(len, |i| x[i]) / nf;
+            let var = lane_sum(len, |i| (x[i] - mean) * (x[i] - mean)) / nf;
+            let r = 1.0 / (var + eps).sqrt();
+            // g = w dy, xh = (x - mean) r: dx = r (g - mean(g) - xh mean(g xh))
+            let sg = lane_sum(len, |i| w[i] * dy[i]);
+            let sgx = lane_sum(len, |i| w[i] * dy[i] * (x[i] - mean) * r);
+            let (mg, mgx) = (sg / nf, sgx / nf);
+            for i in 0..len {
+                let xh = (x[i] - mean) * r;
+                dx[i] += r * (w[i] * dy[i] - mg - xh * mgx);
             }
         }
     }
@@ -305,47 +374,56 @@ impl ActKind {
     /// that point: the backward pass then only multiplies (its rows outnumber the forward
     /// pass's by the average prefix length, so the transcendental work is done here, once).
     /// SwiGLU: [d act / d gate | d act / d up]; GELU: d act / d x.
-    #[inline(always)]
     fn forward_row(self, pre: &mut [f32], act: &mut [f32]) {
-        match self {
-            ActKind::SwiGlu => {
-                let (g, u) = pre.split_at_mut(act.len());
-                for i in 0..act.len() {
-                    let (x, y) = (g[i], u[i]);
-                    let s = 1.0 / (1.0 + fast_exp(-x));
-                    act[i] = x * s * y;
-                    g[i] = y * s * (1.0 + x * (1.0 - s));
-                    u[i] = x * s;
-                }
-            }
-            ActKind::GeluTanh => {
-                for (a, p) in act.iter_mut().zip(pre) {
-                    let x = *p;
-                    let t = (SQRT_2_OVER_PI * (x + GELU_C * x * x * x)).tanh();
-                    let dt = (1.0 - t * t) * SQRT_2_OVER_PI * (1.0 + 3.0 * GELU_C * x * x);
-                    *a = 0.5 * x * (1.0 + t);
-                    *p = 0.5 * (1.0 + t) + 0.5 * x * dt;
-                }
-            }
-            ActKind::GeluErf => {
-                let inv_sqrt_2pi = 0.398_942_3f32;
-                for (a, p) in act.iter_mut().zip(pre) {
-                    let x = *p;
-                    let cdf = 0.5 * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2));
-                    *a = x * cdf;
-                    *p = cdf + x * inv_sqrt_2pi * (-0.5 * x * x).exp();
-                }
-            }
-        }
+        let k = self;
+        simd_call!(act_forward_row(k: ActKind, pre: &mut [f32], act: &mut [f32]))
     }
 
     /// dpre = d act / d pre ^T dact for one row, from the Jacobian `forward_row` left.
-    #[inline(always)]
     fn backward_row(self, jac: &[f32], dact: &[f32], dpre: &mut [f32]) {
-        for (dp, j) in dpre.chunks_mut(dact.len()).zip(jac.chunks(dact.len())) {
-            for i in 0..dact.len() {
-                dp[i] = dact[i] * j[i];
+        simd_call!(act_backward_row(jac: &[f32], dact: &[f32], dpre: &mut [f32]))
+    }
+}
+
+#[inline(always)]
+fn act_forward_row(k: ActKind, pre: &mut [f32], act: &mut [f32]) {
+    match k {
+        ActKind::SwiGlu => {
+            let (g, u) = pre.split_at_mut(act.len());
+            for i in 0..act.len() {
+                let (x, y) = (g[i], u[i]);
+                let s = 1.0 / (1.0 + fast_exp(-x));
+                act[i] = x * s * y;
+                g[i] = y * s * (1.0 + x * (1.0 - s));
+                u[i] = x * s;
             }
+        }
+        ActKind::GeluTanh => {
+            for (a, p) in act.iter_mut().zip(pre) {
+                let x = *p;
+                let t = (SQRT_2_OVER_PI * (x + GELU_C * x * x * x)).tanh();
+                let dt = (1.0 - t * t) * SQRT_2_OVER_PI * (1.0 + 3.0 * GELU_C * x * x);
+                *a = 0.5 * x * (1.0 + t);
+                *p = 0.5 * (1.0 + t) + 0.5 * x * dt;
+            }
+        }
+        ActKind::GeluErf => {
+            let inv_sqrt_2pi = 0.398_942_3f32;
+            for (a, p) in act.iter_mut().zip(pre) {
+                let x = *p;
+                let cdf = 0.5 * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2));
+                *a = x * cdf;
+                *p = cdf + x * inv_sqrt_2pi * (-0.5 * x * x).exp();
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn act_backward_row(jac: &[f32], dact: &[f32], dpre: &mut [f32]) {
+    for (dp, j) in dpre.chunks_mut(dact.len()).zip(jac.chunks(dact.len())) {
+        for i in 0..dact.len() {
+            dp[i] = dact[i] * j[i];
         }
     }
 }
@@ -419,7 +497,7 @@ struct Packing {
 }
 
 /// Rotates (inverse = false) or un-rotates the rotate-half pairs of one head vector.
-#[inline]
+#[inline(always)]
 fn rope_row(x: &mut [f32], cos: &[f32], sin: &[f32], inverse: bool) {
     let half = x.len() / 2;
     let sign = if inverse { -1.0 } else { 1.0 };
@@ -440,6 +518,25 @@ fn rope_rows(
     inverse: bool,
 ) {
     let Some((cos, sin)) = rope else { return };
+    simd_call!(rope_rows_body(
+        qkv: &mut [f32],
+        poss: &[usize],
+        cos: &[f32],
+        sin: &[f32],
+        dims: &Dims,
+        inverse: bool,
+    ))
+}
+
+#[inline(always)]
+fn rope_rows_body(
+    qkv: &mut [f32],
+    poss: &[usize],
+    cos: &[f32],
+    sin: &[f32],
+    dims: &Dims,
+    inverse: bool,
+) {
     let half = dims.hd / 2;
     for (row, &p) in qkv.chunks_mut(dims.wqkv).zip(poss) {
         let (c, s) = (
@@ -452,8 +549,40 @@ fn rope_rows(
     }
 }
 
+/// Overwrites a row of logits with d p_tok / d logits = p_tok (onehot(tok) - p) and returns
+/// p_tok. Sums in 16 lanes of f32 (each lane adds ~vocab/16 terms of at most 1).
+#[inline(always)]
+fn prob_cotangent_row(row: &mut [f32], tok: usize) -> f32 {
+    let mut mx = [f32::NEG_INFINITY; 16];
+    let mut chunks = row.chunks_exact(16);
+    for c in &mut chunks {
+        for l in 0..16 {
+            mx[l] = mx[l].max(c[l]);
+        }
+    }
+    let max = chunks
+        .remainder()
+        .iter()
+        .chain(&mx)
+        .fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    for v in row.iter_mut() {
+        *v = fast_exp(*v - max);
+    }
+    let sum = lane_sum(row.len(), |i| row[i]);
+    let pt = row[tok] / sum;
+    let c = -pt / sum;
+    row.iter_mut().for_each(|v| *v *= c);
+    row[tok] += pt;
+    pt
+}
+
 /// In-place causal softmax of one score row over keys 0..=i (within the window).
 fn softmax_row(row: &mut [f32], i: usize, dims: &Dims) {
+    simd_call!(softmax_row_body(row: &mut [f32], i: usize, dims: &Dims))
+}
+
+#[inline(always)]
+fn softmax_row_body(row: &mut [f32], i: usize, dims: &Dims) {
     let mut max = f32::NEG_INFINITY;
     for (j, v) in row.iter_mut().enumerate() {
         if dims.visible(i, j) {
@@ -600,7 +729,7 @@ impl Model {
         let mut hf = vec![0f32; n_targets * d];
         hf.par_chunks_mut(d)
             .zip(&last_tok)
-            .for_each(|(h, &t)| avx2(|| final_norm.forward_row(&x[t * d..(t + 1) * d], h)));
+            .for_each(|(h, &t)| final_norm.forward_row(&x[t * d..(t + 1) * d], h));
         // logits [T, V] = hf . lm^T (lm is [V, d]).
         let mut logits = vec![0f32; n_targets * vocab];
         gemm(n_targets, vocab, d, &mut logits, false, &hf, lm.s(), 1, d);
@@ -608,19 +737,8 @@ impl Model {
             .par_chunks_mut(vocab)
             .zip(&tokens)
             .map(|(row, &tok)| {
-                let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-                let mut sum = 0f64;
-                for v in row.iter_mut() {
-                    *v = (*v - max).exp();
-                    sum += *v as f64;
-                }
-                let inv = (1.0 / sum) as f32;
-                row.iter_mut().for_each(|v| *v *= inv);
-                // d p_tok / d logits = p_tok (onehot - p), written over the row.
-                let pt = row[tok as usize];
-                row.iter_mut().for_each(|v| *v *= -pt);
-                row[tok as usize] += pt;
-                pt
+                let tok = tok as usize;
+                simd_call!(prob_cotangent_row(row: &mut [f32], tok: usize) -> f32)
             })
             .collect();
         let mut results: Vec<SegResult> = Vec::with_capacity(segments.len());
@@ -774,7 +892,7 @@ impl Model {
             .for_each(|((qkv, x), poss)| {
                 let mut hb = vec![0f32; x.len()];
                 for (y, x) in hb.chunks_mut(d).zip(x.chunks(d)) {
-                    avx2(|| norm1.forward_row(x, y));
+                    norm1.forward_row(x, y);
                 }
                 qkv_l.forward(&hb, qkv);
                 rope_rows(qkv, poss, rope, dims, false);
@@ -850,13 +968,13 @@ impl Model {
                 xm.iter_mut().zip(x).for_each(|(a, b)| *a += b);
                 let mut hb = vec![0f32; xm.len()];
                 for (y, x) in hb.chunks_mut(d).zip(xm.chunks(d)) {
-                    avx2(|| norm2.forward_row(x, y));
+                    norm2.forward_row(x, y);
                 }
                 up_l.forward(&hb, pre);
                 let rows = xm.len() / d;
                 let mut act = vec![0f32; rows * ffn];
                 for (a, p) in act.chunks_mut(ffn).zip(pre.chunks_mut(pw)) {
-                    avx2(|| b.act.forward_row(p, a));
+                    b.act.forward_row(p, a);
                 }
                 down_l.forward(&act, out);
                 out.iter_mut().zip(xm.iter()).for_each(|(a, b)| *a += b);
@@ -934,103 +1052,28 @@ impl Model {
         let dqkv = &mut ws.dqkv[..p * wqkv];
         // Attention: g += norm1'(x_in)^T qkv^T rope^T attn'^T (o^T g, in `da`)
         let dqkv_ptr = SharedMut(dqkv.as_mut_ptr());
-        let rep = h / hkv;
         let scale = 1.0 / (hd as f32).sqrt();
         let qkv = &tape.qkv;
         (0..spans.len() * hkv).into_par_iter().for_each(|task| {
             let (j, kh) = (task / hkv, task % hkv);
             let (si, r0, n) = spans[j];
             let (ts, len) = (pk.start[si], pk.len[si]);
-            let k = &qkv[ts * wqkv + (h + kh) * hd..];
-            let v = &qkv[ts * wqkv + (h + hkv + kh) * hd..];
-            let mut ds = vec![0f32; n * n];
-            for r in 0..rep {
-                let hi = kh * rep + r;
-                let q = &qkv[ts * wqkv + hi * hd..];
-                let pr = &tape.probs[pk.prob_off[si] + hi * len * len..];
-                let dob = &da[r0 * h * hd + hi * hd..];
-                let acc = r > 0;
-                // SAFETY: this task writes only rows r0..r0+n of dqkv, in the columns of its query
-                // heads and of its key/value head; operands cover the matrices their strides give.
-                unsafe {
-                    let dq = dqkv_ptr.ptr().add(r0 * wqkv + hi * hd);
-                    let dk = dqkv_ptr.ptr().add(r0 * wqkv + (h + kh) * hd);
-                    let dv = dqkv_ptr.ptr().add(r0 * wqkv + (h + hkv + kh) * hd);
-                    // dV (+)= P^T dO   [n, hd]
-                    mm(
-                        n,
-                        hd,
-                        n,
-                        dv,
-                        wqkv,
-                        acc,
-                        pr.as_ptr(),
-                        1,
-                        len,
-                        dob.as_ptr(),
-                        h * hd,
-                        1,
-                        1.0,
-                    );
-                    // dP = dO V^T   [n, n]
-                    mm(
-                        n,
-                        n,
-                        hd,
-                        ds.as_mut_ptr(),
-                        n,
-                        false,
-                        dob.as_ptr(),
-                        h * hd,
-                        1,
-                        v.as_ptr(),
-                        1,
-                        wqkv,
-                        1.0,
-                    );
-                    // dS = P * (dP - rowsum(dP * P))
-                    for i in 0..n {
-                        let prow = &pr[i * len..i * len + n];
-                        let drow = &mut ds[i * n..(i + 1) * n];
-                        let dot: f32 = drow.iter().zip(prow).map(|(a, b)| a * b).sum();
-                        for (dv, pv) in drow.iter_mut().zip(prow) {
-                            *dv = pv * (*dv - dot);
-                        }
-                    }
-                    // dQ = scale dS K   [n, hd]
-                    mm(
-                        n,
-                        hd,
-                        n,
-                        dq,
-                        wqkv,
-                        false,
-                        ds.as_ptr(),
-                        n,
-                        1,
-                        k.as_ptr(),
-                        wqkv,
-                        1,
-                        scale,
-                    );
-                    // dK (+)= scale dS^T Q   [n, hd]
-                    mm(
-                        n,
-                        hd,
-                        n,
-                        dk,
-                        wqkv,
-                        acc,
-                        ds.as_ptr(),
-                        1,
-                        n,
-                        q.as_ptr(),
-                        wqkv,
-                        1,
-                        scale,
-                    );
-                }
-            }
+            let t = AttnTask {
+                qkv,
+                probs: &tape.probs[pk.prob_off[si]..],
+                da,
+                dqkv: dqkv_ptr,
+                ts,
+                len,
+                r0,
+                n,
+                kh,
+                dims,
+                scale,
+            };
+            // SAFETY: this task writes only rows r0..r0+n of dqkv, in the columns of its query
+            // heads and of its key/value head (no other task writes them).
+            unsafe { t.run() }
         });
         // Per range of rows: un-rotate, qkv^T, norm1'.
         let per = row_range(p);
@@ -1043,7 +1086,7 @@ impl Model {
                 rope_rows(dqkv, poss, rope, dims, true);
                 qkv_l.backward(dqkv, dh);
                 for ((g, dh), &t) in g.chunks_mut(d).zip(dh.chunks(d)).zip(toks) {
-                    avx2(|| norm1.backward_row(&tape.x_in[t * d..(t + 1) * d], dh, g));
+                    norm1.backward_row(&tape.x_in[t * d..(t + 1) * d], dh, g);
                 }
             });
         Ok(())
@@ -1097,17 +1140,128 @@ fn mlp_backward(
         .for_each(|(((((g, dact), dpre), dh), toks), da)| {
             w.down.backward(g, dact);
             for ((dp, da), &t) in dpre.chunks_mut(pw).zip(dact.chunks(ffn)).zip(toks) {
-                avx2(|| {
-                    w.b.act
-                        .backward_row(&tape.jac[t * pw..(t + 1) * pw], da, dp)
-                });
+                w.b.act
+                    .backward_row(&tape.jac[t * pw..(t + 1) * pw], da, dp);
             }
             w.up.backward(dpre, dh);
             for ((g, dh), &t) in g.chunks_mut(d).zip(dh.chunks(d)).zip(toks) {
-                avx2(|| w.norm2.backward_row(&tape.x_mid[t * d..(t + 1) * d], dh, g));
+                w.norm2.backward_row(&tape.x_mid[t * d..(t + 1) * d], dh, g);
             }
             w.o.backward(g, da);
         });
+}
+
+/// One (target, key/value head) of the attention backward pass: for each of the head's query
+/// heads, rows 0..n of the target's prefix (attention is causal: row i reads keys 0..=i).
+struct AttnTask<'a> {
+    qkv: &'a [f32],
+    /// The segment's attention probabilities [h, len, len].
+    probs: &'a [f32],
+    /// d target / d (attention output) [rows, h * hd], packed rows.
+    da: &'a [f32],
+    dqkv: SharedMut,
+    /// Segment start (packed token) and length.
+    ts: usize,
+    len: usize,
+    /// The target's first packed row and prefix.
+    r0: usize,
+    n: usize,
+    kh: usize,
+    dims: &'a Dims,
+    scale: f32,
+}
+
+impl AttnTask<'_> {
+    /// # Safety
+    /// No other thread reads or writes dqkv's rows r0..r0+n in this task's columns (its query
+    /// heads' and its key/value head's), and dqkv covers them.
+    unsafe fn run(&self) {
+        let t = self;
+        simd_call!(attn_task_body(t: &AttnTask<'_>))
+    }
+
+    /// dV_jj = sum_i P[i, jj] dO_i; dS = P * (dO V^T - rowsum(P * dO V^T));
+    /// dQ_i = scale sum_jj dS[i, jj] K_jj; dK_jj = scale sum_i dS[i, jj] Q_i; summed over the
+    /// key/value head's query heads.
+    #[inline(always)]
+    fn body(&self) {
+        let Dims {
+            h, hkv, hd, wqkv, ..
+        } = *self.dims;
+        let (ts, len, r0, n, kh) = (self.ts, self.len, self.r0, self.n, self.kh);
+        let rep = h / hkv;
+        let (kc, vc) = ((h + kh) * hd, (h + hkv + kh) * hd);
+        let base = self.dqkv.ptr();
+        // SAFETY: (`run`'s caller) row r0 + i, columns col..col + hd of dqkv belong to this task.
+        let row = |i: usize, col: usize| unsafe {
+            std::slice::from_raw_parts_mut(base.add((r0 + i) * wqkv + col), hd)
+        };
+        for i in 0..n {
+            row(i, kc).fill(0.0);
+            row(i, vc).fill(0.0);
+        }
+        let qkv = self.qkv;
+        let mut ds = vec![0f32; n];
+        let mut dq = vec![0f32; hd];
+        for r in 0..rep {
+            let hi = kh * rep + r;
+            let pr = &self.probs[hi * len * len..];
+            for i in 0..n {
+                let dob = &self.da[(r0 + i) * h * hd + hi * hd..][..hd];
+                let prow = &pr[i * len..i * len + i + 1];
+                let ds = &mut ds[..i + 1];
+                let mut sum = 0f32;
+                for (jj, (d, &pv)) in ds.iter_mut().zip(prow).enumerate() {
+                    *d = dot(dob, &qkv[(ts + jj) * wqkv + vc..][..hd]);
+                    sum += *d * pv;
+                }
+                for (d, &pv) in ds.iter_mut().zip(prow) {
+                    *d = pv * (*d - sum) * self.scale;
+                }
+                let qi = &qkv[(ts + i) * wqkv + hi * hd..][..hd];
+                dq.fill(0.0);
+                for (jj, (&d, &pv)) in ds.iter().zip(prow).enumerate() {
+                    axpy(&mut dq, d, &qkv[(ts + jj) * wqkv + kc..][..hd]);
+                    axpy(row(jj, kc), d, qi);
+                    axpy(row(jj, vc), pv, dob);
+                }
+                row(i, hi * hd).copy_from_slice(&dq);
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn attn_task_body(t: &AttnTask<'_>) {
+    t.body()
+}
+
+/// a . b, in 16 lanes (vectorizable without reassociating a single sum).
+#[inline(always)]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut acc = [0f32; 16];
+    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for l in 0..16 {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    let mut s: f32 = acc.iter().sum();
+    for (x, y) in ra.iter().zip(rb) {
+        s += x * y;
+    }
+    s
+}
+
+/// y += a x.
+#[inline(always)]
+fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
+    for (y, x) in y.iter_mut().zip(x) {
+        *y += a * x;
+    }
 }
 
 /// Rows per range when `m` rows are split into one range per thread. Steps that work row by row

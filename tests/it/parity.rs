@@ -3,6 +3,7 @@
 
 use candle_core::{D, IndexOp, Tensor};
 use tokenlens::model::generate::{Decoding, GenerateOptions};
+use tokenlens::model::reverse::{SegTarget, Segment};
 use tokenlens::model::{Capture, Layers, LensNorm, Logits, Model, Objective, Target};
 
 use crate::common::{Golden, assert_close, data_dir, real_model};
@@ -326,6 +327,54 @@ fn smollm2_gguf_matches_transformers() {
         ));
     }
     eprintln!("smollm2 grad_logprob scaled error {gw:.2e}");
+
+    // The saliency engine's packed reverse pass (each prompt alone, unpadded) against the same
+    // reference: d p / d emb = p d log p / d emb. Relative to the largest reference value,
+    // which is stricter than the scaled error above (these gradients are far below 1).
+    let segments: Vec<Segment> = ids
+        .iter()
+        .enumerate()
+        .map(|(r, ids)| {
+            let t = Tensor::from_slice(ids, (1, ids.len()), model.device()).unwrap();
+            Segment {
+                embeds: model
+                    .embed(&t)
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1()
+                    .unwrap(),
+                targets: vec![SegTarget {
+                    prefix: ids.len(),
+                    token: golden.ids("greedy")[r][0],
+                    grad: true,
+                }],
+            }
+        })
+        .collect();
+    let mut worst = 0f32;
+    for (r, res) in model.prob_gradients(&segments).unwrap().iter().enumerate() {
+        let p = res.probs[0];
+        let want: Vec<f32> = golden
+            .t(&format!("p{r}.grad_logprob"))
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+            .iter()
+            .map(|g| g * p)
+            .collect();
+        let got = res.grads[0].as_ref().unwrap();
+        assert_eq!(got.len(), want.len());
+        let m = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let d = got
+            .iter()
+            .zip(&want)
+            .fold(0f32, |acc, (a, b)| acc.max((a - b).abs()));
+        worst = worst.max(d / m);
+        assert!(d / m <= GRAD_TOL, "p{r} reverse pass: {d:e} at max {m:e}");
+    }
+    eprintln!("smollm2 reverse-pass d p / d emb relative error {worst:.2e}");
 
     let gens = model
         .generate(
