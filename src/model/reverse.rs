@@ -551,8 +551,12 @@ fn rope_rows_body(
 
 /// Overwrites a row of logits with d p_tok / d logits = p_tok (onehot(tok) - p) and returns
 /// p_tok. Sums in 16 lanes of f32 (each lane adds ~vocab/16 terms of at most 1).
-#[inline(always)]
 fn prob_cotangent_row(row: &mut [f32], tok: usize) -> f32 {
+    simd_call!(prob_cotangent_row_body(row: &mut [f32], tok: usize) -> f32)
+}
+
+#[inline(always)]
+fn prob_cotangent_row_body(row: &mut [f32], tok: usize) -> f32 {
     let mut mx = [f32::NEG_INFINITY; 16];
     let mut chunks = row.chunks_exact(16);
     for c in &mut chunks {
@@ -736,10 +740,7 @@ impl Model {
         let probs: Vec<f32> = logits
             .par_chunks_mut(vocab)
             .zip(&tokens)
-            .map(|(row, &tok)| {
-                let tok = tok as usize;
-                simd_call!(prob_cotangent_row(row: &mut [f32], tok: usize) -> f32)
-            })
+            .map(|(row, &tok)| prob_cotangent_row(row, tok as usize))
             .collect();
         let mut results: Vec<SegResult> = Vec::with_capacity(segments.len());
         {
@@ -1416,6 +1417,78 @@ mod tests {
     #[test]
     fn matches_autograd_qwen2() {
         check(&tiny("tiny-qwen2"));
+    }
+
+    /// The row steps give the same bits through `simd_call!` (AVX-512F or AVX2 here) as compiled
+    /// plainly (what a CPU without them runs): lane sums fix the order of every sum, and Rust
+    /// never fuses a multiply and an add on its own.
+    #[test]
+    fn simd_row_steps_match_the_plain_code() {
+        let vals = |n: usize, seed: u32| -> Vec<f32> {
+            (0..n)
+                .map(|i| {
+                    let h = (i as u32 ^ seed).wrapping_mul(2654435761).rotate_left(11);
+                    (h % 4001) as f32 / 1000.0 - 2.0
+                })
+                .collect()
+        };
+        let dev = candle_core::Device::Cpu;
+        let d = 77; // not a multiple of 16: remainders too
+        let w = Tensor::from_vec(vals(d, 1), d, &dev).unwrap();
+        let b = Tensor::from_vec(vals(d, 2), d, &dev).unwrap();
+        let (x, dy) = (vals(d, 3), vals(d, 4));
+        for nr in [
+            NormRef::Rms { w: &w, eps: 1e-5 },
+            NormRef::Layer {
+                w: &w,
+                b: &b,
+                eps: 1e-5,
+            },
+        ] {
+            let n = Norm::of(nr).unwrap();
+            let (mut y1, mut y2) = (vec![0f32; d], vec![0f32; d]);
+            n.forward_row(&x, &mut y1);
+            norm_forward_row(&n, &x, &mut y2);
+            assert_eq!(y1, y2);
+            let (mut g1, mut g2) = (dy.clone(), dy.clone());
+            n.backward_row(&x, &dy, &mut g1);
+            norm_backward_row(&n, &x, &dy, &mut g2);
+            assert_eq!(g1, g2);
+        }
+        for k in [ActKind::SwiGlu, ActKind::GeluTanh, ActKind::GeluErf] {
+            let pw = k.pre_width(d);
+            let (mut p1, mut p2) = (vals(pw, 5), vals(pw, 5));
+            let (mut a1, mut a2) = (vec![0f32; d], vec![0f32; d]);
+            k.forward_row(&mut p1, &mut a1);
+            act_forward_row(k, &mut p2, &mut a2);
+            assert_eq!((&p1, &a1), (&p2, &a2), "{k:?}");
+            let (mut q1, mut q2) = (vec![0f32; pw], vec![0f32; pw]);
+            k.backward_row(&p1, &dy, &mut q1);
+            act_backward_row(&p1, &dy, &mut q2);
+            assert_eq!(q1, q2, "{k:?}");
+        }
+        let dims = Dims {
+            d,
+            h: 1,
+            hkv: 1,
+            hd: 8,
+            wqkv: 24,
+            ffn: d,
+            window: Some(30),
+        };
+        let (mut r1, mut r2) = (vals(50, 6), vals(50, 6));
+        softmax_row(&mut r1, 41, &dims);
+        softmax_row_body(&mut r2, 41, &dims);
+        assert_eq!(r1, r2);
+        let (mut l1, mut l2) = (vals(1000, 7), vals(1000, 7));
+        let p1 = prob_cotangent_row(&mut l1, 17);
+        let p2 = prob_cotangent_row_body(&mut l2, 17);
+        assert_eq!((p1, &l1), (p2, &l2));
+        let (cos, sin) = (vals(4 * 3, 8), vals(4 * 3, 9));
+        let (mut q1, mut q2) = (vals(3 * 24, 10), vals(3 * 24, 10));
+        rope_rows(&mut q1, &[0, 2, 1], Some((&cos, &sin)), &dims, false);
+        rope_rows_body(&mut q2, &[0, 2, 1], &cos, &sin, &dims, false);
+        assert_eq!(q1, q2);
     }
 
     #[test]
