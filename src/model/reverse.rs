@@ -1183,7 +1183,8 @@ impl AttnTask<'_> {
 
     /// dV_jj = sum_i P[i, jj] dO_i; dS = P * (dO V^T - rowsum(P * dO V^T));
     /// dQ_i = scale sum_jj dS[i, jj] K_jj; dK_jj = scale sum_i dS[i, jj] Q_i; summed over the
-    /// key/value head's query heads.
+    /// key/value head's query heads. Reached only through `run`, whose contract its writes
+    /// through `dqkv` rely on (a safe fn so that `simd_call!` can wrap it).
     #[inline(always)]
     fn body(&self) {
         let Dims {
