@@ -1,19 +1,23 @@
-//! The library's error type: every failure names the file, field or value it is about.
+//! The engine's error type, used by `model/` and `analysis/`: every failure names the file,
+//! field or value it is about, and keeps its cause as `source()`. The pipeline wraps it in its
+//! own error (`pipeline::Error`) with the spec, dataset and store errors; the CLI prints the
+//! whole chain.
 
 use std::path::PathBuf;
 
-/// Errors raised by the tokenlens library. The CLI wraps them with `anyhow` context.
+/// Errors raised by the engine (model loading, tokenization, forward and reverse passes,
+/// analyses). The CLI wraps them with `anyhow` context.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A file could not be read or written.
-    #[error("{path}: {source}")]
+    #[error("{}", path.display())]
     Io {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
     /// A model checkpoint (config, weights, tokenizer) is missing, malformed or unsupported.
-    #[error("{path}: {msg}")]
+    #[error("{}: {msg}", path.display())]
     Model { path: PathBuf, msg: String },
     /// The tokenizer failed or could not be built.
     #[error("tokenizer: {0}")]
@@ -22,17 +26,12 @@ pub enum Error {
     #[error("{0}")]
     Input(String),
     /// A tensor operation failed (a shape bug or an internal error).
-    #[error("tensor op: {0}")]
+    #[error("tensor op")]
     Candle(#[from] candle_core::Error),
-    /// A pipeline spec is unreadable, malformed or invalid.
+    /// A failure of code the engine calls back, e.g. an NMF row source reading a run's tables;
+    /// shown as that error.
     #[error(transparent)]
-    Spec(#[from] crate::pipeline::SpecError),
-    /// A prompt dataset is unreadable or has a bad record.
-    #[error(transparent)]
-    Dataset(#[from] crate::pipeline::DatasetError),
-    /// Writing a run's Parquet files failed.
-    #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
+    External(Box<dyn std::error::Error + Send + Sync>),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -49,5 +48,9 @@ impl Error {
             path: path.into(),
             source,
         }
+    }
+    /// Wraps an error of a caller's callback.
+    pub fn external(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Error::External(Box::new(e))
     }
 }

@@ -7,8 +7,8 @@ use candle_core::{DType, IndexOp, Tensor};
 use crate::analysis::lens::{self, Reduce};
 use crate::analysis::saliency::{self, Completeness, SaliencyOptions, SaliencyRow};
 use crate::error::Result;
-use crate::model::generate::GenerateOptions;
-use crate::model::{Capture, Layers, LensNorm, Model};
+use crate::model::generate::{GenerateOptions, Generation};
+use crate::model::{Batch, Capture, Captures, Layers, LensNorm, Model};
 
 /// A prompt, tokenized.
 #[derive(Debug, Clone)]
@@ -157,31 +157,73 @@ pub struct BatchOut {
     pub n_tokens: usize,
 }
 
-/// Runs `plan` over a batch of documents.
+/// Runs `plan` over a batch of documents: generation, the token and generation records, one
+/// forward pass with every capture the analyses need, then each analysis.
 pub fn process(model: &Model, docs: &[Doc], plan: &Plan) -> Result<BatchOut> {
     let mut out = BatchOut::default();
     if docs.is_empty() {
         return Ok(out);
     }
-    let prompts: Vec<Vec<u32>> = docs.iter().map(|d| d.ids.clone()).collect();
-    let seeds: Vec<u64> = docs.iter().map(|d| d.seed).collect();
-    let gens = if plan.generation.max_new_tokens > 0 {
-        model.generate(&prompts, &seeds, &plan.generation)?
-    } else {
-        prompts
-            .iter()
-            .map(|p| crate::model::generate::Generation {
-                prompt: p.clone(),
-                generated: vec![],
-                stopped_at_eos: false,
-            })
-            .collect()
-    };
+    let gens = generate(model, docs, plan)?;
     let seqs: Vec<Vec<u32>> = gens.iter().map(|g| g.sequence()).collect();
     let plens: Vec<usize> = docs.iter().map(|d| d.ids.len()).collect();
     out.n_tokens = seqs.iter().map(Vec::len).sum();
-    let tok = &model.tokenizer;
+    token_records(model, &gens, &seqs, &plens, &mut out)?;
 
+    // One forward pass over prompt + generated tokens with every capture the plan needs.
+    if let Some(capture) = capture_for(plan) {
+        let batch = model.batch(&seqs)?;
+        let caps = model.forward(&batch, &capture)?;
+        let targets = lens::next_tokens(&seqs);
+        if let Some(k) = plan.predictions {
+            predictions(model, &batch, &caps, &targets, k, &mut out)?;
+        }
+        lens_and_watch(model, plan, &batch, &caps, &seqs, &targets, &mut out)?;
+        if let Some(a) = &plan.activations {
+            activations(a, &batch, &caps, &plens, &mut out)?;
+        }
+        if let Some(a) = &plan.attention {
+            attention(a, &batch, &caps, docs.len(), &mut out)?;
+        }
+    }
+
+    if let Some(s) = &plan.saliency
+        && plan.generation.max_new_tokens > 0
+    {
+        let res = saliency::saliency(model, &seqs, &plens, s)?;
+        out.saliency = res.rows;
+        out.completeness = res.completeness;
+    }
+    Ok(out)
+}
+
+/// Each document's generation (or its prompt alone when nothing is generated).
+fn generate(model: &Model, docs: &[Doc], plan: &Plan) -> Result<Vec<Generation>> {
+    let prompts: Vec<Vec<u32>> = docs.iter().map(|d| d.ids.clone()).collect();
+    let seeds: Vec<u64> = docs.iter().map(|d| d.seed).collect();
+    if plan.generation.max_new_tokens > 0 {
+        model.generate(&prompts, &seeds, &plan.generation)
+    } else {
+        Ok(prompts
+            .into_iter()
+            .map(|p| Generation {
+                prompt: p,
+                generated: vec![],
+                stopped_at_eos: false,
+            })
+            .collect())
+    }
+}
+
+/// The `tokens` and `generations` records.
+fn token_records(
+    model: &Model,
+    gens: &[Generation],
+    seqs: &[Vec<u32>],
+    plens: &[usize],
+    out: &mut BatchOut,
+) -> Result<()> {
+    let tok = &model.tokenizer;
     for (i, g) in gens.iter().enumerate() {
         for (p, &id) in seqs[i].iter().enumerate() {
             out.tokens.push(TokenRec {
@@ -200,12 +242,15 @@ pub fn process(model: &Model, docs: &[Doc], plan: &Plan) -> Result<BatchOut> {
             stopped_at_eos: g.stopped_at_eos,
         });
     }
+    Ok(())
+}
 
-    // One forward pass over prompt + generated tokens with every capture the plan needs.
-    let n_layers = model.config.n_layers;
+/// What the forward pass must capture for the plan's analyses; None: no forward pass needed.
+fn capture_for(plan: &Plan) -> Option<Capture> {
     let want_resid = plan.predictions.is_some() || plan.lens.is_some() || !plan.watch.is_empty();
+    let needs_forward = want_resid || plan.activations.is_some() || plan.attention.is_some();
     let layers_of = |l: &[usize]| Layers::Only(l.to_vec());
-    let capture = Capture {
+    needs_forward.then(|| Capture {
         residual: want_resid,
         mlp: plan
             .activations
@@ -218,202 +263,227 @@ pub fn process(model: &Model, docs: &[Doc], plan: &Plan) -> Result<BatchOut> {
             None => Layers::None,
         },
         ..Capture::default()
+    })
+}
+
+/// The `predictions` records: the top-k next tokens at every position.
+fn predictions(
+    model: &Model,
+    batch: &Batch,
+    caps: &Captures,
+    targets: &[Vec<Option<u32>>],
+    k: usize,
+    out: &mut BatchOut,
+) -> Result<()> {
+    let r = Reduce {
+        top_k: k,
+        watch: &[],
     };
-    let needs_forward = want_resid || plan.activations.is_some() || plan.attention.is_some();
-    if needs_forward {
-        let batch = model.batch(&seqs)?;
-        let caps = model.forward(&batch, &capture)?;
-        let targets = lens::next_tokens(&seqs);
-        if let Some(k) = plan.predictions {
-            let r = Reduce {
-                top_k: k,
-                watch: &[],
-            };
-            let stats = lens::project(
-                model,
-                &batch,
-                &caps.residual[n_layers],
-                LensNorm::FinalNorm,
-                &targets,
-                &r,
-            )?;
-            for (i, row) in stats.iter().enumerate() {
-                for (p, s) in row.iter().enumerate() {
-                    for (rank, &(id, prob)) in s.top.iter().enumerate() {
-                        out.predictions.push(CandidateRec {
+    let stats = lens::project(
+        model,
+        batch,
+        &caps.residual[model.config.n_layers],
+        LensNorm::FinalNorm,
+        targets,
+        &r,
+    )?;
+    for (i, row) in stats.iter().enumerate() {
+        for (p, s) in row.iter().enumerate() {
+            for (rank, &(id, prob)) in s.top.iter().enumerate() {
+                out.predictions.push(CandidateRec {
+                    doc: i,
+                    position: p as u32,
+                    layer: None,
+                    rank: rank as u32 + 1,
+                    token_id: id,
+                    prob,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The `lens`, `lens_topk` and `watch` records: every residual stream projected through the
+/// unembedding, once per norm setting (the lens and the watched tokens share a projection when
+/// they can).
+fn lens_and_watch(
+    model: &Model,
+    plan: &Plan,
+    batch: &Batch,
+    caps: &Captures,
+    seqs: &[Vec<u32>],
+    targets: &[Vec<Option<u32>>],
+    out: &mut BatchOut,
+) -> Result<()> {
+    let n_layers = model.config.n_layers;
+    let watch_ids: Vec<u32> = plan.watch.iter().map(|w| w.1).collect();
+    let mut passes: Vec<(LensNorm, bool, bool)> = Vec::new();
+    if let Some(l) = &plan.lens {
+        passes.push((
+            l.norm,
+            true,
+            plan.watch_norm == l.norm && !watch_ids.is_empty(),
+        ));
+    }
+    if !watch_ids.is_empty() && !passes.iter().any(|p| p.2) {
+        passes.push((plan.watch_norm, false, true));
+    }
+    for (norm, do_lens, do_watch) in passes {
+        let top_k = match (&plan.lens, do_lens) {
+            (Some(l), true) => l.top_k,
+            _ => 0,
+        };
+        let r = Reduce {
+            top_k,
+            watch: if do_watch { &watch_ids } else { &[] },
+        };
+        // Layer = residual stream index: 0 = embeddings, l = after block l - 1.
+        let per_layer: Vec<Vec<Vec<lens::PositionStats>>> = (0..=n_layers)
+            .map(|layer| lens::project(model, batch, &caps.residual[layer], norm, targets, &r))
+            .collect::<Result<_>>()?;
+        for (i, seq) in seqs.iter().enumerate() {
+            for p in 0..seq.len() {
+                for (layer, stats) in per_layer.iter().enumerate() {
+                    let s = &stats[i][p];
+                    let (position, layer) = (p as u32, layer as u32);
+                    if do_lens {
+                        if let (Some((rank, prob)), Some(id)) = (s.target, targets[i][p]) {
+                            out.lens.push(RankRec {
+                                doc: i,
+                                position,
+                                layer,
+                                watch: None,
+                                token_id: id,
+                                rank,
+                                prob,
+                            });
+                        }
+                        for (rank, &(id, prob)) in s.top.iter().enumerate() {
+                            out.lens_topk.push(CandidateRec {
+                                doc: i,
+                                position,
+                                layer: Some(layer),
+                                rank: rank as u32 + 1,
+                                token_id: id,
+                                prob,
+                            });
+                        }
+                    }
+                    for (w, &(rank, prob)) in s.watch.iter().enumerate() {
+                        out.watch.push(RankRec {
                             doc: i,
-                            position: p as u32,
-                            layer: None,
-                            rank: rank as u32 + 1,
-                            token_id: id,
+                            position,
+                            layer,
+                            watch: Some(w as u32),
+                            token_id: watch_ids[w],
+                            rank,
                             prob,
                         });
                     }
                 }
             }
         }
-        let watch_ids: Vec<u32> = plan.watch.iter().map(|w| w.1).collect();
-        // One projection per norm setting: the lens and the watched tokens share it if they can.
-        let mut passes: Vec<(LensNorm, bool, bool)> = Vec::new();
-        if let Some(l) = &plan.lens {
-            passes.push((
-                l.norm,
-                true,
-                plan.watch_norm == l.norm && !watch_ids.is_empty(),
-            ));
-        }
-        if !watch_ids.is_empty() && !passes.iter().any(|p| p.2) {
-            passes.push((plan.watch_norm, false, true));
-        }
-        for (norm, do_lens, do_watch) in passes {
-            let top_k = match (&plan.lens, do_lens) {
-                (Some(l), true) => l.top_k,
-                _ => 0,
-            };
-            let r = Reduce {
-                top_k,
-                watch: if do_watch { &watch_ids } else { &[] },
-            };
-            // Layer = residual stream index: 0 = embeddings, l = after block l - 1.
-            let per_layer: Vec<Vec<Vec<lens::PositionStats>>> = (0..=n_layers)
-                .map(|layer| {
-                    lens::project(model, &batch, &caps.residual[layer], norm, &targets, &r)
-                })
-                .collect::<Result<_>>()?;
-            for (i, seq) in seqs.iter().enumerate() {
-                for p in 0..seq.len() {
-                    for (layer, stats) in per_layer.iter().enumerate() {
-                        let s = &stats[i][p];
-                        let (position, layer) = (p as u32, layer as u32);
-                        if do_lens {
-                            if let (Some((rank, prob)), Some(id)) = (s.target, targets[i][p]) {
-                                out.lens.push(RankRec {
-                                    doc: i,
-                                    position,
-                                    layer,
-                                    watch: None,
-                                    token_id: id,
-                                    rank,
-                                    prob,
-                                });
-                            }
-                            for (rank, &(id, prob)) in s.top.iter().enumerate() {
-                                out.lens_topk.push(CandidateRec {
-                                    doc: i,
-                                    position,
-                                    layer: Some(layer),
-                                    rank: rank as u32 + 1,
-                                    token_id: id,
-                                    prob,
-                                });
-                            }
-                        }
-                        for (w, &(rank, prob)) in s.watch.iter().enumerate() {
-                            out.watch.push(RankRec {
-                                doc: i,
-                                position,
-                                layer,
-                                watch: Some(w as u32),
-                                token_id: watch_ids[w],
-                                rank,
-                                prob,
-                            });
-                        }
-                    }
-                }
-            }
-        }
-        if let Some(a) = &plan.activations {
-            // Rows ordered by (document, position, layer): all layers of a position together
-            // (the NMF stage reads them that way).
-            for (i, &plen) in plens.iter().enumerate() {
-                let pad = batch.pad(i);
-                let per_layer: Vec<Vec<Vec<f32>>> = a
-                    .layers
-                    .iter()
-                    .map(|l| {
-                        Ok(caps.mlp[l]
-                            .i(i)?
-                            .narrow(0, pad, batch.lengths[i])?
-                            .to_vec2()?)
-                    })
-                    .collect::<Result<_>>()?;
-                #[allow(clippy::needless_range_loop)] // p indexes the inner vectors
-                for p in 0..batch.lengths[i] {
-                    if !a.positions.keeps(p, plen) {
-                        continue;
-                    }
-                    for (li, &layer) in a.layers.iter().enumerate() {
-                        out.activations.push(ActivationRec {
-                            doc: i,
-                            position: p as u32,
-                            layer: layer as u32,
-                            values: per_layer[li][p].clone(),
-                        });
-                    }
-                }
-            }
-        }
-        if let Some(a) = &plan.attention {
-            for i in 0..docs.len() {
-                let per_layer: Vec<Tensor> = caps
-                    .attention
-                    .values()
-                    .map(|t| lens::row_attention(t, &batch, i))
-                    .collect::<Result<_>>()?;
-                let layer_ids: Vec<usize> = caps.attention.keys().copied().collect();
-                for (t, &layer) in per_layer.iter().zip(&layer_ids) {
-                    if !a.layers.contains(&layer) {
-                        continue;
-                    }
-                    let (h, len, _) = t.dims3()?;
-                    let data: Vec<f32> = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
-                    for head in 0..h {
-                        if !a.heads.is_empty() && !a.heads.contains(&head) {
-                            continue;
-                        }
-                        for q in 0..len {
-                            let row = &data[(head * len + q) * len..][..q + 1];
-                            out.attention.push(AttentionRec {
-                                doc: i,
-                                layer: layer as u32,
-                                head: Some(head as u32),
-                                query_position: q as u32,
-                                weights: row.to_vec(),
-                            });
-                        }
-                    }
-                }
-                if a.rollout {
-                    let rolled = lens::attention_rollout(&per_layer)?;
-                    let len = batch.lengths[i];
-                    for (layer, r) in rolled.iter().enumerate() {
-                        if !a.layers.contains(&layer) {
-                            continue;
-                        }
-                        for q in 0..len {
-                            out.rollout.push(AttentionRec {
-                                doc: i,
-                                layer: layer as u32,
-                                head: None,
-                                query_position: q as u32,
-                                weights: r[q * len..q * len + q + 1].to_vec(),
-                            });
-                        }
-                    }
-                }
-            }
-        }
     }
+    Ok(())
+}
 
-    if let Some(s) = &plan.saliency
-        && plan.generation.max_new_tokens > 0
-    {
-        let res = saliency::saliency(model, &seqs, &plens, s)?;
-        out.saliency = res.rows;
-        out.completeness = res.completeness;
+/// The `activations` records, ordered by (document, position, layer): all layers of a position
+/// together (the NMF stage reads them that way).
+fn activations(
+    a: &ActivationsPlan,
+    batch: &Batch,
+    caps: &Captures,
+    plens: &[usize],
+    out: &mut BatchOut,
+) -> Result<()> {
+    for (i, &plen) in plens.iter().enumerate() {
+        let pad = batch.pad(i);
+        let per_layer: Vec<Vec<Vec<f32>>> = a
+            .layers
+            .iter()
+            .map(|l| {
+                Ok(caps.mlp[l]
+                    .i(i)?
+                    .narrow(0, pad, batch.lengths[i])?
+                    .to_vec2()?)
+            })
+            .collect::<Result<_>>()?;
+        #[allow(clippy::needless_range_loop)] // p indexes the inner vectors
+        for p in 0..batch.lengths[i] {
+            if !a.positions.keeps(p, plen) {
+                continue;
+            }
+            for (li, &layer) in a.layers.iter().enumerate() {
+                out.activations.push(ActivationRec {
+                    doc: i,
+                    position: p as u32,
+                    layer: layer as u32,
+                    values: per_layer[li][p].clone(),
+                });
+            }
+        }
     }
-    Ok(out)
+    Ok(())
+}
+
+/// The `attention` records (each chosen head's rows) and, when asked, `attention_rollout`.
+fn attention(
+    a: &AttentionPlan,
+    batch: &Batch,
+    caps: &Captures,
+    n_docs: usize,
+    out: &mut BatchOut,
+) -> Result<()> {
+    for i in 0..n_docs {
+        let per_layer: Vec<Tensor> = caps
+            .attention
+            .values()
+            .map(|t| lens::row_attention(t, batch, i))
+            .collect::<Result<_>>()?;
+        let layer_ids: Vec<usize> = caps.attention.keys().copied().collect();
+        for (t, &layer) in per_layer.iter().zip(&layer_ids) {
+            if !a.layers.contains(&layer) {
+                continue;
+            }
+            let (h, len, _) = t.dims3()?;
+            let data: Vec<f32> = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+            for head in 0..h {
+                if !a.heads.is_empty() && !a.heads.contains(&head) {
+                    continue;
+                }
+                for q in 0..len {
+                    let row = &data[(head * len + q) * len..][..q + 1];
+                    out.attention.push(AttentionRec {
+                        doc: i,
+                        layer: layer as u32,
+                        head: Some(head as u32),
+                        query_position: q as u32,
+                        weights: row.to_vec(),
+                    });
+                }
+            }
+        }
+        if a.rollout {
+            let rolled = lens::attention_rollout(&per_layer)?;
+            let len = batch.lengths[i];
+            for (layer, r) in rolled.iter().enumerate() {
+                if !a.layers.contains(&layer) {
+                    continue;
+                }
+                for q in 0..len {
+                    out.rollout.push(AttentionRec {
+                        doc: i,
+                        layer: layer as u32,
+                        head: None,
+                        query_position: q as u32,
+                        weights: r[q * len..q * len + q + 1].to_vec(),
+                    });
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -583,7 +583,8 @@ fn run_dir_overwrite_rules() {
     let root = base.join("run");
     let run = RunDir::create(&root, false).unwrap();
     let manifest = serde_json::json!({"tables": ["tokens"]});
-    let m = run.write_manifest(&manifest).unwrap();
+    let m = crate::store::Manifest::path(&root);
+    crate::store::manifest::write_json_atomic(&m, &manifest).unwrap();
     assert_eq!(
         serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(&m).unwrap()).unwrap(),
         manifest

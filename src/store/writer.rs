@@ -1,5 +1,4 @@
-//! Writing tables to Parquet in a run directory: [`RunDir`] (creation, overwrite rules, the
-//! manifest), [`PartWriter`] (one crash-safe part file) and [`TableWriter`] (a table's rows,
+//! Writing tables to Parquet in a run directory: [`RunDir`] (creation, overwrite rules), [`PartWriter`] (one crash-safe part file) and [`TableWriter`] (a table's rows,
 //! buffered into record batches, row groups and parts).
 //!
 //! Layout: `RUN_DIR/manifest.json` and `RUN_DIR/<table>/part-<shard>-<seq>.parquet`. A part is
@@ -18,13 +17,8 @@ use parquet::file::properties::WriterProperties;
 use serde::Serialize;
 
 use super::StoreError;
+use super::manifest::{MANIFEST, SHARDS_DIR};
 use super::schema::{ALL_TABLES, Table, TableDef, TableOptions};
-
-/// Name of the manifest file in a run directory.
-pub const MANIFEST: &str = "manifest.json";
-
-/// Folder of a run directory holding each shard's progress file.
-pub const SHARDS_DIR: &str = "shards";
 
 /// Sizes and compression of the Parquet output.
 #[derive(Debug, Clone)]
@@ -197,7 +191,7 @@ impl Drop for PartWriter {
     }
 }
 
-fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+pub(super) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| StoreError::io(dir, e))
@@ -419,26 +413,5 @@ impl RunDir {
     /// `RUN_DIR/<table>`.
     pub fn table_dir(&self, def: &TableDef) -> PathBuf {
         self.root.join(def.name)
-    }
-
-    /// Writes `manifest.json` atomically (temporary file, fsync, rename).
-    pub fn write_manifest(&self, manifest: &impl Serialize) -> Result<PathBuf, StoreError> {
-        let path = self.root.join(MANIFEST);
-        let tmp = self.root.join(format!("{MANIFEST}.tmp"));
-        let text = serde_json::to_string_pretty(manifest).map_err(|e| StoreError::RunDir {
-            path: path.clone(),
-            msg: format!("cannot serialize the manifest: {e}"),
-        })?;
-        let write = || -> std::io::Result<()> {
-            use std::io::Write;
-            let mut f = File::create(&tmp)?;
-            f.write_all(text.as_bytes())?;
-            f.write_all(b"\n")?;
-            f.sync_all()
-        };
-        write().map_err(|e| StoreError::io(&tmp, e))?;
-        std::fs::rename(&tmp, &path).map_err(|e| StoreError::io(&path, e))?;
-        sync_dir(&self.root)?;
-        Ok(path)
     }
 }

@@ -2,14 +2,11 @@
 //! tables and their row counts, recovery of the planted components (clip and split, in memory
 //! and streamed), determinism, and every kind of bad input with its message and exit code.
 
-use std::fs::File;
 use std::path::Path;
 use std::process::{Command, Output};
 
 use arrow_array::{Array, Float32Array, Float64Array, Int8Array, Int32Array, RecordBatch};
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use tokenlens::pipeline::nmf_stage::synthetic::{Planted, SyntheticRun};
-use tokenlens::pipeline::nmf_stage::table_parts;
 
 use crate::common::scratch;
 
@@ -40,17 +37,8 @@ fn fails(args: &[&str], expected: &str) {
 }
 
 fn batches(dir: &Path, table: &str) -> Vec<RecordBatch> {
-    table_parts(dir, table)
+    tokenlens::store::reader::read_table(dir, tokenlens::store::schema::table_def(table).unwrap())
         .unwrap()
-        .iter()
-        .flat_map(|p| {
-            ParquetRecordBatchReaderBuilder::try_new(File::open(p).unwrap())
-                .unwrap()
-                .build()
-                .unwrap()
-                .map(|b| b.unwrap())
-        })
-        .collect()
 }
 
 fn rows(dir: &Path, table: &str) -> usize {

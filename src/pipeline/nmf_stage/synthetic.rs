@@ -12,12 +12,13 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::error::Result;
 use crate::model::generate::SplitMix64;
+use crate::pipeline::error::Result;
+use crate::store::manifest::write_json_atomic;
 use crate::store::schema::{
     Activations, ActivationsRow, Generations, GenerationsRow, Precision, Tokens, TokensRow,
 };
-use crate::store::{RunDir, TableOptions, TableWriter, WriterOptions};
+use crate::store::{Manifest, RunDir, TableOptions, TableWriter, WriterOptions};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct SyntheticRun {
@@ -182,7 +183,10 @@ impl SyntheticRun {
             tok.finish()?;
             gen_.finish()?;
         }
-        run.write_manifest(&serde_json::json!({ "synthetic": self }))?;
+        write_json_atomic(
+            &Manifest::path(run.root()),
+            &serde_json::json!({ "synthetic": self }),
+        )?;
         Ok(planted)
     }
 }

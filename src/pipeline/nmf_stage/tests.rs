@@ -1,12 +1,16 @@
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use arrow_array::{
     Array, Float32Array, Float64Array, Int8Array, Int32Array, RecordBatch, StringArray,
 };
 
+use super::scan::Scan;
 use super::synthetic::SyntheticRun;
 use super::*;
+use crate::pipeline::spec::{NegativeHandling, Positions, Selection};
 use crate::store::RunDir;
+use crate::store::reader::read_table;
 use crate::store::schema::{Activations, ActivationsRow, Tokens, TokensRow};
 
 fn scratch(name: &str) -> PathBuf {
@@ -63,17 +67,7 @@ fn parts(dir: &Path) -> Vec<String> {
 
 /// Every batch of a table of the run.
 fn batches(dir: &Path, table: &str) -> Vec<RecordBatch> {
-    table_parts(dir, table)
-        .unwrap()
-        .iter()
-        .flat_map(|p| {
-            ParquetRecordBatchReaderBuilder::try_new(File::open(p).unwrap())
-                .unwrap()
-                .build()
-                .unwrap()
-                .map(|b| b.unwrap())
-        })
-        .collect()
+    read_table(dir, crate::store::schema::table_def(table).unwrap()).unwrap()
 }
 
 fn col<T: Array + Clone + 'static>(bs: &[RecordBatch], name: &str) -> Vec<T> {

@@ -1,0 +1,22 @@
+//! `tokenlens inspect`: the loaded model's path, format and configuration as JSON.
+
+use anyhow::Result;
+use clap::Args;
+
+use super::model_args::ModelArgs;
+
+#[derive(Args)]
+pub struct InspectArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+}
+
+pub fn run(a: InspectArgs) -> Result<()> {
+    let m = a.model.load()?;
+    let info = serde_json::json!({
+        "path": m.path, "format": m.format, "config": m.config,
+        "tokenizer_vocab_size": m.tokenizer.vocab_size(),
+    });
+    println!("{}", serde_json::to_string_pretty(&info)?);
+    Ok(())
+}

@@ -1,0 +1,50 @@
+//! The model arguments every model command takes (`--model`, `--tokenizer`), loading the model
+//! they name (the default real model when none), and encoding the prompts given on the command
+//! line.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use tokenlens::model::Model;
+
+#[derive(Args)]
+pub struct ModelArgs {
+    /// A .gguf file or an HF checkpoint directory (config.json, tokenizer.json, *.safetensors).
+    /// Default: SmolLM2-135M-Instruct as fetched by scripts/fetch-model.sh.
+    #[arg(long, short)]
+    model: Option<PathBuf>,
+    /// A tokenizer.json to use instead of the checkpoint's own tokenizer.
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+}
+
+impl ModelArgs {
+    pub fn load(&self) -> Result<Model> {
+        let path = match &self.model {
+            Some(p) => p.clone(),
+            None => {
+                let p = tokenlens::model::default_model_path();
+                if !p.exists() {
+                    bail!(
+                        "no --model given and the default model is not at {}; run scripts/fetch-model.sh to fetch it",
+                        p.display()
+                    );
+                }
+                p
+            }
+        };
+        let model = Model::load(&path, self.tokenizer.as_deref())
+            .with_context(|| format!("loading model {}", path.display()))?;
+        Ok(model)
+    }
+}
+
+/// Each prompt's token ids; an error names the prompt (1-based).
+pub fn encode_all(model: &Model, prompts: &[String]) -> Result<Vec<Vec<u32>>> {
+    prompts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| model.encode(p).with_context(|| format!("prompt {}", i + 1)))
+        .collect()
+}

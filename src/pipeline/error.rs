@@ -1,0 +1,69 @@
+//! The pipeline's error: the engine's error (model, tokenizer, tensor ops) plus everything a run
+//! adds — the spec, the dataset, the store, the NMF stage, shards and resume. Each wrapped error
+//! is shown as itself and keeps its own cause chain.
+
+use std::path::PathBuf;
+
+use super::dataset::DatasetError;
+use super::nmf_stage::NmfError;
+use super::spec::SpecError;
+use crate::store::StoreError;
+use crate::store::manifest::BadShard;
+
+/// Errors of `tokenlens run`, `validate` and `nmf`.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The engine failed: the model, its tokenizer, a tensor op, a prompt it refused.
+    #[error(transparent)]
+    Engine(#[from] crate::Error),
+    /// The pipeline spec is unreadable, malformed or invalid.
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    /// The prompt dataset is unreadable or has a bad record.
+    #[error(transparent)]
+    Dataset(#[from] DatasetError),
+    /// Writing or reading the run's files failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The NMF stage cannot factorize the run's activations as asked.
+    #[error(transparent)]
+    Nmf(#[from] NmfError),
+    #[error(transparent)]
+    Shard(#[from] BadShard),
+    /// `--resume` of a run whose spec file changed.
+    #[error(
+        "{}: cannot resume: the pipeline spec changed since this run started ({}); run without \
+         --resume (and output.overwrite: true) to start over",
+        dir.display(), spec.display()
+    )]
+    SpecChanged { dir: PathBuf, spec: PathBuf },
+    /// `--resume` of a shard of a run started with another shard count.
+    #[error(
+        "{}: cannot resume shard {index}/{count}: the run was started with {started} shard(s)",
+        dir.display()
+    )]
+    ShardCountChanged {
+        dir: PathBuf,
+        index: u32,
+        count: u32,
+        started: u32,
+    },
+    /// A shard's output directory holds a run of another spec or shard count.
+    #[error(
+        "{}: holds a run of another spec or shard count; choose another output.dir, or remove it",
+        dir.display()
+    )]
+    OtherRun { dir: PathBuf },
+    /// A layer or head selection the model does not have (`key` is the spec's key).
+    #[error("{}: {key}: {msg}", spec.display())]
+    Selection {
+        spec: PathBuf,
+        key: &'static str,
+        msg: String,
+    },
+    /// More windows than part file names can number.
+    #[error("too many windows for part numbering")]
+    TooManyWindows,
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,263 @@
+//! One window's open parts, one per table the spec writes: a batch's records appended as each
+//! table's rows, and every part closed (renamed into place) when the window ends.
+
+use super::PARTS_PER_WINDOW;
+use super::batches::DocMeta;
+use crate::model::Model;
+use crate::pipeline::error::{Error, Result};
+use crate::pipeline::process::{BatchOut, Doc};
+use crate::pipeline::spec::{FloatDtype, PipelineSpec};
+use crate::store::Shard;
+use crate::store::schema::{self as tables, Precision, Table, TableOptions};
+use crate::store::writer::{RunDir, TableSummary, TableWriter, WriterOptions};
+
+/// One open part per enabled table, for one window.
+pub(super) struct Writers {
+    tokens: TableWriter<tables::Tokens>,
+    generations: TableWriter<tables::Generations>,
+    predictions: Option<TableWriter<tables::Predictions>>,
+    lens: Option<TableWriter<tables::Lens>>,
+    lens_topk: Option<TableWriter<tables::LensTopk>>,
+    watch: Option<TableWriter<tables::Watch>>,
+    saliency: Option<TableWriter<tables::Saliency>>,
+    completeness: Option<TableWriter<tables::SaliencyCompleteness>>,
+    activations: Option<TableWriter<tables::Activations>>,
+    attention: Option<TableWriter<tables::Attention>>,
+    rollout: Option<TableWriter<tables::AttentionRollout>>,
+}
+
+/// Opens the parts of one window.
+struct Opener<'a> {
+    run: &'a RunDir,
+    /// The tables the spec writes.
+    names: Vec<&'static str>,
+    writer: WriterOptions,
+    /// The window's first part number.
+    seq: u32,
+}
+
+impl Opener<'_> {
+    fn table<T: Table>(&self, opts: &TableOptions) -> Result<TableWriter<T>> {
+        Ok(TableWriter::<T>::create(self.run, opts, &self.writer)?.starting_at(self.seq))
+    }
+
+    /// The table's writer if the spec writes the table.
+    fn if_written<T: Table>(&self, opts: &TableOptions) -> Result<Option<TableWriter<T>>> {
+        self.names
+            .contains(&T::def().name)
+            .then(|| self.table(opts))
+            .transpose()
+    }
+}
+
+impl Writers {
+    /// The writers of window `window` of `shard`, one per table the spec writes.
+    pub(super) fn open(
+        run: &RunDir,
+        spec: &PipelineSpec,
+        shard: Shard,
+        window: u64,
+    ) -> Result<Writers> {
+        let seq = u32::try_from(window)
+            .ok()
+            .and_then(|w| w.checked_mul(PARTS_PER_WINDOW))
+            .ok_or(Error::TooManyWindows)?;
+        let o = Opener {
+            run,
+            names: spec.tables(),
+            writer: WriterOptions {
+                shard: shard.index,
+                ..WriterOptions::default()
+            },
+            seq,
+        };
+        let t = TableOptions::default();
+        let act = TableOptions {
+            list_float: match spec.analyses.activations.as_ref().map(|a| a.dtype) {
+                Some(FloatDtype::F16) => Precision::F16,
+                _ => Precision::F32,
+            },
+        };
+        Ok(Writers {
+            tokens: o.table(&t)?,
+            generations: o.table(&t)?,
+            predictions: o.if_written(&t)?,
+            lens: o.if_written(&t)?,
+            lens_topk: o.if_written(&t)?,
+            watch: o.if_written(&t)?,
+            saliency: o.if_written(&t)?,
+            completeness: o.if_written(&t)?,
+            activations: o.if_written(&act)?,
+            attention: o.if_written(&t)?,
+            rollout: o.if_written(&t)?,
+        })
+    }
+
+    /// Appends one batch's records.
+    pub(super) fn append(
+        &mut self,
+        docs: &[Doc],
+        meta: &[DocMeta],
+        out: &BatchOut,
+        model: &Model,
+        watch: &[String],
+    ) -> Result<()> {
+        let id = |i: usize| docs[i].id.as_str();
+        let text = |t: u32| model.tokenizer.token_text(t);
+        for t in &out.tokens {
+            self.tokens.append(tables::TokensRow {
+                doc_id: id(t.doc),
+                position: t.position as i32,
+                token_id: t.token_id as i32,
+                token: &t.token,
+                is_generated: t.is_generated,
+            })?;
+        }
+        for g in &out.generations {
+            self.generations.append(tables::GenerationsRow {
+                doc_id: id(g.doc),
+                index: meta[g.doc].index as i64,
+                prompt: &docs[g.doc].text,
+                output_text: &g.output_text,
+                prompt_tokens: g.prompt_tokens as i32,
+                generated_tokens: g.generated_tokens as i32,
+                stopped_at_eos: g.stopped_at_eos,
+                truncated_tokens: meta[g.doc].truncated as i32,
+            })?;
+        }
+        if let Some(w) = &mut self.predictions {
+            for c in &out.predictions {
+                w.append(tables::PredictionsRow {
+                    doc_id: id(c.doc),
+                    position: c.position as i32,
+                    rank: c.rank as i32,
+                    token_id: c.token_id as i32,
+                    token: &text(c.token_id),
+                    prob: c.prob,
+                })?;
+            }
+        }
+        if let Some(w) = &mut self.lens {
+            for r in &out.lens {
+                w.append(tables::LensRow {
+                    doc_id: id(r.doc),
+                    position: r.position as i32,
+                    layer: r.layer as i32,
+                    token_id: r.token_id as i32,
+                    rank: r.rank as i32,
+                    prob: r.prob,
+                })?;
+            }
+        }
+        if let Some(w) = &mut self.lens_topk {
+            for c in &out.lens_topk {
+                w.append(tables::LensTopkRow {
+                    doc_id: id(c.doc),
+                    position: c.position as i32,
+                    layer: c.layer.unwrap_or(0) as i32,
+                    rank: c.rank as i32,
+                    token_id: c.token_id as i32,
+                    token: &text(c.token_id),
+                    prob: c.prob,
+                })?;
+            }
+        }
+        if let Some(w) = &mut self.watch {
+            for r in &out.watch {
+                w.append(tables::WatchRow {
+                    doc_id: id(r.doc),
+                    position: r.position as i32,
+                    layer: r.layer as i32,
+                    token_id: r.token_id as i32,
+                    token: &watch[r.watch.unwrap_or(0) as usize],
+                    rank: r.rank as i32,
+                    prob: r.prob,
+                })?;
+            }
+        }
+        if let Some(w) = &mut self.saliency {
+            for r in &out.saliency {
+                w.append(tables::SaliencyRow {
+                    doc_id: id(r.doc),
+                    method: r.method.name(),
+                    target_position: r.target_position as i32,
+                    source_position: r.source_position as i32,
+                    score: r.score,
+                    raw: r.raw,
+                    signed: r.signed,
+                })?;
+            }
+        }
+        if let Some(w) = &mut self.completeness {
+            for c in &out.completeness {
+                w.append(tables::SaliencyCompletenessRow {
+                    doc_id: id(c.doc),
+                    target_position: c.target_position as i32,
+                    target_prob: c.target_prob,
+                    baseline_prob: c.baseline_prob,
+                    attribution_sum: c.attribution_sum,
+                    error: c.error,
+                })?;
+            }
+        }
+        if let Some(w) = &mut self.activations {
+            for a in &out.activations {
+                w.append(tables::ActivationsRow {
+                    doc_id: id(a.doc),
+                    position: a.position as i32,
+                    layer: a.layer as i32,
+                    values: &a.values,
+                })?;
+            }
+        }
+        if let Some(w) = &mut self.attention {
+            for a in &out.attention {
+                w.append(tables::AttentionRow {
+                    doc_id: id(a.doc),
+                    layer: a.layer as i32,
+                    head: a.head.unwrap_or(0) as i32,
+                    query_position: a.query_position as i32,
+                    weights: &a.weights,
+                })?;
+            }
+        }
+        if let Some(w) = &mut self.rollout {
+            for a in &out.rollout {
+                w.append(tables::AttentionRolloutRow {
+                    doc_id: id(a.doc),
+                    layer: a.layer as i32,
+                    query_position: a.query_position as i32,
+                    weights: &a.weights,
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Closes every part (renaming it into place); returns rows per table.
+    pub(super) fn finish(self) -> Result<Vec<(&'static str, u64)>> {
+        let mut rows = vec![];
+        let mut done = |s: TableSummary| rows.push((s.table, s.rows));
+        done(self.tokens.finish()?);
+        done(self.generations.finish()?);
+        macro_rules! finish_if_open {
+            ($($w:expr),+) => {
+                $(if let Some(w) = $w {
+                    done(w.finish()?);
+                })+
+            };
+        }
+        finish_if_open!(
+            self.predictions,
+            self.lens,
+            self.lens_topk,
+            self.watch,
+            self.saliency,
+            self.completeness,
+            self.activations,
+            self.attention,
+            self.rollout
+        );
+        Ok(rows)
+    }
+}

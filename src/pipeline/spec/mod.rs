@@ -1,0 +1,642 @@
+//! Pipeline specs: the YAML file that names a model, a prompt dataset, the generation and
+//! batching settings, the analyses and the run directory. Owns parsing (errors carry
+//! `file:line:column`), defaults, resolution of relative paths, and validation, alone
+//! ([`PipelineSpec::load`]) and against a model's dimensions ([`PipelineSpec::validate_against`]).
+//!
+//! Every struct rejects unknown keys. Relative paths (`model`, `model.tokenizer`, `dataset.path`,
+//! `output.dir`) are resolved against the directory of the YAML file, not the current directory,
+//! so a spec means the same thing wherever it is run from; no `~` or `$VAR` expansion is done.
+//!
+//! YAML library: `serde_norway`, a maintained fork of the deprecated `serde_yaml` (same API and
+//! messages). Checked against `serde_yaml_ng` and `serde-saphyr`: all three report line and column
+//! for syntax errors, unknown keys and mistyped values, but `serde_norway` (like `serde_yaml_ng`,
+//! which has seen fewer releases) also names the key path and both types
+//! (`generation.top_p: invalid type: string "abc", expected f64`), where `serde-saphyr` says only
+//! `invalid floating point` without the key, accepts `yes` as `true`, and needs Rust 1.89 (this
+//! crate supports 1.88). `serde-saphyr` is the better-maintained, libyaml-free crate and would be the
+//! one to move to if its messages improve.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::path::PathBuf;
+
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Serialize};
+
+use super::dataset::Format;
+
+/// A whole pipeline. After [`PipelineSpec::load`], every path is resolved and the values are
+/// checked; checks that need the model are in [`PipelineSpec::validate_against`].
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineSpec {
+    /// Free text, copied to the manifest.
+    #[serde(default)]
+    pub description: Option<String>,
+    pub model: ModelSpec,
+    pub dataset: DatasetSpec,
+    #[serde(default, deserialize_with = "null_is_default")]
+    pub generation: GenerationSpec,
+    #[serde(default, deserialize_with = "null_is_default")]
+    pub batching: BatchingSpec,
+    #[serde(default, deserialize_with = "null_is_default")]
+    pub analyses: AnalysesSpec,
+    pub output: OutputSpec,
+    /// The YAML file this spec was loaded from (as given); not a key of the file.
+    #[serde(skip)]
+    pub source: PathBuf,
+}
+
+/// Which model. In YAML either a string (`model: default`, `model: path/to/model.gguf`,
+/// `model: org/name`) or a mapping with the keys below.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ModelSpec {
+    /// `default` (the default model, see `model::default_model_path`), a `.gguf` file, an HF
+    /// checkpoint directory, or a hub id `org/name` (when no such local path exists).
+    pub path: ModelSource,
+    /// A `tokenizer.json` to use instead of the checkpoint's own. Default: none.
+    pub tokenizer: Option<PathBuf>,
+    /// Compute dtype. Default and only value so far: `f32` (weights of any stored dtype are
+    /// converted to f32 at load).
+    pub dtype: ComputeDtype,
+}
+
+/// Where the model comes from, after resolution.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelSource {
+    /// `model: default`: `tokenlens::model::default_model_path()`.
+    Default,
+    /// A local `.gguf` file or HF directory, resolved against the spec's directory.
+    Path(PathBuf),
+    /// A Hugging Face hub id `org/name` (no local path of that name exists).
+    Hub(String),
+}
+
+impl ModelSource {
+    /// The path or id to hand to `Model::load`.
+    pub fn load_path(&self) -> PathBuf {
+        match self {
+            ModelSource::Default => crate::model::default_model_path(),
+            ModelSource::Path(p) => p.clone(),
+            ModelSource::Hub(id) => PathBuf::from(id),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ComputeDtype {
+    #[default]
+    F32,
+}
+
+/// The mapping form of `model:`; its `path` is still unresolved.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ModelMapping {
+    path: String,
+    #[serde(default)]
+    tokenizer: Option<PathBuf>,
+    #[serde(default)]
+    dtype: ComputeDtype,
+}
+
+impl<'de> Deserialize<'de> for ModelSpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = ModelSpec;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("`default`, a model path or hub id, or a mapping with `path`")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<ModelSpec, E> {
+                Ok(ModelSpec {
+                    path: ModelSource::unresolved(s),
+                    tokenizer: None,
+                    dtype: ComputeDtype::F32,
+                })
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<ModelSpec, A::Error> {
+                let m = ModelMapping::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(ModelSpec {
+                    path: ModelSource::unresolved(&m.path),
+                    tokenizer: m.tokenizer,
+                    dtype: m.dtype,
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl ModelSource {
+    /// Before resolution every non-default model is a `Path` holding the text as written.
+    fn unresolved(s: &str) -> ModelSource {
+        if s == "default" {
+            ModelSource::Default
+        } else {
+            ModelSource::Path(PathBuf::from(s))
+        }
+    }
+}
+
+/// The prompt dataset, read as a stream (see `pipeline::dataset`).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatasetSpec {
+    /// The file, resolved against the spec's directory.
+    pub path: PathBuf,
+    /// `jsonl`, `csv`, `parquet` or `txt` (one prompt per line). Default: from the extension
+    /// (`.jsonl`/`.ndjson`, `.csv`, `.parquet`/`.pq`, `.txt`).
+    #[serde(default)]
+    pub format: Option<Format>,
+    /// The field (jsonl), column (csv, parquet) holding the prompt. Default: `text`. Not allowed
+    /// for txt.
+    #[serde(default)]
+    pub text_field: Option<String>,
+    /// The field or column holding each prompt's id (string or integer), which becomes `doc_id`.
+    /// Default: none, and `doc_id` is the prompt's 0-based index in the dataset. Not allowed for
+    /// txt.
+    #[serde(default)]
+    pub id_field: Option<String>,
+    /// Read only the first `limit` prompts. Default: all.
+    #[serde(default)]
+    pub limit: Option<usize>,
+    /// A prompt that does not fit the model's context together with `max_new_tokens`: `error`
+    /// (default) stops the run naming the prompt; `truncate` keeps its last tokens that fit.
+    #[serde(default)]
+    pub too_long: TooLong,
+}
+
+impl DatasetSpec {
+    /// A spec reading `path` with every default (format from the extension).
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        DatasetSpec {
+            path: path.into(),
+            format: None,
+            text_field: None,
+            id_field: None,
+            limit: None,
+            too_long: TooLong::Error,
+        }
+    }
+
+    /// The text field or column name (`text` unless set).
+    pub fn text_field(&self) -> &str {
+        self.text_field.as_deref().unwrap_or("text")
+    }
+
+    /// The format: as given, else from the file extension.
+    pub fn format(&self) -> Option<Format> {
+        self.format.or_else(|| Format::from_path(&self.path))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TooLong {
+    #[default]
+    Error,
+    Truncate,
+}
+
+/// How continuations are generated. `temperature: 0` (default) is greedy decoding.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GenerationSpec {
+    /// New tokens per prompt (fewer if EOS comes first and `stop_at_eos`). 0 analyses the
+    /// prompts alone. Default: 20.
+    pub max_new_tokens: usize,
+    /// 0 = greedy (default); > 0 samples from softmax(logits / temperature).
+    pub temperature: f64,
+    /// Sample among the `top_k` most likely tokens only. Default: no limit.
+    pub top_k: Option<usize>,
+    /// Nucleus sampling: the smallest set of tokens whose probability reaches `top_p`, in (0, 1].
+    /// Default: no limit.
+    pub top_p: Option<f64>,
+    /// Sampling seed; prompt i uses `seed + i`, so a prompt's sample does not depend on its batch.
+    /// Default: 0.
+    pub seed: u64,
+    /// Stop a prompt at its first EOS token (kept as the last token). Default: true.
+    pub stop_at_eos: bool,
+}
+
+impl Default for GenerationSpec {
+    fn default() -> Self {
+        GenerationSpec {
+            max_new_tokens: 20,
+            temperature: 0.0,
+            top_k: None,
+            top_p: None,
+            seed: 0,
+            stop_at_eos: true,
+        }
+    }
+}
+
+/// How prompts are grouped into batches.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BatchingSpec {
+    /// At most this many prompts per batch. Default: 8.
+    pub batch_size: usize,
+    /// At most this many padded tokens per batch (rows x longest row, generated tokens included).
+    /// Default: no limit.
+    pub max_tokens: Option<usize>,
+    /// Sort prompts by length within a window before cutting batches, so batches waste little
+    /// padding. Output rows are keyed by `doc_id`, so order does not matter. Default: true.
+    pub bucket_by_length: bool,
+    /// Prompts read ahead and sorted at a time when bucketing (bounds memory). Default: 256.
+    pub bucket_window: usize,
+}
+
+impl Default for BatchingSpec {
+    fn default() -> Self {
+        BatchingSpec {
+            batch_size: 8,
+            max_tokens: None,
+            bucket_by_length: true,
+            bucket_window: 256,
+        }
+    }
+}
+
+/// The analyses to run; each is off unless its key is present. `tokens` and `generations` are
+/// always written. A key with no value (`lens:`) or `true` turns an analysis on with its defaults;
+/// `false` turns it off.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnalysesSpec {
+    #[serde(default, deserialize_with = "enabled")]
+    pub predictions: Option<PredictionsSpec>,
+    #[serde(default, deserialize_with = "enabled")]
+    pub saliency: Option<SaliencySpec>,
+    #[serde(default, deserialize_with = "enabled")]
+    pub lens: Option<LensSpec>,
+    #[serde(default, deserialize_with = "enabled")]
+    pub watch: Option<WatchSpec>,
+    #[serde(default, deserialize_with = "enabled")]
+    pub activations: Option<ActivationsSpec>,
+    #[serde(default, deserialize_with = "enabled")]
+    pub attention: Option<AttentionSpec>,
+    #[serde(default, deserialize_with = "enabled")]
+    pub nmf: Option<NmfSpec>,
+}
+
+/// Top-k next-token predictions at every position (table `predictions`).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PredictionsSpec {
+    /// Candidates per position. Default: 10.
+    pub top_k: usize,
+}
+
+impl Default for PredictionsSpec {
+    fn default() -> Self {
+        PredictionsSpec { top_k: 10 }
+    }
+}
+
+/// Input saliency of every generated token (tables `saliency`, `saliency_completeness`); see
+/// docs/saliency.md.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SaliencySpec {
+    /// `gradient`, `grad_x_input`, `integrated_gradients` (alias `ig`). Default:
+    /// `[integrated_gradients]`.
+    pub methods: Vec<SaliencyMethod>,
+    /// Integrated-gradients steps. Default: 50.
+    pub n_steps: usize,
+    /// Integrated-gradients quadrature: `gauss_legendre` (default) or `trapezoid`.
+    pub rule: IgRule,
+    /// Padded tokens per forward/backward chunk (bounds memory, ~3 MB per token). Default: 512.
+    pub chunk_tokens: usize,
+}
+
+impl Default for SaliencySpec {
+    fn default() -> Self {
+        SaliencySpec {
+            methods: vec![SaliencyMethod::IntegratedGradients],
+            n_steps: 50,
+            rule: IgRule::GaussLegendre,
+            chunk_tokens: 512,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SaliencyMethod {
+    Gradient,
+    GradXInput,
+    #[serde(alias = "ig")]
+    IntegratedGradients,
+}
+
+impl SaliencyMethod {
+    /// The name written to the `method` column.
+    pub fn name(self) -> &'static str {
+        match self {
+            SaliencyMethod::Gradient => "gradient",
+            SaliencyMethod::GradXInput => "grad_x_input",
+            SaliencyMethod::IntegratedGradients => "integrated_gradients",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IgRule {
+    #[serde(alias = "gauss-legendre")]
+    GaussLegendre,
+    Trapezoid,
+}
+
+/// The logit lens (tables `lens`, `lens_topk`): at every layer and position, the rank and
+/// probability of the token that comes next in the sequence, and the top-k tokens.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LensSpec {
+    /// Apply the final norm before the unembedding (the usual logit lens; at the last layer it
+    /// gives the model's own logits). `false` projects the raw residual stream, as Ecco does for
+    /// intermediate layers. Default: true.
+    pub final_norm: bool,
+    /// Tokens per layer and position in `lens_topk`. Default: 5.
+    pub top_k: usize,
+}
+
+impl Default for LensSpec {
+    fn default() -> Self {
+        LensSpec {
+            final_norm: true,
+            top_k: 5,
+        }
+    }
+}
+
+/// Rank and probability of chosen tokens at every layer and position (table `watch`), as Ecco's
+/// `rankings_watch`.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WatchSpec {
+    /// Token strings, each exactly one token of the model's vocabulary (mind the leading space:
+    /// `" Paris"`). Required.
+    pub tokens: Vec<String>,
+    /// As `lens.final_norm`. Default: true.
+    pub final_norm: bool,
+}
+
+/// MLP neuron activations (table `activations`): the input of each block's MLP output
+/// projection, one list of the layer's neurons per (document, position, layer).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ActivationsSpec {
+    /// `all` (default) or a list of block indices; negative indices count from the end (-1 = last).
+    pub layers: Selection,
+    /// `f32` (default) or `f16` (half the size; Parquet's FLOAT16 logical type).
+    pub dtype: FloatDtype,
+    /// `all` (default), `prompt` or `generated` positions.
+    pub positions: Positions,
+}
+
+impl Default for ActivationsSpec {
+    fn default() -> Self {
+        ActivationsSpec {
+            layers: Selection::All,
+            dtype: FloatDtype::F32,
+            positions: Positions::All,
+        }
+    }
+}
+
+/// Attention probabilities (tables `attention`, `attention_rollout`).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AttentionSpec {
+    /// `all` (default) or a list of block indices (negative from the end).
+    pub layers: Selection,
+    /// `all` (default) or a list of head indices (negative from the end).
+    pub heads: Selection,
+    /// Also write attention rollout (Abnar & Zuidema 2020) through every layer, from the
+    /// head-averaged attention of all layers whatever `layers` and `heads` say. Default: false.
+    pub rollout: bool,
+}
+
+impl Default for AttentionSpec {
+    fn default() -> Self {
+        AttentionSpec {
+            layers: Selection::All,
+            heads: Selection::All,
+            rollout: false,
+        }
+    }
+}
+
+/// Non-negative matrix factorization of MLP activations over the whole run (tables
+/// `nmf_components`, `nmf_factors`, `nmf_summary`, `nmf_top_contexts`), as Ecco's NMF.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NmfSpec {
+    /// Factors. Default: 10.
+    pub n_components: usize,
+    /// Blocks whose neurons are factorized together: `all` (default) or a list.
+    pub layers: Selection,
+    /// Which positions are the samples: `all` (default), `prompt` or `generated`.
+    pub positions: Positions,
+    /// Iterations at most. Default: 200.
+    pub max_iter: usize,
+    /// Stop when the relative error ||X - WH|| / ||X|| improves by less than this between
+    /// iterations (relative to the initial error, as scikit-learn checks). Default: 1e-4.
+    pub tolerance: f64,
+    /// Seed of the random initialization. Default: 0.
+    pub seed: u64,
+    /// Initialization: `random` (seeded by `seed`), the default and only one so far.
+    pub init: NmfInit,
+    /// Activations can be negative (GELU, SwiGLU): `clip` (default) sets them to 0, as Ecco does;
+    /// `split` factorizes [max(x, 0), max(-x, 0)], doubling the neurons (`sign` column).
+    pub negative: NegativeHandling,
+    /// Contexts per factor in `nmf_top_contexts`. Default: 10.
+    pub top_contexts: usize,
+    /// Tokens of text before each top context's position, in its `context`. Default: 10.
+    pub context_tokens: usize,
+}
+
+impl Default for NmfSpec {
+    fn default() -> Self {
+        NmfSpec {
+            n_components: 10,
+            layers: Selection::All,
+            positions: Positions::All,
+            max_iter: 200,
+            tolerance: 1e-4,
+            seed: 0,
+            init: NmfInit::Random,
+            negative: NegativeHandling::Clip,
+            top_contexts: 10,
+            context_tokens: 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FloatDtype {
+    F16,
+    F32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Positions {
+    All,
+    Prompt,
+    Generated,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NmfInit {
+    Random,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NegativeHandling {
+    Clip,
+    Split,
+}
+
+/// Where the run goes.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputSpec {
+    /// The run directory (manifest.json and one folder per table), resolved against the spec's
+    /// directory. Required.
+    pub dir: PathBuf,
+    /// Replace an existing run directory. Default: false (an existing non-empty directory is an
+    /// error).
+    #[serde(default)]
+    pub overwrite: bool,
+}
+
+/// `all` or a list of indices (layers or heads); negative indices count from the end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selection {
+    All,
+    List(Vec<i64>),
+}
+
+impl Serialize for Selection {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Selection::All => s.serialize_str("all"),
+            Selection::List(v) => v.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Selection {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Selection;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("`all` or a list of indices")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Selection, E> {
+                if s == "all" {
+                    Ok(Selection::All)
+                } else {
+                    Err(E::invalid_value(de::Unexpected::Str(s), &self))
+                }
+            }
+            fn visit_i64<E: de::Error>(self, i: i64) -> Result<Selection, E> {
+                Ok(Selection::List(vec![i]))
+            }
+            fn visit_u64<E: de::Error>(self, i: u64) -> Result<Selection, E> {
+                i64::try_from(i)
+                    .map(|i| Selection::List(vec![i]))
+                    .map_err(|_| E::invalid_value(de::Unexpected::Unsigned(i), &self))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Selection, A::Error> {
+                let mut v = Vec::new();
+                while let Some(i) = seq.next_element::<i64>()? {
+                    v.push(i);
+                }
+                Ok(Selection::List(v))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl Selection {
+    /// The selected indices in 0..n, in the order given (`all`: 0..n). Negative indices count
+    /// from the end. Errors name the first index out of range.
+    pub fn resolve(&self, n: usize) -> Result<Vec<usize>, String> {
+        match self {
+            Selection::All => Ok((0..n).collect()),
+            Selection::List(v) => v
+                .iter()
+                .map(|&i| {
+                    let j = if i < 0 { i + n as i64 } else { i };
+                    if (0..n as i64).contains(&j) {
+                        Ok(j as usize)
+                    } else {
+                        Err(format!("index {i} is out of range"))
+                    }
+                })
+                .collect(),
+        }
+    }
+}
+
+/// A section written with no value (`analyses:` with everything below commented out) is its
+/// defaults.
+fn null_is_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+/// `key:` with no value or `true` -> the defaults; `false` -> off; a mapping -> those options.
+fn enabled<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    struct V<T>(PhantomData<T>);
+    impl<'de, T: Deserialize<'de> + Default> Visitor<'de> for V<T> {
+        type Value = Option<T>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a mapping of options, true, false, or nothing")
+        }
+        fn visit_bool<E: de::Error>(self, on: bool) -> Result<Option<T>, E> {
+            Ok(on.then(T::default))
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Option<T>, E> {
+            Ok(Some(T::default()))
+        }
+        fn visit_none<E: de::Error>(self) -> Result<Option<T>, E> {
+            Ok(Some(T::default()))
+        }
+        fn visit_some<D2: Deserializer<'de>>(self, d: D2) -> Result<Option<T>, D2::Error> {
+            d.deserialize_any(self)
+        }
+        fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Option<T>, A::Error> {
+            T::deserialize(de::value::MapAccessDeserializer::new(map)).map(Some)
+        }
+    }
+    d.deserialize_any(V(PhantomData))
+}
+
+mod error;
+#[cfg(test)]
+mod tests;
+mod validate;
+
+pub use error::{Problem, SpecError};
+pub use validate::ModelDims;

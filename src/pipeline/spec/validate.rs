@@ -1,0 +1,452 @@
+//! Loading a spec: reading and parsing the YAML, resolving relative paths against the spec's
+//! folder, and checking every value — alone ([`PipelineSpec::validate`]), against a model's
+//! dimensions ([`PipelineSpec::validate_against`]) and its tokenizer (watched tokens), and that
+//! the input files exist ([`PipelineSpec::check_inputs`]); and the tables a spec writes.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use super::*;
+use crate::model::ModelConfig;
+use crate::store::schema::{
+    ACTIVATIONS, ALL_TABLES, ATTENTION, ATTENTION_ROLLOUT, GENERATIONS, LENS, LENS_TOPK,
+    NMF_COMPONENTS, NMF_FACTORS, NMF_SUMMARY, NMF_TOP_CONTEXTS, PREDICTIONS, SALIENCY,
+    SALIENCY_COMPLETENESS, TOKENS, TableDef, WATCH,
+};
+
+/// The model dimensions the spec is checked against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ModelDims {
+    pub n_layers: usize,
+    pub n_heads: usize,
+    /// Context length in tokens (`max_position_embeddings`).
+    pub context: usize,
+}
+
+impl From<&ModelConfig> for ModelDims {
+    fn from(c: &ModelConfig) -> Self {
+        ModelDims {
+            n_layers: c.n_layers,
+            n_heads: c.n_heads,
+            context: c.max_position_embeddings,
+        }
+    }
+}
+
+/// Collects problems with their key paths.
+#[derive(Default)]
+struct Problems(Vec<Problem>);
+
+impl Problems {
+    fn add(&mut self, key: &str, msg: impl Into<String>) {
+        self.0.push(Problem {
+            key: key.to_string(),
+            msg: msg.into(),
+        });
+    }
+    fn check(&mut self, ok: bool, key: &str, msg: impl FnOnce() -> String) {
+        if !ok {
+            self.add(key, msg());
+        }
+    }
+    fn into_result(self, path: &Path) -> Result<(), SpecError> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(SpecError::Invalid {
+                path: path.to_path_buf(),
+                problems: self.0,
+            })
+        }
+    }
+}
+
+fn no_duplicates<T: PartialEq>(v: &[T]) -> bool {
+    v.iter().enumerate().all(|(i, x)| !v[..i].contains(x))
+}
+
+impl PipelineSpec {
+    /// Reads, parses, resolves and validates a spec file (no other file is touched; see
+    /// [`PipelineSpec::check_inputs`]).
+    pub fn load(path: &Path) -> Result<Self, SpecError> {
+        let text = std::fs::read_to_string(path).map_err(|error| SpecError::Io {
+            path: path.to_path_buf(),
+            error,
+        })?;
+        Self::from_yaml(&text, path)
+    }
+
+    /// Parses, resolves and validates spec text as if read from `path` (which names the file in
+    /// errors and is the base of relative paths).
+    pub fn from_yaml(text: &str, path: &Path) -> Result<Self, SpecError> {
+        if text.trim().is_empty() {
+            return Err(SpecError::Parse {
+                path: path.to_path_buf(),
+                location: None,
+                msg: "the file is empty; a pipeline needs at least `model`, `dataset` and `output`"
+                    .into(),
+            });
+        }
+        let mut spec: PipelineSpec = serde_norway::from_str(text).map_err(|e| {
+            let location = e.location().map(|l| (l.line(), l.column()));
+            let mut msg = e.to_string();
+            // The library appends " at line L column C"; we put the location in front instead.
+            if let Some((line, col)) = location
+                && let Some(m) = msg.strip_suffix(&format!(" at line {line} column {col}"))
+            {
+                msg = m.to_string();
+            }
+            SpecError::Parse {
+                path: path.to_path_buf(),
+                location,
+                msg,
+            }
+        })?;
+        spec.source = path.to_path_buf();
+        spec.resolve_paths();
+        spec.validate()?;
+        Ok(spec)
+    }
+
+    /// The directory relative paths are resolved against.
+    pub fn base_dir(&self) -> PathBuf {
+        match self.source.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        }
+    }
+
+    fn resolve_paths(&mut self) {
+        let base = self.base_dir();
+        let join = |p: &Path| -> PathBuf {
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                base.join(p)
+            }
+        };
+        if let ModelSource::Path(p) = &self.model.path {
+            let local = join(p);
+            let s = p.to_string_lossy();
+            self.model.path = if !local.exists() && crate::model::hub::looks_like_hub_id(&s) {
+                ModelSource::Hub(s.into_owned())
+            } else {
+                ModelSource::Path(local)
+            };
+        }
+        self.model.tokenizer = self.model.tokenizer.as_deref().map(join);
+        self.dataset.path = join(&self.dataset.path);
+        self.output.dir = join(&self.output.dir);
+    }
+
+    /// Checks every value that can be checked without the model or the files. Lists all problems.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        let mut p = Problems::default();
+        let ds = &self.dataset;
+        if ds.format().is_none() {
+            let ext = ds
+                .path
+                .extension()
+                .map(|e| format!("`.{}`", e.to_string_lossy()))
+                .unwrap_or_else(|| "no extension".into());
+            p.add(
+                "dataset.format",
+                format!("cannot tell the format from {ext}; set it to jsonl, csv, parquet or txt"),
+            );
+        }
+        if ds.format() == Some(Format::Txt) {
+            p.check(ds.text_field.is_none(), "dataset.text_field", || {
+                "a txt dataset has one prompt per line and no fields".into()
+            });
+            p.check(ds.id_field.is_none(), "dataset.id_field", || {
+                "a txt dataset has no fields; doc_id is the line's prompt index".into()
+            });
+        }
+        p.check(!ds.text_field().is_empty(), "dataset.text_field", || {
+            "must not be empty".into()
+        });
+        if let Some(id) = &ds.id_field {
+            p.check(!id.is_empty(), "dataset.id_field", || {
+                "must not be empty".into()
+            });
+            p.check(id != ds.text_field(), "dataset.id_field", || {
+                format!("`{id}` is also the text field")
+            });
+        }
+        p.check(ds.limit != Some(0), "dataset.limit", || {
+            "must be at least 1 (omit it to read every prompt)".into()
+        });
+
+        let g = &self.generation;
+        let greedy = g.temperature == 0.0;
+        p.check(
+            g.temperature.is_finite() && g.temperature >= 0.0,
+            "generation.temperature",
+            || format!("must be >= 0 (0 = greedy), got {}", g.temperature),
+        );
+        if let Some(k) = g.top_k {
+            p.check(k >= 1, "generation.top_k", || "must be at least 1".into());
+            p.check(!greedy, "generation.top_k", || {
+                "has no effect with greedy decoding; set temperature > 0 to sample".into()
+            });
+        }
+        if let Some(tp) = g.top_p {
+            p.check(tp > 0.0 && tp <= 1.0, "generation.top_p", || {
+                format!("must be in (0, 1], got {tp}")
+            });
+            p.check(!greedy, "generation.top_p", || {
+                "has no effect with greedy decoding; set temperature > 0 to sample".into()
+            });
+        }
+
+        let b = &self.batching;
+        p.check(b.batch_size >= 1, "batching.batch_size", || {
+            "must be at least 1".into()
+        });
+        p.check(b.max_tokens != Some(0), "batching.max_tokens", || {
+            "must be at least 1 (omit it for no limit)".into()
+        });
+        p.check(
+            !b.bucket_by_length || b.bucket_window >= b.batch_size,
+            "batching.bucket_window",
+            || {
+                format!(
+                    "must be at least batch_size ({}), got {}",
+                    b.batch_size, b.bucket_window
+                )
+            },
+        );
+
+        let a = &self.analyses;
+        let generates = g.max_new_tokens >= 1;
+        if let Some(pr) = &a.predictions {
+            p.check(pr.top_k >= 1, "analyses.predictions.top_k", || {
+                "must be at least 1".into()
+            });
+        }
+        if let Some(s) = &a.saliency {
+            p.check(!s.methods.is_empty(), "analyses.saliency.methods", || {
+                "list at least one of gradient, grad_x_input, integrated_gradients".into()
+            });
+            p.check(
+                no_duplicates(&s.methods),
+                "analyses.saliency.methods",
+                || "lists a method twice".into(),
+            );
+            p.check(s.n_steps >= 1, "analyses.saliency.n_steps", || {
+                format!("must be at least 1, got {}", s.n_steps)
+            });
+            p.check(
+                s.rule != IgRule::Trapezoid || s.n_steps >= 2,
+                "analyses.saliency.n_steps",
+                || "the trapezoid rule needs at least 2 steps".into(),
+            );
+            p.check(
+                s.chunk_tokens >= 1,
+                "analyses.saliency.chunk_tokens",
+                || "must be at least 1".into(),
+            );
+            p.check(generates, "analyses.saliency", || {
+                "explains generated tokens: set generation.max_new_tokens >= 1".into()
+            });
+        }
+        if let Some(l) = &a.lens {
+            p.check(l.top_k >= 1, "analyses.lens.top_k", || {
+                "must be at least 1".into()
+            });
+        }
+        if let Some(w) = &a.watch {
+            p.check(!w.tokens.is_empty(), "analyses.watch.tokens", || {
+                "list at least one token".into()
+            });
+            p.check(
+                w.tokens.iter().all(|t| !t.is_empty()),
+                "analyses.watch.tokens",
+                || "an empty string is not a token".into(),
+            );
+            p.check(no_duplicates(&w.tokens), "analyses.watch.tokens", || {
+                "lists a token twice".into()
+            });
+        }
+        let selection = |p: &mut Problems, key: &str, s: &Selection| {
+            if let Selection::List(v) = s {
+                p.check(!v.is_empty(), key, || {
+                    "list at least one index, or `all`".into()
+                });
+                p.check(no_duplicates(v), key, || "lists an index twice".into());
+            }
+        };
+        let positions = |p: &mut Problems, key: &str, pos: Positions| {
+            p.check(pos != Positions::Generated || generates, key, || {
+                "`generated` needs generation.max_new_tokens >= 1".into()
+            });
+        };
+        if let Some(act) = &a.activations {
+            selection(&mut p, "analyses.activations.layers", &act.layers);
+            positions(&mut p, "analyses.activations.positions", act.positions);
+        }
+        if let Some(at) = &a.attention {
+            selection(&mut p, "analyses.attention.layers", &at.layers);
+            selection(&mut p, "analyses.attention.heads", &at.heads);
+        }
+        if let Some(n) = &a.nmf {
+            p.check(n.n_components >= 1, "analyses.nmf.n_components", || {
+                "must be at least 1".into()
+            });
+            selection(&mut p, "analyses.nmf.layers", &n.layers);
+            positions(&mut p, "analyses.nmf.positions", n.positions);
+            p.check(n.max_iter >= 1, "analyses.nmf.max_iter", || {
+                "must be at least 1".into()
+            });
+            p.check(
+                n.tolerance.is_finite() && n.tolerance > 0.0,
+                "analyses.nmf.tolerance",
+                || format!("must be > 0, got {}", n.tolerance),
+            );
+        }
+        p.into_result(&self.source)
+    }
+
+    /// Checks what needs the model's dimensions: layer and head indices in range, and room in the
+    /// context for generation. Lists all problems.
+    pub fn validate_against(&self, dims: ModelDims) -> Result<(), SpecError> {
+        let mut p = Problems::default();
+        let mut check = |key: &str, s: &Selection, n: usize, what: &str| match s.resolve(n) {
+            Err(e) => p.add(
+                key,
+                format!(
+                    "{e}: the model has {n} {what} (0..={}, or -{n}..=-1 from the end)",
+                    n - 1
+                ),
+            ),
+            Ok(v) if !no_duplicates(&v) => p.add(
+                key,
+                "selects an index twice (negative indices count from the end)",
+            ),
+            Ok(_) => {}
+        };
+        let a = &self.analyses;
+        if let Some(act) = &a.activations {
+            check(
+                "analyses.activations.layers",
+                &act.layers,
+                dims.n_layers,
+                "layers",
+            );
+        }
+        if let Some(at) = &a.attention {
+            check(
+                "analyses.attention.layers",
+                &at.layers,
+                dims.n_layers,
+                "layers",
+            );
+            check("analyses.attention.heads", &at.heads, dims.n_heads, "heads");
+        }
+        if let Some(n) = &a.nmf {
+            check("analyses.nmf.layers", &n.layers, dims.n_layers, "layers");
+        }
+        let g = &self.generation;
+        p.check(
+            g.max_new_tokens < dims.context,
+            "generation.max_new_tokens",
+            || {
+                format!(
+                    "{} leaves no room for a prompt in the model's context of {} tokens",
+                    g.max_new_tokens, dims.context
+                )
+            },
+        );
+        p.into_result(&self.source)
+    }
+
+    /// Checks the watched tokens against the model's tokenizer: each must be exactly one token.
+    /// `encode` tokenizes without special tokens.
+    pub fn validate_watch_tokens<E: fmt::Display>(
+        &self,
+        encode: impl Fn(&str) -> Result<Vec<u32>, E>,
+    ) -> Result<(), SpecError> {
+        let mut p = Problems::default();
+        if let Some(w) = &self.analyses.watch {
+            for t in &w.tokens {
+                match encode(t) {
+                    Ok(ids) if ids.len() == 1 => {}
+                    Ok(ids) => p.add(
+                        "analyses.watch.tokens",
+                        format!("{t:?} is {} tokens {ids:?}, not one", ids.len()),
+                    ),
+                    Err(e) => p.add("analyses.watch.tokens", format!("{t:?}: {e}")),
+                }
+            }
+        }
+        p.into_result(&self.source)
+    }
+
+    /// Checks that the files the run reads exist: the dataset, a tokenizer override, and with
+    /// `model` a local model or the default model (hub ids are not looked up).
+    pub fn check_inputs(&self, model: bool) -> Result<(), SpecError> {
+        let mut p = Problems::default();
+        let ds = &self.dataset.path;
+        p.check(ds.is_file(), "dataset.path", || {
+            if ds.exists() {
+                format!("{} is not a file", ds.display())
+            } else {
+                format!("{}: no such file", ds.display())
+            }
+        });
+        match &self.model.path {
+            _ if !model => {}
+            ModelSource::Default => {
+                let d = crate::model::default_model_path();
+                p.check(d.exists(), "model", || {
+                    format!(
+                        "the default model is not at {}; run scripts/fetch-model.sh to fetch it",
+                        d.display()
+                    )
+                });
+            }
+            ModelSource::Path(m) => p.check(m.exists(), "model", || {
+                format!("{}: no such file or directory", m.display())
+            }),
+            ModelSource::Hub(_) => {}
+        }
+        if let Some(t) = &self.model.tokenizer {
+            p.check(t.is_file(), "model.tokenizer", || {
+                format!("{}: no such file", t.display())
+            });
+        }
+        p.into_result(&self.source)
+    }
+
+    /// Names of the tables this pipeline writes, in `store::schema` order.
+    pub fn tables(&self) -> Vec<&'static str> {
+        let a = &self.analyses;
+        let ig = |s: &SaliencySpec| s.methods.contains(&SaliencyMethod::IntegratedGradients);
+        let nmf = a.nmf.is_some();
+        let written: [(&TableDef, bool); 15] = [
+            (&TOKENS, true),
+            (&GENERATIONS, true),
+            (&PREDICTIONS, a.predictions.is_some()),
+            (&LENS, a.lens.is_some()),
+            (&LENS_TOPK, a.lens.is_some()),
+            (&WATCH, a.watch.is_some()),
+            (&SALIENCY, a.saliency.is_some()),
+            (&SALIENCY_COMPLETENESS, a.saliency.as_ref().is_some_and(ig)),
+            (&ACTIVATIONS, a.activations.is_some()),
+            (&ATTENTION, a.attention.is_some()),
+            (
+                &ATTENTION_ROLLOUT,
+                a.attention.as_ref().is_some_and(|x| x.rollout),
+            ),
+            (&NMF_COMPONENTS, nmf),
+            (&NMF_FACTORS, nmf),
+            (&NMF_SUMMARY, nmf),
+            (&NMF_TOP_CONTEXTS, nmf),
+        ];
+        ALL_TABLES
+            .iter()
+            .filter(|t| written.iter().any(|(d, on)| d == *t && *on))
+            .map(|t| t.name)
+            .collect()
+    }
+}
