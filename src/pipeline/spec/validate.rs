@@ -142,6 +142,14 @@ impl PipelineSpec {
     /// Checks every value that can be checked without the model or the files. Lists all problems.
     pub fn validate(&self) -> Result<(), SpecError> {
         let mut p = Problems::default();
+        self.check_dataset(&mut p);
+        self.check_generation(&mut p);
+        self.check_batching(&mut p);
+        self.check_analyses(&mut p);
+        p.into_result(&self.source)
+    }
+
+    fn check_dataset(&self, p: &mut Problems) {
         let ds = &self.dataset;
         if ds.format().is_none() {
             let ext = ds
@@ -176,7 +184,9 @@ impl PipelineSpec {
         p.check(ds.limit != Some(0), "dataset.limit", || {
             "must be at least 1 (omit it to read every prompt)".into()
         });
+    }
 
+    fn check_generation(&self, p: &mut Problems) {
         let g = &self.generation;
         let greedy = g.temperature == 0.0;
         p.check(
@@ -198,7 +208,9 @@ impl PipelineSpec {
                 "has no effect with greedy decoding; set temperature > 0 to sample".into()
             });
         }
+    }
 
+    fn check_batching(&self, p: &mut Problems) {
         let b = &self.batching;
         p.check(b.batch_size >= 1, "batching.batch_size", || {
             "must be at least 1".into()
@@ -216,9 +228,11 @@ impl PipelineSpec {
                 )
             },
         );
+    }
 
+    fn check_analyses(&self, p: &mut Problems) {
         let a = &self.analyses;
-        let generates = g.max_new_tokens >= 1;
+        let generates = self.generation.max_new_tokens >= 1;
         if let Some(pr) = &a.predictions {
             p.check(pr.top_k >= 1, "analyses.predictions.top_k", || {
                 "must be at least 1".into()
@@ -282,19 +296,19 @@ impl PipelineSpec {
             });
         };
         if let Some(act) = &a.activations {
-            selection(&mut p, "analyses.activations.layers", &act.layers);
-            positions(&mut p, "analyses.activations.positions", act.positions);
+            selection(p, "analyses.activations.layers", &act.layers);
+            positions(p, "analyses.activations.positions", act.positions);
         }
         if let Some(at) = &a.attention {
-            selection(&mut p, "analyses.attention.layers", &at.layers);
-            selection(&mut p, "analyses.attention.heads", &at.heads);
+            selection(p, "analyses.attention.layers", &at.layers);
+            selection(p, "analyses.attention.heads", &at.heads);
         }
         if let Some(n) = &a.nmf {
             p.check(n.n_components >= 1, "analyses.nmf.n_components", || {
                 "must be at least 1".into()
             });
-            selection(&mut p, "analyses.nmf.layers", &n.layers);
-            positions(&mut p, "analyses.nmf.positions", n.positions);
+            selection(p, "analyses.nmf.layers", &n.layers);
+            positions(p, "analyses.nmf.positions", n.positions);
             p.check(n.max_iter >= 1, "analyses.nmf.max_iter", || {
                 "must be at least 1".into()
             });
@@ -304,7 +318,6 @@ impl PipelineSpec {
                 || format!("must be > 0, got {}", n.tolerance),
             );
         }
-        p.into_result(&self.source)
     }
 
     /// Checks what needs the model's dimensions: layer and head indices in range, and room in the
