@@ -29,8 +29,8 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::model::generate::SplitMix64;
-use crate::model::kernels::gemm_strided;
+use crate::numerics::matrix::gemm_strided;
+use crate::numerics::rng::SplitMix64;
 
 /// A source of rows, read chunk by chunk (possibly from disk, possibly many times).
 pub trait RowSource {

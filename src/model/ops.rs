@@ -9,6 +9,7 @@ use super::LayerCtx;
 pub use super::kernels::AttnMask;
 use super::{autodiff, kernels};
 use crate::error::Result;
+use crate::numerics::matrix::transpose;
 
 /// How a forward pass computes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -82,11 +83,7 @@ impl Linear {
         }
         let (inp, out) = self.wt.dims2()?;
         let src = self.wt.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
-        let w = Tensor::from_vec(
-            kernels::transpose(&src, inp, out),
-            (out, inp),
-            self.wt.device(),
-        )?;
+        let w = Tensor::from_vec(transpose(&src, inp, out), (out, inp), self.wt.device())?;
         Ok(self.w_out_in.get_or_init(|| w))
     }
 

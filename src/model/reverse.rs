@@ -24,10 +24,13 @@
 use candle_core::{Storage, Tensor};
 use rayon::prelude::*;
 
-use super::kernels::{SharedMut, fast_exp, mm};
+use super::Model;
 use super::ops::Linear;
-use super::{Model, kernels};
 use crate::error::{Error, Result};
+use crate::numerics::buffer::SharedMut;
+use crate::numerics::math::{fast_exp, lane_sum};
+use crate::numerics::matrix::{gemm_strided, mm};
+use crate::numerics::simd::simd_call;
 
 /// A normalization layer as the reverse pass reads it.
 #[derive(Clone, Copy)]
@@ -196,66 +199,7 @@ fn gemm(
     rs: usize,
     cs: usize,
 ) {
-    kernels::gemm_strided(m, n, k, dst, acc, lhs, k, 1, rhs, rs, cs)
-}
-
-/// Calls the `#[inline(always)]` function `body` compiled for AVX-512F, or AVX2 + FMA, when the
-/// CPU has them (else as is): the function is inlined into a wrapper with those features, so
-/// its loops use the wide registers. Closures handed to a feature-enabled function are not
-/// reliably inlined into it, which left the row steps below in SSE code.
-macro_rules! simd_call {
-    ($body:ident($($a:ident: $t:ty),* $(,)?) $(-> $r:ty)?) => {{
-        #[cfg(target_arch = "x86_64")]
-        {
-            #[target_feature(enable = "avx512f")]
-            unsafe fn wide($($a: $t),*) $(-> $r)? { $body($($a),*) }
-            #[target_feature(enable = "avx2,fma")]
-            unsafe fn narrow($($a: $t),*) $(-> $r)? { $body($($a),*) }
-            match simd_level() {
-                // SAFETY: the CPU has the features (checked once by `simd_level`).
-                2 => return unsafe { wide($($a),*) },
-                // SAFETY: as above.
-                1 => return unsafe { narrow($($a),*) },
-                _ => {}
-            }
-        }
-        $body($($a),*)
-    }};
-}
-
-/// 2: AVX-512F, 1: AVX2 + FMA, 0: neither.
-#[cfg(target_arch = "x86_64")]
-fn simd_level() -> u8 {
-    static LEVEL: std::sync::OnceLock<u8> = std::sync::OnceLock::new();
-    *LEVEL.get_or_init(|| {
-        if std::is_x86_feature_detected!("avx512f") {
-            2
-        } else if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-            1
-        } else {
-            0
-        }
-    })
-}
-
-/// sum f(i) for i in 0..n, in 16 lanes (a single running sum cannot be vectorized without
-/// reassociating it; lanes can, and are summed at the end).
-#[inline(always)]
-fn lane_sum(n: usize, f: impl Fn(usize) -> f32) -> f32 {
-    let mut acc = [0f32; 16];
-    let full = n / 16 * 16;
-    let mut i = 0;
-    while i < full {
-        for (l, a) in acc.iter_mut().enumerate() {
-            *a += f(i + l);
-        }
-        i += 16;
-    }
-    let mut s: f32 = acc.iter().sum();
-    for j in full..n {
-        s += f(j);
-    }
-    s
+    gemm_strided(m, n, k, dst, acc, lhs, k, 1, rhs, rs, cs)
 }
 
 /// A normalization layer, borrowed.
@@ -782,7 +726,7 @@ impl Model {
             .map(|v0| {
                 let len = per_v.min(vocab - v0);
                 let mut part = vec![0f32; ng * d];
-                kernels::gemm_strided(
+                gemm_strided(
                     ng,
                     d,
                     len,
@@ -1269,7 +1213,7 @@ fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
 }
 
 /// Rows per range when `m` rows are split into one range per thread. Steps that work row by row
-/// run per range, each range's gemms single-threaded (see `kernels::gemm_strided`), with the
+/// run per range, each range's gemms single-threaded (see `numerics::matrix::gemm_strided`), with the
 /// element-wise steps between them on rows still in that thread's cache: one synchronization
 /// per group of steps instead of one per step and per gemm.
 fn row_range(m: usize) -> usize {

@@ -13,7 +13,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::error::Result;
-use crate::model::generate::SplitMix64;
+use crate::numerics::rng::SplitMix64;
 use crate::store::schema::{
     Activations, ActivationsRow, Generations, GenerationsRow, Precision, Tokens, TokensRow,
 };
