@@ -1,7 +1,10 @@
-//! Tensor building blocks shared by the architectures. Each op has a fast path (fused kernels,
-//! no gradient) and a differentiable path (our fused ops with written-out input-only backward
-//! passes in `autodiff.rs`, or candle ops whose backward pass candle implements); `Mode` picks one.
-//! rust-stack.md lists the candle ops that silently drop gradients; none is used on that path.
+//! The layers' building blocks, shared by the architectures: linear layers, norms, softmax,
+//! RoPE (tables and rotation), attention with its mask and KV cache. Each op has two paths and
+//! `Mode` picks one. The fast path runs our fused kernels (`kernels.rs`) or candle's fused ops
+//! (`softmax_last_dim`, `layer_norm`, `rotary_emb::rope`), through which candle silently drops
+//! gradients. The differentiable path runs our fused ops with written-out input-only backward
+//! passes (`InputGradLinear` in `kernels.rs`, the ops of `autodiff.rs`) or candle ops whose
+//! backward pass candle implements (`softmax`, `layer_norm_slow`, matmul).
 
 use candle_core::{D, Device, Tensor};
 
@@ -14,10 +17,11 @@ use crate::numerics::matrix::transpose;
 /// How a forward pass computes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Mode {
-    /// Fused kernels (softmax, norms, RoPE); no gradients flow through them.
+    /// Fused kernels (ours and candle's); no gradients flow through them.
     #[default]
     Fast,
-    /// Composed ops only, so gradients with respect to the input embeddings are exact.
+    /// Ops with a backward pass (ours or candle's), so gradients with respect to the input
+    /// embeddings are exact.
     Differentiable,
 }
 
