@@ -13,7 +13,7 @@ use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::numerics::buffer::{SharedMut, init, uninit, written};
-use crate::numerics::matrix::{gemm_parallelism, mm};
+use crate::numerics::matrix::{gemm_parallelism, gemm_raw, mm};
 use crate::numerics::simd;
 
 /// Runs `f` on the f32 data of `t` (made contiguous first), in row-major order.
@@ -71,8 +71,8 @@ fn gemm_linear(
 ) -> Vec<f32> {
     let m = x.len() / k;
     let (w_rs, w_cs) = match layout {
-        WeightLayout::InOut => (n as isize, 1),
-        WeightLayout::OutIn => (1, k as isize),
+        WeightLayout::InOut => (n, 1),
+        WeightLayout::OutIn => (1, k),
     };
     // With a bias, gemm accumulates onto the bias rows; without, it writes every element.
     let mut out: Vec<MaybeUninit<f32>> = match bias {
@@ -86,25 +86,20 @@ fn gemm_linear(
     );
     // SAFETY: out is m x n and x is m x k, row-major; w holds k x n values at the strides given.
     unsafe {
-        gemm::gemm(
+        gemm_raw(
             m,
             n,
             k,
             out.as_mut_ptr() as *mut f32,
-            1,
-            n as isize,
+            n,
             bias.is_some(),
             x.as_ptr(),
+            k,
             1,
-            k as isize,
             w.as_ptr(),
-            w_cs,
             w_rs,
+            w_cs,
             1.0,
-            1.0,
-            false,
-            false,
-            false,
             parallelism,
         );
         // SAFETY: gemm wrote (or accumulated onto) every element.

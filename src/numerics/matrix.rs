@@ -1,6 +1,6 @@
-//! Dense row-major matrices on raw f32 slices: products through the gemm crate (`gemm_strided`
-//! threaded outside rayon tasks, `mm` on raw pointers, always single-threaded) and a tiled
-//! transpose.
+//! Dense row-major matrices on raw f32 slices: products through the gemm crate (`gemm_raw` on
+//! raw pointers; `gemm_strided` on slices, threaded outside rayon tasks; `mm`, single-threaded)
+//! and a tiled transpose.
 
 use rayon::prelude::*;
 
@@ -41,37 +41,33 @@ pub(crate) fn gemm_strided(
     let parallelism = gemm_parallelism();
     // SAFETY: the asserts above check every operand covers the matrix its strides describe.
     unsafe {
-        gemm::gemm(
+        gemm_raw(
             m,
             n,
             k,
             dst.as_mut_ptr(),
-            1,
-            n as isize,
+            n,
             acc,
             lhs.as_ptr(),
-            lcs as isize,
-            lrs as isize,
+            lrs,
+            lcs,
             rhs.as_ptr(),
-            rcs as isize,
-            rrs as isize,
+            rrs,
+            rcs,
             1.0,
-            1.0,
-            false,
-            false,
-            false,
             parallelism,
         )
     }
 }
 
 /// `gemm` on row-major operands: dst[m, n] (row stride dst_rs) = alpha * dst (if `acc`) + beta *
-/// lhs[m, k] . rhs[k, n], each operand given by (row stride, column stride).
+/// lhs[m, k] . rhs[k, n], each operand given by (row stride, column stride), on the threads
+/// `parallelism` gives.
 ///
 /// # Safety
 /// Every pointer must address the whole matrix its strides describe; dst must not alias the inputs.
 #[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn mm(
+pub(crate) unsafe fn gemm_raw(
     m: usize,
     n: usize,
     k: usize,
@@ -85,6 +81,7 @@ pub(crate) unsafe fn mm(
     rhs_rs: usize,
     rhs_cs: usize,
     beta: f32,
+    parallelism: gemm::Parallelism,
 ) {
     // SAFETY: forwarded from the caller.
     unsafe {
@@ -107,6 +104,47 @@ pub(crate) unsafe fn mm(
             false,
             false,
             false,
+            parallelism,
+        )
+    }
+}
+
+/// `gemm_raw` on one thread, for callers that already run as parallel tasks.
+///
+/// # Safety
+/// As for `gemm_raw`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn mm(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    dst_rs: usize,
+    acc: bool,
+    lhs: *const f32,
+    lhs_rs: usize,
+    lhs_cs: usize,
+    rhs: *const f32,
+    rhs_rs: usize,
+    rhs_cs: usize,
+    beta: f32,
+) {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        gemm_raw(
+            m,
+            n,
+            k,
+            dst,
+            dst_rs,
+            acc,
+            lhs,
+            lhs_rs,
+            lhs_cs,
+            rhs,
+            rhs_rs,
+            rhs_cs,
+            beta,
             gemm::Parallelism::None,
         )
     }
