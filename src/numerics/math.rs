@@ -1,5 +1,5 @@
-//! Scalar math written so that loops over it vectorize: a branch-free `exp` and a sum kept in
-//! 16 lanes (a single running sum cannot be vectorized without reassociating it).
+//! Scalar math written so that loops over it vectorize (a branch-free `exp`, a sum in 16
+//! lanes), and the cosine similarity of two vectors.
 
 /// e^x for f32 with ~1 ulp error, written so the compiler vectorizes loops over it (no libm call,
 /// no branches). Inputs below -87.3 give exactly 0, like a masked score should.
@@ -45,6 +45,18 @@ pub(crate) fn lane_sum(n: usize, f: impl Fn(usize) -> f32) -> f32 {
         s += f(j);
     }
     s
+}
+
+/// The cosine of the angle between `a` and `b`, summed in f64.
+pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let dot: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (*x as f64) * (*y as f64))
+        .sum();
+    let na: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    let nb: f64 = b.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    dot / (na * nb)
 }
 
 #[cfg(test)]

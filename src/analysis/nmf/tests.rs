@@ -2,6 +2,7 @@
 //! seeds, input errors.
 
 use super::*;
+use crate::numerics::math::cosine;
 
 /// A non-negative matrix from known factors plus a little noise.
 fn planted(rows: usize, cols: usize, k: usize, seed: u64) -> (Vec<f32>, Vec<f32>) {
@@ -23,17 +24,6 @@ fn planted(rows: usize, cols: usize, k: usize, seed: u64) -> (Vec<f32>, Vec<f32>
         }
     }
     (x, h)
-}
-
-fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let dot: f64 = a
-        .iter()
-        .zip(b)
-        .map(|(x, y)| (*x as f64) * (*y as f64))
-        .sum();
-    let na: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
-    let nb: f64 = b.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
-    dot / (na * nb)
 }
 
 #[test]
