@@ -2,9 +2,9 @@
 //! them, chosen once per process. Rust never fuses a multiply and an add on its own and sums
 //! run in a fixed order, so every variant gives the same bits.
 //!
-//! Two forms: `simd_call!` (AVX-512F, or AVX2 + FMA, used by the reverse pass's row steps), and
-//! `silu_mul` / `exp_shift_sum`, the element-wise loops of the fused forward kernels, compiled for
-//! AVX2 + FMA only.
+//! Two forms: `simd_call!` (AVX-512F, or AVX2 + FMA), for the reverse pass's row steps and
+//! attention; and `silu_mul` / `exp_shift_sum`, the element-wise loops of the fused forward
+//! kernels, compiled for AVX2 + FMA only.
 
 use std::mem::MaybeUninit;
 
