@@ -6,6 +6,7 @@
 pub mod analysis;
 pub mod error;
 pub mod model;
+pub mod numerics;
 pub mod pipeline;
 pub mod store;
 pub mod view;

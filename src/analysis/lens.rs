@@ -220,9 +220,9 @@ mod tests {
     /// next-token distribution, position by position.
     #[test]
     fn last_layer_lens_is_the_models_prediction() {
+        use crate::model::test_util::tiny_model;
         use crate::model::{Capture, Logits};
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/tiny-llama");
-        let model = Model::load(&dir, None).unwrap();
+        let model = tiny_model("tiny-llama");
         let seqs = vec![vec![5u32, 17, 301, 44, 9], vec![3, 250]];
         let batch = model.batch(&seqs).unwrap();
         let cap = Capture {

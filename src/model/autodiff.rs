@@ -6,9 +6,10 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::kernels::{
-    self, AttnDims, AttnMask, SharedMut, contiguous_f32, fast_exp, init, mm, uninit,
-};
+use super::kernels::{self, AttnDims, AttnMask, contiguous_f32};
+use crate::numerics::buffer::{SharedMut, init, uninit};
+use crate::numerics::math::fast_exp;
+use crate::numerics::matrix::mm;
 
 type CResult<T> = candle_core::Result<T>;
 

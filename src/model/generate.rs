@@ -6,6 +6,7 @@ use candle_core::{DType, Tensor};
 use super::ops::LayerCache;
 use super::{Batch, Capture, Logits, Mode, Model};
 use crate::error::{Error, Result};
+use crate::numerics::rng::SplitMix64;
 
 /// How the next token is chosen.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -40,28 +41,6 @@ impl Generation {
         let mut s = self.prompt.clone();
         s.extend_from_slice(&self.generated);
         s
-    }
-}
-
-/// A small, fixed PRNG (SplitMix64): the same seed gives the same tokens on every platform and
-/// every version of our dependencies.
-#[derive(Debug, Clone)]
-pub struct SplitMix64(u64);
-
-impl SplitMix64 {
-    pub fn new(seed: u64) -> Self {
-        SplitMix64(seed)
-    }
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// Uniform in [0, 1).
-    pub fn next_f64(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
     }
 }
 

@@ -1,7 +1,10 @@
-//! Fused CPU kernels for the fast (no-gradient) forward path: attention (scores, mask, softmax and
-//! the weighted sum in one pass per head, heads in parallel) and SwiGLU. candle's generic
-//! element-wise ops call libm's `expf` one value at a time and are single-threaded; these use a
-//! vectorizable `exp` and rayon. The differentiable path never uses them.
+//! Fused CPU kernels on the raw f32 data of candle tensors: linear layers (bias folded into the
+//! gemm; `InputGradLinear`, the same with an input-only backward pass), RMSNorm, SwiGLU, the
+//! q|k|v split with RoPE, and attention (scores, mask, softmax and the weighted sum in one pass
+//! per head, heads in parallel). candle's generic element-wise ops call libm's `expf` one value
+//! at a time and are single-threaded; these use a vectorizable `exp` and rayon. `Mode::Fast`
+//! runs them; the differentiable path runs `InputGradLinear`, and the attention op of
+//! `autodiff.rs` runs the attention kernel as its forward pass.
 
 use std::mem::MaybeUninit;
 
@@ -9,6 +12,9 @@ use candle_core::{Storage, Tensor};
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
+use crate::numerics::buffer::{SharedMut, init, uninit, written};
+use crate::numerics::matrix::{gemm_parallelism, gemm_raw, mm};
+use crate::numerics::simd;
 
 /// Runs `f` on the f32 data of `t` (made contiguous first), in row-major order.
 pub(crate) fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
@@ -22,71 +28,6 @@ pub(crate) fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> 
         .contiguous_offsets()
         .ok_or_else(|| Error::Input("kernel input is not contiguous".into()))?;
     Ok(f(&data[start..end]))
-}
-
-/// An output buffer the kernel fully writes before `init` (no zeroing pass: with the heap kept
-/// by `tune_allocator`, zeroing every activation costs ~5% of a forward pass).
-pub(crate) fn uninit(n: usize) -> Vec<MaybeUninit<f32>> {
-    let mut v = Vec::with_capacity(n);
-    // SAFETY: MaybeUninit needs no initialization.
-    unsafe { v.set_len(n) };
-    v
-}
-
-/// # Safety
-/// Every element of `v` has been written.
-pub(crate) unsafe fn init(v: Vec<MaybeUninit<f32>>) -> Vec<f32> {
-    let mut v = std::mem::ManuallyDrop::new(v);
-    // SAFETY: same allocation, MaybeUninit<f32> has the layout of f32, all elements written.
-    unsafe { Vec::from_raw_parts(v.as_mut_ptr() as *mut f32, v.len(), v.capacity()) }
-}
-
-/// A written chunk of an uninit buffer, as floats.
-///
-/// # Safety
-/// Every element of `c` has been written.
-unsafe fn written(c: &mut [MaybeUninit<f32>]) -> &mut [f32] {
-    // SAFETY: layout-compatible, all elements written (caller's promise).
-    unsafe { std::slice::from_raw_parts_mut(c.as_mut_ptr() as *mut f32, c.len()) }
-}
-
-/// A raw pointer that may be shared by tasks writing disjoint regions.
-#[derive(Clone, Copy)]
-pub(crate) struct SharedMut(pub(crate) *mut f32);
-// SAFETY: users write disjoint regions only (see `attention`).
-unsafe impl Send for SharedMut {}
-unsafe impl Sync for SharedMut {}
-
-impl SharedMut {
-    pub(crate) fn ptr(self) -> *mut f32 {
-        self.0
-    }
-}
-
-/// e^x for f32 with ~1 ulp error, written so the compiler vectorizes loops over it (no libm call,
-/// no branches). Inputs below -87.3 give exactly 0, like a masked score should.
-#[inline(always)]
-#[allow(clippy::excessive_precision)] // Cephes' published coefficients
-pub fn fast_exp(x: f32) -> f32 {
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    const LN2_HI: f32 = 0.693_359_4;
-    const LN2_LO: f32 = -2.121_944_4e-4;
-    let xc = x.clamp(-87.3, 88.7);
-    // Round to nearest via the 1.5 * 2^23 trick (vectorizes on plain SSE2).
-    let n = (xc * LOG2E + 12_582_912.0) - 12_582_912.0;
-    let r = xc - n * LN2_HI - n * LN2_LO;
-    // Cephes expf polynomial on [-ln2/2, ln2/2].
-    let p = 1.987_569_1e-4f32;
-    let p = p * r + 1.398_2e-3;
-    let p = p * r + 8.333_452e-3;
-    let p = p * r + 4.166_579_6e-2;
-    let p = p * r + 1.666_666_5e-1;
-    let p = p * r + 5.000_000_1e-1;
-    let e = p * r * r + r + 1.0;
-    // SAFETY: n is an integer in [-126, 128] after the clamp; a plain (non-saturating) conversion
-    // keeps the loop vectorizable.
-    let scale = f32::from_bits(((unsafe { n.to_int_unchecked::<i32>() } + 127) as u32) << 23);
-    if x < -87.3 { 0.0 } else { e * scale }
 }
 
 /// How a weight matrix is stored.
@@ -119,16 +60,6 @@ pub fn linear(x: &Tensor, w: &Tensor, layout: WeightLayout, b: Option<&Tensor>) 
     Ok(Tensor::from_vec(out, shape, x.device())?)
 }
 
-/// All threads for a gemm called outside rayon tasks; one inside them (row groups, heads or
-/// targets already run in parallel).
-fn gemm_parallelism() -> gemm::Parallelism {
-    let threads = rayon::current_num_threads();
-    match rayon::current_thread_index() {
-        None if threads > 1 => gemm::Parallelism::Rayon(threads),
-        _ => gemm::Parallelism::None,
-    }
-}
-
 /// The gemm behind `linear`: x [m, k] row-major, w [k, n] (InOut) or [n, k] (OutIn).
 fn gemm_linear(
     x: &[f32],
@@ -140,8 +71,8 @@ fn gemm_linear(
 ) -> Vec<f32> {
     let m = x.len() / k;
     let (w_rs, w_cs) = match layout {
-        WeightLayout::InOut => (n as isize, 1),
-        WeightLayout::OutIn => (1, k as isize),
+        WeightLayout::InOut => (n, 1),
+        WeightLayout::OutIn => (1, k),
     };
     // With a bias, gemm accumulates onto the bias rows; without, it writes every element.
     let mut out: Vec<MaybeUninit<f32>> = match bias {
@@ -155,103 +86,25 @@ fn gemm_linear(
     );
     // SAFETY: out is m x n and x is m x k, row-major; w holds k x n values at the strides given.
     unsafe {
-        gemm::gemm(
+        gemm_raw(
             m,
             n,
             k,
             out.as_mut_ptr() as *mut f32,
-            1,
-            n as isize,
+            n,
             bias.is_some(),
             x.as_ptr(),
+            k,
             1,
-            k as isize,
             w.as_ptr(),
-            w_cs,
             w_rs,
+            w_cs,
             1.0,
-            1.0,
-            false,
-            false,
-            false,
             parallelism,
         );
         // SAFETY: gemm wrote (or accumulated onto) every element.
         init(out)
     }
-}
-
-/// dst [m, n] (row-major, contiguous) (+)= lhs . rhs with lhs[i, kk] at `lhs[i * lrs + kk * lcs]`
-/// and rhs[kk, j] at `rhs[kk * rrs + j * rcs]`. Multi-threaded unless already inside a rayon task.
-/// Panics if an operand is smaller than its strides say.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn gemm_strided(
-    m: usize,
-    n: usize,
-    k: usize,
-    dst: &mut [f32],
-    acc: bool,
-    lhs: &[f32],
-    lrs: usize,
-    lcs: usize,
-    rhs: &[f32],
-    rrs: usize,
-    rcs: usize,
-) {
-    if m == 0 || n == 0 {
-        return;
-    }
-    let last = |rows: usize, cols: usize, rs: usize, cs: usize| (rows - 1) * rs + (cols - 1) * cs;
-    assert!(dst.len() >= m * n, "gemm: dst size");
-    assert!(k == 0 || lhs.len() > last(m, k, lrs, lcs), "gemm: lhs size");
-    assert!(k == 0 || rhs.len() > last(k, n, rrs, rcs), "gemm: rhs size");
-    let parallelism = gemm_parallelism();
-    // SAFETY: the asserts above check every operand covers the matrix its strides describe.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            acc,
-            lhs.as_ptr(),
-            lcs as isize,
-            lrs as isize,
-            rhs.as_ptr(),
-            rcs as isize,
-            rrs as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            parallelism,
-        )
-    }
-}
-
-/// `src` [rows, cols] row-major, transposed to [cols, rows]: 32 x 32 tiles, one band of output
-/// rows per task.
-pub(crate) fn transpose(src: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    const T: usize = 32;
-    assert_eq!(src.len(), rows * cols, "transpose: size");
-    let mut dst = vec![0f32; rows * cols];
-    dst.par_chunks_mut(T * rows.max(1))
-        .enumerate()
-        .for_each(|(band, out)| {
-            let c0 = band * T;
-            let nc = out.len() / rows.max(1);
-            for r0 in (0..rows).step_by(T) {
-                for c in c0..c0 + nc {
-                    for r in r0..(r0 + T).min(rows) {
-                        out[(c - c0) * rows + r] = src[r * cols + c];
-                    }
-                }
-            }
-        });
-    dst
 }
 
 /// The f32 data of a contiguous CPU storage, borrowed.
@@ -510,53 +363,6 @@ impl AttnDims {
     }
 }
 
-/// `gemm` on row-major operands: dst[m, n] (row stride dst_rs) = alpha * dst (if `acc`) + beta *
-/// lhs[m, k] . rhs[k, n], each operand given by (row stride, column stride).
-///
-/// # Safety
-/// Every pointer must address the whole matrix its strides describe; dst must not alias the inputs.
-#[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn mm(
-    m: usize,
-    n: usize,
-    k: usize,
-    dst: *mut f32,
-    dst_rs: usize,
-    acc: bool,
-    lhs: *const f32,
-    lhs_rs: usize,
-    lhs_cs: usize,
-    rhs: *const f32,
-    rhs_rs: usize,
-    rhs_cs: usize,
-    beta: f32,
-) {
-    // SAFETY: forwarded from the caller.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst,
-            1,
-            dst_rs as isize,
-            acc,
-            lhs,
-            lhs_cs as isize,
-            lhs_rs as isize,
-            rhs,
-            rhs_cs as isize,
-            rhs_rs as isize,
-            1.0,
-            beta,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        )
-    }
-}
-
 /// The attention computation on raw slices: returns out [B, Tq, H*hd] and probs [B, H, Tq, Tk].
 pub(crate) fn attention_raw(
     q: &[f32],
@@ -655,118 +461,11 @@ fn softmax_masked(row: &mut [f32], visible: impl Fn(usize) -> bool) {
     row.iter_mut().for_each(|x| *x *= inv);
 }
 
-/// Element-wise loops compiled twice: for AVX2 (+FMA registers; no fused arithmetic, so results
-/// are bit-identical) and for the baseline, chosen at run time.
-pub(crate) mod simd {
-    use std::mem::MaybeUninit;
-
-    use super::fast_exp;
-
-    #[inline(always)]
-    fn silu_mul_body(out: &mut [MaybeUninit<f32>], g: &[f32], u: &[f32]) {
-        let n = out.len().min(g.len()).min(u.len());
-        let (out, g, u) = (&mut out[..n], &g[..n], &u[..n]);
-        for i in 0..n {
-            let x = g[i];
-            out[i] = MaybeUninit::new(x / (1.0 + fast_exp(-x)) * u[i]);
-        }
-    }
-
-    #[inline(always)]
-    fn exp_shift_sum_body(row: &mut [f32], shift: f32) -> f32 {
-        // Masked entries are -inf: exp(-inf) = 0 through fast_exp's cut-off.
-        let mut acc = [0f32; 8];
-        let mut chunks = row.chunks_exact_mut(8);
-        for c in &mut chunks {
-            for j in 0..8 {
-                c[j] = fast_exp(c[j] - shift);
-                acc[j] += c[j];
-            }
-        }
-        let mut sum: f32 = acc.iter().sum();
-        for x in chunks.into_remainder() {
-            *x = fast_exp(*x - shift);
-            sum += *x;
-        }
-        sum
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn silu_mul_avx2(out: &mut [MaybeUninit<f32>], g: &[f32], u: &[f32]) {
-        silu_mul_body(out, g, u)
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn exp_shift_sum_avx2(row: &mut [f32], shift: f32) -> f32 {
-        exp_shift_sum_body(row, shift)
-    }
-
-    fn has_avx2() -> bool {
-        #[cfg(target_arch = "x86_64")]
-        {
-            static AVX2: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-            *AVX2
-                .get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        false
-    }
-
-    /// out = silu(g) * u
-    pub fn silu_mul(out: &mut [MaybeUninit<f32>], g: &[f32], u: &[f32]) {
-        #[cfg(target_arch = "x86_64")]
-        if has_avx2() {
-            // SAFETY: the CPU supports AVX2 and FMA (checked above).
-            return unsafe { silu_mul_avx2(out, g, u) };
-        }
-        silu_mul_body(out, g, u)
-    }
-
-    /// row = exp(row - shift); returns the sum.
-    pub fn exp_shift_sum(row: &mut [f32], shift: f32) -> f32 {
-        #[cfg(target_arch = "x86_64")]
-        if has_avx2() {
-            // SAFETY: the CPU supports AVX2 and FMA (checked above).
-            return unsafe { exp_shift_sum_avx2(row, shift) };
-        }
-        exp_shift_sum_body(row, shift)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::model::test_util::max_diff;
     use candle_core::Device;
-
-    #[test]
-    fn transpose_matches_naive() {
-        for (r, c) in [(1, 5), (5, 1), (37, 70), (64, 32), (33, 100)] {
-            let src: Vec<f32> = (0..r * c).map(|i| i as f32).collect();
-            let t = transpose(&src, r, c);
-            for i in 0..r {
-                for j in 0..c {
-                    assert_eq!(t[j * r + i], src[i * c + j], "{r}x{c} at {i},{j}");
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn fast_exp_is_accurate() {
-        let mut worst = 0f64;
-        let mut x = -87.0f32;
-        while x < 88.0 {
-            let rel = ((fast_exp(x) as f64 - (x as f64).exp()) / (x as f64).exp()).abs();
-            worst = worst.max(rel);
-            x += 0.0137;
-        }
-        assert!(worst < 3e-7, "max relative error {worst:e}");
-        assert_eq!(fast_exp(-1e30), 0.0);
-        assert_eq!(fast_exp(0.0), 1.0);
-    }
 
     #[test]
     fn rms_norm_matches_candle() {

@@ -1,9 +1,21 @@
-//! The model engine: loads real checkpoints (HF directories, GGUF files) into our own
-//! transformer implementations, runs padded batches, and returns on request the internals
-//! the analyses need: residual stream, MLP activations, attention probabilities, logits, and
-//! gradients with respect to the input embeddings.
+//! The model engine: loads real checkpoints (HF directories, GGUF files, hub ids `org/name`)
+//! into our own transformer implementations (`gpt2`, `llama`) and runs them on left-padded
+//! batches (`Batch`). A forward pass returns what its `Capture` asks for: residual stream, MLP
+//! activations, attention probabilities, logits. `Model::lens_logits` projects residual states
+//! to the vocabulary, and `generate` continues prompts with a KV cache. Gradients with respect
+//! to the input embeddings come from candle's autograd through the differentiable path
+//! (`Model::embedding_gradients`) or, for saliency, from our multi-target reverse pass
+//! (`reverse`, `Model::prob_gradients`).
+//!
+//! Layout: `arch` is what an architecture provides, `ops` the layers' building blocks (each
+//! with a fast and a differentiable path), `kernels` the fused CPU kernels of the fast path,
+//! `autodiff` the differentiable fused ops; `config`, `weights`, `gguf`, `hub` and `tokenizer`
+//! load a checkpoint.
 
+mod arch;
 pub mod autodiff;
+mod batch;
+mod capture;
 pub mod config;
 pub mod generate;
 pub mod gguf;
@@ -13,16 +25,21 @@ pub mod kernels;
 pub mod llama;
 pub mod ops;
 pub mod reverse;
+#[cfg(test)]
+pub(crate) mod test_util;
 pub mod tokenizer;
 pub mod weights;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{D, Device, Tensor, Var};
 use rayon::prelude::*;
 use serde::Serialize;
 
+pub use arch::{Architecture, LayerCtx, LayerOut, Rope};
+pub use batch::Batch;
+use capture::gather_positions;
+pub use capture::{Capture, Captures, Layers, Logits};
 pub use config::{Arch, ModelConfig};
 pub use ops::{LayerCache, Mode};
 pub use tokenizer::Tokenizer;
@@ -43,328 +60,6 @@ pub fn default_model_path() -> PathBuf {
             PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/tokenlens")
         });
     cache.join("models").join(DEFAULT_MODEL_FILE)
-}
-
-/// RoPE cos/sin for the batch's positions, [B, T, head_dim / 2] each.
-pub type Rope = (Tensor, Tensor);
-
-/// Inputs every decoder layer sees.
-pub struct LayerCtx<'a> {
-    /// Which keys each query sees.
-    pub mask: &'a ops::AttnMask<'a>,
-    /// The same as an additive mask [B, 1, Tq, Tk], built for the differentiable path only.
-    pub bias: Option<&'a Tensor>,
-    pub rope: Option<&'a Rope>,
-    pub mode: Mode,
-    pub want_mlp: bool,
-    pub want_attn: bool,
-}
-
-/// What a decoder layer returns: its output (the residual stream) and the captures asked for.
-pub struct LayerOut {
-    pub x: Tensor,
-    /// MLP activations after the nonlinearity, [B, T, ffn].
-    pub mlp: Option<Tensor>,
-    /// Attention probabilities, [B, H, Tq, Tk].
-    pub attn: Option<Tensor>,
-}
-
-/// One architecture's body; the capture logic around it is shared (see `Model::forward`).
-pub trait Architecture: Send + Sync {
-    /// Token embedding matrix [V, d].
-    fn embed_tokens(&self) -> &Tensor;
-    /// Unembedding matrix [V, d].
-    fn lm_head(&self) -> &Tensor;
-    /// The residual stream entering block 0 (GPT-2 adds position embeddings), plus RoPE tables.
-    fn input(&self, embeds: &Tensor, positions: &Tensor) -> Result<(Tensor, Option<Rope>)>;
-    fn layer(
-        &self,
-        l: usize,
-        x: &Tensor,
-        ctx: &LayerCtx,
-        cache: Option<&mut LayerCache>,
-    ) -> Result<LayerOut>;
-    fn final_norm(&self, x: &Tensor, mode: Mode) -> Result<Tensor>;
-    /// Block `l`'s weights, for the multi-target reverse pass (`reverse.rs`).
-    fn block(&self, l: usize) -> reverse::BlockRef<'_>;
-    fn final_norm_ref(&self) -> reverse::NormRef<'_>;
-    /// Learned position embeddings added to the input [max_pos, d] (GPT-2), if any.
-    fn position_embeddings(&self) -> Option<&Tensor>;
-    /// RoPE cos/sin tables [max_pos, head_dim / 2], if the model rotates q and k.
-    fn rope_tables(&self) -> Option<(&Tensor, &Tensor)>;
-}
-
-/// Which layers a capture covers.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub enum Layers {
-    #[default]
-    None,
-    All,
-    Only(Vec<usize>),
-}
-
-impl Layers {
-    pub fn contains(&self, l: usize) -> bool {
-        match self {
-            Layers::None => false,
-            Layers::All => true,
-            Layers::Only(v) => v.contains(&l),
-        }
-    }
-}
-
-/// Which positions get logits.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub enum Logits {
-    #[default]
-    None,
-    /// The last position of every row: [B, V].
-    Last,
-    /// One position per row: [B, V].
-    At(Vec<usize>),
-    /// Every position: [B, T, V].
-    All,
-}
-
-/// What a forward pass keeps. Nothing that is not asked for is kept.
-#[derive(Debug, Clone, Default)]
-pub struct Capture {
-    /// The embedding output (index 0) and the output of every block (index l + 1), before the final norm.
-    pub residual: bool,
-    /// MLP activations after the nonlinearity (the input of the MLP's output projection).
-    pub mlp: Layers,
-    /// Attention probabilities per head.
-    pub attention: Layers,
-    /// The last block's output after the final norm.
-    pub final_hidden: bool,
-    pub logits: Logits,
-}
-
-/// The internals a forward pass returns, per `Capture`.
-#[derive(Debug, Default)]
-pub struct Captures {
-    /// n_layers + 1 tensors [B, T, d] if asked for.
-    pub residual: Vec<Tensor>,
-    /// layer -> [B, T, ffn].
-    pub mlp: BTreeMap<usize, Tensor>,
-    /// layer -> [B, H, T, Tk].
-    pub attention: BTreeMap<usize, Tensor>,
-    pub final_hidden: Option<Tensor>,
-    pub logits: Option<Tensor>,
-}
-
-/// Helpers for the unit tests of the model modules.
-#[cfg(test)]
-pub(crate) mod test_util {
-    use candle_core::{Device, Tensor, Var};
-
-    /// max |a - b|.
-    pub fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar()
-            .unwrap()
-    }
-
-    /// Deterministic values in [-1, 1) without a RNG crate.
-    pub fn randn(shape: &[usize], seed: u64) -> Tensor {
-        let n: usize = shape.iter().product();
-        let mut s = seed;
-        let v: Vec<f32> = (0..n)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-            })
-            .collect();
-        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
-    }
-
-    /// Checks autodiff's gradient of the scalar `f` at `x0` against central finite differences,
-    /// on every `stride`-th element.
-    pub fn check_gradient(f: impl Fn(&Tensor) -> Tensor, x0: &Tensor, stride: usize) {
-        let var = Var::from_tensor(x0).unwrap();
-        let grads = f(var.as_tensor()).backward().unwrap();
-        let g: Vec<f32> = grads
-            .get(var.as_tensor())
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
-        let base: Vec<f32> = x0.flatten_all().unwrap().to_vec1().unwrap();
-        let eps = 1e-2f32;
-        for i in (0..base.len()).step_by(stride) {
-            let (mut plus, mut minus) = (base.clone(), base.clone());
-            plus[i] += eps;
-            minus[i] -= eps;
-            let t = |v: Vec<f32>| Tensor::from_vec(v, x0.shape(), &Device::Cpu).unwrap();
-            let fp: f32 = f(&t(plus)).to_scalar().unwrap();
-            let fm: f32 = f(&t(minus)).to_scalar().unwrap();
-            let fd = (fp - fm) / (2.0 * eps);
-            assert!(
-                (fd - g[i]).abs() < 2e-2 * (1.0 + fd.abs()),
-                "element {i}: autodiff {} vs fd {fd}",
-                g[i]
-            );
-        }
-    }
-}
-
-/// One position per row of x [B, T, d] -> [B, d] (differentiable).
-fn gather_positions(x: &Tensor, positions: &[usize]) -> Result<Tensor> {
-    let (b, t, d) = x.dims3()?;
-    if positions.len() != b || positions.iter().any(|&p| p >= t) {
-        return Err(Error::Input(format!(
-            "logit positions {positions:?} do not fit a batch of {b} x {t}"
-        )));
-    }
-    let idx: Vec<u32> = positions
-        .iter()
-        .enumerate()
-        .map(|(r, &p)| (r * t + p) as u32)
-        .collect();
-    let idx = Tensor::from_vec(idx, b, x.device())?;
-    Ok(x.reshape((b * t, d))?.index_select(&idx, 0)?)
-}
-
-impl Captures {
-    /// Joins the captures of consecutive row groups along the batch dimension.
-    fn concat_rows(parts: Vec<Captures>) -> Result<Captures> {
-        // Every captured tensor is joined independently: do the copies in parallel.
-        let first = &parts[0];
-        let n_res = first.residual.len();
-        let mlp_layers: Vec<usize> = first.mlp.keys().copied().collect();
-        let attn_layers: Vec<usize> = first.attention.keys().copied().collect();
-        let jobs = n_res + mlp_layers.len() + attn_layers.len() + 2;
-        let joined: Vec<Option<Tensor>> = (0..jobs)
-            .into_par_iter()
-            .map(|j| -> Result<Option<Tensor>> {
-                let pick = |p: &Captures| -> Option<Tensor> {
-                    if j < n_res {
-                        return Some(p.residual[j].clone());
-                    }
-                    let j = j - n_res;
-                    if j < mlp_layers.len() {
-                        return Some(p.mlp[&mlp_layers[j]].clone());
-                    }
-                    let j = j - mlp_layers.len();
-                    if j < attn_layers.len() {
-                        return Some(p.attention[&attn_layers[j]].clone());
-                    }
-                    match j - attn_layers.len() {
-                        0 => p.final_hidden.clone(),
-                        _ => p.logits.clone(),
-                    }
-                };
-                let ts: Option<Vec<Tensor>> = parts.iter().map(pick).collect();
-                Ok(match ts {
-                    Some(ts) => Some(Tensor::cat(&ts, 0)?),
-                    None => None,
-                })
-            })
-            .collect::<Result<_>>()?;
-        let mut it = joined.into_iter();
-        let mut next = || it.next().flatten();
-        let residual = (0..n_res).map(|_| next().expect("joined")).collect();
-        let mlp = mlp_layers
-            .iter()
-            .map(|&l| (l, next().expect("joined")))
-            .collect();
-        let attention = attn_layers
-            .iter()
-            .map(|&l| (l, next().expect("joined")))
-            .collect();
-        let final_hidden = next();
-        let logits = next();
-        Ok(Captures {
-            residual,
-            mlp,
-            attention,
-            final_hidden,
-            logits,
-        })
-    }
-}
-
-/// A left-padded batch of token sequences: every row ends at the last column.
-#[derive(Debug, Clone)]
-pub struct Batch {
-    /// [B, T] u32 token ids (padding uses the pad id, masked out).
-    pub ids: Tensor,
-    /// [B, T] u32 position of each token within its row (0 for padding).
-    pub positions: Tensor,
-    /// [B * Tk] 1 for real keys, 0 for padding; Tk = cached keys + T.
-    pub key_mask: Vec<u8>,
-    /// Real tokens per row.
-    pub lengths: Vec<usize>,
-}
-
-impl Batch {
-    /// Left-pads `seqs` to a common width.
-    pub fn left_padded(seqs: &[Vec<u32>], pad_id: u32, device: &Device) -> Result<Self> {
-        let width = seqs.iter().map(|s| s.len()).max().unwrap_or(0);
-        if seqs.is_empty() || width == 0 {
-            return Err(Error::Input(
-                "a batch needs at least one non-empty sequence".into(),
-            ));
-        }
-        if let Some(i) = seqs.iter().position(|s| s.is_empty()) {
-            return Err(Error::Input(format!(
-                "sequence {i} of the batch has no tokens"
-            )));
-        }
-        let b = seqs.len();
-        let mut ids = vec![pad_id; b * width];
-        let mut pos = vec![0u32; b * width];
-        let mut mask = vec![0u8; b * width];
-        for (r, s) in seqs.iter().enumerate() {
-            let pad = width - s.len();
-            for (j, &id) in s.iter().enumerate() {
-                ids[r * width + pad + j] = id;
-                pos[r * width + pad + j] = j as u32;
-                mask[r * width + pad + j] = 1;
-            }
-        }
-        Ok(Batch {
-            ids: Tensor::from_vec(ids, (b, width), device)?,
-            positions: Tensor::from_vec(pos, (b, width), device)?,
-            key_mask: mask,
-            lengths: seqs.iter().map(|s| s.len()).collect(),
-        })
-    }
-
-    pub fn rows(&self) -> usize {
-        self.lengths.len()
-    }
-
-    /// Rows `a..b` as a batch of their own (same width).
-    pub fn rows_range(&self, a: usize, b: usize) -> Result<Batch> {
-        let keys = self.key_mask.len() / self.rows();
-        Ok(Batch {
-            ids: self.ids.narrow(0, a, b - a)?,
-            positions: self.positions.narrow(0, a, b - a)?,
-            key_mask: self.key_mask[a * keys..b * keys].to_vec(),
-            lengths: self.lengths[a..b].to_vec(),
-        })
-    }
-
-    /// Columns (padded length) of the batch.
-    pub fn width(&self) -> usize {
-        self.ids.dims()[1]
-    }
-
-    /// Padding columns at the start of `row`.
-    pub fn pad(&self, row: usize) -> usize {
-        self.width() - self.lengths[row]
-    }
 }
 
 /// Whether the logit lens applies the final norm before the unembedding.

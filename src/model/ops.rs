@@ -1,7 +1,10 @@
-//! Tensor building blocks shared by the architectures. Each op has a fast path (fused kernels,
-//! no gradient) and a differentiable path (our fused ops with written-out input-only backward
-//! passes in `autodiff.rs`, or candle ops whose backward pass candle implements); `Mode` picks one.
-//! rust-stack.md lists the candle ops that silently drop gradients; none is used on that path.
+//! The layers' building blocks, shared by the architectures: linear layers, norms, softmax,
+//! RoPE (tables and rotation), attention with its mask and KV cache. Each op has two paths and
+//! `Mode` picks one. The fast path runs our fused kernels (`kernels.rs`) or candle's fused ops
+//! (`softmax_last_dim`, `layer_norm`, `rotary_emb::rope`), through which candle silently drops
+//! gradients. The differentiable path runs our fused ops with written-out input-only backward
+//! passes (`InputGradLinear` in `kernels.rs`, the ops of `autodiff.rs`) or candle ops whose
+//! backward pass candle implements (`softmax`, `layer_norm_slow`, matmul).
 
 use candle_core::{D, Device, Tensor};
 
@@ -9,14 +12,16 @@ use super::LayerCtx;
 pub use super::kernels::AttnMask;
 use super::{autodiff, kernels};
 use crate::error::Result;
+use crate::numerics::matrix::transpose;
 
 /// How a forward pass computes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Mode {
-    /// Fused kernels (softmax, norms, RoPE); no gradients flow through them.
+    /// Fused kernels (ours and candle's); no gradients flow through them.
     #[default]
     Fast,
-    /// Composed ops only, so gradients with respect to the input embeddings are exact.
+    /// Ops with a backward pass (ours or candle's), so gradients with respect to the input
+    /// embeddings are exact.
     Differentiable,
 }
 
@@ -82,11 +87,7 @@ impl Linear {
         }
         let (inp, out) = self.wt.dims2()?;
         let src = self.wt.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
-        let w = Tensor::from_vec(
-            kernels::transpose(&src, inp, out),
-            (out, inp),
-            self.wt.device(),
-        )?;
+        let w = Tensor::from_vec(transpose(&src, inp, out), (out, inp), self.wt.device())?;
         Ok(self.w_out_in.get_or_init(|| w))
     }
 

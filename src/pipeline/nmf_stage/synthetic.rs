@@ -12,7 +12,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::model::generate::SplitMix64;
+use crate::numerics::rng::SplitMix64;
 use crate::pipeline::error::Result;
 use crate::store::manifest::write_json_atomic;
 use crate::store::schema::{

@@ -1,0 +1,353 @@
+//! The multi-target reverse pass behind input saliency: one forward pass per sequence serves
+//! every target of that sequence, and one backward pass carries every target's cotangent at once.
+//!
+//! A *segment* is one sequence of input embeddings (a prompt plus its generated tokens, possibly
+//! scaled for an integrated-gradients step). A *target* asks for the probability of `token` after
+//! the first `prefix` positions of the segment, and optionally its gradient with respect to those
+//! positions' embeddings. Attention is causal, so the activations of one forward pass over the
+//! whole segment are, at every position, exactly those of a forward pass over any prefix: the
+//! forward pass is shared by all the segment's targets.
+//!
+//! The backward pass works on *packed* cotangents: target j of a segment owns `prefix_j` rows,
+//! one per position it can depend on, so no row is spent on positions after a target (the
+//! gradient there is exactly zero). Every linear layer's input gradient is then one large gemm
+//! over all targets of all segments of a chunk, element-wise steps (norms, activations, RoPE)
+//! read the forward activation of the row's token, and attention runs per (target, key/value
+//! head) on the target's own prefix, causal rows only (row i meets keys 0..=i), as plain
+//! vectorized loops: the matrices are a few dozen rows, too small for gemm's per-call cost. Only
+//! input gradients are computed, never weight gradients.
+//!
+//! Everything runs on raw f32 slices with the gemm crate; the formulas are those of
+//! `autodiff.rs` (checked by finite differences there) and the results are checked against the
+//! candle-autograd path (`Model::embedding_gradients`) in `tests.rs`.
+//!
+//! This file drives the pass: packing, the loop over blocks, the LM head. `block` is a block
+//! as the pass reads it, `forward` and `backward` one block's two halves, `attention` the
+//! attention in both directions, and `rows` the steps that work one row at a time.
+
+mod attention;
+mod backward;
+mod block;
+mod forward;
+mod rows;
+#[cfg(test)]
+mod tests;
+
+use rayon::prelude::*;
+
+use super::Model;
+use crate::error::{Error, Result};
+use crate::numerics::matrix::gemm_strided;
+use backward::Scratch;
+pub use block::{ActKind, BlockRef, NormRef};
+use block::{Data, Lin, Norm, gemm};
+use rows::prob_cotangent_row;
+
+/// One sequence to explain.
+pub struct Segment {
+    /// Input token embeddings [len, d] (already scaled by the caller, e.g. for an IG step).
+    pub embeds: Vec<f32>,
+    pub targets: Vec<SegTarget>,
+}
+
+/// The probability of `token` after the segment's first `prefix` positions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegTarget {
+    pub prefix: usize,
+    pub token: u32,
+    /// Whether to compute d prob / d embeds[..prefix] (otherwise only the value).
+    pub grad: bool,
+}
+
+/// Per target of a segment: the probability, and the gradient [prefix, d] if asked for.
+#[derive(Debug, Default)]
+pub struct SegResult {
+    pub probs: Vec<f32>,
+    pub grads: Vec<Option<Vec<f32>>>,
+}
+
+/// Sizes shared by every step.
+#[derive(Clone, Copy)]
+struct Dims {
+    d: usize,
+    h: usize,
+    hkv: usize,
+    hd: usize,
+    /// Width of the stacked q | k | v projection.
+    wqkv: usize,
+    ffn: usize,
+    window: Option<usize>,
+}
+
+impl Dims {
+    fn visible(&self, i: usize, j: usize) -> bool {
+        j <= i && self.window.is_none_or(|w| i - j < w)
+    }
+}
+
+/// Where each segment lives in the packed token arrays.
+struct Packing {
+    /// First packed token of each segment.
+    start: Vec<usize>,
+    len: Vec<usize>,
+    /// Offset of each segment's [H, len, len] probabilities.
+    prob_off: Vec<usize>,
+    /// Position of each packed token within its segment.
+    pos: Vec<usize>,
+}
+
+impl Model {
+    /// Makes the [out, in] weight copies the reverse pass reads for widening layers (otherwise
+    /// made on first use), all layers in parallel: a timed first call then does not pay for them.
+    pub fn prepare_reverse(&self) -> Result<()> {
+        (0..self.config.n_layers).into_par_iter().try_for_each(|l| {
+            let b = self.body.block(l);
+            for lin in [b.qkv, b.o, b.up, b.down] {
+                Lin::of(lin)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// For every segment and target: the target token's probability and, where asked, its
+    /// gradient with respect to the prefix's input token embeddings (see the module docs).
+    /// Memory grows with the total tokens and the total prefix rows of the segments given: the
+    /// caller bounds it by chunking.
+    pub fn prob_gradients(&self, segments: &[Segment]) -> Result<Vec<SegResult>> {
+        let cfg = &self.config;
+        let d = cfg.hidden_size;
+        let dims = Dims {
+            d,
+            h: cfg.n_heads,
+            hkv: cfg.n_kv_heads,
+            hd: cfg.head_dim,
+            wqkv: (cfg.n_heads + 2 * cfg.n_kv_heads) * cfg.head_dim,
+            ffn: cfg.intermediate_size,
+            window: cfg.sliding_window,
+        };
+        // Validate and pack.
+        let mut pk = Packing {
+            start: vec![],
+            len: vec![],
+            prob_off: vec![],
+            pos: vec![],
+        };
+        let (mut n_tok, mut n_prob) = (0, 0);
+        for (si, s) in segments.iter().enumerate() {
+            let len = s.embeds.len() / d;
+            if len == 0 || s.embeds.len() != len * d {
+                return Err(Error::Input(format!(
+                    "segment {si}: embeddings of {} values are not a non-empty [len, {d}] matrix",
+                    s.embeds.len()
+                )));
+            }
+            if len > cfg.max_position_embeddings {
+                return Err(Error::Input(format!(
+                    "segment {si}: {len} positions exceed the model's context ({} tokens)",
+                    cfg.max_position_embeddings
+                )));
+            }
+            for t in &s.targets {
+                if t.prefix == 0 || t.prefix > len || t.token as usize >= cfg.vocab_size {
+                    return Err(Error::Input(format!(
+                        "segment {si}: target prefix {} / token {} does not fit {len} positions",
+                        t.prefix, t.token
+                    )));
+                }
+            }
+            pk.start.push(n_tok);
+            pk.len.push(len);
+            pk.prob_off.push(n_prob);
+            pk.pos.extend(0..len);
+            n_tok += len;
+            n_prob += dims.h * len * len;
+        }
+        let mut x = Vec::with_capacity(n_tok * d);
+        for s in segments {
+            x.extend_from_slice(&s.embeds);
+        }
+        if let Some(wpe) = self.body.position_embeddings() {
+            let wpe = Data::of(wpe)?;
+            let wpe = wpe.s();
+            x.par_chunks_mut(d).zip(&pk.pos).for_each(|(row, &p)| {
+                for (v, e) in row.iter_mut().zip(&wpe[p * d..(p + 1) * d]) {
+                    *v += e;
+                }
+            });
+        }
+        let rope = match self.body.rope_tables() {
+            Some((c, s)) => Some((Data::of(c)?, Data::of(s)?)),
+            None => None,
+        };
+        let rope = rope.as_ref().map(|(c, s)| (c.s(), s.s()));
+
+        // ---- forward, keeping each block's tape ----
+        let mut tapes = Vec::with_capacity(cfg.n_layers);
+        for l in 0..cfg.n_layers {
+            let (tape, next) = self.block_forward(l, x, &pk, &dims, rope, n_prob)?;
+            tapes.push(tape);
+            x = next;
+        }
+
+        // ---- the targets' values and the cotangents at the final norm ----
+        // Packed cotangent rows: target j owns `prefix_j` rows, its positions 0..prefix_j.
+        struct Row {
+            tok: usize,
+            pos: usize,
+        }
+        let mut rows: Vec<Row> = Vec::new();
+        let mut row_start = Vec::new(); // per (segment, target) with grad
+        let mut last_tok = Vec::new(); // packed token of each target's last input position
+        for (si, s) in segments.iter().enumerate() {
+            for t in &s.targets {
+                last_tok.push(pk.start[si] + t.prefix - 1);
+                if t.grad {
+                    row_start.push(rows.len());
+                    rows.extend((0..t.prefix).map(|p| Row {
+                        tok: pk.start[si] + p,
+                        pos: p,
+                    }));
+                }
+            }
+        }
+        let tokens: Vec<u32> = segments
+            .iter()
+            .flat_map(|s| s.targets.iter().map(|t| t.token))
+            .collect();
+        let n_targets = tokens.len();
+        let final_norm = Norm::of(self.body.final_norm_ref())?;
+        let lm = Data::of(self.body.lm_head())?;
+        let vocab = cfg.vocab_size;
+        let mut hf = vec![0f32; n_targets * d];
+        hf.par_chunks_mut(d)
+            .zip(&last_tok)
+            .for_each(|(h, &t)| final_norm.forward_row(&x[t * d..(t + 1) * d], h));
+        // logits [T, V] = hf . lm^T (lm is [V, d]).
+        let mut logits = vec![0f32; n_targets * vocab];
+        gemm(n_targets, vocab, d, &mut logits, false, &hf, lm.s(), 1, d);
+        let probs: Vec<f32> = logits
+            .par_chunks_mut(vocab)
+            .zip(&tokens)
+            .map(|(row, &tok)| prob_cotangent_row(row, tok as usize))
+            .collect();
+        let mut results: Vec<SegResult> = Vec::with_capacity(segments.len());
+        {
+            let mut k = 0;
+            for s in segments {
+                results.push(SegResult {
+                    probs: probs[k..k + s.targets.len()].to_vec(),
+                    grads: vec![None; s.targets.len()],
+                });
+                k += s.targets.len();
+            }
+        }
+        let grad_targets: Vec<usize> = segments
+            .iter()
+            .flat_map(|s| s.targets.iter())
+            .enumerate()
+            .filter(|(_, t)| t.grad)
+            .map(|(i, _)| i)
+            .collect();
+        if grad_targets.is_empty() {
+            return Ok(results);
+        }
+        let p = rows.len();
+        // d prob / d hf for the targets with gradients: [G, V] . lm [V, d].
+        let dl: Vec<f32> = grad_targets
+            .iter()
+            .flat_map(|&i| logits[i * vocab..(i + 1) * vocab].iter().copied())
+            .collect();
+        drop(logits);
+        // Over ranges of the vocabulary in parallel (a single gemm over k = vocab parallelizes
+        // poorly), partial products summed in range order: fixed ranges, so the result does
+        // not depend on the thread count.
+        let ng = grad_targets.len();
+        let per_v = 8192;
+        let dhf = (0..vocab)
+            .step_by(per_v)
+            .collect::<Vec<_>>()
+            .into_par_iter()
+            .map(|v0| {
+                let len = per_v.min(vocab - v0);
+                let mut part = vec![0f32; ng * d];
+                gemm_strided(
+                    ng,
+                    d,
+                    len,
+                    &mut part,
+                    false,
+                    &dl[v0..],
+                    vocab,
+                    1,
+                    &lm.s()[v0 * d..],
+                    d,
+                    1,
+                );
+                part
+            })
+            .reduce_with(|mut a, b| {
+                a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
+                a
+            })
+            .unwrap_or_else(|| vec![0f32; ng * d]);
+        let mut g = vec![0f32; p * d];
+        for (gi, &ti) in grad_targets.iter().enumerate() {
+            let t = last_tok[ti];
+            let r = row_start[gi] + (t - rows[row_start[gi]].tok);
+            final_norm.backward_row(
+                &x[t * d..(t + 1) * d],
+                &dhf[gi * d..(gi + 1) * d],
+                &mut g[r * d..(r + 1) * d],
+            );
+        }
+        drop(x);
+
+        // ---- backward through the blocks ----
+        // Per grad target: (segment, first row, prefix).
+        let mut spans = Vec::with_capacity(grad_targets.len());
+        {
+            let mut gi = 0;
+            for (si, s) in segments.iter().enumerate() {
+                for t in &s.targets {
+                    if t.grad {
+                        spans.push((si, row_start[gi], t.prefix));
+                        gi += 1;
+                    }
+                }
+            }
+        }
+        let row_tok: Vec<usize> = rows.iter().map(|r| r.tok).collect();
+        let row_pos: Vec<usize> = rows.iter().map(|r| r.pos).collect();
+        // Rows with a cotangent at the top: each target's last position.
+        let top: Vec<usize> = spans.iter().map(|&(_, r0, n)| r0 + n - 1).collect();
+        let mut ws = Scratch::new(p, &dims, self.body.block(0).act.pre_width(dims.ffn));
+        for l in (0..cfg.n_layers).rev() {
+            let tape = tapes.pop().expect("one tape per layer");
+            let top = (l + 1 == cfg.n_layers).then_some(&top[..]);
+            self.block_backward(
+                l, &tape, &mut g, top, &mut ws, &row_tok, &row_pos, &spans, &pk, &dims, rope,
+            )?;
+        }
+
+        // ---- split the packed gradient by target ----
+        let mut gi = 0;
+        for (si, s) in segments.iter().enumerate() {
+            for (ti, t) in s.targets.iter().enumerate() {
+                if t.grad {
+                    let r0 = spans[gi].1;
+                    results[si].grads[ti] = Some(g[r0 * d..(r0 + t.prefix) * d].to_vec());
+                    gi += 1;
+                }
+            }
+        }
+        Ok(results)
+    }
+}
+
+/// Rows per range when `m` rows are split into one range per thread. Steps that work row by row
+/// run per range, each range's gemms single-threaded (see `numerics::matrix::gemm_strided`), with the
+/// element-wise steps between them on rows still in that thread's cache: one synchronization
+/// per group of steps instead of one per step and per gemm.
+fn row_range(m: usize) -> usize {
+    m.div_ceil(rayon::current_num_threads().max(1)).max(1)
+}

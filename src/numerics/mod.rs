@@ -1,0 +1,11 @@
+//! Numerics shared by the model engine and the analyses, on raw f32 slices: the seeded RNG
+//! (`rng`), gemm wrappers and a transpose (`matrix`), run-time SIMD dispatch (`simd`), scalar
+//! math written for loops the compiler vectorizes (`math`), and the uninitialized output
+//! buffers and shared pointers that parallel kernels write through (`buffer`). It knows nothing
+//! of models, tensors or analyses: it depends on std and the gemm and rayon crates only.
+
+pub mod buffer;
+pub mod math;
+pub mod matrix;
+pub mod rng;
+pub mod simd;
