@@ -3,17 +3,17 @@
 # (scripts/bench_forward_transformers.py) on the same model, token ids and thread count. The two
 # alternate for ROUNDS rounds (this machine is noisy: compare ratios measured back to back) and the
 # script prints every round's tokens/s and ratio, then the median ratio.
-# Needs the reference venv (PY=/work/refenv/bin/python by default; see scripts/README.md).
+# Needs the reference venv ($REFENV_PY; see scripts/lib.sh and scripts/README.md).
 #
 # Usage: scripts/bench_forward.sh [THREADS...]     (default: 1 2; ROUNDS=3)
-set -euo pipefail
-cd "$(dirname "$0")/.."
-PY=${PY:-/work/refenv/bin/python}
+# shellcheck source=scripts/lib.sh
+source "$(dirname "$0")/lib.sh"
+need_refenv
 ROUNDS=${ROUNDS:-3}
-model=$(scripts/fetch-model.sh)
+model=$(fetch_model)
 threads=${*:-1 2}
 cargo bench --quiet --bench forward --no-run >/dev/null 2>&1
-echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); $(date -u +%F)"
+machine_line ""
 printf '%-8s %-8s %-6s %16s %19s %7s\n' threads capture round tokenlens_tok/s transformers_tok/s ratio
 results=$(mktemp)
 for t in $threads; do
@@ -23,7 +23,7 @@ for t in $threads; do
       case $mode in all) name=forward_all_captures ;; logits) name=forward_logits_only ;; esac
       est=target/criterion/smollm2_8x64/$name/new/estimates.json
       ours=$(python3 -c "import json;print(512/(json.load(open('$est'))['median']['point_estimate']/1e9))")
-      theirs=$(OMP_NUM_THREADS=$t "$PY" scripts/bench_forward_transformers.py --gguf "$model" --threads "$t" --mode $mode 2>/dev/null \
+      theirs=$(OMP_NUM_THREADS=$t "$REFENV_PY" scripts/bench_forward_transformers.py --gguf "$model" --threads "$t" --mode $mode 2>/dev/null \
         | python3 -c "import json,sys;print(json.loads(sys.stdin.read().strip().splitlines()[-1])['tokens_per_s'])")
       python3 -c "print('%-8s %-8s %-6s %16.1f %19.1f %7.2f' % ('$t', '$mode', '$round', $ours, $theirs, $ours/$theirs))"
       echo "$t $mode $ours $theirs" >> "$results"

@@ -6,7 +6,8 @@ same ids as the Rust bench), eager attention, one forward with every capture tok
 hidden states of every layer, attention probabilities of every layer, the MLP activations
 (input of down_proj, via forward pre-hooks) and logits at all positions. Prints JSON.
 
-Run with the reference venv: /work/refenv/bin/python scripts/bench_forward_transformers.py --threads 1
+Run with the reference venv ($REFENV_PY, see scripts/lib.sh), normally through scripts/bench_forward.sh:
+  $REFENV_PY scripts/bench_forward_transformers.py --gguf "$(scripts/fetch-model.sh)" --threads 1
 """
 import argparse
 import json

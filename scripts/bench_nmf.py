@@ -28,10 +28,10 @@ workers, which must first load the matrix, `fit_peak_rss_mb` is the peak during 
 Writes a single JSON document on stdout (and to --out) and a summary on stderr. Uses the
 threads given by --threads (OMP/OpenBLAS/MKL/RAYON_NUM_THREADS) for every process.
 
-Setup: /work/refenv/bin/pip install scikit-learn pyarrow
+Setup: $TOKENLENS_REFENV/bin/pip install scikit-learn pyarrow (the reference venv, see scripts/lib.sh)
 Example (the 10x corpus; the quickstart's run is runs/quickstart):
   target/release/tokenlens run pipelines/bench-nmf-10x.yaml
-  /work/refenv/bin/python scripts/bench_nmf.py runs/bench-nmf-10x --k 10 --max-iter 200 \
+  $REFENV_PY scripts/bench_nmf.py runs/bench-nmf-10x --k 10 --max-iter 200 \
       --seeds 0,1,2 --also-streamed --tokenlens target/release/tokenlens --out /tmp/bench_nmf.json
 """
 import argparse

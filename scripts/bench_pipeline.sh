@@ -7,17 +7,17 @@
 #   default: pipelines/quickstart.yaml 1
 #   e.g.     scripts/bench_pipeline.sh pipelines/bench-memory.yaml 1 10
 # Env: THREADS (default 2). Needs /usr/bin/time (GNU time).
-set -euo pipefail
-cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib.sh
+source "$(dirname "$0")/lib.sh"
 spec=${1:-pipelines/quickstart.yaml}
 shift || true
 scales=("${@:-1}")
 threads=${THREADS:-2}
-scripts/fetch-model.sh >/dev/null
-cargo build --release --quiet
+fetch_model >/dev/null
+build_release
 work=target/bench-pipeline
 mkdir -p "$work"
-echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); threads $threads; $(date -u +%F)"
+machine_line "threads $threads"
 echo "pipeline: $spec"
 for s in "${scales[@]}"; do
   python3 - "$spec" "$s" "$work" <<'PY'
@@ -38,7 +38,7 @@ text = re.sub(r"^(\s*dir:\s*)\S+", lambda g: g.group(1) + str((work / f"run-x{sc
 (work / f"spec-x{scale}.yaml").write_text(text)
 PY
   /usr/bin/time -f "%M %e" -o "$work/time-x$s" env RAYON_NUM_THREADS="$threads" \
-    target/release/tokenlens run --quiet --overwrite "$work/spec-x$s.yaml" > "$work/out-x$s"
+    "$TOKENLENS_BIN" run --quiet --overwrite "$work/spec-x$s.yaml" > "$work/out-x$s"
   read -r rss secs < "$work/time-x$s"
   line=$(head -1 "$work/out-x$s")
   echo "x$s: $line"

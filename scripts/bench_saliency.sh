@@ -8,12 +8,12 @@
 # Usage: [ROUNDS=3] scripts/bench_saliency.sh [THREADS]       (default 2 threads, 1 round)
 # Each round runs tokenlens (both methods) and then Ecco (both methods); the ratios are computed per
 # round, so drifts of the machine between rounds cancel out, and their median is printed.
-set -euo pipefail
-cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib.sh
+source "$(dirname "$0")/lib.sh"
+need_refenv
 t=${1:-2}
-PY=${PY:-/work/refenv/bin/python}
-model=$(scripts/fetch-model.sh)
-cargo build --release --quiet
+model=$(fetch_model)
+build_release
 out=$(mktemp -d)
 prompts="$out/prompts.json"
 python3 - "$prompts" <<'PY'
@@ -25,21 +25,21 @@ for n in tree.body:
 PY
 # Prompts contain newlines: pass them through python to keep them intact.
 run_ours() {  # method -> json file
-  python3 - "$prompts" "$1" "$2" "$t" "$model" <<'PY'
+  python3 - "$prompts" "$1" "$2" "$t" "$model" "$TOKENLENS_BIN" <<'PY'
 import json, os, subprocess, sys
-prompts, method, out, t, model = json.load(open(sys.argv[1])), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
+prompts, method, out, t, model, exe = json.load(open(sys.argv[1])), *sys.argv[2:7]
 env = dict(os.environ, RAYON_NUM_THREADS=t)
-subprocess.run(["target/release/tokenlens", "saliency", "--model", model, "--generate", "10", "--ignore-eos",
+subprocess.run([exe, "saliency", "--model", model, "--generate", "10", "--ignore-eos",
                 "--method", method, "--json", out, *prompts], check=True, env=env, stdout=subprocess.DEVNULL)
 PY
 }
-echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); threads $t; $(date -u +%F)"
+machine_line "threads $t"
 rounds=${ROUNDS:-1}
 for r in $(seq "$rounds"); do
   mkdir -p "$out/$r"
   run_ours grad_x_input "$out/$r/ours_gxi.json"
   run_ours integrated_gradients "$out/$r/ours_ig.json"
-  PYTHONPATH=/work/ecco-pkgs "$PY" scripts/bench_saliency_ecco.py --model-dir /work/ecco-model --threads "$t" \
+  PYTHONPATH=$ECCO_PKGS "$REFENV_PY" scripts/bench_saliency_ecco.py --model-dir "$ECCO_MODEL" --threads "$t" \
     --methods grad_x_input,ig --prompts-file "$prompts" --generate 10 --out "$out/$r/ecco.json" >/dev/null
 done
 python3 - "$out" "$rounds" <<'PY'

@@ -12,9 +12,10 @@ tokens each (default 10), for the attribution methods chosen with --methods, amo
                  without patching: --ig-n-steps does exactly that, for quick checks only).
 Prints one JSON line on stdout (and writes it to --out if given); progress goes to stderr.
 
-Setup (once): scripts/setup_ecco.sh. Run:
-  PYTHONPATH=/work/ecco-pkgs /work/refenv/bin/python scripts/bench_saliency_ecco.py \
-      --model-dir /work/ecco-model --threads 2 [--methods grad_x_input,saliency,ig] [--out f.json]
+Setup (once): scripts/setup_ecco.sh. Run (paths as in scripts/lib.sh: $ECCO_PKGS, $REFENV_PY,
+$ECCO_MODEL, by default under ~/.cache/tokenlens/):
+  PYTHONPATH=$ECCO_PKGS $REFENV_PY scripts/bench_saliency_ecco.py \
+      --threads 2 [--model-dir $ECCO_MODEL] [--methods grad_x_input,saliency,ig] [--out f.json]
 
 What is timed (time.perf_counter wall clock, after torch.set_num_threads(--threads); one untimed
 warm-up call `lm.generate(prompts[0], generate=1, attribution=["grad_x_input"])` first):
@@ -111,8 +112,10 @@ def pkg_version(name):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--model-dir", default=os.environ.get("ECCO_MODEL", "/work/ecco-model"),
-                    help="HF checkpoint made by scripts/setup_ecco.sh (default: $ECCO_MODEL or /work/ecco-model)")
+    cache = os.environ.get("TOKENLENS_CACHE") or os.path.expanduser("~/.cache/tokenlens")
+    ap.add_argument("--model-dir", default=os.environ.get("ECCO_MODEL", os.path.join(cache, "ecco-model")),
+                    help="HF checkpoint made by scripts/setup_ecco.sh "
+                         "(default: $ECCO_MODEL or $TOKENLENS_CACHE/ecco-model, as in scripts/lib.sh)")
     ap.add_argument("--prompts-file", help="JSON list of prompt strings (default: 10 built-in prompts)")
     ap.add_argument("--generate", type=int, default=10, help="tokens to generate per prompt (default 10)")
     ap.add_argument("--methods", default=",".join(METHODS),
@@ -148,7 +151,7 @@ def main():
         import ecco.lm as ecco_lm
     except ImportError as e:
         raise SystemExit(f"cannot import ecco ({e}): run scripts/setup_ecco.sh and use "
-                         f"PYTHONPATH=/work/ecco-pkgs /work/refenv/bin/python {sys.argv[0]}")
+                         f"PYTHONPATH=$ECCO_PKGS $REFENV_PY {sys.argv[0]} (see scripts/lib.sh)")
     import captum
     import numpy as np
     import transformers

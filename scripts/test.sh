@@ -4,9 +4,9 @@
 # every table it wrote with Python polars, pandas and duckdb (wheels installed into
 # target/interop-venv), and tests the viewer in headless Chromium on that run. This is exactly
 # what CI runs (.ci/run).
-set -euo pipefail
-cd "$(dirname "$0")/.."
-scripts/fetch-model.sh >/dev/null
+# shellcheck source=scripts/lib.sh
+source "$(dirname "$0")/lib.sh"
+fetch_model >/dev/null
 cargo test --all-targets
 
 # Interop: a real quickstart run, read by the Python readers our users use.
@@ -15,9 +15,9 @@ if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import polars, pandas
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check polars pandas pyarrow duckdb
 fi
-cargo build --release --quiet
-target/release/tokenlens run --quiet --overwrite pipelines/quickstart.yaml
-target/release/tokenlens schema > target/tokenlens-schema.json
+build_release
+"$TOKENLENS_BIN" run --quiet --overwrite pipelines/quickstart.yaml
+"$TOKENLENS_BIN" schema > target/tokenlens-schema.json
 "$venv/bin/python" tests/interop/check_tables.py runs/quickstart target/tokenlens-schema.json
 
 # The viewer in a real browser (Debian's chromium, headless, driven by playwright-core) on the
@@ -26,4 +26,4 @@ if [ ! -x /usr/bin/chromium ]; then
   if [ "$(id -u)" = 0 ]; then apt-get install -y -qq chromium >/dev/null; else sudo apt-get install -y -qq chromium >/dev/null; fi
 fi
 (cd viewer && npm ci --silent --no-audit --no-fund)
-node viewer/test/browser.mjs target/release/tokenlens runs/quickstart target/viewer-screenshots
+node viewer/test/browser.mjs "$TOKENLENS_BIN" runs/quickstart target/viewer-screenshots

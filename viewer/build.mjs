@@ -2,7 +2,7 @@
 // src/main.js bundled with hyparquet and fzstd by esbuild into dist/viewer.js, plus
 // src/index.html and src/viewer.css copied. dist/BUILD-HASH records a hash of the inputs
 // (src/**, build.mjs, package.json, package-lock.json) and of the outputs; `cargo test`
-// recomputes both (view::tests::embedded_viewer_is_fresh), so stale or hand-edited assets fail.
+// recomputes both (view::tests::embedded_viewer_is_fresh, src/view/tests.rs), so stale or hand-edited assets fail.
 //
 //   npm ci && npm run build
 import { build } from 'esbuild'

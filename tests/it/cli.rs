@@ -2,47 +2,12 @@
 //! checkpoints, and every bad input: the message it prints and its exit code.
 
 use std::path::Path;
-use std::process::{Command, Output};
 
 use candle_core::quantized::gguf_file::Value;
 
-use crate::common::{Golden, data_dir, scratch};
-use crate::gguf_roundtrip::write_gguf;
+use crate::common::{Golden, Tokenlens, data_dir, scratch, write_gguf};
 
-fn tokenlens(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tokenlens"))
-        .args(args)
-        .env("TOKENLENS_CACHE", "/nonexistent-tokenlens-cache")
-        .output()
-        .unwrap()
-}
-
-fn ok(args: &[&str]) -> String {
-    let o = tokenlens(args);
-    assert!(
-        o.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout).unwrap()
-}
-
-/// Runs a command that must fail; checks exit code 1, no panic, and the message.
-fn fails(args: &[&str], expected: &[&str]) -> String {
-    let o = tokenlens(args);
-    let err = String::from_utf8_lossy(&o.stderr).to_string();
-    assert_eq!(
-        o.status.code(),
-        Some(1),
-        "{args:?}: expected exit 1, stderr: {err}"
-    );
-    assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
-    assert!(err.starts_with("error: "), "{args:?}: {err}");
-    for e in expected {
-        assert!(err.contains(e), "{args:?}: stderr {err:?} lacks {e:?}");
-    }
-    err
-}
+const BIN: Tokenlens = Tokenlens::NO_CACHE;
 
 fn tiny(name: &str) -> String {
     data_dir().join(name).to_string_lossy().into_owned()
@@ -52,7 +17,7 @@ fn tiny(name: &str) -> String {
 fn predict_prints_the_reference_top1() {
     let golden = Golden::load("tiny-llama");
     let target = golden.t("p0.target").to_vec1::<i64>().unwrap()[0];
-    let out = ok(&[
+    let out = BIN.ok(&[
         "predict",
         "--model",
         &tiny("tiny-llama"),
@@ -74,7 +39,7 @@ fn generate_greedy_matches_reference() {
     let model = tokenlens::model::Model::load(&data_dir().join("tiny-gpt2"), None).unwrap();
     let prompts = golden.prompts();
     let greedy = golden.ids("greedy");
-    let out = ok(&[
+    let out = BIN.ok(&[
         "generate",
         "--model",
         &tiny("tiny-gpt2"),
@@ -117,7 +82,7 @@ fn sampling_is_seeded() {
     let run = |seed| {
         let mut a = args(seed);
         a.splice(1..1, ["--model", m.as_str()]);
-        ok(&a)
+        BIN.ok(&a)
     };
     assert_eq!(run("1"), run("1"));
     assert_ne!(run("1"), run("2"));
@@ -126,7 +91,7 @@ fn sampling_is_seeded() {
 #[test]
 fn tokenize_and_inspect() {
     let golden = Golden::load("tiny-qwen2");
-    let out = ok(&[
+    let out = BIN.ok(&[
         "tokenize",
         "--model",
         &tiny("tiny-qwen2"),
@@ -138,7 +103,7 @@ fn tokenize_and_inspect() {
         .collect();
     assert_eq!(ids, golden.ids("input_ids")[1]);
     let info: serde_json::Value =
-        serde_json::from_str(&ok(&["inspect", "--model", &tiny("tiny-qwen2")])).unwrap();
+        serde_json::from_str(&BIN.ok(&["inspect", "--model", &tiny("tiny-qwen2")])).unwrap();
     assert_eq!(info["config"]["model_type"], "qwen2");
     assert_eq!(info["config"]["qkv_bias"], true);
     assert_eq!(info["format"], "hf");
@@ -146,11 +111,11 @@ fn tokenize_and_inspect() {
 
 #[test]
 fn missing_model_and_default_model() {
-    fails(
+    BIN.fails_mentioning(
         &["predict", "--model", "/no/such/model.gguf", "x"],
         &["/no/such/model.gguf: no such file or directory"],
     );
-    fails(
+    BIN.fails_mentioning(
         &["predict", "x"],
         &["no --model given", "scripts/fetch-model.sh"],
     );
@@ -170,21 +135,21 @@ fn broken_hf_checkpoints() {
     let d = |s: &str| dir.join(s).to_string_lossy().into_owned();
 
     std::fs::create_dir_all(dir.join("empty")).unwrap();
-    fails(
+    BIN.fails_mentioning(
         &["predict", "--model", &d("empty"), "x"],
         &["empty/config.json", "No such file"],
     );
 
     copy_checkpoint("tiny-llama", &dir.join("no-tok"));
     std::fs::remove_file(dir.join("no-tok/tokenizer.json")).unwrap();
-    fails(
+    BIN.fails_mentioning(
         &["predict", "--model", &d("no-tok"), "x"],
         &["no-tok/tokenizer.json: tokenizer.json is missing"],
     );
 
     copy_checkpoint("tiny-llama", &dir.join("no-weights"));
     std::fs::remove_file(dir.join("no-weights/model.safetensors")).unwrap();
-    fails(
+    BIN.fails_mentioning(
         &["predict", "--model", &d("no-weights"), "x"],
         &["no model.safetensors"],
     );
@@ -195,7 +160,7 @@ fn broken_hf_checkpoints() {
         b"this is not a safetensors file",
     )
     .unwrap();
-    fails(
+    BIN.fails_mentioning(
         &["predict", "--model", &d("corrupt"), "x"],
         &["corrupt/model.safetensors: cannot read safetensors"],
     );
@@ -207,7 +172,7 @@ fn broken_hf_checkpoints() {
         &bytes[..bytes.len() / 2],
     )
     .unwrap();
-    fails(
+    BIN.fails_mentioning(
         &["predict", "--model", &d("truncated"), "x"],
         &["truncated/model.safetensors: cannot read safetensors"],
     );
@@ -217,7 +182,7 @@ fn broken_hf_checkpoints() {
         .unwrap()
         .replace("\"llama\"", "\"bert\"");
     std::fs::write(dir.join("bert/config.json"), cfg).unwrap();
-    fails(
+    BIN.fails_mentioning(
         &["predict", "--model", &d("bert"), "x"],
         &[
             "unsupported architecture `bert`",
@@ -231,7 +196,7 @@ fn broken_hf_checkpoints() {
         "{\"model_type\": \"llama\",",
     )
     .unwrap();
-    fails(
+    BIN.fails_mentioning(
         &["predict", "--model", &d("bad-json"), "x"],
         &["bad-json/config.json: invalid JSON"],
     );
@@ -242,7 +207,7 @@ fn broken_hf_checkpoints() {
         .unwrap()
         .replace("\"intermediate_size\": 128", "\"intermediate_size\": 96");
     std::fs::write(dir.join("wrong-shape/config.json"), cfg).unwrap();
-    fails(
+    BIN.fails_mentioning(
         &["predict", "--model", &d("wrong-shape"), "x"],
         &["tensor `model.layers.0.mlp.gate_proj.weight` has shape [128, 64], expected [96, 64]"],
     );
@@ -253,7 +218,7 @@ fn broken_gguf_files() {
     let dir = scratch("broken-gguf");
     let d = |s: &str| dir.join(s).to_string_lossy().into_owned();
     std::fs::write(dir.join("garbage.gguf"), b"definitely not gguf").unwrap();
-    fails(
+    BIN.fails_mentioning(
         &["predict", "--model", &d("garbage.gguf"), "x"],
         &["garbage.gguf: not a readable GGUF file"],
     );
@@ -261,7 +226,7 @@ fn broken_gguf_files() {
     let good = write_gguf("tiny-llama", &dir, true, &[]);
     let bytes = std::fs::read(&good).unwrap();
     std::fs::write(dir.join("truncated.gguf"), &bytes[..bytes.len() - 5000]).unwrap();
-    fails(
+    BIN.fails_mentioning(
         &["predict", "--model", &d("truncated.gguf"), "x"],
         &["truncated.gguf: tensor `", "remaining in file"],
     );
@@ -273,7 +238,7 @@ fn broken_gguf_files() {
         true,
         &[("general.architecture", Value::String("bert".into()))],
     );
-    fails(
+    BIN.fails_mentioning(
         &["predict", "--model", &d("bert/tiny-llama.gguf"), "x"],
         &["unsupported architecture `bert`"],
     );
@@ -285,7 +250,7 @@ fn broken_gguf_files() {
         true,
         &[("tokenizer.ggml.model", Value::String("llama".into()))],
     );
-    fails(
+    BIN.fails_mentioning(
         &["predict", "--model", &d("spm/tiny-llama.gguf"), "x"],
         &[
             "GGUF tokenizer type `llama` cannot be rebuilt",
@@ -294,7 +259,7 @@ fn broken_gguf_files() {
     );
     // ... and the override makes it usable.
     let tok = data_dir().join("tiny-llama/tokenizer.json");
-    ok(&[
+    BIN.ok(&[
         "predict",
         "--model",
         &d("spm/tiny-llama.gguf"),
@@ -310,7 +275,7 @@ fn broken_gguf_files() {
         true,
         &[("tokenizer.ggml.pre", Value::String("deepseek-llm".into()))],
     );
-    fails(
+    BIN.fails_mentioning(
         &["predict", "--model", &d("pre/tiny-llama.gguf"), "x"],
         &["GGUF pre-tokenizer `deepseek-llm` is not supported"],
     );
@@ -320,16 +285,16 @@ fn broken_gguf_files() {
 fn bad_prompts_and_options() {
     let m = tiny("tiny-llama");
     let long = "word ".repeat(300);
-    fails(
+    BIN.fails_mentioning(
         &["predict", "--model", &m, &long],
         &["prompt 1", "longer than the model's context (128 tokens)"],
     );
-    fails(
+    BIN.fails_mentioning(
         &["predict", "--model", &m, "ok", ""],
         &["prompt 2", "has no tokens"],
     );
     let medium = "word ".repeat(60);
-    fails(
+    BIN.fails_mentioning(
         &[
             "generate",
             "--model",
@@ -343,12 +308,12 @@ fn bad_prompts_and_options() {
             "new tokens exceed the model's context of 128 tokens",
         ],
     );
-    fails(
+    BIN.fails_mentioning(
         &["generate", "--model", &m, "--top-p", "1.5", "x"],
         &["--top-p must be in (0, 1]"],
     );
     // clap's own usage errors exit with 2.
-    let o = tokenlens(&["predict", "--model", &m]);
+    let o = BIN.output(&["predict", "--model", &m]);
     assert_eq!(o.status.code(), Some(2));
 }
 
@@ -356,7 +321,7 @@ fn bad_prompts_and_options() {
 fn saliency_command_prints_scores_and_json() {
     let dir = scratch("saliency-cli");
     let json = dir.join("s.json");
-    let out = ok(&[
+    let out = BIN.ok(&[
         "saliency",
         "--model",
         &tiny("tiny-gpt2"),
@@ -400,19 +365,19 @@ fn saliency_command_prints_scores_and_json() {
 #[test]
 fn saliency_bad_options() {
     let m = tiny("tiny-llama");
-    fails(
+    BIN.fails_mentioning(
         &["saliency", "--model", &m, "--method", "lime", "x"],
         &["unknown --method `lime`"],
     );
-    fails(
+    BIN.fails_mentioning(
         &["saliency", "--model", &m, "--rule", "simpson", "x"],
         &["unknown --rule `simpson`"],
     );
-    fails(
+    BIN.fails_mentioning(
         &["saliency", "--model", &m, "--generate", "0", "x"],
         &["--generate must be at least 1"],
     );
-    fails(
+    BIN.fails_mentioning(
         &["saliency", "--model", &m, "--n-steps", "0", "x"],
         &["n_steps >= 1"],
     );
@@ -431,8 +396,8 @@ fn hub_id_loads_from_the_local_cache() {
     )
     .unwrap();
     let run = |id: &str| {
-        Command::new(env!("CARGO_BIN_EXE_tokenlens"))
-            .args(["inspect", "--model", id])
+        Tokenlens::PLAIN
+            .cmd(&["inspect", "--model", id])
             .env("HF_HOME", &home)
             .env("HF_HUB_OFFLINE", "1")
             .output()

@@ -3,6 +3,7 @@
 mod cli;
 mod common;
 mod gguf_roundtrip;
+mod layering;
 mod nmf;
 mod parity;
 mod run;

@@ -3,43 +3,13 @@
 //! and streamed), determinism, and every kind of bad input with its message and exit code.
 
 use std::path::Path;
-use std::process::{Command, Output};
 
-use arrow_array::{Array, Float32Array, Float64Array, Int8Array, Int32Array, RecordBatch};
+use arrow_array::{Array, Float32Array, Float64Array, Int8Array, Int32Array};
 use tokenlens::pipeline::nmf_stage::synthetic::{Planted, SyntheticRun};
 
-use crate::common::scratch;
+use crate::common::{Tokenlens, batches, cosine, scratch};
 
-fn tokenlens(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tokenlens"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn ok(args: &[&str]) -> String {
-    let o = tokenlens(args);
-    assert!(
-        o.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout).unwrap()
-}
-
-/// A command that must fail: exit code 1, no panic, stderr exactly `error: <expected>`.
-fn fails(args: &[&str], expected: &str) {
-    let o = tokenlens(args);
-    let err = String::from_utf8_lossy(&o.stderr).to_string();
-    assert_eq!(o.status.code(), Some(1), "{args:?}: stderr {err}");
-    assert!(!err.contains("panicked"), "{err}");
-    assert_eq!(err.trim_end(), format!("error: {expected}"), "{args:?}");
-}
-
-fn batches(dir: &Path, table: &str) -> Vec<RecordBatch> {
-    tokenlens::store::reader::read_table(dir, tokenlens::store::schema::table_def(table).unwrap())
-        .unwrap()
-}
+const BIN: Tokenlens = Tokenlens::PLAIN;
 
 fn rows(dir: &Path, table: &str) -> usize {
     batches(dir, table).iter().map(|b| b.num_rows()).sum()
@@ -65,13 +35,6 @@ fn values<T: Array + 'static, V>(
 
 fn f32s(dir: &Path, table: &str, col: &str) -> Vec<f32> {
     values::<Float32Array, _>(dir, table, col, |a| a.values().to_vec())
-}
-
-fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
-    let na: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
-    let nb: f64 = b.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
-    dot / (na * nb)
 }
 
 /// The components of nmf_components as [k][columns of the signed neuron axis]: a row with
@@ -139,7 +102,7 @@ fn recovers_planted_factors_with_every_table() {
         "5",
         "--quiet",
     ];
-    let out = ok(&args);
+    let out = BIN.ok(&args);
     let (rows_x, cols) = (40 * 12, 48);
     assert!(
         out.starts_with(&format!(
@@ -170,7 +133,7 @@ fn recovers_planted_factors_with_every_table() {
         err,
         f32s(&dir, "nmf_top_contexts", "value"),
     );
-    ok(&args);
+    BIN.ok(&args);
     let after = (
         f32s(&dir, "nmf_components", "weight"),
         f32s(&dir, "nmf_factors", "value"),
@@ -183,13 +146,13 @@ fn recovers_planted_factors_with_every_table() {
     // Another seed, another start.
     let mut other = args.to_vec();
     other.extend(["--seed", "1"]);
-    ok(&other);
+    BIN.ok(&other);
     assert_ne!(f32s(&dir, "nmf_components", "weight"), before.0);
 
     // Streamed from the Parquet files at every iteration: the same components.
     let mut streamed = args.to_vec();
     streamed.extend(["--memory-budget", "0"]);
-    let out = ok(&streamed);
+    let out = BIN.ok(&streamed);
     assert!(out.contains(", k = 4, streamed: "), "{out}");
     check_recovered(&dir, &planted, false);
 }
@@ -205,7 +168,7 @@ fn split_recovers_the_negative_parts() {
     .write(&dir)
     .unwrap();
     let d = dir.to_str().unwrap();
-    let out = ok(&[
+    let out = BIN.ok(&[
         "nmf",
         d,
         "-k",
@@ -234,11 +197,11 @@ fn split_recovers_the_negative_parts() {
 fn bad_inputs_exit_1_with_a_message() {
     let dir = scratch("nmf-bad");
     let d = dir.to_str().unwrap();
-    fails(
+    BIN.fails_with(
         &["nmf", &format!("{d}/missing")],
         &format!("{d}/missing: no such run directory"),
     );
-    fails(
+    BIN.fails_with(
         &["nmf", d],
         &format!(
             "{d}: no activations table (no {d}/activations/part-*.parquet); NMF factorizes the \
@@ -246,45 +209,45 @@ fn bad_inputs_exit_1_with_a_message() {
         ),
     );
     SyntheticRun::default().write(&dir).unwrap();
-    fails(
+    BIN.fails_with(
         &["nmf", d, "--layers", "0,5"],
         &format!("nmf.layers includes layer 5 but the activations table of {d} has layers [0, 1]"),
     );
-    fails(
+    BIN.fails_with(
         &["nmf", d, "--layers", "-3"],
         &format!(
             "nmf.layers includes layer -3, out of range: the activations table of {d} has layers \
              [0, 1] (negative indices count from layer 2)"
         ),
     );
-    fails(
+    BIN.fails_with(
         &["nmf", d, "--layers", "0..x"],
         "--layers `0..x` is not a layer index or range (e.g. `0..30`, `0,5,-1`, `all`)",
     );
-    fails(
+    BIN.fails_with(
         &["nmf", d, "--positions", "middle"],
         "unknown --positions `middle` (all, prompt, generated)",
     );
-    fails(
+    BIN.fails_with(
         &["nmf", d, "--negative", "abs"],
         "unknown --negative `abs` (clip, split)",
     );
-    fails(
+    BIN.fails_with(
         &["nmf", d, "--components", "0"],
         "--components must be at least 1",
     );
-    fails(
+    BIN.fails_with(
         &["nmf", d, "--max-iter", "0"],
         "--max-iter must be at least 1",
     );
-    fails(&["nmf", d, "--tol=-1"], "--tol must be >= 0, got -1");
-    fails(
+    BIN.fails_with(&["nmf", d, "--tol=-1"], "--tol must be >= 0, got -1");
+    BIN.fails_with(
         &["nmf", d, "--memory-budget", "lots"],
         "--memory-budget `lots` is not a size (e.g. 2G, 512M, 0)",
     );
     // Nothing was written by the failed runs.
     assert!(!dir.join("nmf_components").exists());
     // A usage error (not a number) is clap's: exit 2.
-    let o = tokenlens(&["nmf", d, "--components", "ten"]);
+    let o = BIN.output(&["nmf", d, "--components", "ten"]);
     assert_eq!(o.status.code(), Some(2));
 }

@@ -2,18 +2,17 @@
 //! `kill -9` (identical files), sharding (the union equals the unsharded run), and the bad inputs
 //! a run can meet (message and exit code, nothing left looking complete).
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float16Type, Float32Type, Float64Type, Int8Type, Int32Type, Int64Type};
 use arrow_array::{Array, ArrayRef};
 use arrow_schema::DataType;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use tokenlens::store::schema::{ALL_TABLES, NMF_SUMMARY};
 
-use crate::common::{data_dir, scratch};
+use crate::common::{Tokenlens, batches, data_dir, tiny_spec};
 
 const DATA: &str = "\
 {\"id\": \"a\", \"text\": \"The cat sat on the mat\"}
@@ -48,68 +47,7 @@ output:
   dir: out
 ";
 
-const TABLES: &[&str] = &[
-    "tokens",
-    "generations",
-    "predictions",
-    "lens",
-    "lens_topk",
-    "watch",
-    "saliency",
-    "saliency_completeness",
-    "activations",
-    "attention",
-    "attention_rollout",
-    "nmf_components",
-    "nmf_factors",
-    "nmf_summary",
-    "nmf_top_contexts",
-];
-
-fn setup(name: &str, spec: &str) -> PathBuf {
-    let dir = scratch(name);
-    std::fs::write(dir.join("data.jsonl"), DATA).unwrap();
-    let model = data_dir().join("tiny-llama");
-    std::fs::write(
-        dir.join("spec.yaml"),
-        spec.replace("MODEL", model.to_str().unwrap()),
-    )
-    .unwrap();
-    dir.join("spec.yaml")
-}
-
-fn cmd(args: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_tokenlens"));
-    c.args(args)
-        .env("RAYON_NUM_THREADS", "2")
-        .env_remove("JOB_COMPLETION_INDEX")
-        .env_remove("SLURM_ARRAY_TASK_ID");
-    c
-}
-
-fn run(args: &[&str]) -> Output {
-    cmd(args).output().unwrap()
-}
-
-fn ok(args: &[&str]) -> String {
-    let o = run(args);
-    assert!(
-        o.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout).unwrap()
-}
-
-/// Runs a command that must fail: exit code 1, no panic; returns stderr.
-fn fails(args: &[&str]) -> String {
-    let o = run(args);
-    let err = String::from_utf8_lossy(&o.stderr).to_string();
-    assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
-    assert!(!err.contains("panicked"), "{err}");
-    assert!(err.starts_with("error: "), "{err}");
-    err
-}
+const BIN: Tokenlens = Tokenlens::RUN;
 
 /// A cell, floats kept apart so runs can be compared within a tolerance.
 #[derive(Debug, Clone, PartialEq, PartialOrd)]
@@ -156,22 +94,16 @@ fn cell(col: &ArrayRef, i: usize) -> Cell {
 /// Every row of every part of a table, sorted.
 fn rows(run: &Path, table: &str) -> Vec<Vec<Cell>> {
     let mut out: Vec<Vec<Cell>> = vec![];
-    for part in parts(run, table) {
-        let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(&part).unwrap())
-            .unwrap()
-            .build()
-            .unwrap();
-        for batch in reader {
-            let batch = batch.unwrap();
-            for i in 0..batch.num_rows() {
-                out.push(batch.columns().iter().map(|c| cell(c, i)).collect());
-            }
+    for batch in batches(run, table) {
+        for i in 0..batch.num_rows() {
+            out.push(batch.columns().iter().map(|c| cell(c, i)).collect());
         }
     }
     out.sort_by(|a, b| a.partial_cmp(b).unwrap());
     out
 }
 
+/// Every file in a table's folder (finished parts and anything left behind), by name.
 fn parts(run: &Path, table: &str) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(run.join(table))
         .unwrap()
@@ -204,9 +136,9 @@ fn json(path: &Path) -> serde_json::Value {
 
 #[test]
 fn a_run_writes_every_table_and_its_manifest() {
-    let spec = setup("run-all", SPEC);
+    let spec = tiny_spec("run-all", DATA, SPEC);
     let out_dir = spec.parent().unwrap().join("out");
-    let stdout = ok(&["run", "-q", spec.to_str().unwrap()]);
+    let stdout = BIN.ok(&["run", "-q", spec.to_str().unwrap()]);
     assert!(stdout.starts_with("done: 7 prompts, "), "{stdout}");
     let manifest = json(&out_dir.join("manifest.json"));
     assert_eq!(manifest["status"], "done");
@@ -227,7 +159,7 @@ fn a_run_writes_every_table_and_its_manifest() {
         })
         .sum();
     assert_eq!(generated, 21.0);
-    for t in TABLES {
+    for t in ALL_TABLES.iter().map(|t| t.name) {
         let r = rows(&out_dir, t);
         let recorded = if t.starts_with("nmf_") {
             &manifest["nmf_rows"][t]
@@ -256,15 +188,18 @@ fn a_run_writes_every_table_and_its_manifest() {
     assert_eq!(rows(&out_dir, "activations").len(), n_layers * n_tok);
     assert_eq!(rows(&out_dir, "saliency_completeness").len(), 21);
     // A second run into the same directory is refused unless asked for.
-    let err = fails(&["run", "-q", spec.to_str().unwrap()]);
+    let err = BIN.fails(&["run", "-q", spec.to_str().unwrap()]);
     assert!(
         err.contains("already exists and is not empty; set output.overwrite: true"),
         "{err}"
     );
-    ok(&["run", "-q", "--overwrite", spec.to_str().unwrap()]);
+    BIN.ok(&["run", "-q", "--overwrite", spec.to_str().unwrap()]);
     // Resuming a finished run does nothing.
-    let stderr =
-        String::from_utf8(run(&["run", "--resume", spec.to_str().unwrap()]).stderr).unwrap();
+    let stderr = String::from_utf8(
+        BIN.output(&["run", "--resume", spec.to_str().unwrap()])
+            .stderr,
+    )
+    .unwrap();
     assert!(stderr.contains("is already done"), "{stderr}");
 }
 
@@ -272,10 +207,10 @@ fn a_run_writes_every_table_and_its_manifest() {
 /// are byte for byte those of an uninterrupted run.
 #[test]
 fn a_killed_run_resumes_to_identical_tables() {
-    let spec = setup("run-resume", SPEC);
+    let spec = tiny_spec("run-resume", DATA, SPEC);
     let dir = spec.parent().unwrap();
     let spec = spec.to_str().unwrap();
-    ok(&["run", "-q", spec]);
+    BIN.ok(&["run", "-q", spec]);
     std::fs::rename(dir.join("out"), dir.join("reference")).unwrap();
     let status = dir.join("out/shards/shard-000-of-001.json");
     // Kill points: right after the first and second windows, and at fixed delays.
@@ -283,7 +218,8 @@ fn a_killed_run_resumes_to_identical_tables() {
     let mut interrupted = 0;
     for &(after_window, delay_ms) in points {
         let _ = std::fs::remove_dir_all(dir.join("out"));
-        let mut child = cmd(&["run", "-q", spec])
+        let mut child = BIN
+            .cmd(&["run", "-q", spec])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -313,12 +249,12 @@ fn a_killed_run_resumes_to_identical_tables() {
             std::fs::read_to_string(&status).is_ok_and(|s| s.contains("\"status\": \"done\""));
         interrupted += usize::from(!finished);
         if dir.join("out/manifest.json").exists() {
-            ok(&["run", "-q", "--resume", spec]);
+            BIN.ok(&["run", "-q", "--resume", spec]);
         } else {
             // Killed before the run directory existed: a plain resume starts from scratch.
-            ok(&["run", "-q", "--resume", "--overwrite", spec]);
+            BIN.ok(&["run", "-q", "--resume", "--overwrite", spec]);
         }
-        for t in TABLES {
+        for t in ALL_TABLES.iter().map(|t| t.name) {
             let (a, b) = (parts(&dir.join("reference"), t), parts(&dir.join("out"), t));
             let names = |v: &[PathBuf]| {
                 v.iter()
@@ -330,7 +266,7 @@ fn a_killed_run_resumes_to_identical_tables() {
                 names(&b),
                 "{t} after a kill at {after_window:?}/{delay_ms} ms"
             );
-            if *t == "nmf_summary" {
+            if t == NMF_SUMMARY.name {
                 // Its `seconds` column is a timing: compare every other column.
                 let strip = |v: Vec<Vec<Cell>>| -> Vec<Vec<Cell>> {
                     v.into_iter().map(|r| r[..r.len() - 1].to_vec()).collect()
@@ -357,14 +293,15 @@ fn a_killed_run_resumes_to_identical_tables() {
 /// Two shards into one directory hold exactly the rows of the unsharded run.
 #[test]
 fn shards_union_to_the_whole_run() {
-    let spec = setup("run-shards", SPEC);
+    let spec = tiny_spec("run-shards", DATA, SPEC);
     let dir = spec.parent().unwrap();
     let spec = spec.to_str().unwrap();
-    ok(&["run", "-q", spec]);
+    BIN.ok(&["run", "-q", spec]);
     std::fs::rename(dir.join("out"), dir.join("whole")).unwrap();
-    ok(&["run", "-q", "--shard", "0/2", spec]);
+    BIN.ok(&["run", "-q", "--shard", "0/2", spec]);
     // The second shard takes its index from a Kubernetes Indexed Job's variable.
-    let o = cmd(&["run", "-q", "--shards", "2", spec])
+    let o = BIN
+        .cmd(&["run", "-q", "--shards", "2", spec])
         .env("JOB_COMPLETION_INDEX", "1")
         .output()
         .unwrap();
@@ -374,7 +311,7 @@ fn shards_union_to_the_whole_run() {
     assert_eq!(manifest["shard_count"], 2);
     // Corpus-level NMF runs once every shard is done.
     assert!(!dir.join("out/nmf_components").exists());
-    ok(&[
+    BIN.ok(&[
         "nmf",
         "--quiet",
         "--components",
@@ -383,7 +320,7 @@ fn shards_union_to_the_whole_run() {
         "20",
         dir.join("out").to_str().unwrap(),
     ]);
-    for t in TABLES {
+    for t in ALL_TABLES.iter().map(|t| t.name) {
         if t.starts_with("nmf_") {
             // Same matrix, rows read in another order: equal up to rounding (which can move the
             // iteration where the tolerance stops), not bitwise.
@@ -411,10 +348,10 @@ fn shards_union_to_the_whole_run() {
 fn bad_runs_fail_cleanly() {
     // A prompt longer than the context (tiny models: 128 positions).
     let long = format!("{{\"id\": \"x\", \"text\": \"{}\"}}\n", "cat ".repeat(200));
-    let spec = setup("run-too-long", SPEC);
+    let spec = tiny_spec("run-too-long", DATA, SPEC);
     let dir = spec.parent().unwrap().to_path_buf();
     std::fs::write(dir.join("data.jsonl"), format!("{DATA}{long}")).unwrap();
-    let err = fails(&["run", "-q", spec.to_str().unwrap()]);
+    let err = BIN.fails(&["run", "-q", spec.to_str().unwrap()]);
     assert!(
         err.contains(
             "data.jsonl:8: prompt `x` has 202 tokens; with max_new_tokens 3 the model's \
@@ -433,7 +370,7 @@ fn bad_runs_fail_cleanly() {
             .replace("  id_field: id\n", "  id_field: id\n  too_long: truncate\n"),
     )
     .unwrap();
-    ok(&["run", "-q", "--overwrite", spec.to_str().unwrap()]);
+    BIN.ok(&["run", "-q", "--overwrite", spec.to_str().unwrap()]);
     let gens = rows(&dir.join("out"), "generations");
     let x = gens
         .iter()
@@ -445,40 +382,41 @@ fn bad_runs_fail_cleanly() {
     );
 
     // A bad dataset row: nothing is written at all.
-    let spec = setup("run-bad-row", SPEC);
+    let spec = tiny_spec("run-bad-row", DATA, SPEC);
     let dir = spec.parent().unwrap().to_path_buf();
     std::fs::write(dir.join("data.jsonl"), format!("{DATA}{{\"id\": \"z\"}}\n")).unwrap();
-    let err = fails(&["run", "-q", spec.to_str().unwrap()]);
+    let err = BIN.fails(&["run", "-q", spec.to_str().unwrap()]);
     assert!(err.contains("data.jsonl:8: "), "{err}");
     assert!(!dir.join("out").exists());
 
     // An output directory that cannot be created.
-    let spec = setup(
+    let spec = tiny_spec(
         "run-unwritable",
+        DATA,
         &SPEC.replace("dir: out", "dir: blocker/out"),
     );
     let dir = spec.parent().unwrap().to_path_buf();
     std::fs::write(dir.join("blocker"), "a file, not a directory").unwrap();
-    let err = fails(&["run", "-q", spec.to_str().unwrap()]);
+    let err = BIN.fails(&["run", "-q", spec.to_str().unwrap()]);
     assert!(err.contains("blocker/out"), "{err}");
 
     // Shard options.
     let s = spec.to_str().unwrap();
-    let err = fails(&["run", "--shard", "2/2", s]);
+    let err = BIN.fails(&["run", "--shard", "2/2", s]);
     assert!(
         err.contains("--shard `2/2`: expected I/N with 0 <= I < N"),
         "{err}"
     );
-    let err = fails(&["run", "--shards", "4", s]);
+    let err = BIN.fails(&["run", "--shards", "4", s]);
     assert!(
         err.contains("--shards 4: neither JOB_COMPLETION_INDEX nor SLURM_ARRAY_TASK_ID is set"),
         "{err}"
     );
 
     // Resuming with a changed spec is refused.
-    let spec = setup("run-changed", SPEC);
+    let spec = tiny_spec("run-changed", DATA, SPEC);
     let s = spec.to_str().unwrap();
-    ok(&["run", "-q", s]);
+    BIN.ok(&["run", "-q", s]);
     std::fs::write(
         &spec,
         std::fs::read_to_string(&spec)
@@ -486,7 +424,7 @@ fn bad_runs_fail_cleanly() {
             .replace("max_new_tokens: 3", "max_new_tokens: 4"),
     )
     .unwrap();
-    let err = fails(&["run", "--resume", s]);
+    let err = BIN.fails(&["run", "--resume", s]);
     assert!(
         err.contains("cannot resume: the pipeline spec changed since this run started"),
         "{err}"
@@ -500,13 +438,17 @@ fn sampled_runs_are_deterministic() {
         "  max_new_tokens: 3\n",
         "  max_new_tokens: 3\n  temperature: 0.9\n  top_k: 50\n  top_p: 0.95\n  seed: 7\n",
     );
-    let spec = setup("run-sampled", &sampled);
+    let spec = tiny_spec("run-sampled", DATA, &sampled);
     let dir = spec.parent().unwrap();
     let s = spec.to_str().unwrap();
-    ok(&["run", "-q", s]);
+    BIN.ok(&["run", "-q", s]);
     std::fs::rename(dir.join("out"), dir.join("first")).unwrap();
-    ok(&["run", "-q", s]);
-    for t in TABLES.iter().filter(|t| **t != "nmf_summary") {
+    BIN.ok(&["run", "-q", s]);
+    for t in ALL_TABLES
+        .iter()
+        .map(|t| t.name)
+        .filter(|t| *t != NMF_SUMMARY.name)
+    {
         let (a, b) = (parts(&dir.join("first"), t), parts(&dir.join("out"), t));
         assert_eq!(a.len(), b.len(), "{t}");
         for (x, y) in a.iter().zip(&b) {
@@ -524,7 +466,7 @@ fn sampled_runs_are_deterministic() {
             .replace("MODEL", data_dir().join("tiny-llama").to_str().unwrap()),
     )
     .unwrap();
-    ok(&["run", "-q", "--overwrite", s]);
+    BIN.ok(&["run", "-q", "--overwrite", s]);
     assert_ne!(
         rows(&dir.join("first"), "tokens"),
         rows(&dir.join("out"), "tokens")

@@ -1,40 +1,16 @@
 //! `tokenlens validate PIPELINE.yaml`: the ok summary on good specs (tiny model, the shipped
 //! quickstart), and every kind of bad spec: the message it prints and exit code 1.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
 
-use crate::common::{data_dir, real_model, scratch};
+use crate::common::{Tokenlens, data_dir, real_model, tiny_spec};
 
-fn tokenlens(args: &[&str], cache: Option<&Path>) -> Output {
-    let cache = cache.map_or_else(
-        || PathBuf::from("/nonexistent-tokenlens-cache"),
-        Path::to_path_buf,
-    );
-    Command::new(env!("CARGO_BIN_EXE_tokenlens"))
-        .args(args)
-        .env("TOKENLENS_CACHE", cache)
-        .output()
-        .unwrap()
-}
-
-fn ok(args: &[&str]) -> String {
-    let o = tokenlens(args, None);
-    assert!(
-        o.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout).unwrap()
-}
+const BIN: Tokenlens = Tokenlens::NO_CACHE;
 
 /// Validates a spec that must fail: exit code 1, no panic, and the stderr is exactly
 /// `error: <expected>` with the scratch directory written as `DIR`.
 fn fails(spec: &Path, expected: &str) {
-    let o = tokenlens(&["validate", spec.to_str().unwrap()], None);
-    let err = String::from_utf8_lossy(&o.stderr).to_string();
-    assert_eq!(o.status.code(), Some(1), "{spec:?}: stderr {err}");
-    assert!(!err.contains("panicked"), "{err}");
+    let err = BIN.fails(&["validate", spec.to_str().unwrap()]);
     let dir = spec.parent().unwrap().to_str().unwrap();
     assert_eq!(
         err.replace(dir, "DIR").trim_end(),
@@ -45,16 +21,6 @@ fn fails(spec: &Path, expected: &str) {
 const DATA: &str = "{\"id\": \"a\", \"text\": \"The cat sat\"}\n\
                     {\"id\": \"b\", \"text\": \"Once upon a time\"}\n\
                     {\"id\": 3, \"text\": \"1, 2, 3,\"}\n";
-
-/// A scratch folder with data.jsonl and spec.yaml (`spec` with MODEL replaced by the tiny model).
-fn setup(name: &str, spec: &str) -> PathBuf {
-    let dir = scratch(name);
-    std::fs::write(dir.join("data.jsonl"), DATA).unwrap();
-    let model = data_dir().join("tiny-llama");
-    let spec = spec.replace("MODEL", model.to_str().unwrap());
-    std::fs::write(dir.join("spec.yaml"), spec).unwrap();
-    dir.join("spec.yaml")
-}
 
 const GOOD: &str = "\
 model: MODEL
@@ -72,8 +38,8 @@ output:
 
 #[test]
 fn a_good_spec_prints_a_summary() {
-    let spec = setup("validate-good", GOOD);
-    let out = ok(&["validate", spec.to_str().unwrap()]);
+    let spec = tiny_spec("validate-good", DATA, GOOD);
+    let out = BIN.ok(&["validate", spec.to_str().unwrap()]);
     let dir = spec.parent().unwrap().to_str().unwrap();
     let model = data_dir().join("tiny-llama");
     assert_eq!(
@@ -87,7 +53,7 @@ fn a_good_spec_prints_a_summary() {
     );
     // Without the model, and with an existing run directory.
     std::fs::create_dir_all(spec.parent().unwrap().join("out")).unwrap();
-    let out = ok(&["validate", "--no-model", spec.to_str().unwrap()]);
+    let out = BIN.ok(&["validate", "--no-model", spec.to_str().unwrap()]);
     assert!(
         out.contains("; model not loaded (--no-model)\nnote: "),
         "{out}"
@@ -103,7 +69,7 @@ fn every_shipped_pipeline_is_valid() {
     for e in std::fs::read_dir(&dir).unwrap() {
         let path = e.unwrap().path();
         if path.extension().is_some_and(|x| x == "yaml") {
-            let out = ok(&["validate", "--no-model", path.to_str().unwrap()]);
+            let out = BIN.ok(&["validate", "--no-model", path.to_str().unwrap()]);
             assert!(out.starts_with("ok: "), "{}: {out}", path.display());
             n += 1;
         }
@@ -117,12 +83,16 @@ fn every_shipped_pipeline_is_valid() {
 fn the_quickstart_pipeline_is_valid() {
     let spec = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/quickstart.yaml");
     let spec = spec.to_str().unwrap();
-    let out = ok(&["validate", "--no-model", spec]);
+    let out = BIN.ok(&["validate", "--no-model", spec]);
     assert!(out.contains("42 prompts from"), "{out}");
     assert!(out.contains("15 tables"), "{out}");
     let Some(model) = real_model() else { return };
     let cache = model.parent().unwrap().parent().unwrap();
-    let o = tokenlens(&["validate", spec], Some(cache));
+    let o = BIN
+        .cmd(&["validate", spec])
+        .env("TOKENLENS_CACHE", cache)
+        .output()
+        .unwrap();
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(out.contains("(30 layers, 9 heads, context 8192)"), "{out}");
@@ -130,8 +100,9 @@ fn the_quickstart_pipeline_is_valid() {
 
 #[test]
 fn malformed_yaml() {
-    let spec = setup(
+    let spec = tiny_spec(
         "validate-yaml",
+        DATA,
         "model: MODEL\ndataset:\n  path: \"data.jsonl\noutput: {dir: o}\n",
     );
     fails(
@@ -139,7 +110,7 @@ fn malformed_yaml() {
         "DIR/spec.yaml:5:1: found unexpected end of stream at line 5 column 1, while scanning a \
          quoted scalar at line 3 column 9",
     );
-    let spec = setup("validate-indent", "model: MODEL\n  dataset: x\n");
+    let spec = tiny_spec("validate-indent", DATA, "model: MODEL\n  dataset: x\n");
     fails(
         &spec,
         "DIR/spec.yaml:2:10: mapping values are not allowed in this context",
@@ -148,8 +119,9 @@ fn malformed_yaml() {
 
 #[test]
 fn unknown_keys_name_file_line_and_column() {
-    let spec = setup(
+    let spec = tiny_spec(
         "validate-unknown",
+        DATA,
         &GOOD.replace("  id_field: id\n", "  id_feld: id\n"),
     );
     fails(
@@ -157,8 +129,9 @@ fn unknown_keys_name_file_line_and_column() {
         "DIR/spec.yaml:4:3: dataset: unknown field `id_feld`, expected one of `path`, `format`, \
          `text_field`, `id_field`, `limit`, `too_long`",
     );
-    let spec = setup(
+    let spec = tiny_spec(
         "validate-unknown-analysis",
+        DATA,
         &GOOD.replace("predictions: {top_k: 3}", "predictions: {topk: 3}"),
     );
     fails(
@@ -169,16 +142,18 @@ fn unknown_keys_name_file_line_and_column() {
 
 #[test]
 fn mistyped_values() {
-    let spec = setup(
+    let spec = tiny_spec(
         "validate-type",
+        DATA,
         &GOOD.replace("max_new_tokens: 4", "max_new_tokens: four"),
     );
     fails(
         &spec,
         "DIR/spec.yaml:6:19: generation.max_new_tokens: invalid type: string \"four\", expected usize",
     );
-    let spec = setup(
+    let spec = tiny_spec(
         "validate-enum",
+        DATA,
         &GOOD.replace("rollout: true", "rollout: yes"),
     );
     fails(
@@ -189,16 +164,18 @@ fn mistyped_values() {
 
 #[test]
 fn missing_files() {
-    let spec = setup(
+    let spec = tiny_spec(
         "validate-missing",
+        DATA,
         &GOOD.replace("data.jsonl", "nope.jsonl"),
     );
     fails(
         &spec,
         "DIR/spec.yaml: dataset.path: DIR/nope.jsonl: no such file",
     );
-    let spec = setup(
+    let spec = tiny_spec(
         "validate-default-model",
+        DATA,
         &GOOD.replace("model: MODEL", "model: default"),
     );
     fails(
@@ -207,7 +184,7 @@ fn missing_files() {
          /nonexistent-tokenlens-cache/models/SmolLM2-135M-Instruct.Q4_1.gguf; run \
          scripts/fetch-model.sh to fetch it",
     );
-    let o = tokenlens(&["validate", "/no/such/pipeline.yaml"], None);
+    let o = BIN.output(&["validate", "/no/such/pipeline.yaml"]);
     assert_eq!(o.status.code(), Some(1));
     assert_eq!(
         String::from_utf8_lossy(&o.stderr),
@@ -217,8 +194,7 @@ fn missing_files() {
 
 #[test]
 fn bad_option_values_are_all_listed() {
-    let spec = setup(
-        "validate-values",
+    let spec = tiny_spec("validate-values", DATA,
         &GOOD
             .replace("max_new_tokens: 4", "max_new_tokens: 4\n  top_p: 0\n  temperature: 0.7")
             .replace("top_k: 3", "top_k: 0")
@@ -240,8 +216,9 @@ fn bad_option_values_are_all_listed() {
 
 #[test]
 fn checks_against_the_model() {
-    let spec = setup(
+    let spec = tiny_spec(
         "validate-layers",
+        DATA,
         &GOOD
             .replace("layers: [0, -1], heads: [1]", "layers: [0, 3], heads: [-5]")
             .replace("max_new_tokens: 4", "max_new_tokens: 200"),
@@ -256,12 +233,12 @@ fn checks_against_the_model() {
          context of 128 tokens",
     );
     // --no-model skips those checks.
-    ok(&["validate", "--no-model", spec.to_str().unwrap()]);
+    BIN.ok(&["validate", "--no-model", spec.to_str().unwrap()]);
 }
 
 #[test]
 fn bad_dataset_records() {
-    let spec = setup("validate-record", GOOD);
+    let spec = tiny_spec("validate-record", DATA, GOOD);
     let dir = spec.parent().unwrap();
     std::fs::write(
         dir.join("data.jsonl"),

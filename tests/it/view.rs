@@ -10,7 +10,11 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use crate::common::{data_dir, scratch};
+use tokenlens::store::schema::{
+    ATTENTION, GENERATIONS, LENS, NMF_FACTORS, NMF_TOP_CONTEXTS, PREDICTIONS, SALIENCY, TOKENS,
+};
+
+use crate::common::{Tokenlens, finished_parts, scratch, tiny_spec};
 
 const DATA: &str = "\
 {\"id\": \"cat\", \"text\": \"The cat sat on the mat\"}
@@ -39,21 +43,14 @@ output:
 pub fn tiny_run() -> PathBuf {
     static RUN: OnceLock<PathBuf> = OnceLock::new();
     RUN.get_or_init(|| {
-        let dir = scratch("view-run");
-        std::fs::write(dir.join("data.jsonl"), DATA).unwrap();
-        let model = data_dir().join("tiny-llama");
-        std::fs::write(
-            dir.join("spec.yaml"),
-            SPEC.replace("MODEL", model.to_str().unwrap()),
-        )
-        .unwrap();
-        let o = Command::new(env!("CARGO_BIN_EXE_tokenlens"))
-            .args(["run", "-q", dir.join("spec.yaml").to_str().unwrap()])
+        let spec = tiny_spec("view-run", DATA, SPEC);
+        let o = Tokenlens::PLAIN
+            .cmd(&["run", "-q", spec.to_str().unwrap()])
             .env("RAYON_NUM_THREADS", "2")
             .output()
             .unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        dir.join("run")
+        spec.parent().unwrap().join("run")
     })
     .clone()
 }
@@ -78,8 +75,8 @@ struct Viewer {
 
 impl Viewer {
     fn start(run_dir: &Path) -> Viewer {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tokenlens"))
-            .args([
+        let mut child = Tokenlens::PLAIN
+            .cmd(&[
                 "view",
                 run_dir.to_str().unwrap(),
                 "--port",
@@ -149,13 +146,7 @@ fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
 }
 
 fn first_part(run: &Path, table: &str) -> PathBuf {
-    let mut parts: Vec<PathBuf> = std::fs::read_dir(run.join(table))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
-        .collect();
-    parts.sort();
-    parts.remove(0)
+    finished_parts(run, table).remove(0)
 }
 
 #[test]
@@ -250,13 +241,15 @@ fn view_serves_assets_the_manifest_and_byte_ranges() {
         serde_json::json!(["shard-000-of-001.json"])
     );
     for table in [
-        "tokens",
-        "generations",
-        "predictions",
-        "lens",
-        "saliency",
-        "attention",
-    ] {
+        &TOKENS,
+        &GENERATIONS,
+        &PREDICTIONS,
+        &LENS,
+        &SALIENCY,
+        &ATTENTION,
+    ]
+    .map(|t| t.name)
+    {
         let parts = files["tables"][table].as_array().unwrap();
         assert!(!parts.is_empty(), "{table}");
         for p in parts {
@@ -406,10 +399,7 @@ fn view_refuses_what_is_not_a_run() {
             "not a directory",
         ),
     ] {
-        let o = Command::new(env!("CARGO_BIN_EXE_tokenlens"))
-            .args(["view", &arg, "--no-open", "--port", "0"])
-            .output()
-            .unwrap();
+        let o = Tokenlens::PLAIN.output(&["view", &arg, "--no-open", "--port", "0"]);
         assert_eq!(o.status.code(), Some(1));
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(err.contains(msg) && !err.contains("panicked"), "{err}");
@@ -421,10 +411,7 @@ fn export_html_inlines_the_viewer_and_the_run() {
     use base64::Engine;
     let run = tiny_run();
     let out = scratch("view-export").join("run.html");
-    let o = Command::new(env!("CARGO_BIN_EXE_tokenlens"))
-        .args(["export-html", run.to_str().unwrap(), out.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let o = Tokenlens::PLAIN.output(&["export-html", run.to_str().unwrap(), out.to_str().unwrap()]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stdout).starts_with("wrote "));
     let html = std::fs::read_to_string(&out).unwrap();
@@ -435,23 +422,19 @@ fn export_html_inlines_the_viewer_and_the_run() {
     let js = std::str::from_utf8(tokenlens::view::ASSETS[1].2).unwrap();
     assert!(html.contains(js));
     // Every part of the viewed tables, byte for byte.
-    for table in [
-        "tokens",
-        "generations",
-        "predictions",
-        "saliency",
-        "attention",
-    ] {
+    for table in [&TOKENS, &GENERATIONS, &PREDICTIONS, &SALIENCY, &ATTENTION].map(|t| t.name) {
         let part = first_part(&run, table);
         let b64 = base64::engine::general_purpose::STANDARD.encode(std::fs::read(&part).unwrap());
         assert!(html.contains(&b64), "{table}");
     }
     // Too large for one file: refused, nothing written.
-    let o = Command::new(env!("CARGO_BIN_EXE_tokenlens"))
-        .args(["export-html", run.to_str().unwrap(), "/nonexistent/x.html"])
-        .args(["--max-mb", "0.001"])
-        .output()
-        .unwrap();
+    let o = Tokenlens::PLAIN.output(&[
+        "export-html",
+        run.to_str().unwrap(),
+        "/nonexistent/x.html",
+        "--max-mb",
+        "0.001",
+    ]);
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("more than --max-mb"), "{err}");
@@ -518,7 +501,7 @@ fn view_lists_nmf_tables() {
     let (status, _, body) = v.get("/api/files", "");
     assert_eq!(status, 200);
     let files: serde_json::Value = serde_json::from_slice(&body).unwrap();
-    for t in ["nmf_factors", "nmf_top_contexts"] {
+    for t in [&NMF_FACTORS, &NMF_TOP_CONTEXTS].map(|t| t.name) {
         assert_eq!(files["tables"][t].as_array().map(Vec::len), Some(1), "{t}");
     }
 }

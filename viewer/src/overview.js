@@ -21,8 +21,7 @@ export async function overview(run) {
   const cfg = m.model?.config || {}
   const shards = Object.values(m.shards || {})
   const sum = f => shards.reduce((n, s) => n + (f(s) || 0), 0)
-  const rows = {}
-  for (const s of shards) for (const [t, n] of Object.entries(s.rows || {})) rows[t] = (rows[t] || 0) + n
+  const rows = run.rowCounts()
   const seconds = Math.max(0, ...shards.map(s => s.seconds || 0))
   const prompts = sum(s => s.prompts_done), tokens = sum(s => s.tokens_done)
   const analyses = Object.keys(m.spec?.analyses || {}).filter(k => m.spec.analyses[k] != null)

@@ -7,9 +7,10 @@
 // hyparquet (independently of the page): the document list, the document's tokens, the top-1
 // prediction at every position, that clicking a generated token changes the saliency display,
 // the detailed mode and the method switch, the logit lens cells and their hover, attention lines,
-// and that missing tables are reported. Fails on any page error. Saves screenshots.
+// that the overview's row counts are the manifest's (the NMF tables' included), and that missing
+// tables are reported. Fails on any page error. Saves screenshots.
 import { spawn } from 'node:child_process'
-import { mkdirSync, readdirSync } from 'node:fs'
+import { mkdirSync, readdirSync, readFileSync } from 'node:fs'
 import { join, resolve as resolvePath } from 'node:path'
 import { createInterface } from 'node:readline'
 import { chromium } from 'playwright-core'
@@ -91,6 +92,19 @@ try {
   const listed = await page.$$eval('#doc-list tbody tr', trs => trs.map(tr => tr.dataset.doc))
   check(JSON.stringify(listed) === JSON.stringify(gens.slice(0, 500).map(g => g.doc_id)), `overview lists ${gens.length} documents in order (${Date.now() - t0} ms)`)
   check(await page.$('#facts') != null, 'overview shows the manifest facts')
+  // Row counts: what the manifest records, read here on its own: the runner's tables summed over
+  // the shards, the NMF tables (every one the run holds) from nmf_rows.
+  const manifest = JSON.parse(readFileSync(join(runDir, 'manifest.json'), 'utf8'))
+  const shownRows = new Map(await page.$$eval('#tables tr[data-table]', trs => trs.map(tr => [tr.dataset.table, tr.children[1].textContent])))
+  const digits = s => (s ?? '').replace(/\D/g, '')
+  const shardRows = {}
+  for (const s of Object.values(manifest.shards || {})) for (const [t, n] of Object.entries(s.rows || {})) shardRows[t] = (shardRows[t] || 0) + n
+  const wrong = Object.entries(shardRows).filter(([t, n]) => digits(shownRows.get(t)) !== String(n))
+  check(Object.keys(shardRows).length > 0 && wrong.length === 0, `overview row counts equal the manifest's for ${Object.keys(shardRows).length} tables${wrong.length ? `; differ: ${wrong.map(([t, n]) => `${t} ${shownRows.get(t)} != ${n}`).join(', ')}` : ''}`)
+  const nmfRows = manifest.nmf_rows || {}
+  const nmfTables = [...new Set([...Object.keys(nmfRows), ...readdirSync(runDir).filter(d => d.startsWith('nmf_'))])].sort()
+  const nmfShown = nmfTables.map(t => `${t} ${shownRows.get(t)} (manifest ${nmfRows[t]})`).join(', ')
+  check(nmfTables.every(t => nmfRows[t] != null && digits(shownRows.get(t)) === String(nmfRows[t])), nmfTables.length ? `overview row counts of the NMF tables equal the manifest's nmf_rows: ${nmfShown}` : 'no NMF tables in this run')
   await page.screenshot({ path: join(shots, 'overview.png'), fullPage: true })
   // Search.
   const probe = gens[gens.length - 1].doc_id

@@ -8,6 +8,7 @@ use arrow_array::{
 use super::scan::Scan;
 use super::synthetic::SyntheticRun;
 use super::*;
+use crate::numerics::math::cosine;
 use crate::pipeline::spec::{NegativeHandling, Positions, Selection};
 use crate::store::RunDir;
 use crate::store::reader::read_table;
@@ -650,17 +651,6 @@ fn top_contexts_need_the_tokens_table() {
     for (p, c) in pos.iter().zip(&ctx) {
         assert_eq!(c, if *p <= 10 { "<s>" } else { "" }, "position {p}");
     }
-}
-
-fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let dot: f64 = a
-        .iter()
-        .zip(b)
-        .map(|(x, y)| (*x as f64) * (*y as f64))
-        .sum();
-    let na: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
-    let nb: f64 = b.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
-    dot / (na * nb)
 }
 
 /// Streamed passes read the first pass's copy of X (float16 when the table is, float32 else):

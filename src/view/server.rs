@@ -13,30 +13,8 @@ use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// The viewer's built files (viewer/dist, committed; rebuilt with `npm ci && npm run build` in
-/// viewer/): path served, content type, bytes.
-pub const ASSETS: &[(&str, &str, &[u8])] = &[
-    (
-        "/index.html",
-        "text/html; charset=utf-8",
-        include_bytes!("../viewer/dist/index.html"),
-    ),
-    (
-        "/viewer.js",
-        "text/javascript; charset=utf-8",
-        include_bytes!("../viewer/dist/viewer.js"),
-    ),
-    (
-        "/viewer.css",
-        "text/css; charset=utf-8",
-        include_bytes!("../viewer/dist/viewer.css"),
-    ),
-    (
-        "/BUILD-HASH",
-        "text/plain; charset=utf-8",
-        include_bytes!("../viewer/dist/BUILD-HASH"),
-    ),
-];
+use super::assets;
+use super::listing::files_listing;
 
 /// Longest request head accepted (request line and headers).
 const MAX_HEAD: usize = 16 * 1024;
@@ -273,7 +251,7 @@ fn reason(status: u16) -> &'static str {
 }
 
 /// Whether a Host header names this machine's loopback (any port).
-fn host_allowed(host: &str) -> bool {
+pub(super) fn host_allowed(host: &str) -> bool {
     let name = if let Some(rest) = host.strip_prefix('[') {
         rest.split(']').next().unwrap_or("")
     } else {
@@ -312,8 +290,8 @@ fn respond(req: &Request, root: &Path) -> Response {
 }
 
 fn asset(path: &str) -> Response {
-    match ASSETS.iter().find(|(p, _, _)| *p == path) {
-        Some((_, ty, bytes)) => Response {
+    match assets::asset(path) {
+        Some((ty, bytes)) => Response {
             status: 200,
             content_type: ty,
             headers: vec![("Cache-Control", "no-cache".into())],
@@ -401,7 +379,7 @@ fn content_type(path: &Path) -> &'static str {
 
 /// A single byte range of a `len`-byte file. `Ok(None)`: no usable Range header (serve the whole
 /// file: absent, malformed, not bytes, or several ranges); `Err(())`: unsatisfiable.
-fn parse_range(header: Option<&str>, len: u64) -> Result<Option<(u64, u64)>, ()> {
+pub(super) fn parse_range(header: Option<&str>, len: u64) -> Result<Option<(u64, u64)>, ()> {
     let Some(spec) = header.and_then(|h| h.trim().strip_prefix("bytes=")) else {
         return Ok(None);
     };
@@ -487,311 +465,5 @@ fn serve_file(root: &Path, segments: &[&str], range: Option<&str>) -> Response {
             r.headers.push(("Content-Range", format!("bytes */{len}")));
             r
         }
-    }
-}
-
-/// `/api/files`: what the run holds, so the browser only asks for files that exist:
-/// `{"manifest": bool, "shards": [names], "tables": {table: [{"path", "size"}]}}`. Part files
-/// are `*.parquet` not starting with `.` (hidden temporaries are being written), sorted by name.
-pub fn files_listing(root: &Path) -> serde_json::Value {
-    let mut tables = serde_json::Map::new();
-    let mut shards = Vec::new();
-    let mut dirs: Vec<(String, PathBuf)> = std::fs::read_dir(root)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
-        .filter_map(|e| Some((e.file_name().into_string().ok()?, e.path())))
-        .filter(|(n, _)| !n.starts_with('.'))
-        .collect();
-    dirs.sort();
-    for (name, dir) in dirs {
-        let mut files: Vec<(String, u64)> = std::fs::read_dir(&dir)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| {
-                let n = e.file_name().into_string().ok()?;
-                let m = e.metadata().ok()?;
-                m.is_file().then_some((n, m.len()))
-            })
-            .filter(|(n, _)| !n.starts_with('.'))
-            .collect();
-        files.sort();
-        if name == "shards" {
-            shards = files
-                .into_iter()
-                .filter(|(n, _)| n.ends_with(".json"))
-                .map(|(n, _)| serde_json::Value::String(n))
-                .collect();
-            continue;
-        }
-        let parts: Vec<serde_json::Value> = files
-            .into_iter()
-            .filter(|(n, _)| n.ends_with(".parquet"))
-            .map(|(n, size)| serde_json::json!({"path": format!("{name}/{n}"), "size": size}))
-            .collect();
-        if !parts.is_empty() {
-            tables.insert(name, serde_json::Value::Array(parts));
-        }
-    }
-    serde_json::json!({
-        "manifest": root.join("manifest.json").is_file(),
-        "shards": shards,
-        "tables": tables,
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn segments_refuse_every_escape() {
-        assert_eq!(safe_segments("/"), Some(vec![]));
-        assert_eq!(
-            safe_segments("/run/tokens/part-000-00000.parquet"),
-            Some(vec![
-                "run".into(),
-                "tokens".into(),
-                "part-000-00000.parquet".into()
-            ])
-        );
-        assert_eq!(safe_segments("/a%20b"), Some(vec!["a b".into()]));
-        for bad in [
-            "run/x",
-            "/run/../x",
-            "/run/..",
-            "/run/./x",
-            "/run//x",
-            "/run/%2e%2e/x",
-            "/run/%2E%2E/x",
-            "/run/.%2e/x",
-            "/run/..%2fx",
-            "/run/..%2Fx",
-            "/run/%2e%2e%2f%2e%2e%2fetc/passwd",
-            "/run/..\\x",
-            "/run/%5c..%5cx",
-            "/run/%00",
-            "/run/a%0a",
-            "/run/%zz",
-            "/run/%2",
-            "/run/.part-000-00000.parquet.tmp",
-            "/run/tokens/.hidden",
-            "/run/C:/x",
-            "//etc/passwd",
-            "/run/%ff",
-        ] {
-            assert_eq!(safe_segments(bad), None, "{bad}");
-        }
-        // Double encoding decodes once: a literal `%2e%2e` name, harmless.
-        assert_eq!(
-            safe_segments("/run/%252e%252e"),
-            Some(vec!["run".into(), "%2e%2e".into()])
-        );
-    }
-
-    #[test]
-    fn ranges() {
-        assert_eq!(parse_range(None, 10), Ok(None));
-        assert_eq!(parse_range(Some("bytes=0-3"), 10), Ok(Some((0, 3))));
-        assert_eq!(parse_range(Some("bytes=4-"), 10), Ok(Some((4, 9))));
-        assert_eq!(parse_range(Some("bytes=-3"), 10), Ok(Some((7, 9))));
-        assert_eq!(parse_range(Some("bytes=-30"), 10), Ok(Some((0, 9))));
-        assert_eq!(parse_range(Some("bytes=5-100"), 10), Ok(Some((5, 9))));
-        assert_eq!(parse_range(Some("bytes=10-"), 10), Err(()));
-        assert_eq!(parse_range(Some("bytes=-0"), 10), Err(()));
-        assert_eq!(parse_range(Some("bytes=0-0"), 0), Err(()));
-        // Malformed or multiple: ignored (the whole file).
-        assert_eq!(parse_range(Some("bytes=3-1"), 10), Ok(None));
-        assert_eq!(parse_range(Some("bytes=a-b"), 10), Ok(None));
-        assert_eq!(parse_range(Some("items=0-1"), 10), Ok(None));
-        assert_eq!(parse_range(Some("bytes=0-1,3-4"), 10), Ok(None));
-        assert_eq!(parse_range(Some("bytes=+1-2"), 10), Ok(None));
-    }
-
-    #[test]
-    fn hosts() {
-        assert!(host_allowed("127.0.0.1:8080"));
-        assert!(host_allowed("localhost:1"));
-        assert!(host_allowed("[::1]:80"));
-        assert!(host_allowed("127.0.0.1"));
-        assert!(!host_allowed("evil.example:8080"));
-        assert!(!host_allowed("127.0.0.1.evil.example"));
-    }
-}
-
-/// The tables the viewer reads (`activations` and `nmf_components`/`nmf_summary` are not shown).
-pub const VIEWED_TABLES: &[&str] = &[
-    "tokens",
-    "generations",
-    "predictions",
-    "lens",
-    "lens_topk",
-    "watch",
-    "saliency",
-    "saliency_completeness",
-    "attention",
-    "attention_rollout",
-    "nmf_factors",
-    "nmf_top_contexts",
-];
-
-fn asset_text(path: &str) -> &'static str {
-    ASSETS
-        .iter()
-        .find(|(p, _, _)| *p == path)
-        .and_then(|(_, _, b)| std::str::from_utf8(b).ok())
-        .unwrap_or_default()
-}
-
-/// `tokenlens export-html`: one self-contained HTML file, the viewer with the run inlined (the
-/// manifest and the parts of [`VIEWED_TABLES`], base64), opened from disk without a server.
-/// Returns the HTML and the bytes of Parquet inlined.
-/// Refuses (`InvalidInput`) when more than `max_bytes` of Parquet would be inlined.
-pub fn export_html(run_dir: &Path, max_bytes: u64) -> io::Result<(String, u64)> {
-    use base64::Engine;
-    let root = run_dir.canonicalize()?;
-    let mut files = files_listing(&root);
-    let size: u64 = files["tables"]
-        .as_object()
-        .into_iter()
-        .flatten()
-        .filter(|(name, _)| VIEWED_TABLES.contains(&name.as_str()))
-        .flat_map(|(_, parts)| parts.as_array().into_iter().flatten())
-        .filter_map(|p| p["size"].as_u64())
-        .sum();
-    if size > max_bytes {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!(
-                "the tables the viewer shows are {:.0} MB, more than --max-mb {:.0}; one HTML file \
-                 is for small runs (use `tokenlens view`, or raise --max-mb)",
-                size as f64 / 1e6,
-                max_bytes as f64 / 1e6
-            ),
-        ));
-    }
-    let mut parts = serde_json::Map::new();
-    let mut total = 0u64;
-    if let Some(tables) = files["tables"].as_object_mut() {
-        tables.retain(|name, _| VIEWED_TABLES.contains(&name.as_str()));
-        for list in tables.values() {
-            for p in list.as_array().into_iter().flatten() {
-                let path = p["path"].as_str().unwrap_or_default();
-                let bytes = std::fs::read(root.join(path))?;
-                total += bytes.len() as u64;
-                parts.insert(
-                    path.to_string(),
-                    base64::engine::general_purpose::STANDARD
-                        .encode(&bytes)
-                        .into(),
-                );
-            }
-        }
-    }
-    let manifest = std::fs::read_to_string(root.join("manifest.json")).ok();
-    let embed = serde_json::json!({"files": files, "manifest": manifest, "parts": parts});
-    // Inside <script>, `</` must not appear: JSON allows `<\/`.
-    let embed = serde_json::to_string(&embed)
-        .map_err(io::Error::other)?
-        .replace("</", "<\\/");
-    let js = asset_text("/viewer.js");
-    if js.contains("</script") {
-        return Err(io::Error::other(
-            "viewer.js contains `</script`; cannot inline it",
-        ));
-    }
-    let html = asset_text("/index.html")
-        .replace(
-            r#"<link rel="stylesheet" href="/viewer.css">"#,
-            &format!("<style>\n{}</style>", asset_text("/viewer.css")),
-        )
-        .replace(
-            r#"<script type="module" src="/viewer.js"></script>"#,
-            &format!(
-                "<script>window.TOKENLENS_EMBED = {embed};</script>\n<script type=\"module\">\n{js}</script>"
-            ),
-        );
-    Ok((html, total))
-}
-
-/// FNV-1a 64 over `(path, bytes)` pairs sorted by path, each fed as `path NUL bytes NUL`: the
-/// hash viewer/build.mjs writes into viewer/dist/BUILD-HASH.
-pub fn build_hash(files: &mut [(String, Vec<u8>)]) -> String {
-    files.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut h: u64 = 0xcbf29ce484222325;
-    let mut feed = |bytes: &[u8]| {
-        for &b in bytes {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x100000001b3);
-        }
-    };
-    for (path, bytes) in files.iter() {
-        feed(path.as_bytes());
-        feed(&[0]);
-        feed(bytes);
-        feed(&[0]);
-    }
-    format!("{h:016x}")
-}
-
-#[cfg(test)]
-mod freshness {
-    use super::*;
-
-    fn walk(dir: &Path, base: &Path, out: &mut Vec<(String, Vec<u8>)>) {
-        for e in std::fs::read_dir(dir).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                walk(&p, base, out);
-            } else {
-                let rel = p
-                    .strip_prefix(base)
-                    .unwrap()
-                    .to_str()
-                    .unwrap()
-                    .replace('\\', "/");
-                out.push((rel, std::fs::read(&p).unwrap()));
-            }
-        }
-    }
-
-    /// viewer/dist (embedded) must be the build of viewer/src and the locked dependencies:
-    /// BUILD-HASH's `src` line must match the sources, its `dist` line the embedded files.
-    #[test]
-    fn embedded_viewer_is_fresh() {
-        let viewer = Path::new(env!("CARGO_MANIFEST_DIR")).join("viewer");
-        let mut inputs = Vec::new();
-        walk(&viewer.join("src"), &viewer, &mut inputs);
-        for f in ["build.mjs", "package.json", "package-lock.json"] {
-            inputs.push((f.to_string(), std::fs::read(viewer.join(f)).unwrap()));
-        }
-        let recorded = std::str::from_utf8(include_bytes!("../viewer/dist/BUILD-HASH")).unwrap();
-        let line = |key: &str| {
-            recorded
-                .lines()
-                .find_map(|l| l.strip_prefix(key))
-                .unwrap_or_default()
-                .trim()
-                .to_string()
-        };
-        let fix =
-            "viewer/dist is stale: run `npm ci && npm run build` in viewer/ and commit viewer/dist";
-        assert_eq!(
-            line("src "),
-            build_hash(&mut inputs),
-            "{fix} (sources changed)"
-        );
-        let mut outputs: Vec<(String, Vec<u8>)> = ASSETS
-            .iter()
-            .filter(|(p, _, _)| *p != "/BUILD-HASH")
-            .map(|(p, _, b)| (p.trim_start_matches('/').to_string(), b.to_vec()))
-            .collect();
-        assert_eq!(
-            line("dist "),
-            build_hash(&mut outputs),
-            "{fix} (viewer/dist edited by hand?)"
-        );
     }
 }

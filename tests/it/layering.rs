@@ -1,0 +1,127 @@
+//! The direction of imports (docs/architecture.md): model -> analysis -> pipeline -> store ->
+//! view, with the CLI on top. A file that names a part it must not depend on fails this test,
+//! so the engine keeps building without the pipeline, the store or the CLI.
+
+use std::path::{Path, PathBuf};
+
+/// The parts a source folder (or file) under src/ must not name, and why.
+const RULES: &[(&str, &[&str])] = &[
+    (
+        "error.rs",
+        &[
+            "numerics", "model", "analysis", "pipeline", "store", "view", "cli",
+        ],
+    ),
+    (
+        "numerics",
+        &["model", "analysis", "pipeline", "store", "view", "cli"],
+    ),
+    ("model", &["analysis", "pipeline", "store", "view", "cli"]),
+    ("analysis", &["pipeline", "store", "view", "cli"]),
+    ("store", &["model", "analysis", "pipeline", "view", "cli"]),
+    ("pipeline", &["view", "cli"]),
+    ("view", &["model", "analysis", "pipeline", "cli"]),
+];
+
+fn rust_files(path: &Path, out: &mut Vec<PathBuf>) {
+    if path.is_file() {
+        out.push(path.to_path_buf());
+        return;
+    }
+    for e in std::fs::read_dir(path).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            rust_files(&p, out);
+        } else if p.extension().is_some_and(|x| x == "rs") {
+            out.push(p);
+        }
+    }
+}
+
+/// The crate-level parts a line of code names: `crate::x`, `tokenlens::x`, `crate::{x, ..}`.
+fn named_parts(line: &str) -> Vec<String> {
+    let code = line.split("//").next().unwrap_or("");
+    let mut parts = Vec::new();
+    for root in ["crate::", "tokenlens::"] {
+        let mut rest = code;
+        while let Some(i) = rest.find(root) {
+            let after = &rest[i + root.len()..];
+            let before = rest[..i].chars().last();
+            if before.is_none_or(|c| !(c.is_alphanumeric() || c == '_')) {
+                if let Some(group) = after.strip_prefix('{') {
+                    let group = group.split('}').next().unwrap_or("");
+                    for item in group.split(',') {
+                        parts.push(item.trim().split("::").next().unwrap_or("").to_string());
+                    }
+                } else {
+                    let name: String = after
+                        .chars()
+                        .take_while(|c| c.is_alphanumeric() || *c == '_')
+                        .collect();
+                    parts.push(name);
+                }
+            }
+            rest = after;
+        }
+    }
+    parts
+}
+
+#[test]
+fn imports_follow_the_data_flow() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut bad = Vec::new();
+    let mut checked = 0;
+    for (part, forbidden) in RULES {
+        let root = src.join(part);
+        assert!(
+            root.exists(),
+            "{} is gone: update the rules",
+            root.display()
+        );
+        let mut files = Vec::new();
+        rust_files(&root, &mut files);
+        for f in files {
+            let text = std::fs::read_to_string(&f).unwrap();
+            checked += 1;
+            for (n, line) in text.lines().enumerate() {
+                // `super::super::...` chains that climb out of a part name it by another road.
+                if line.contains("super::super::super::") {
+                    bad.push(format!("{}:{}: {}", f.display(), n + 1, line.trim()));
+                }
+                for name in named_parts(line) {
+                    if forbidden.contains(&name.as_str()) {
+                        bad.push(format!(
+                            "{}:{}: {part} must not import {name}: {}",
+                            f.display(),
+                            n + 1,
+                            line.trim()
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    assert!(checked > 30, "only {checked} files checked");
+    assert!(
+        bad.is_empty(),
+        "imports against the data flow:\n{}",
+        bad.join("\n")
+    );
+}
+
+#[test]
+fn the_checker_sees_every_form_of_import() {
+    assert_eq!(named_parts("use crate::store::schema::TOKENS;"), ["store"]);
+    assert_eq!(
+        named_parts("    let x = crate::pipeline::spec::f();"),
+        ["pipeline"]
+    );
+    assert_eq!(
+        named_parts("use crate::{model::Model, store::Manifest};"),
+        ["model", "store"]
+    );
+    assert_eq!(named_parts("use tokenlens::view::Server;"), ["view"]);
+    assert!(named_parts("// crate::store in a comment").is_empty());
+    assert!(named_parts("use mycrate::store;").is_empty());
+}
