@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
+use tokenlens::store::Manifest;
 
 #[derive(Args)]
 pub struct ExportHtmlArgs {
@@ -18,7 +19,7 @@ pub struct ExportHtmlArgs {
 }
 
 pub fn run(a: ExportHtmlArgs) -> Result<()> {
-    if !a.run_dir.join("manifest.json").is_file() {
+    if !Manifest::path(&a.run_dir).is_file() {
         bail!(
             "{}: not a run directory (no manifest.json)",
             a.run_dir.display()

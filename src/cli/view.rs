@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
+use tokenlens::store::Manifest;
 use tokenlens::view::Server;
 
 #[derive(Args)]
@@ -26,7 +27,7 @@ pub fn run(a: ViewArgs) -> Result<()> {
     if !run_dir.is_dir() {
         bail!("{}: not a directory", run_dir.display());
     }
-    if !run_dir.join("manifest.json").is_file() {
+    if !Manifest::path(run_dir).is_file() {
         bail!(
             "{}: not a run directory (no manifest.json); give the output.dir of a pipeline",
             run_dir.display()

@@ -414,4 +414,36 @@ impl RunDir {
     pub fn table_dir(&self, def: &TableDef) -> PathBuf {
         self.root.join(def.name)
     }
+
+    /// Removes what a killed writer of `shard` left in the table folders: its temporary files,
+    /// and its parts numbered `from_seq` or higher (parts of an unfinished window).
+    pub fn remove_parts_from(&self, shard: u32, from_seq: u64) -> Result<(), StoreError> {
+        let prefix = format!("part-{shard:03}-");
+        let tmp_prefix = format!(".{prefix}");
+        for def in ALL_TABLES {
+            let dir = self.table_dir(def);
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for e in entries {
+                let e = e.map_err(|x| StoreError::io(&dir, x))?;
+                let name = e.file_name().to_string_lossy().into_owned();
+                let stale = if name.starts_with(&tmp_prefix) {
+                    true
+                } else if let Some(rest) = name.strip_prefix(&prefix) {
+                    let seq: u64 = rest
+                        .trim_end_matches(".parquet")
+                        .parse()
+                        .unwrap_or(u64::MAX);
+                    seq >= from_seq
+                } else {
+                    false
+                };
+                if stale {
+                    std::fs::remove_file(e.path()).map_err(|x| StoreError::io(e.path(), x))?;
+                }
+            }
+        }
+        Ok(())
+    }
 }

@@ -7,6 +7,7 @@ use std::path::Path;
 
 use super::assets::asset_text;
 use super::listing::files_listing;
+use crate::store::Manifest;
 use crate::store::schema::{self, TableDef};
 
 /// The tables the viewer reads (`activations` and `nmf_components`/`nmf_summary` are not shown).
@@ -74,7 +75,7 @@ pub fn export_html(run_dir: &Path, max_bytes: u64) -> io::Result<(String, u64)> 
             }
         }
     }
-    let manifest = std::fs::read_to_string(root.join("manifest.json")).ok();
+    let manifest = std::fs::read_to_string(Manifest::path(&root)).ok();
     let embed = serde_json::json!({"files": files, "manifest": manifest, "parts": parts});
     // Inside <script>, `</` must not appear: JSON allows `<\/`.
     let embed = serde_json::to_string(&embed)

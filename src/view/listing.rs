@@ -4,6 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::store::SHARDS_DIR;
+
 /// `/api/files`: what the run holds, so the browser only asks for files that exist:
 /// `{"manifest": bool, "shards": [names], "tables": {table: [{"path", "size"}]}}`. Part files
 /// are `*.parquet` not starting with `.` (hidden temporaries are being written), sorted by name.
@@ -32,7 +34,7 @@ pub fn files_listing(root: &Path) -> serde_json::Value {
             .filter(|(n, _)| !n.starts_with('.'))
             .collect();
         files.sort();
-        if name == "shards" {
+        if name == SHARDS_DIR {
             shards = files
                 .into_iter()
                 .filter(|(n, _)| n.ends_with(".json"))

@@ -26,7 +26,6 @@ use super::spec::{ModelDims, PipelineSpec, Selection};
 use crate::model::Model;
 use crate::store::StoreError;
 use crate::store::manifest::{Manifest, SHARDS_DIR, Shard, ShardStatus};
-use crate::store::schema::ALL_TABLES;
 use crate::store::writer::RunDir;
 
 mod batches;
@@ -55,38 +54,6 @@ pub struct RunReport {
     pub tokens: u64,
     pub seconds: f64,
     pub rows: std::collections::BTreeMap<String, u64>,
-}
-
-/// Removes what a killed window of `shard` left in the table folders: temporary files, and parts
-/// numbered at or after window `from`.
-fn clean_partial(run: &Path, shard: Shard, from: u64) -> Result<()> {
-    let prefix = format!("part-{:03}-", shard.index);
-    let tmp_prefix = format!(".part-{:03}-", shard.index);
-    for def in ALL_TABLES {
-        let dir = run.join(def.name);
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for e in entries {
-            let e = e.map_err(|x| StoreError::io(&dir, x))?;
-            let name = e.file_name().to_string_lossy().into_owned();
-            let stale = if name.starts_with(&tmp_prefix) {
-                true
-            } else if let Some(rest) = name.strip_prefix(&prefix) {
-                let seq: u64 = rest
-                    .trim_end_matches(".parquet")
-                    .parse()
-                    .unwrap_or(u64::MAX);
-                seq >= from * PARTS_PER_WINDOW as u64
-            } else {
-                false
-            };
-            if stale {
-                std::fs::remove_file(e.path()).map_err(|x| StoreError::io(e.path(), x))?;
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Runs `spec` (one shard of it).
@@ -239,7 +206,8 @@ fn open_run(spec: &PipelineSpec, opts: &RunOptions, prep: &Prepared) -> Result<O
     }
     let shards_dir = root.join(SHARDS_DIR);
     std::fs::create_dir_all(&shards_dir).map_err(|e| StoreError::io(&shards_dir, e))?;
-    clean_partial(&root, shard, status.windows_done)?;
+    // Whatever a killed window left behind.
+    run_dir.remove_parts_from(shard.index, status.windows_done * PARTS_PER_WINDOW as u64)?;
     status.status = "running".into();
     status.write(&status_path)?;
     Ok(Opened::Ready(run_dir, status))
