@@ -70,29 +70,22 @@ impl Golden {
     }
 }
 
+/// max |t|.
+fn max_abs(t: &Tensor) -> f32 {
+    t.abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar()
+        .unwrap()
+}
+
 /// max |a - b| and max |b|.
 pub fn diff(a: &Tensor, b: &Tensor) -> (f32, f32) {
     assert_eq!(a.dims(), b.dims(), "shapes differ");
-    let d: f32 = (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar()
-        .unwrap();
-    let m: f32 = b
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar()
-        .unwrap();
-    (d, m)
+    (max_abs(&(a - b).unwrap()), max_abs(b))
 }
 
 /// Asserts max |a - b| <= tol * max(1, max |b|), i.e. an absolute tolerance scaled by magnitude.
