@@ -50,10 +50,9 @@ def versions(modules, packages=()):
     return out
 
 
-def greedy(model, ids, n_new):
-    """Greedy continuation with model.generate (no EOS stop), cross-checked against a
-    plain argmax loop of full forwards (no KV cache). `ids`: [1, T] int64; returns the n_new
-    new tokens, int64."""
+def generate_greedy(model, ids, n_new):
+    """Greedy continuation with model.generate (KV cache, no EOS stop). `ids`: [1, T] int64;
+    returns the n_new new tokens, int64."""
     gen = model.generate(
         ids,
         attention_mask=torch.ones_like(ids),
@@ -65,14 +64,30 @@ def greedy(model, ids, n_new):
     )
     new = gen[0, ids.shape[1]:]
     assert new.numel() == n_new, f"generate stopped early: {new.tolist()}"
+    return new.to(torch.int64)
+
+
+def argmax_loop(model, ids, n_new, before_forward=None):
+    """Greedy continuation as a plain argmax loop of full forwards (no KV cache); calls
+    `before_forward()` (if given) before each forward. Returns the n_new new tokens, int64."""
     cur = ids
     with torch.no_grad():
         for _ in range(n_new):
+            if before_forward is not None:
+                before_forward()
             nxt = model(cur).logits[0, -1].argmax()
             cur = torch.cat([cur, nxt.view(1, 1)], dim=1)
-    manual = cur[0, ids.shape[1]:]
+    return cur[0, ids.shape[1]:].to(torch.int64)
+
+
+def greedy(model, ids, n_new):
+    """Greedy continuation with model.generate (no EOS stop), cross-checked against a
+    plain argmax loop of full forwards (no KV cache). `ids`: [1, T] int64; returns the n_new
+    new tokens, int64."""
+    new = generate_greedy(model, ids, n_new)
+    manual = argmax_loop(model, ids, n_new)
     assert torch.equal(new, manual), f"generate {new.tolist()} != argmax loop {manual.tolist()}"
-    return new.to(torch.int64)
+    return new
 
 
 def assert_close(a, b, what, tol, float64=False):
