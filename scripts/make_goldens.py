@@ -15,6 +15,16 @@ What it writes (all under tests/data/, relative to the repo root):
         attn [L,H,T,T], logits [T,V], target [1] i64 (argmax at last position),
         grad_logprob / grad_prob [T,d] (d/d token-embeddings of log p / p of target
         at the last position), greedy [8] i64 (greedy continuation).
+  tiny-llama3/, tiny-llama-linear/, tiny-llama-yarn/, tiny-llama-dynamic/
+      Tiny Llama checkpoints with RoPE scaling (rope_type llama3, linear, yarn, dynamic; see
+      ROPE_MODELS), same tokenizer; head_dim 32 != hidden 32 / 4 heads, GQA, tied head.
+  golden/tiny-llama3.{safetensors,json}, golden/tiny-llama-{linear,yarn,dynamic}.*
+      The same keys as the tiny goldens for ROPE_PROMPTS (TINY_PROMPTS plus ROPE_LONG_PROMPT,
+      43 tokens, past every original context), plus rope_cos / rope_sin [T,head_dim] and
+      rope_inv_freq [head_dim/2] (what the model's rotary_emb gave for positions 0..T-1 of the
+      longest prompt) and, for dynamic, gen_rope_cos / gen_rope_sin [T+7,head_dim] (row p: the
+      cos/sin position p was rotated with during cached generation). The JSON sidecar's "rope"
+      block states transformers' formula for the type and (dynamic) its update rule.
   golden/smollm2.{safetensors,json}
       Reference outputs for SmolLM2-135M-Instruct (the Q4_1 GGUF, as loaded and
       dequantized to f32 by transformers) for SMOL_PROMPTS: input_ids, logits_last [V],
@@ -35,7 +45,9 @@ one thread, so reruns with the same library versions give byte-identical files.
 """
 
 import argparse
+import copy
 import json
+import math
 import os
 import subprocess
 from pathlib import Path
@@ -60,6 +72,7 @@ from transformers import (
 )
 
 from golden_util import DATA, GOLDEN, ROOT, SEED, assert_close, deterministic_setup, greedy, load_tiny, write_golden
+from golden_util import argmax_loop, generate_greedy
 from golden_util import versions as lib_versions
 
 GENERATOR = "scripts/make_goldens.py"
@@ -77,6 +90,13 @@ TINY_PROMPTS = [
     "In 1999, 42 people walked 7 miles to the old river bank.",
 ]
 TINY_GREEDY_NEW = 8
+
+# The RoPE-scaling models run TINY_PROMPTS plus this one: 43 tokens, so the prompt itself (and
+# its continuation, to position 50) goes past every original context below (40 and 16).
+ROPE_LONG_PROMPT = ("Once upon a time there was a little house by the old river bank, "
+                    "and in the house there lived a cat, a dog and a mouse.")
+ROPE_PROMPTS = TINY_PROMPTS + [ROPE_LONG_PROMPT]
+ROPE_TOL = 1e-5         # transformers' float32 cos/sin tables vs the float64 formulas below
 
 SMOL_PROMPTS = [
     "The capital of France is",
@@ -167,7 +187,7 @@ def make_tokenizer():
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok, bos_token=EOT, eos_token=EOT, unk_token=EOT, add_prefix_space=False
     )
-    for p in TINY_PROMPTS:
+    for p in ROPE_PROMPTS:
         ids = fast(p).input_ids
         assert ids == tok.encode(p).ids and 0 not in ids, (p, ids)
         assert fast.decode(ids) == p, (p, fast.decode(ids))
@@ -202,6 +222,40 @@ def tiny_configs(vocab):
     ]
 
 
+# The RoPE-scaling models: one small Llama shape (head_dim 32 != hidden 32 / 4 heads, GQA 4:2,
+# head tied to the embedding as in Llama 3.2), one checkpoint per rope type.
+ROPE_ARCH = dict(
+    hidden_size=32, num_attention_heads=4, num_key_value_heads=2, head_dim=32, num_hidden_layers=2,
+    intermediate_size=64, rms_norm_eps=1e-5, tie_word_embeddings=True, hidden_act="silu",
+)
+# (name, max_position_embeddings, rope_parameters, config.json layout)
+#   llama3: with head_dim 32 and theta 5e5 the wavelengths 2 pi / inv_freq are 6.3, 14.3, 32.4,
+#     73.6, ...; original context 40 puts the first in the high band (< 40/4 = 10: kept), the next
+#     two in the medium band (10..40: smoothed) and 13 in the low band (> 40: divided by 8).
+#   yarn: max_position_embeddings = factor * original, so transformers' consistency check is quiet.
+#   dynamic: max_position_embeddings 16, so prompts 2 and 3 (23, 43 tokens) start past it and
+#     prompt 1 (12 tokens) crosses it during generation.
+# Layouts: "hub" = how transformers 4.x wrote it and Llama 3.x checkpoints on the Hub have it
+# (top-level rope_theta + "rope_scaling"); "v5" = transformers 5's "rope_parameters" (with
+# rope_theta inside) plus the top-level rope_theta (add_legacy_rope_theta).
+ROPE_MODELS = [
+    ("tiny-llama3", 320, {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
+                          "high_freq_factor": 4.0, "original_max_position_embeddings": 40}, "hub"),
+    ("tiny-llama-linear", 128, {"rope_type": "linear", "rope_theta": 10000.0, "factor": 4.0}, "v5"),
+    ("tiny-llama-yarn", 64, {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0,
+                             "original_max_position_embeddings": 16}, "v5"),
+    ("tiny-llama-dynamic", 16, {"rope_type": "dynamic", "rope_theta": 10000.0, "factor": 4.0}, "v5"),
+]
+
+
+def rope_configs(vocab):
+    common = dict(vocab_size=vocab, initializer_range=INIT_STD, bos_token_id=0, eos_token_id=0)
+    return [
+        (name, LlamaConfig(max_position_embeddings=max_pos, rope_parameters=dict(rp), **ROPE_ARCH, **common), rp, layout)
+        for name, max_pos, rp, layout in ROPE_MODELS
+    ]
+
+
 def is_norm(name, p):
     return p.dim() == 1 and ("norm" in name or ".ln_" in name or name.startswith("transformer.ln_f"))
 
@@ -224,7 +278,7 @@ def init_weights(model, seed):
     # GPT-2 has attention-mask buffers etc., nothing random; rotary inv_freq is derived.
 
 
-def save_checkpoint(name, cls, cfg, tok, seed):
+def save_checkpoint(name, cls, cfg, tok, seed, layout="v5"):
     out = DATA / name
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
@@ -238,6 +292,8 @@ def save_checkpoint(name, cls, cfg, tok, seed):
     for extra in ("special_tokens_map.json", "chat_template.jinja"):
         (out / extra).unlink(missing_ok=True)
     add_legacy_rope_theta(out / "config.json")
+    if layout == "hub":
+        hub_rope_layout(out / "config.json")
     return out
 
 
@@ -250,6 +306,292 @@ def add_legacy_rope_theta(path):
     if isinstance(rp, dict) and "rope_theta" in rp and "rope_theta" not in cfg:
         cfg["rope_theta"] = rp["rope_theta"]
         path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+
+
+def hub_rope_layout(path):
+    """Rewrites config.json's RoPE keys the way transformers 4.x wrote them (and Llama 3.x
+    checkpoints on the Hub have them): top-level "rope_theta" and "rope_scaling" (the other
+    parameters, "rope_type" included), no "rope_parameters". transformers 5 reads it back into
+    the same rope_parameters (checked after loading)."""
+    cfg = json.loads(path.read_text())
+    rp = dict(cfg.pop("rope_parameters"))
+    cfg["rope_theta"] = rp.pop("rope_theta")
+    cfg["rope_scaling"] = rp
+    path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+
+
+# --------------------------------------------------------------------------- RoPE scaling
+
+# transformers' formulas, as in the installed version's src/transformers/modeling_rope_utils.py
+# (5.24.0), stated for the sidecars. d = rotary dim = head_dim (partial_rotary_factor 1),
+# theta = rope_theta, i = 0 .. d/2-1, inv_i = theta^(-2i/d) (the "default" frequencies), all in
+# float32 there. Every layer's q and k are rotated with cos/sin of position * inv_freq (rotate_half
+# layout, the d/2 angles repeated twice), cos and sin both multiplied by attention_scaling.
+ROPE_FORMULAS = {
+    "linear": "_compute_linear_scaling_rope_parameters: inv_freq = inv_i / factor; attention_scaling 1. "
+              "(Same as dividing positions by factor.)",
+    "llama3": "_compute_llama3_parameters: L = original_max_position_embeddings, "
+              "low_wavelen = L / low_freq_factor, high_wavelen = L / high_freq_factor, wavelen_i = 2 pi / inv_i; "
+              "wavelen > low_wavelen: inv_i / factor; wavelen < high_wavelen: inv_i; otherwise (medium, both "
+              "bounds inclusive) s = (L / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor), "
+              "inv = (1 - s) * inv_i / factor + s * inv_i. attention_scaling 1. max_position_embeddings unused "
+              "(only a validation warning if L >= it).",
+    "yarn": "_compute_yarn_parameters: L = original_max_position_embeddings, factor as given (only if factor is "
+            "None: max_position_embeddings / L); beta_fast = 32, beta_slow = 1 when absent (or 0/None); "
+            "corr_dim(r) = d * ln(L / (r * 2 pi)) / (2 ln theta); low = max(floor(corr_dim(beta_fast)), 0), "
+            "high = min(ceil(corr_dim(beta_slow)), d - 1) (no floor/ceil if truncate=false; default true); "
+            "if low == high: high += 0.001; ramp_i = clamp((i - low) / (high - low), 0, 1) for i in 0..d/2-1; "
+            "e_i = 1 - ramp_i; inv = (inv_i / factor) * (1 - e_i) + inv_i * e_i (e = 1: unchanged, e = 0: "
+            "divided by factor). attention_scaling = attention_factor if given, else 0.1 * ln(factor) + 1 "
+            "(1 if factor <= 1); if mscale and mscale_all_dim are both given: "
+            "(0.1 * mscale * ln(factor) + 1) / (0.1 * mscale_all_dim * ln(factor) + 1). cos and sin are "
+            "multiplied by attention_scaling, so q.k (and the attention logits) are scaled by attention_scaling^2.",
+    "dynamic": "_compute_dynamic_ntk_parameters(seq_len): M = max_position_embeddings, s = max(seq_len, M), "
+               "theta' = theta * (factor * s / M - (factor - 1)) ^ (d / (d - 2)), inv = theta'^(-2i/d); "
+               "attention_scaling 1. With s = M (at init) this is the default inv_i.",
+}
+
+DYNAMIC_NOTES = [
+    "Update rule (modeling_rope_utils.dynamic_rope_update -> dynamic_frequency_update, run at the start of "
+    "every rotary_emb forward, i.e. once per model forward): seq_len = max(position_ids) + 1 over the whole "
+    "call (the batch included: with left padding the longest row decides for every row). The module keeps "
+    "state: max_seq_len_cached (starts at max_position_embeddings M) and inv_freq. If seq_len > "
+    "max_seq_len_cached: inv_freq = _compute_dynamic_ntk_parameters(seq_len), max_seq_len_cached = seq_len. "
+    "If seq_len < M and max_seq_len_cached > M: back to the original inv_freq, max_seq_len_cached = M. "
+    "Otherwise inv_freq is kept as it is.",
+    "So a forward of T <= M tokens uses the original frequencies; a forward of T > M tokens on a fresh module "
+    "uses the frequencies for seq_len = T, for all its positions.",
+    "Cached generation (model.generate, KV cache): the prefill (positions 0..T-1) uses s = max(M, T); each "
+    "decode step is one forward with position_ids = [p], so seq_len = p + 1 and, once p + 1 > max(M, T), the "
+    "frequencies are recomputed for s = p + 1 at every step. Keys already in the cache are NOT re-rotated: "
+    "position p's key (and query) keep the frequencies of the forward that computed them, s_p = max(M, T) for "
+    "p < T and s_p = max(M, p + 1) for p >= T ('rope_seq_len' below lists s_p per prompt; gen_rope_cos / "
+    "gen_rope_sin hold the resulting rows for the longest prompt). 'greedy' is that cached generation.",
+    "A no-cache argmax loop (a full forward of the whole sequence each step, on a fresh module) rotates every "
+    "position with s = max(M, current length) instead; its tokens are 'greedy_nocache' (they differ from "
+    "'greedy' when listed in 'greedy_nocache_differs').",
+    "The state carries across calls: after a forward with seq_len = S > M, a later forward with M <= seq_len <= S "
+    "keeps S's frequencies (stale), and one with seq_len < M resets. These goldens avoid that: the rotary state "
+    "is reset (inv_freq = original_inv_freq, max_seq_len_cached = M) before each prompt's forward, its gradient "
+    "forward, its generate call and each forward of the no-cache loop, so each golden is what a freshly loaded "
+    "model gives for that prompt alone (batch of 1).",
+]
+
+
+def ref_rope(rp, head_dim, max_pos, seq_len=None):
+    """float64 re-statement of transformers' RoPE init functions (ROPE_FORMULAS): (inv_freq [d/2],
+    attention_scaling), checked against what the loaded model uses."""
+    d, theta, t = head_dim, rp["rope_theta"], rp["rope_type"]
+    j = np.arange(0, d, 2, dtype=np.float64) / d
+    inv = theta ** -j
+    if t == "linear":
+        return inv / rp["factor"], 1.0
+    if t == "dynamic":
+        s = max(seq_len or max_pos, max_pos)
+        base = theta * (rp["factor"] * s / max_pos - (rp["factor"] - 1)) ** (d / (d - 2))
+        return base ** -j, 1.0
+    if t == "llama3":
+        f, lo, hi, L = rp["factor"], rp["low_freq_factor"], rp["high_freq_factor"], rp["original_max_position_embeddings"]
+        wl = 2 * math.pi / inv
+        smooth = (L / wl - lo) / (hi - lo)
+        out = np.where(wl > L / lo, inv / f, inv)
+        return np.where((wl >= L / hi) & (wl <= L / lo), (1 - smooth) * inv / f + smooth * inv, out), 1.0
+    if t == "yarn":
+        f, L = rp["factor"], rp["original_max_position_embeddings"]
+        low, high = yarn_range(rp, d)
+        if low == high:
+            high += 0.001
+        e = 1 - np.clip((np.arange(d // 2) - low) / (high - low), 0, 1)
+        att = rp.get("attention_factor") or (0.1 * math.log(f) + 1 if f > 1 else 1.0)
+        return inv / f * (1 - e) + inv * e, att
+    raise ValueError(t)
+
+
+def yarn_range(rp, d):
+    L, theta = rp["original_max_position_embeddings"], rp["rope_theta"]
+    def corr_dim(r):
+        return d * math.log(L / (r * 2 * math.pi)) / (2 * math.log(theta))
+    return max(math.floor(corr_dim(rp.get("beta_fast") or 32)), 0), min(math.ceil(corr_dim(rp.get("beta_slow") or 1)), d - 1)
+
+
+def ref_tables(inv, att, positions):
+    """cos, sin [len(positions), d] as transformers builds them (angles repeated twice, times att)."""
+    ang = np.asarray(positions, dtype=np.float64)[:, None] * inv[None, :]
+    ang = np.concatenate([ang, ang], axis=1)
+    return np.cos(ang) * att, np.sin(ang) * att
+
+
+class RopeRecorder:
+    """For the RoPE-scaling goldens: records every rotary_emb call (positions, cos, sin, inv_freq),
+    resets the dynamic state between calls (see DYNAMIC_NOTES), checks the tables against
+    ref_rope, and collects the extra tensors and the sidecar's "rope" block."""
+
+    def __init__(self, model, intended, table_prompt):
+        cfg = model.config
+        self.model, self.rotary = model, model.model.rotary_emb
+        self.rp = dict(cfg.rope_parameters)
+        assert self.rp == intended, f"config.json read back as {self.rp}, not {intended}"
+        self.head_dim, self.max_pos = cfg.head_dim, cfg.max_position_embeddings
+        self.dynamic = self.rp["rope_type"] == "dynamic"
+        self.table_prompt = table_prompt
+        self.calls, self.tensors, self.seq_lens, self.nocache, self.gen_vs_nocache = [], {}, [], [], []
+        self.vs_default = []
+        self.handle = self.rotary.register_forward_hook(self._hook, with_kwargs=True)
+        inv, att = ref_rope(self.rp, self.head_dim, self.max_pos)
+        assert_close(self.rotary.inv_freq.double(), torch.from_numpy(inv), "inv_freq at load", ROPE_TOL)
+        assert abs(self.rotary.attention_scaling - att) < 1e-12, (self.rotary.attention_scaling, att)
+
+    def _hook(self, _m, args, kwargs, out):
+        pos = kwargs["position_ids"] if "position_ids" in kwargs else args[1]
+        assert pos.shape[0] == 1
+        self.calls.append((pos[0].clone(), out[0][0].detach().clone(), out[1][0].detach().clone(),
+                           self.rotary.inv_freq.detach().clone()))
+
+    def fresh(self):
+        """A freshly loaded model's rotary state (only the dynamic type has any)."""
+        r = self.rotary
+        if self.dynamic:
+            r.register_buffer("inv_freq", r.original_inv_freq.clone(), persistent=False)
+            r.max_seq_len_cached = r.original_max_seq_len
+        else:
+            assert torch.equal(r.inv_freq, r.original_inv_freq)
+        self.calls.clear()
+
+    def seq_len_rule(self, T, n_positions):
+        """s_p per position in cached generation (DYNAMIC_NOTES); the static types ignore it."""
+        return [max(self.max_pos, T if p < T else p + 1) for p in range(n_positions)]
+
+    def check(self, calls, seq_lens, what):
+        pos = torch.cat([c[0] for c in calls])
+        assert torch.equal(pos, torch.arange(len(seq_lens))), (what, pos.tolist())
+        cos, sin = torch.cat([c[1] for c in calls]), torch.cat([c[2] for c in calls])
+        rows_c, rows_s = [], []
+        for p, s in enumerate(seq_lens):
+            inv, att = ref_rope(self.rp, self.head_dim, self.max_pos, seq_len=s)
+            c, sn = ref_tables(inv, att, [p])
+            rows_c.append(c), rows_s.append(sn)
+        assert_close(cos.double(), torch.from_numpy(np.concatenate(rows_c)), f"{what} cos", ROPE_TOL)
+        assert_close(sin.double(), torch.from_numpy(np.concatenate(rows_s)), f"{what} sin", ROPE_TOL)
+        return cos, sin
+
+    def forward_done(self, i, T):
+        """After prompt i's forward: one rotary call for positions 0..T-1, with s = max(M, T)."""
+        assert len(self.calls) == 1, len(self.calls)
+        cos, sin = self.check(self.calls, [max(self.max_pos, T)] * T, f"p{i} forward")
+        if i == self.table_prompt:
+            inv_used = self.calls[0][3]
+            inv, _ = ref_rope(self.rp, self.head_dim, self.max_pos, seq_len=T)
+            assert_close(inv_used.double(), torch.from_numpy(inv), f"p{i} inv_freq", ROPE_TOL)
+            self.tensors.update({"rope_cos": cos, "rope_sin": sin, "rope_inv_freq": inv_used})
+            self.table_T = T
+
+    def greedy(self, i, ids, n_new):
+        """model.generate on a fresh rotary state, its tables checked against the rule; for the
+        static types also the usual cross-check against the argmax loop."""
+        T = ids.shape[1]
+        self.fresh()
+        new = generate_greedy(self.model, ids, n_new)
+        calls = list(self.calls)
+        assert len(calls) == n_new, len(calls)  # prefill + n_new - 1 decode steps
+        seq_lens = self.seq_len_rule(T, T + n_new - 1)
+        cos, sin = self.check(calls, seq_lens, f"p{i} generate")
+        loop = argmax_loop(self.model, ids, n_new, before_forward=self.fresh)
+        if self.dynamic:
+            self.seq_lens.append(seq_lens)
+            self.nocache.append(loop.tolist())
+            if i == self.table_prompt:
+                self.tensors.update({"gen_rope_cos": cos, "gen_rope_sin": sin})
+            # The logits of each generation step, cached (what generate picked from) and without cache
+            # (a full forward of ids + new[:k] on a fresh state): the greedy tokens may agree under both
+            # rules, these logits do not once positions pass max_position_embeddings.
+            self.fresh()
+            g = self.model.generate(
+                ids, attention_mask=torch.ones_like(ids), max_new_tokens=n_new, min_new_tokens=n_new,
+                do_sample=False, eos_token_id=None, pad_token_id=0, output_logits=True, return_dict_in_generate=True,
+            )
+            assert torch.equal(g.sequences[0, T:], new)
+            cached = torch.cat(g.logits)                                   # [n_new, V]
+            nocache = []
+            with torch.no_grad():
+                for k in range(n_new):
+                    self.fresh()
+                    nocache.append(self.model(torch.cat([ids, new[:k].view(1, -1)], dim=1)).logits[0, -1])
+            self.tensors[f"p{i}.gen_logits"] = cached
+            self.gen_vs_nocache.append(float(f"{(cached - torch.stack(nocache)).abs().max().item():.3g}"))
+        else:
+            assert torch.equal(new, loop), f"generate {new.tolist()} != argmax loop {loop.tolist()}"
+        return new
+
+    def meta(self, greedy_lists):
+        d = self.head_dim
+        inv0, att = ref_rope(self.rp, d, self.max_pos)
+        default = self.rp["rope_theta"] ** -(np.arange(0, d, 2) / d)
+        m = {
+            "rope_parameters": self.rp,
+            "max_position_embeddings": self.max_pos,
+            "head_dim": d,
+            "rotary_dim": d,
+            "attention_scaling": self.rotary.attention_scaling,
+            "formula": ROPE_FORMULAS[self.rp["rope_type"]],
+            "inv_freq_default": [float(f"{x:.8g}") for x in default],
+            "inv_freq": [float(f"{x:.8g}") for x in inv0],
+            "logits_max_abs_diff_vs_default_rope": self.vs_default,
+            "tables": {
+                "rope_cos, rope_sin": f"[{self.table_T}, {d}] float32: rotary_emb's output for positions "
+                                      f"0..{self.table_T - 1} of prompt {self.table_prompt} (its forward), "
+                                      "attention_scaling included",
+                "rope_inv_freq": f"[{d // 2}] float32: rotary_emb.inv_freq during that forward",
+            },
+        }
+        if self.rp["rope_type"] == "llama3":
+            L = self.rp["original_max_position_embeddings"]
+            wl = 2 * math.pi / default
+            bands = {"high (kept)": [int(k) for k in np.nonzero(wl < L / self.rp["high_freq_factor"])[0]],
+                     "medium (smoothed)": [int(k) for k in np.nonzero((wl >= L / self.rp["high_freq_factor"])
+                                                                        & (wl <= L / self.rp["low_freq_factor"]))[0]],
+                     "low (divided by factor)": [int(k) for k in np.nonzero(wl > L / self.rp["low_freq_factor"])[0]]}
+            assert all(bands.values()), bands
+            m["llama3_bands"] = bands
+            m["wavelengths"] = [round(float(x), 3) for x in wl]
+        if self.rp["rope_type"] == "yarn":
+            low, high = yarn_range(self.rp, d)
+            e = 1 - np.clip((np.arange(d // 2) - low) / ((high + 0.001 if low == high else high) - low), 0, 1)
+            assert ((e > 0) & (e < 1)).any(), e
+            m["yarn_ramp"] = {"low": low, "high": high, "extrapolation_factor": [float(x) for x in e]}
+        if self.dynamic:
+            m["tables"].update({
+                "rope_inv_freq": f"[{d // 2}] float32: rotary_emb.inv_freq during that forward "
+                                 f"(the seq_len = {self.table_T} frequencies)",
+                "gen_rope_cos, gen_rope_sin": f"[{self.table_T + TINY_GREEDY_NEW - 1}, {d}] float32: row p = the "
+                                              f"cos/sin position p was rotated with during model.generate of prompt "
+                                              f"{self.table_prompt} (KV cache), i.e. for seq_len rope_seq_len[{self.table_prompt}][p]",
+            })
+            m["tables"]["p{i}.gen_logits"] = (f"[{TINY_GREEDY_NEW}, V] float32: the logits of each step of model.generate "
+                                              "(KV cache; row k picks greedy[i][k])")
+            m["gen_logits_max_abs_diff_vs_nocache"] = self.gen_vs_nocache
+            m["rope_seq_len"] = self.seq_lens
+            m["greedy_nocache"] = self.nocache
+            m["greedy_nocache_differs"] = [k for k, (a, b) in enumerate(zip(self.nocache, greedy_lists)) if a != b]
+            m["notes"] = DYNAMIC_NOTES
+        else:
+            m["notes"] = ["Static frequencies: computed once at init from the config; every forward and every "
+                          "generation step uses the same inv_freq (no dependence on the sequence length)."]
+        return m
+
+    def compare_default(self, ids, logits):
+        """max |logits - logits with the same weights and rope_type default|, for the sidecar (how
+        much this golden tells the scaled RoPE from the plain one)."""
+        if not hasattr(self, "plain"):
+            cfg = copy.deepcopy(self.model.config)
+            cfg.rope_parameters = {"rope_type": "default", "rope_theta": self.rp["rope_theta"]}
+            self.plain = LlamaForCausalLM(cfg).eval()
+            self.plain.load_state_dict(self.model.state_dict())
+        with torch.no_grad():
+            d = (self.plain(ids).logits[0] - logits).abs().max().item()
+        self.vs_default.append(float(f"{d:.3g}"))
+
+    def remove(self):
+        self.handle.remove()
 
 
 # --------------------------------------------------------------------------- capture
@@ -315,7 +657,9 @@ def embedding_grads(model, ids, target):
     return logits.detach(), g_lp[0].detach(), g_p[0].detach()
 
 
-def tiny_golden(name, model_dir, tok_ref):
+def tiny_golden(name, model_dir, tok_ref, prompts=TINY_PROMPTS, rope=None):
+    """`rope`: the intended rope_parameters of a RoPE-scaling model (adds RopeRecorder's
+    tensors and "rope" block), None for the plain tiny models."""
     model = load_tiny(model_dir)
     # Tokenize with tokenizer.json itself (what the Rust side loads). Do NOT use
     # AutoTokenizer here: for model_type qwen2, transformers 5 picks Qwen2Tokenizer, which
@@ -323,17 +667,24 @@ def tiny_golden(name, model_dir, tok_ref):
     # one by one) and so gives different ids than tokenizer.json does.
     tok = Tokenizer.from_file(str(Path(model_dir) / "tokenizer.json"))
     L = model.config.num_hidden_layers
+    rec = None
+    if rope is not None:
+        rec = RopeRecorder(model, rope, table_prompt=max(range(len(prompts)), key=lambda k: len(tok.encode(prompts[k]).ids)))
     tensors, all_ids, all_greedy = {}, [], []
-    for i, prompt in enumerate(TINY_PROMPTS):
+    for i, prompt in enumerate(prompts):
         ids_list = tok.encode(prompt).ids
         assert ids_list == tok_ref(prompt).input_ids, "tokenizer.json round trip changed the ids"
         assert 0 not in ids_list  # no BOS / EOT
         ids = torch.tensor([ids_list], dtype=torch.int64)
         cap = Capture(model)
+        if rec:
+            rec.fresh()
         with torch.no_grad():
             out = model(ids, output_attentions=True, output_hidden_states=True)
         cap.remove()
         T = ids.shape[1]
+        if rec:
+            rec.forward_done(i, T)
         resid = torch.stack([r[0] for r in cap.resid])             # [L+1, T, d]
         # Cross-checks against HF's own outputs.
         hs = out.hidden_states
@@ -346,9 +697,12 @@ def tiny_golden(name, model_dir, tok_ref):
             assert_close(model.model.embed_tokens(ids)[0], resid[0], f"{name} p{i} embed", TOL)
         logits = out.logits[0]
         target = logits[-1].argmax().view(1)
+        if rec:
+            rec.compare_default(ids, logits)
+            rec.fresh()
         logits_e, g_lp, g_p = embedding_grads(model, ids, target.item())
         assert_close(logits_e, logits[-1], f"{name} p{i} logits via inputs_embeds", TOL)
-        gr = greedy(model, ids, TINY_GREEDY_NEW)
+        gr = rec.greedy(i, ids, TINY_GREEDY_NEW) if rec else greedy(model, ids, TINY_GREEDY_NEW)
         tensors.update({
             f"p{i}.input_ids": ids[0],
             f"p{i}.resid": resid,
@@ -368,17 +722,21 @@ def tiny_golden(name, model_dir, tok_ref):
     meta = {
         "model": name,
         "checkpoint": f"tests/data/{name}",
-        "prompts": TINY_PROMPTS,
+        "prompts": prompts,
         "input_ids": all_ids,
         "tokenizer_note": "input_ids = tokenizers.Tokenizer.from_file(tokenizer.json).encode(prompt).ids, no BOS",
         "greedy": all_greedy,
         "greedy_max_new_tokens": TINY_GREEDY_NEW,
         "greedy_note": "generate(do_sample=False, eos_token_id=None): EOS (id 0) does not stop generation",
-        "targets": [int(tensors[f"p{i}.target"]) for i in range(len(TINY_PROMPTS))],
+        "targets": [int(tensors[f"p{i}.target"]) for i in range(len(prompts))],
         "dtype": "float32",
         "attn_implementation": "eager",
         "versions": versions(),
     }
+    if rec:
+        rec.remove()
+        tensors.update(rec.tensors)
+        meta["rope"] = rec.meta(all_greedy)
     write_golden(name, tensors, meta, GENERATOR)
 
 
@@ -496,10 +854,15 @@ def main():
     deterministic_setup()
 
     tok = make_tokenizer()
-    for k, (name, cls, cfg) in enumerate(tiny_configs(len(tok))):
+    tiny = tiny_configs(len(tok))
+    for k, (name, cls, cfg) in enumerate(tiny):
         print(f"{name}: writing checkpoint")
         d = save_checkpoint(name, cls, cfg, tok, SEED + k)
         tiny_golden(name, d, tok)
+    for k, (name, cfg, rp, layout) in enumerate(rope_configs(len(tok)), start=len(tiny)):
+        print(f"{name}: writing checkpoint")
+        d = save_checkpoint(name, LlamaForCausalLM, cfg, tok, SEED + k, layout=layout)
+        tiny_golden(name, d, tok, prompts=ROPE_PROMPTS, rope=rp)
     if not args.skip_smollm2:
         print("smollm2: loading GGUF")
         smollm2_golden()
