@@ -6,6 +6,7 @@ use std::path::Path;
 use serde::Serialize;
 use serde_json::Value;
 
+use super::rope::RopeScaling;
 use crate::error::{Error, Result};
 
 /// The architecture families tokenlens implements (see `gpt2.rs` and `llama.rs`).
@@ -51,6 +52,8 @@ pub struct ModelConfig {
     pub norm_eps: f64,
     /// RoPE base frequency (Llama family only).
     pub rope_theta: f64,
+    /// RoPE's long-context scaling (Llama family only).
+    pub rope_scaling: RopeScaling,
     /// Bias on the q, k and v projections (Qwen2; Llama with `attention_bias`).
     pub qkv_bias: bool,
     /// Bias on the attention output projection (Llama with `attention_bias`).
@@ -152,6 +155,7 @@ impl ModelConfig {
                     max_position_embeddings: f.usize("n_positions")?,
                     norm_eps: f.opt_f64("layer_norm_epsilon")?.unwrap_or(1e-5),
                     rope_theta: 0.0,
+                    rope_scaling: RopeScaling::Default,
                     qkv_bias: true,
                     o_bias: true,
                     mlp_bias: true,
@@ -176,22 +180,8 @@ impl ModelConfig {
                 }
                 // transformers >= 5 writes `rope_parameters`; older versions `rope_theta` + `rope_scaling`.
                 let rope = v.get("rope_parameters").filter(|x| !x.is_null());
-                let scaling = v.get("rope_scaling").filter(|x| !x.is_null()).or(rope);
-                if let Some(s) = scaling {
-                    let kind = s
-                        .get("rope_type")
-                        .or_else(|| s.get("type"))
-                        .and_then(|x| x.as_str());
-                    if !matches!(kind, None | Some("default")) {
-                        return Err(Error::model(
-                            path,
-                            format!(
-                                "rope scaling `{}` is not supported (only plain RoPE)",
-                                kind.unwrap_or("?")
-                            ),
-                        ));
-                    }
-                }
+                let max_position_embeddings = f.usize("max_position_embeddings")?;
+                let rope_scaling = RopeScaling::from_hf(path, &v, max_position_embeddings)?;
                 let rope_theta = match rope
                     .and_then(|r| r.get("rope_theta"))
                     .and_then(|x| x.as_f64())
@@ -216,9 +206,10 @@ impl ModelConfig {
                     n_kv_heads: f.opt_usize("num_key_value_heads")?.unwrap_or(heads),
                     head_dim: f.opt_usize("head_dim")?.unwrap_or(hidden / heads.max(1)),
                     intermediate_size: f.usize("intermediate_size")?,
-                    max_position_embeddings: f.usize("max_position_embeddings")?,
+                    max_position_embeddings,
                     norm_eps: f.opt_f64("rms_norm_eps")?.unwrap_or(1e-6),
                     rope_theta,
+                    rope_scaling,
                     qkv_bias: is_qwen || attention_bias,
                     o_bias: !is_qwen && attention_bias,
                     mlp_bias: f.opt_bool("mlp_bias")?.unwrap_or(false),
@@ -342,10 +333,13 @@ mod tests {
             .to_string();
         assert!(e.starts_with("c.json: invalid JSON"), "{e}");
         let text = r#"{"model_type":"llama","hidden_size":64,"num_attention_heads":4,"num_hidden_layers":1,
-            "intermediate_size":8,"vocab_size":8,"max_position_embeddings":8,"rope_scaling":{"rope_type":"llama3"}}"#;
+            "intermediate_size":8,"vocab_size":8,"max_position_embeddings":8,"rope_scaling":{"rope_type":"longrope"}}"#;
         let e = ModelConfig::from_hf_json(Path::new("c.json"), text)
             .unwrap_err()
             .to_string();
-        assert!(e.contains("rope scaling `llama3` is not supported"), "{e}");
+        assert!(
+            e.contains("rope scaling `longrope` is not supported"),
+            "{e}"
+        );
     }
 }

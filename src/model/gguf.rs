@@ -10,6 +10,7 @@ use candle_core::quantized::gguf_file::{Content, Value};
 use candle_core::{Device, Tensor};
 
 use super::config::{Activation, Arch, ModelConfig, SUPPORTED_MODEL_TYPES};
+use super::rope::{RopeScaling, SUPPORTED_ROPE_TYPES};
 use super::weights::Weights;
 use crate::error::{Error, Result};
 
@@ -28,9 +29,18 @@ pub fn load(path: &Path) -> Result<GgufCheckpoint> {
         .map_err(|e| Error::model(path, format!("not a readable GGUF file: {e}")))?;
     let config = config_from_metadata(path, &content.metadata)?;
     let mut tensors = HashMap::new();
+    // Llama 3.x GGUFs carry their `llama3` RoPE scaling as per-frequency factors; ignoring them
+    // would silently compute another model.
+    if content.tensor_infos.contains_key("rope_freqs.weight") {
+        return Err(Error::model(
+            path,
+            "tensor `rope_freqs.weight` (Llama 3.x RoPE frequency factors) is not supported in \
+             GGUF files yet; load the Hugging Face checkpoint, whose `rope_scaling` is",
+        ));
+    }
     for name in content.tensor_infos.keys() {
         let Some(hf_name) = hf_name(config.arch, name) else {
-            continue; // e.g. rope_freqs: not used by the architectures we support
+            continue; // a tensor no supported architecture reads
         };
         let q = content
             .tensor(&mut reader, name, &Device::Cpu)
@@ -184,7 +194,8 @@ fn config_from_metadata(path: &Path, md: &HashMap<String, Value>) -> Result<Mode
                     .unwrap_or_default();
                 if kind != "none" {
                     return Err(err(format!(
-                        "rope scaling `{kind}` is not supported (only plain RoPE)"
+                        "rope scaling `{kind}` is not supported in GGUF files yet (only plain \
+                         RoPE; HF checkpoints support {SUPPORTED_ROPE_TYPES})"
                     )));
                 }
             }
@@ -201,6 +212,7 @@ fn config_from_metadata(path: &Path, md: &HashMap<String, Value>) -> Result<Mode
                 max_position_embeddings: usize_of("context_length")?,
                 norm_eps: opt_f64("attention.layer_norm_rms_epsilon").unwrap_or(1e-5),
                 rope_theta: opt_f64("rope.freq_base").unwrap_or(10_000.0),
+                rope_scaling: RopeScaling::Default,
                 qkv_bias: arch_name == "qwen2",
                 o_bias: false,
                 mlp_bias: false,
@@ -224,6 +236,7 @@ fn config_from_metadata(path: &Path, md: &HashMap<String, Value>) -> Result<Mode
             max_position_embeddings: usize_of("context_length")?,
             norm_eps: opt_f64("attention.layer_norm_epsilon").unwrap_or(1e-5),
             rope_theta: 0.0,
+            rope_scaling: RopeScaling::Default,
             qkv_bias: true,
             o_bias: true,
             mlp_bias: true,

@@ -76,6 +76,7 @@ impl Llama {
         let rope = RopeTable::new(
             cfg.head_dim,
             cfg.rope_theta,
+            &cfg.rope_scaling,
             cfg.max_position_embeddings,
             embed.device(),
         )?;

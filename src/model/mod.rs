@@ -25,6 +25,7 @@ pub mod kernels;
 pub mod llama;
 pub mod ops;
 pub mod reverse;
+pub mod rope;
 #[cfg(test)]
 pub(crate) mod test_util;
 pub mod tokenizer;

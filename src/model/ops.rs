@@ -10,6 +10,7 @@ use candle_core::{D, Device, Tensor};
 
 use super::LayerCtx;
 pub use super::kernels::AttnMask;
+use super::rope::RopeScaling;
 use super::{autodiff, kernels};
 use crate::error::Result;
 use crate::numerics::matrix::transpose;
@@ -274,18 +275,24 @@ pub struct RopeTable {
 }
 
 impl RopeTable {
-    pub fn new(head_dim: usize, theta: f64, max_pos: usize, device: &Device) -> Result<Self> {
+    /// The table of positions `0..max_pos` for heads of `head_dim`, RoPE base `theta`, scaled
+    /// as `scaling` says (see `model::rope`).
+    pub fn new(
+        head_dim: usize,
+        theta: f64,
+        scaling: &RopeScaling,
+        max_pos: usize,
+        device: &Device,
+    ) -> Result<Self> {
         let half = head_dim / 2;
-        let inv: Vec<f32> = (0..half)
-            .map(|i| 1.0 / (theta as f32).powf((2 * i) as f32 / head_dim as f32))
-            .collect();
+        let (inv, attention_factor) = scaling.inv_freq(head_dim, theta);
         let mut cos = Vec::with_capacity(max_pos * half);
         let mut sin = Vec::with_capacity(max_pos * half);
         for p in 0..max_pos {
             for f in &inv {
                 let a = p as f32 * f;
-                cos.push(a.cos());
-                sin.push(a.sin());
+                cos.push(a.cos() * attention_factor);
+                sin.push(a.sin() * attention_factor);
             }
         }
         Ok(RopeTable {
@@ -353,7 +360,7 @@ mod tests {
         ] {
             assert!(max_diff(&f, &s) < 1e-5, "{}", max_diff(&f, &s));
         }
-        let table = RopeTable::new(8, 10000.0, 16, &Device::Cpu).unwrap();
+        let table = RopeTable::new(8, 10000.0, &RopeScaling::Default, 16, &Device::Cpu).unwrap();
         let pos = Tensor::new(&[[0u32, 1, 2, 3, 4], [0, 0, 0, 1, 2]], &Device::Cpu).unwrap();
         let (c, s) = table.select(&pos).unwrap();
         let fast = apply_rope(&x, &c, &s, Mode::Fast).unwrap();
@@ -369,7 +376,7 @@ mod tests {
     fn differentiable_path_matches_finite_differences() {
         let w = randn(&[6], 5).affine(0.5, 1.0).unwrap();
         let bb = randn(&[6], 6);
-        let table = RopeTable::new(6, 100.0, 8, &Device::Cpu).unwrap();
+        let table = RopeTable::new(6, 100.0, &RopeScaling::Default, 8, &Device::Cpu).unwrap();
         let pos = Tensor::new(&[[0u32, 1, 2, 3]], &Device::Cpu).unwrap();
         let (c, s) = table.select(&pos).unwrap();
         let f = |x: &Tensor| -> Tensor {

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use candle_core::quantized::gguf_file::Value;
 
-use crate::common::{Golden, Tokenlens, data_dir, scratch, write_gguf};
+use crate::common::{Golden, Tokenlens, data_dir, scratch, write_gguf, write_gguf_with};
 
 const BIN: Tokenlens = Tokenlens::NO_CACHE;
 
@@ -267,6 +267,39 @@ fn broken_gguf_files() {
         tok.to_str().unwrap(),
         "x",
     ]);
+
+    // RoPE scaling in GGUF: Llama 3.x's frequency factors, and scaling metadata.
+    std::fs::create_dir_all(dir.join("freqs")).unwrap();
+    let factors =
+        candle_core::Tensor::ones(4, candle_core::DType::F32, &candle_core::Device::Cpu).unwrap();
+    write_gguf_with(
+        "tiny-llama",
+        &dir.join("freqs"),
+        true,
+        &[],
+        &[("rope_freqs.weight", factors)],
+    );
+    BIN.fails_mentioning(
+        &["predict", "--model", &d("freqs/tiny-llama.gguf"), "x"],
+        &[
+            "freqs/tiny-llama.gguf: tensor `rope_freqs.weight`",
+            "not supported in GGUF files yet",
+        ],
+    );
+    std::fs::create_dir_all(dir.join("yarn")).unwrap();
+    write_gguf(
+        "tiny-llama",
+        &dir.join("yarn"),
+        true,
+        &[("llama.rope.scaling.type", Value::String("yarn".into()))],
+    );
+    BIN.fails_mentioning(
+        &["predict", "--model", &d("yarn/tiny-llama.gguf"), "x"],
+        &[
+            "rope scaling `yarn` is not supported in GGUF files yet",
+            "default, linear, dynamic, llama3, yarn",
+        ],
+    );
 
     std::fs::create_dir_all(dir.join("pre")).unwrap();
     write_gguf(

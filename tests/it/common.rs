@@ -262,6 +262,17 @@ pub fn write_gguf(
     permute: bool,
     metadata_override: &[(&str, Value)],
 ) -> PathBuf {
+    write_gguf_with(name, out_dir, permute, metadata_override, &[])
+}
+
+/// [`write_gguf`] plus `extra` tensors under their GGUF names.
+pub fn write_gguf_with(
+    name: &str,
+    out_dir: &Path,
+    permute: bool,
+    metadata_override: &[(&str, Value)],
+    extra: &[(&str, Tensor)],
+) -> PathBuf {
     let dir = data_dir().join(name);
     let model = Model::load(&dir, None).unwrap();
     let cfg = &model.config;
@@ -324,6 +335,9 @@ pub fn write_gguf(
             t = gguf::permute(&t, cfg.n_kv_heads).unwrap();
         }
         q.push((g, QTensor::quantize(&t, GgmlDType::F32).unwrap()));
+    }
+    for (g, t) in extra {
+        q.push((g.to_string(), QTensor::quantize(t, GgmlDType::F32).unwrap()));
     }
     q.sort_by(|a, b| a.0.cmp(&b.0));
 

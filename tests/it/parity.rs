@@ -25,11 +25,25 @@ fn all_captures() -> Capture {
 /// Runs all golden prompts as ONE left-padded batch and compares every row with the reference,
 /// which ran each prompt alone: this checks padding, masks and per-row positions too.
 fn check_tiny(name: &str) {
+    let n = Golden::load(name).prompts().len();
+    check_tiny_rows(name, &(0..n).collect::<Vec<_>>());
+}
+
+/// `check_tiny` on some of the golden's prompts (`rows`, ascending); the greedy continuation is
+/// checked for those whose 8 new tokens fit the model's context.
+fn check_tiny_rows(name: &str, rows: &[usize]) {
     let golden = Golden::load(name);
     let model = Model::load(&data_dir().join(name), None).unwrap();
     let prompts = golden.prompts();
-    let ids: Vec<Vec<u32>> = prompts.iter().map(|p| model.encode(p).unwrap()).collect();
-    assert_eq!(ids, golden.ids("input_ids"), "{name}: tokenizer ids");
+    let all_ids = golden.ids("input_ids");
+    let ids: Vec<Vec<u32>> = rows
+        .iter()
+        .map(|&r| model.encode(&prompts[r]).unwrap())
+        .collect();
+    let want: Vec<Vec<u32>> = rows.iter().map(|&r| all_ids[r].clone()).collect();
+    assert_eq!(ids, want, "{name}: tokenizer ids");
+    // Golden rows of the checked prompts (their keys are `p{golden row}.*`).
+    let row = |r: usize| rows[r];
 
     let batch = model.batch(&ids).unwrap();
     let out = model.forward(&batch, &all_captures()).unwrap();
@@ -39,7 +53,7 @@ fn check_tiny(name: &str) {
     for (r, row_ids) in ids.iter().enumerate() {
         let pad = batch.pad(r);
         let t = row_ids.len();
-        let key = |k: &str| format!("p{r}.{k}");
+        let key = |k: &str| format!("p{}.{k}", row(r));
         let resid = Tensor::stack(
             &out.residual
                 .iter()
@@ -115,7 +129,10 @@ fn check_tiny(name: &str) {
     let targets: Vec<Target> = (0..ids.len())
         .map(|r| Target {
             position: batch.width() - 1,
-            token: golden.t(&format!("p{r}.target")).to_vec1::<i64>().unwrap()[0] as u32,
+            token: golden
+                .t(&format!("p{}.target", row(r)))
+                .to_vec1::<i64>()
+                .unwrap()[0] as u32,
         })
         .collect();
     for (objective, key) in [
@@ -131,7 +148,7 @@ fn check_tiny(name: &str) {
             worst = worst.max(assert_close(
                 &format!("{name} p{r} {key}"),
                 &got,
-                golden.t(&format!("p{r}.{key}")),
+                golden.t(&format!("p{}.{key}", row(r))),
                 GRAD_TOL,
             ));
             // Padding positions get no gradient.
@@ -152,10 +169,13 @@ fn check_tiny(name: &str) {
         eprintln!("{name}: {key} parity, worst scaled error {worst:.2e}");
     }
 
+    let fits: Vec<usize> = (0..ids.len())
+        .filter(|&r| ids[r].len() + 8 <= model.config.max_position_embeddings)
+        .collect();
     let gens = model
         .generate(
-            &ids,
-            &vec![0; ids.len()],
+            &fits.iter().map(|&r| ids[r].clone()).collect::<Vec<_>>(),
+            &vec![0; fits.len()],
             &GenerateOptions {
                 max_new_tokens: 8,
                 decoding: Decoding::Greedy,
@@ -164,7 +184,13 @@ fn check_tiny(name: &str) {
         )
         .unwrap();
     let got: Vec<Vec<u32>> = gens.into_iter().map(|g| g.generated).collect();
-    assert_eq!(got, golden.ids("greedy"), "{name}: greedy generation");
+    let greedy = golden.ids("greedy");
+    let want: Vec<Vec<u32>> = fits.iter().map(|&r| greedy[row(r)].clone()).collect();
+    assert!(
+        !want.is_empty(),
+        "{name}: no prompt fits the context for generation"
+    );
+    assert_eq!(got, want, "{name}: greedy generation");
 }
 
 #[test]
@@ -180,6 +206,65 @@ fn tiny_llama_matches_transformers() {
 #[test]
 fn tiny_qwen2_matches_transformers() {
     check_tiny("tiny-qwen2");
+}
+
+/// RoPE scaling (`rope_scaling` / `rope_parameters`): Llama 3.x's `llama3`, `linear` and `yarn`
+/// (whose attention factor scales cos and sin), with a 43-token prompt past the original context.
+#[test]
+fn tiny_llama3_rope_scaling_matches_transformers() {
+    check_tiny("tiny-llama3");
+}
+
+#[test]
+fn tiny_llama_linear_rope_scaling_matches_transformers() {
+    check_tiny("tiny-llama-linear");
+}
+
+#[test]
+fn tiny_llama_yarn_rope_scaling_matches_transformers() {
+    check_tiny("tiny-llama-yarn");
+}
+
+/// Dynamic NTK changes nothing within `max_position_embeddings` (16 here), the only lengths
+/// tokenlens runs: the prompts that fit match transformers, a longer one is refused.
+#[test]
+fn tiny_llama_dynamic_rope_matches_transformers_within_the_context() {
+    check_tiny_rows("tiny-llama-dynamic", &[0, 1]);
+    let golden = Golden::load("tiny-llama-dynamic");
+    let model = Model::load(&data_dir().join("tiny-llama-dynamic"), None).unwrap();
+    let long = &golden.prompts()[3];
+    let e = model
+        .encode(long)
+        .and_then(|ids| model.batch(&[ids]))
+        .unwrap_err();
+    assert!(e.to_string().contains("16"), "{e}");
+}
+
+/// The cos and sin tables of every scaled RoPE against the ones transformers' rotary embedding
+/// produced for the 43-token prompt ([T, head_dim]: the half-table twice, rotate-half layout).
+#[test]
+fn rope_tables_match_transformers() {
+    use tokenlens::model::ops::RopeTable;
+    for name in ["tiny-llama3", "tiny-llama-linear", "tiny-llama-yarn"] {
+        let golden = Golden::load(name);
+        let c = Model::load(&data_dir().join(name), None).unwrap().config;
+        let table = RopeTable::new(
+            c.head_dim,
+            c.rope_theta,
+            &c.rope_scaling,
+            c.max_position_embeddings,
+            &candle_core::Device::Cpu,
+        )
+        .unwrap();
+        let (cos, sin) = table.tables();
+        for (ours, key) in [(cos, "rope_cos"), (sin, "rope_sin")] {
+            let want = golden.t(key);
+            let t = want.dims()[0];
+            let half = ours.narrow(0, 0, t).unwrap();
+            let full = Tensor::cat(&[&half, &half], 1).unwrap();
+            assert_close(&format!("{name} {key}"), &full, want, 1e-5);
+        }
+    }
 }
 
 /// Both lens variants against a computation from the checkpoint's tensors: Ecco's (no final

@@ -472,3 +472,26 @@ fn sampled_runs_are_deterministic() {
         rows(&dir.join("out"), "tokens")
     );
 }
+
+/// Every analysis, integrated gradients and NMF included, on a model with scaled RoPE (Llama
+/// 3.x's `llama3`, head_dim != hidden / heads): every table gets rows.
+#[test]
+fn every_analysis_runs_on_a_llama3_rope_model() {
+    let model = data_dir().join("tiny-llama3");
+    let spec = tiny_spec(
+        "run-llama3",
+        DATA,
+        &SPEC.replace("MODEL", model.to_str().unwrap()),
+    );
+    let out_dir = spec.parent().unwrap().join("out");
+    let stdout = BIN.ok(&["run", "-q", spec.to_str().unwrap()]);
+    assert!(stdout.starts_with("done: 7 prompts, "), "{stdout}");
+    let manifest = json(&out_dir.join("manifest.json"));
+    assert_eq!(
+        manifest["model"]["config"]["rope_scaling"]["rope_type"],
+        "llama3"
+    );
+    for t in ALL_TABLES.iter().map(|t| t.name) {
+        assert!(!rows(&out_dir, t).is_empty(), "{t} has no rows");
+    }
+}

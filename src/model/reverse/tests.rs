@@ -139,3 +139,11 @@ fn matches_autograd_llama() {
 fn matches_autograd_qwen2() {
     check(&tiny_model("tiny-qwen2"));
 }
+
+/// Scaled RoPE (Llama 3.x's `llama3`; YaRN, whose attention factor scales cos and sin) reads the
+/// same tables forward and backward.
+#[test]
+fn matches_autograd_with_scaled_rope() {
+    check(&tiny_model("tiny-llama3"));
+    check(&tiny_model("tiny-llama-yarn"));
+}
