@@ -21,22 +21,36 @@ pub struct GgufCheckpoint {
     pub metadata: HashMap<String, Value>,
 }
 
+/// The tensor of per-frequency RoPE divisors (Llama 3.x's `llama3` scaling).
+const ROPE_FREQS: &str = "rope_freqs.weight";
+
 /// Reads and dequantizes a whole GGUF file.
 pub fn load(path: &Path) -> Result<GgufCheckpoint> {
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
     let mut reader = BufReader::new(file);
     let content = Content::read(&mut reader)
         .map_err(|e| Error::model(path, format!("not a readable GGUF file: {e}")))?;
-    let config = config_from_metadata(path, &content.metadata)?;
+    let mut config = config_from_metadata(path, &content.metadata)?;
     let mut tensors = HashMap::new();
-    // Llama 3.x GGUFs carry their `llama3` RoPE scaling as per-frequency factors; ignoring them
-    // would silently compute another model.
-    if content.tensor_infos.contains_key("rope_freqs.weight") {
-        return Err(Error::model(
-            path,
-            "tensor `rope_freqs.weight` (Llama 3.x RoPE frequency factors) is not supported in \
-             GGUF files yet; load the Hugging Face checkpoint, whose `rope_scaling` is",
-        ));
+    // Llama 3.x GGUFs carry their `llama3` RoPE scaling as per-frequency divisors.
+    if content.tensor_infos.contains_key(ROPE_FREQS) {
+        let factors = content
+            .tensor(&mut reader, ROPE_FREQS, &Device::Cpu)
+            .and_then(|q| q.dequantize(&Device::Cpu))
+            .and_then(|t| t.flatten_all()?.to_vec1::<f32>())
+            .map_err(|e| Error::model(path, format!("tensor `{ROPE_FREQS}`: {e}")))?;
+        if factors.len() != config.head_dim / 2 || factors.iter().any(|f| !(*f > 0.0)) {
+            return Err(Error::model(
+                path,
+                format!(
+                    "tensor `{ROPE_FREQS}` must hold {} positive factors (head_dim / 2), got {} \
+                     values",
+                    config.head_dim / 2,
+                    factors.len()
+                ),
+            ));
+        }
+        config.rope_scaling = RopeScaling::Factors { factors };
     }
     for name in content.tensor_infos.keys() {
         let Some(hf_name) = hf_name(config.arch, name) else {

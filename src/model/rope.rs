@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 pub const SUPPORTED_ROPE_TYPES: &str = "default, linear, dynamic, llama3, yarn";
 
 /// How the RoPE frequencies are scaled for a longer context.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "rope_type", rename_all = "snake_case")]
 pub enum RopeScaling {
     /// Plain RoPE (`default`).
@@ -46,6 +46,9 @@ pub enum RopeScaling {
         /// Round the ramp's ends to whole dimensions (transformers' default).
         truncate: bool,
     },
+    /// Each inverse frequency divided by its own factor, as GGUF files of Llama 3.x carry their
+    /// `llama3` scaling (tensor `rope_freqs.weight`, llama.cpp's `freq_factors`).
+    Factors { factors: Vec<f32> },
 }
 
 impl RopeScaling {
@@ -169,6 +172,9 @@ impl RopeScaling {
             .collect();
         match *self {
             RopeScaling::Default | RopeScaling::Dynamic { .. } => (plain, 1.0),
+            RopeScaling::Factors { ref factors } => {
+                (plain.iter().zip(factors).map(|(f, d)| f / d).collect(), 1.0)
+            }
             RopeScaling::Linear { factor } => {
                 (plain.iter().map(|f| f / factor as f32).collect(), 1.0)
             }

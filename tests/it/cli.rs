@@ -268,7 +268,8 @@ fn broken_gguf_files() {
         "x",
     ]);
 
-    // RoPE scaling in GGUF: Llama 3.x's frequency factors, and scaling metadata.
+    // RoPE scaling in GGUF: Llama 3.x's frequency divisors of the wrong count, and scaling
+    // metadata.
     std::fs::create_dir_all(dir.join("freqs")).unwrap();
     let factors =
         candle_core::Tensor::ones(4, candle_core::DType::F32, &candle_core::Device::Cpu).unwrap();
@@ -282,8 +283,8 @@ fn broken_gguf_files() {
     BIN.fails_mentioning(
         &["predict", "--model", &d("freqs/tiny-llama.gguf"), "x"],
         &[
-            "freqs/tiny-llama.gguf: tensor `rope_freqs.weight`",
-            "not supported in GGUF files yet",
+            "freqs/tiny-llama.gguf: tensor `rope_freqs.weight` must hold 8 positive factors \
+             (head_dim / 2), got 4 values",
         ],
     );
     std::fs::create_dir_all(dir.join("yarn")).unwrap();

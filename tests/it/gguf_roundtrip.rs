@@ -2,9 +2,10 @@
 //! them out (Q/K rows permuted for interleaved RoPE, linear [out, in] weights, tokenizer in the
 //! metadata) must load back to exactly the model the HF directory gives.
 
+use candle_core::{Device, IndexOp, Tensor};
 use tokenlens::model::{Capture, Layers, Logits, Model};
 
-use crate::common::{assert_close, data_dir, scratch, write_gguf};
+use crate::common::{assert_close, data_dir, scratch, write_gguf, write_gguf_with};
 
 fn check_same_as_hf(name: &str) {
     let dir = scratch(&format!("gguf-{name}"));
@@ -94,4 +95,60 @@ fn gguf_llama_permutation_matters() {
         d > 1e-2 * m,
         "un-permuting unpermuted Q/K should change the logits ({d} vs {m})"
     );
+}
+
+/// A Llama 3.x GGUF carries its `llama3` RoPE scaling as per-frequency divisors
+/// (`rope_freqs.weight`): tiny-llama3 written that way, the divisors taken from transformers' own
+/// inverse frequencies, gives transformers' logits for every golden prompt.
+#[test]
+fn llama3_rope_freqs_in_gguf_match_transformers() {
+    let golden = crate::common::Golden::load("tiny-llama3");
+    let c = Model::load(&data_dir().join("tiny-llama3"), None)
+        .unwrap()
+        .config;
+    let scaled = golden.t("rope_inv_freq").to_vec1::<f32>().unwrap();
+    let factors: Vec<f32> = scaled
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            (c.rope_theta as f32)
+                .powf((2 * i) as f32 / c.head_dim as f32)
+                .recip()
+                / s
+        })
+        .collect();
+    assert!(
+        factors.iter().any(|f| *f > 1.5),
+        "the scaling changes frequencies"
+    );
+    let dir = scratch("gguf-rope-freqs");
+    let factors = Tensor::new(factors.as_slice(), &Device::Cpu).unwrap();
+    let path = write_gguf_with(
+        "tiny-llama3",
+        &dir,
+        true,
+        &[],
+        &[("rope_freqs.weight", factors)],
+    );
+    let model = Model::load(&path, None).unwrap();
+    for (r, p) in golden.prompts().iter().enumerate() {
+        let ids = model.encode(p).unwrap();
+        let batch = model.batch(&[ids]).unwrap();
+        let out = model
+            .forward(
+                &batch,
+                &Capture {
+                    logits: Logits::All,
+                    ..Capture::default()
+                },
+            )
+            .unwrap();
+        let logits = out.logits.unwrap().i(0).unwrap();
+        assert_close(
+            &format!("tiny-llama3 GGUF p{r} logits"),
+            &logits,
+            golden.t(&format!("p{r}.logits")),
+            1e-4,
+        );
+    }
 }
