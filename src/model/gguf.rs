@@ -39,7 +39,7 @@ pub fn load(path: &Path) -> Result<GgufCheckpoint> {
             .and_then(|q| q.dequantize(&Device::Cpu))
             .and_then(|t| t.flatten_all()?.to_vec1::<f32>())
             .map_err(|e| Error::model(path, format!("tensor `{ROPE_FREQS}`: {e}")))?;
-        if factors.len() != config.head_dim / 2 || factors.iter().any(|f| !(*f > 0.0)) {
+        if factors.len() != config.head_dim / 2 || factors.iter().any(|f| f.is_nan() || *f <= 0.0) {
             return Err(Error::model(
                 path,
                 format!(
