@@ -75,15 +75,10 @@ impl RowSource for ActivationsSource<'_> {
             .map_err(Error::external)?;
             for b in batches(reader, path) {
                 let b = b.map_err(Error::external)?;
-                let col = |name, expected| -> Result<_> {
-                    column::<Int32Array>(&b, name, path, expected).map_err(Error::external)
-                };
-                let d =
-                    column::<StringArray>(&b, "doc_id", path, "string").map_err(Error::external)?;
-                let p = col("position", "int32")?;
-                let l = col("layer", "int32")?;
-                let v = column::<ListArray>(&b, "values", path, "a list of floats")
-                    .map_err(Error::external)?;
+                let d = col::<StringArray>(&b, "doc_id", path, "string")?;
+                let p = col::<Int32Array>(&b, "position", path, "int32")?;
+                let l = col::<Int32Array>(&b, "layer", path, "int32")?;
+                let v = col::<ListArray>(&b, "values", path, "a list of floats")?;
                 let f16 = v.values().as_any().downcast_ref::<Float16Array>();
                 let f32s = v.values().as_any().downcast_ref::<Float32Array>();
                 if (f16.is_none() && f32s.is_none()) || v.values().null_count() > 0 {
@@ -182,4 +177,15 @@ impl RowSource for ActivationsSource<'_> {
         }
         Ok(())
     }
+}
+
+/// A column of a batch (see `store::reader::column`), its error carried through the solver's
+/// callback as the engine's `External` error.
+fn col<'a, T: 'static>(
+    b: &'a arrow_array::RecordBatch,
+    name: &str,
+    path: &Path,
+    expected: &str,
+) -> Result<&'a T> {
+    column::<T>(b, name, path, expected).map_err(Error::external)
 }
