@@ -6,7 +6,7 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::kernels::{self, AttnDims, AttnMask, contiguous_f32};
+use super::kernels::{self, AttnDims, AttnMask, Scores, contiguous_f32};
 use crate::numerics::buffer::{SharedMut, init, uninit};
 use crate::numerics::math::fast_exp;
 use crate::numerics::matrix::mm;
@@ -207,6 +207,9 @@ pub struct Attention {
     pub tq: usize,
     pub tk: usize,
     pub window: Option<usize>,
+    pub causal: bool,
+    /// Scores are `scale * q . k`; soft-capped scores take the composed path (`ops::attend`).
+    pub scale: f32,
 }
 
 impl Attention {
@@ -216,6 +219,14 @@ impl Attention {
             tq: self.tq,
             tk: self.tk,
             window: self.window,
+            causal: self.causal,
+        }
+    }
+
+    fn scores(&self) -> Scores {
+        Scores {
+            scale: self.scale,
+            softcap: None,
         }
     }
 }
@@ -242,6 +253,7 @@ impl CustomOp3 for Attention {
             contiguous_f32(s3, l3)?,
             dims,
             &self.mask(),
+            self.scores(),
         ))?;
         Ok((CpuStorage::F32(out), (b, tq, h * hd).into()))
     }
@@ -259,14 +271,21 @@ impl CustomOp3 for Attention {
             h, hkv, tq, tk, hd, ..
         } = dims;
         let rep = h / hkv;
-        let scale = 1.0 / (hd as f32).sqrt();
+        let scale = self.scale;
         let (qs, ks, vs, dos) = (
             tensor_data(q)?,
             tensor_data(k)?,
             tensor_data(v)?,
             tensor_data(dout)?,
         );
-        let (_, probs) = wrap(kernels::attention_raw(&qs, &ks, &vs, dims, &self.mask()))?;
+        let (_, probs) = wrap(kernels::attention_raw(
+            &qs,
+            &ks,
+            &vs,
+            dims,
+            &self.mask(),
+            self.scores(),
+        ))?;
         let mut dq = uninit(qs.len());
         let mut dk = uninit(ks.len());
         let mut dv = uninit(vs.len());

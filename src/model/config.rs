@@ -9,21 +9,29 @@ use serde_json::Value;
 use super::rope::RopeScaling;
 use crate::error::{Error, Result};
 
-/// The architecture families tokenlens implements (see `gpt2.rs` and `llama.rs`).
+/// The architecture families tokenlens implements: each has a file that maps its config and
+/// weight names onto the shared block description (`block.rs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum Arch {
-    /// GPT-2 / distilgpt2: learned positions, LayerNorm, fused QKV, GELU MLP.
+    /// GPT-2 / distilgpt2: learned positions, LayerNorm, fused QKV, GELU MLP (`gpt2.rs`).
     Gpt2,
-    /// Llama family (Llama, Mistral, Qwen2, SmolLM): RMSNorm, RoPE, GQA, SwiGLU.
+    /// Llama family (Llama, Mistral, Qwen2, Qwen3, OLMo-2, SmolLM): RMSNorm, RoPE, GQA, SwiGLU
+    /// (`llama.rs`).
     Llama,
+    /// Gemma, Gemma 2, Gemma 3 (text): scaled embeddings, (1 + w) RMSNorm, GeGLU (`gemma.rs`).
+    Gemma,
+    /// GPT-NeoX / Pythia: LayerNorm, partial rotary, parallel residual (`neox.rs`).
+    GptNeox,
+    /// Phi-3: the Llama block with fused q|k|v and gate|up projections (`phi3.rs`).
+    Phi3,
 }
 
 /// The MLP nonlinearity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Activation {
-    /// GPT-2's tanh approximation of GELU (`gelu_new`).
+    /// The tanh approximation of GELU (`gelu_new`, `gelu_pytorch_tanh`).
     GeluTanh,
     /// Exact GELU (erf).
     Gelu,
@@ -31,8 +39,34 @@ pub enum Activation {
     Silu,
 }
 
+/// Norms on the attention's queries and keys (after the projection, before RoPE).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum QkNorm {
+    #[default]
+    None,
+    /// RMSNorm over each head (Qwen3, Gemma 3).
+    PerHead,
+    /// RMSNorm over the whole q (and k) projection (OLMo-2).
+    Whole,
+}
+
+/// Where a block's norms sit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum NormPlacement {
+    /// On each sublayer's input (GPT-2, Llama).
+    #[default]
+    Pre,
+    /// On each sublayer's output, before the residual sum (OLMo-2).
+    Post,
+    /// Both (Gemma 2, Gemma 3).
+    Sandwich,
+}
+
 /// The model types (HF `model_type` / GGUF `general.architecture`) tokenlens accepts.
-pub const SUPPORTED_MODEL_TYPES: &str = "gpt2, llama, mistral, qwen2";
+pub const SUPPORTED_MODEL_TYPES: &str =
+    "gpt2, llama, mistral, qwen2, qwen3, olmo2, gemma, gemma2, gemma3_text, gpt_neox, phi3";
 
 /// Hyper-parameters of a checkpoint, independent of the file format it came from.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -50,25 +84,90 @@ pub struct ModelConfig {
     /// Longest sequence (prompt + generated tokens) the model accepts.
     pub max_position_embeddings: usize,
     pub norm_eps: f64,
-    /// RoPE base frequency (Llama family only).
+    /// RoPE base frequency (0 without RoPE).
     pub rope_theta: f64,
-    /// RoPE's long-context scaling (Llama family only).
+    /// RoPE's long-context scaling.
     pub rope_scaling: RopeScaling,
-    /// Bias on the q, k and v projections (Qwen2; Llama with `attention_bias`).
+    /// Values of each head RoPE rotates: head_dim unless the rotary is partial (GPT-NeoX, Phi).
+    pub rotary_dim: usize,
+    /// RoPE base of the sliding-window layers, when it differs (Gemma 3's local base; their
+    /// RoPE is never scaled).
+    pub rope_local_theta: Option<f64>,
+    /// Bias on the q, k and v projections (Qwen2, GPT-NeoX; Llama with `attention_bias`).
     pub qkv_bias: bool,
-    /// Bias on the attention output projection (Llama with `attention_bias`).
+    /// Bias on the attention output projection.
     pub o_bias: bool,
-    /// Bias on the MLP projections (Llama with `mlp_bias`).
+    /// Bias on the MLP projections.
     pub mlp_bias: bool,
     pub tie_word_embeddings: bool,
-    /// Mistral's sliding attention window, if any.
+    /// The sliding attention window of the layers that have one.
     pub sliding_window: Option<usize>,
+    /// Per layer: whether it attends within `sliding_window` only.
+    pub sliding_layers: Vec<bool>,
     pub activation: Activation,
+    pub qk_norm: QkNorm,
+    pub norm_placement: NormPlacement,
+    /// GPT-NeoX's parallel residual: x + attn(ln1(x)) + mlp(ln2(x)).
+    pub parallel_residual: bool,
+    /// Attention scores are `attn_scale * q . k`; 1 / sqrt(head_dim) when `None`.
+    pub attn_scale: Option<f64>,
+    /// Gemma 2's soft-caps of attention scores and of the final logits.
+    pub attn_softcap: Option<f64>,
+    pub final_softcap: Option<f64>,
     pub bos_token_id: Option<u32>,
     pub eos_token_ids: Vec<u32>,
 }
 
 impl ModelConfig {
+    /// A config with every optional feature off, for the parsers to fill in.
+    pub fn base(arch: Arch, model_type: &str) -> Self {
+        ModelConfig {
+            arch,
+            model_type: model_type.to_string(),
+            vocab_size: 0,
+            hidden_size: 0,
+            n_layers: 0,
+            n_heads: 0,
+            n_kv_heads: 0,
+            head_dim: 0,
+            intermediate_size: 0,
+            max_position_embeddings: 0,
+            norm_eps: 1e-5,
+            rope_theta: 0.0,
+            rope_scaling: RopeScaling::Default,
+            rotary_dim: 0,
+            rope_local_theta: None,
+            qkv_bias: false,
+            o_bias: false,
+            mlp_bias: false,
+            tie_word_embeddings: false,
+            sliding_window: None,
+            sliding_layers: vec![],
+            activation: Activation::Silu,
+            qk_norm: QkNorm::None,
+            norm_placement: NormPlacement::Pre,
+            parallel_residual: false,
+            attn_scale: None,
+            attn_softcap: None,
+            final_softcap: None,
+            bos_token_id: None,
+            eos_token_ids: vec![],
+        }
+    }
+
+    /// Whether the model rotates q and k (every family but GPT-2).
+    pub fn has_rope(&self) -> bool {
+        self.arch != Arch::Gpt2
+    }
+
+    /// The attention window of layer `l`, if it has one.
+    pub fn window(&self, l: usize) -> Option<usize> {
+        match self.sliding_layers.get(l) {
+            Some(true) => self.sliding_window,
+            _ => None,
+        }
+    }
+
     /// Checks the invariants every architecture relies on.
     pub fn validate(&self, path: &Path) -> Result<()> {
         let bad = |msg: String| Err(Error::model(path, msg));
@@ -87,17 +186,33 @@ impl ModelConfig {
                 self.n_heads, self.n_kv_heads
             ));
         }
-        if self.arch == Arch::Gpt2 && self.hidden_size != self.n_heads * self.head_dim {
+        if matches!(self.arch, Arch::Gpt2 | Arch::GptNeox)
+            && self.hidden_size != self.n_heads * self.head_dim
+        {
             return bad(format!(
                 "hidden size {} is not heads ({}) x head dim ({})",
                 self.hidden_size, self.n_heads, self.head_dim
             ));
         }
-        if self.arch == Arch::Llama && !self.head_dim.is_multiple_of(2) {
+        if self.has_rope()
+            && (!self.rotary_dim.is_multiple_of(2)
+                || self.rotary_dim == 0
+                || self.rotary_dim > self.head_dim)
+        {
             return bad(format!(
-                "RoPE needs an even head dim, got {}",
-                self.head_dim
+                "RoPE needs an even rotary dim between 2 and the head dim ({}), got {}",
+                self.head_dim, self.rotary_dim
             ));
+        }
+        if self.sliding_layers.len() != self.n_layers {
+            return bad(format!(
+                "{} layer types for {} layers",
+                self.sliding_layers.len(),
+                self.n_layers
+            ));
+        }
+        if self.sliding_layers.iter().any(|&s| s) && self.sliding_window.is_none_or(|w| w == 0) {
+            return bad("sliding-window layers without a positive `sliding_window`".into());
         }
         Ok(())
     }
@@ -108,123 +223,12 @@ impl ModelConfig {
             .map_err(|e| Error::model(path, format!("invalid JSON: {e}")))?;
         let f = Fields { path, v: &v };
         let model_type = f.str("model_type")?;
-        let eos_token_ids = match v.get("eos_token_id") {
-            Some(Value::Number(n)) => n.as_u64().map(|x| vec![x as u32]).unwrap_or_default(),
-            Some(Value::Array(a)) => a
-                .iter()
-                .filter_map(|x| x.as_u64())
-                .map(|x| x as u32)
-                .collect(),
-            _ => vec![],
-        };
-        let bos_token_id = f.opt_usize("bos_token_id")?.map(|x| x as u32);
-        let cfg = match model_type.as_str() {
-            "gpt2" => {
-                for flag in ["scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn"] {
-                    if f.opt_bool(flag)?.unwrap_or(false) {
-                        return Err(Error::model(
-                            path,
-                            format!("GPT-2 option `{flag}: true` is not supported"),
-                        ));
-                    }
-                }
-                let hidden = f.usize("n_embd")?;
-                let heads = f.usize("n_head")?;
-                let activation = match f.opt_str("activation_function")?.as_deref() {
-                    None | Some("gelu_new") | Some("gelu_pytorch_tanh") => Activation::GeluTanh,
-                    Some("gelu") => Activation::Gelu,
-                    Some(other) => {
-                        return Err(Error::model(
-                            path,
-                            format!(
-                                "activation_function `{other}` is not supported (gelu_new, gelu)"
-                            ),
-                        ));
-                    }
-                };
-                ModelConfig {
-                    arch: Arch::Gpt2,
-                    model_type,
-                    vocab_size: f.usize("vocab_size")?,
-                    hidden_size: hidden,
-                    n_layers: f.usize("n_layer")?,
-                    n_heads: heads,
-                    n_kv_heads: heads,
-                    head_dim: hidden / heads.max(1),
-                    intermediate_size: f.opt_usize("n_inner")?.unwrap_or(4 * hidden),
-                    max_position_embeddings: f.usize("n_positions")?,
-                    norm_eps: f.opt_f64("layer_norm_epsilon")?.unwrap_or(1e-5),
-                    rope_theta: 0.0,
-                    rope_scaling: RopeScaling::Default,
-                    qkv_bias: true,
-                    o_bias: true,
-                    mlp_bias: true,
-                    tie_word_embeddings: f.opt_bool("tie_word_embeddings")?.unwrap_or(true),
-                    sliding_window: None,
-                    activation,
-                    bos_token_id,
-                    eos_token_ids,
-                }
-            }
-            "llama" | "mistral" | "qwen2" => {
-                let hidden = f.usize("hidden_size")?;
-                let heads = f.usize("num_attention_heads")?;
-                match f.opt_str("hidden_act")?.as_deref() {
-                    None | Some("silu") => {}
-                    Some(other) => {
-                        return Err(Error::model(
-                            path,
-                            format!("hidden_act `{other}` is not supported (silu)"),
-                        ));
-                    }
-                }
-                // transformers >= 5 writes `rope_parameters`; older versions `rope_theta` + `rope_scaling`.
-                let rope = v.get("rope_parameters").filter(|x| !x.is_null());
-                let max_position_embeddings = f.usize("max_position_embeddings")?;
-                let rope_scaling = RopeScaling::from_hf(path, &v, max_position_embeddings)?;
-                let rope_theta = match rope
-                    .and_then(|r| r.get("rope_theta"))
-                    .and_then(|x| x.as_f64())
-                {
-                    Some(t) => t,
-                    None => f.opt_f64("rope_theta")?.unwrap_or(10_000.0),
-                };
-                let is_qwen = model_type == "qwen2";
-                if is_qwen && f.opt_bool("use_sliding_window")?.unwrap_or(false) {
-                    return Err(Error::model(
-                        path,
-                        "Qwen2 `use_sliding_window: true` is not supported",
-                    ));
-                }
-                let attention_bias = f.opt_bool("attention_bias")?.unwrap_or(false);
-                ModelConfig {
-                    arch: Arch::Llama,
-                    vocab_size: f.usize("vocab_size")?,
-                    hidden_size: hidden,
-                    n_layers: f.usize("num_hidden_layers")?,
-                    n_heads: heads,
-                    n_kv_heads: f.opt_usize("num_key_value_heads")?.unwrap_or(heads),
-                    head_dim: f.opt_usize("head_dim")?.unwrap_or(hidden / heads.max(1)),
-                    intermediate_size: f.usize("intermediate_size")?,
-                    max_position_embeddings,
-                    norm_eps: f.opt_f64("rms_norm_eps")?.unwrap_or(1e-6),
-                    rope_theta,
-                    rope_scaling,
-                    qkv_bias: is_qwen || attention_bias,
-                    o_bias: !is_qwen && attention_bias,
-                    mlp_bias: f.opt_bool("mlp_bias")?.unwrap_or(false),
-                    tie_word_embeddings: f.opt_bool("tie_word_embeddings")?.unwrap_or(false),
-                    sliding_window: if model_type == "mistral" {
-                        f.opt_usize("sliding_window")?
-                    } else {
-                        None
-                    },
-                    activation: Activation::Silu,
-                    bos_token_id,
-                    eos_token_ids,
-                    model_type,
-                }
-            }
+        let arch = match model_type.as_str() {
+            "gpt2" => Arch::Gpt2,
+            "llama" | "mistral" | "qwen2" | "qwen3" | "olmo2" => Arch::Llama,
+            "gemma" | "gemma2" | "gemma3_text" => Arch::Gemma,
+            "gpt_neox" => Arch::GptNeox,
+            "phi3" => Arch::Phi3,
             other => {
                 return Err(Error::model(
                     path,
@@ -234,9 +238,246 @@ impl ModelConfig {
                 ));
             }
         };
-        cfg.validate(path)?;
-        Ok(cfg)
+        let mut c = ModelConfig::base(arch, &model_type);
+        c.eos_token_ids = match v.get("eos_token_id") {
+            Some(Value::Number(n)) => n.as_u64().map(|x| vec![x as u32]).unwrap_or_default(),
+            Some(Value::Array(a)) => a
+                .iter()
+                .filter_map(|x| x.as_u64())
+                .map(|x| x as u32)
+                .collect(),
+            _ => vec![],
+        };
+        c.bos_token_id = f.opt_usize("bos_token_id")?.map(|x| x as u32);
+        if arch == Arch::Gpt2 {
+            gpt2_config(&f, &mut c)?;
+        } else {
+            decoder_config(&f, &mut c)?;
+        }
+        c.validate(path)?;
+        Ok(c)
     }
+}
+
+/// GPT-2's own field names.
+fn gpt2_config(f: &Fields, c: &mut ModelConfig) -> Result<()> {
+    for flag in ["scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn"] {
+        if f.opt_bool(flag)?.unwrap_or(false) {
+            return Err(Error::model(
+                f.path,
+                format!("GPT-2 option `{flag}: true` is not supported"),
+            ));
+        }
+    }
+    let hidden = f.usize("n_embd")?;
+    let heads = f.usize("n_head")?;
+    c.activation = match f.opt_str("activation_function")?.as_deref() {
+        None | Some("gelu_new") | Some("gelu_pytorch_tanh") => Activation::GeluTanh,
+        Some("gelu") => Activation::Gelu,
+        Some(other) => {
+            return Err(Error::model(
+                f.path,
+                format!("activation_function `{other}` is not supported (gelu_new, gelu)"),
+            ));
+        }
+    };
+    c.vocab_size = f.usize("vocab_size")?;
+    c.hidden_size = hidden;
+    c.n_layers = f.usize("n_layer")?;
+    c.n_heads = heads;
+    c.n_kv_heads = heads;
+    c.head_dim = hidden / heads.max(1);
+    c.intermediate_size = f.opt_usize("n_inner")?.unwrap_or(4 * hidden);
+    c.max_position_embeddings = f.usize("n_positions")?;
+    c.norm_eps = f.opt_f64("layer_norm_epsilon")?.unwrap_or(1e-5);
+    c.qkv_bias = true;
+    c.o_bias = true;
+    c.mlp_bias = true;
+    c.tie_word_embeddings = f.opt_bool("tie_word_embeddings")?.unwrap_or(true);
+    c.sliding_layers = vec![false; c.n_layers];
+    Ok(())
+}
+
+/// The RoPE decoders (every family but GPT-2), which share HF's field names.
+fn decoder_config(f: &Fields, c: &mut ModelConfig) -> Result<()> {
+    let (path, v) = (f.path, f.v);
+    let mt = c.model_type.clone();
+    let hidden = f.usize("hidden_size")?;
+    let heads = f.usize("num_attention_heads")?;
+    c.vocab_size = f.usize("vocab_size")?;
+    c.hidden_size = hidden;
+    c.n_layers = f.usize("num_hidden_layers")?;
+    c.n_heads = heads;
+    c.n_kv_heads = f.opt_usize("num_key_value_heads")?.unwrap_or(heads);
+    c.head_dim = match c.arch {
+        Arch::GptNeox => hidden / heads.max(1),
+        _ => f.opt_usize("head_dim")?.unwrap_or(hidden / heads.max(1)),
+    };
+    c.intermediate_size = f.usize("intermediate_size")?;
+    c.max_position_embeddings = f.usize("max_position_embeddings")?;
+    c.norm_eps = match c.arch {
+        Arch::GptNeox => f.opt_f64("layer_norm_eps")?.unwrap_or(1e-5),
+        _ => f.opt_f64("rms_norm_eps")?.unwrap_or(1e-6),
+    };
+    // The activation: its key and accepted values per family.
+    let (act_key, default_act) = match c.arch {
+        Arch::Gemma if mt != "gemma" => ("hidden_activation", "gelu_pytorch_tanh"),
+        Arch::Gemma => ("hidden_act", "gelu_pytorch_tanh"),
+        Arch::GptNeox => ("hidden_act", "gelu"),
+        _ => ("hidden_act", "silu"),
+    };
+    let act = f.opt_str(act_key)?.unwrap_or_else(|| default_act.into());
+    c.activation = match (c.arch, act.as_str()) {
+        (Arch::Llama | Arch::Phi3, "silu") => Activation::Silu,
+        // transformers reads Gemma's legacy `gelu` as the tanh approximation.
+        (Arch::Gemma, "gelu_pytorch_tanh" | "gelu" | "gelu_new") => Activation::GeluTanh,
+        (Arch::GptNeox, "gelu") => Activation::Gelu,
+        (Arch::GptNeox, "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast") => Activation::GeluTanh,
+        (_, other) => {
+            return Err(Error::model(
+                path,
+                format!("{act_key} `{other}` is not supported for {mt} (supported: {default_act})"),
+            ));
+        }
+    };
+    // RoPE: transformers >= 5 writes `rope_parameters` (Gemma 3: one per layer type); older
+    // versions `rope_theta` + `rope_scaling`, GPT-NeoX `rotary_emb_base` + `rotary_pct`.
+    let rope = v.get("rope_parameters").filter(|x| !x.is_null());
+    let per_type = rope.is_some_and(|r| r.get("full_attention").is_some());
+    let global = if per_type {
+        rope.and_then(|r| r.get("full_attention"))
+    } else {
+        rope
+    };
+    let theta_of = |p: Option<&Value>| p.and_then(|r| r.get("rope_theta")).and_then(|x| x.as_f64());
+    let default_theta = match mt.as_str() {
+        "gemma3_text" => 1_000_000.0,
+        _ => 10_000.0,
+    };
+    c.rope_theta = match theta_of(global) {
+        Some(t) => t,
+        None => match f.opt_f64("rope_theta")? {
+            Some(t) => t,
+            None => f.opt_f64("rotary_emb_base")?.unwrap_or(default_theta),
+        },
+    };
+    c.rope_scaling = RopeScaling::from_hf_params(path, v, global, c.max_position_embeddings)?;
+    let partial = match global
+        .and_then(|r| r.get("partial_rotary_factor"))
+        .and_then(|x| x.as_f64())
+    {
+        Some(p) => p,
+        None => match f.opt_f64("partial_rotary_factor")? {
+            Some(p) => p,
+            None if c.arch == Arch::GptNeox => f.opt_f64("rotary_pct")?.unwrap_or(0.25),
+            None => 1.0,
+        },
+    };
+    c.rotary_dim = (c.head_dim as f64 * partial) as usize;
+    if mt == "gemma3_text" {
+        let local = if per_type {
+            rope.and_then(|r| r.get("sliding_attention"))
+        } else {
+            None
+        };
+        if let Some(l) = local
+            && l.get("rope_type")
+                .and_then(|x| x.as_str())
+                .unwrap_or("default")
+                != "default"
+        {
+            return Err(Error::model(
+                path,
+                "field `rope_parameters.sliding_attention.rope_type`: only `default` is supported \
+                 for the sliding-window layers",
+            ));
+        }
+        c.rope_local_theta = Some(match theta_of(local) {
+            Some(t) => t,
+            None => f.opt_f64("rope_local_base_freq")?.unwrap_or(10_000.0),
+        });
+    }
+    // Biases.
+    let attention_bias = f.opt_bool("attention_bias")?;
+    match c.arch {
+        Arch::GptNeox => {
+            c.qkv_bias = attention_bias.unwrap_or(true);
+            c.o_bias = c.qkv_bias;
+            c.mlp_bias = true;
+        }
+        _ => {
+            c.qkv_bias = mt == "qwen2" || attention_bias.unwrap_or(false);
+            c.o_bias = mt != "qwen2" && attention_bias.unwrap_or(false);
+            c.mlp_bias = f.opt_bool("mlp_bias")?.unwrap_or(false);
+        }
+    }
+    c.tie_word_embeddings = f
+        .opt_bool("tie_word_embeddings")?
+        .unwrap_or(c.arch == Arch::Gemma);
+    // Sliding windows: which layers, and how wide.
+    let window = match mt.as_str() {
+        "qwen2" | "qwen3" if !f.opt_bool("use_sliding_window")?.unwrap_or(false) => None,
+        "olmo2" | "gemma" | "gpt_neox" | "llama" => None,
+        _ => f.opt_usize("sliding_window")?,
+    };
+    c.sliding_window = window;
+    let n = c.n_layers;
+    c.sliding_layers = match (v.get("layer_types").filter(|x| !x.is_null()), window) {
+        (_, None) => vec![false; n],
+        (Some(types), Some(_)) => {
+            let arr = types
+                .as_array()
+                .ok_or_else(|| f.err("layer_types", "expected a list"))?;
+            if arr.len() != n {
+                return Err(f.err(
+                    "layer_types",
+                    &format!("{} entries for {n} layers", arr.len()),
+                ));
+            }
+            arr.iter()
+                .map(|t| match t.as_str() {
+                    Some("sliding_attention") => Ok(true),
+                    Some("full_attention") => Ok(false),
+                    _ => Err(f.err(
+                        "layer_types",
+                        &format!("`{t}` is not supported (sliding_attention, full_attention)"),
+                    )),
+                })
+                .collect::<Result<_>>()?
+        }
+        (None, Some(_)) => match mt.as_str() {
+            "qwen2" | "qwen3" => {
+                let first = f.opt_usize("max_window_layers")?.unwrap_or(28);
+                (0..n).map(|i| i >= first).collect()
+            }
+            "gemma2" => (0..n).map(|i| (i + 1) % 2 != 0).collect(),
+            "gemma3_text" => {
+                let pattern = f.opt_usize("sliding_window_pattern")?.unwrap_or(6).max(1);
+                (0..n).map(|i| (i + 1) % pattern != 0).collect()
+            }
+            _ => vec![true; n],
+        },
+    };
+    // What sets the families apart.
+    match mt.as_str() {
+        "qwen3" => c.qk_norm = QkNorm::PerHead,
+        "olmo2" => {
+            c.qk_norm = QkNorm::Whole;
+            c.norm_placement = NormPlacement::Post;
+        }
+        "gemma2" | "gemma3_text" => {
+            c.norm_placement = NormPlacement::Sandwich;
+            if mt == "gemma3_text" {
+                c.qk_norm = QkNorm::PerHead;
+            }
+            c.attn_scale = Some(1.0 / f.opt_f64("query_pre_attn_scalar")?.unwrap_or(256.0).sqrt());
+            c.attn_softcap = f.opt_f64("attn_logit_softcapping")?;
+            c.final_softcap = f.opt_f64("final_logit_softcapping")?;
+        }
+        "gpt_neox" => c.parallel_residual = f.opt_bool("use_parallel_residual")?.unwrap_or(true),
+        _ => {}
+    }
+    Ok(())
 }
 
 /// Typed access to JSON fields, with errors naming the file and the field.

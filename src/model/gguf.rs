@@ -213,53 +213,46 @@ fn config_from_metadata(path: &Path, md: &HashMap<String, Value>) -> Result<Mode
                     )));
                 }
             }
-            ModelConfig {
-                arch: Arch::Llama,
-                model_type: arch_name.clone(),
-                vocab_size,
-                hidden_size: hidden,
-                n_layers: usize_of("block_count")?,
-                n_heads: heads,
-                n_kv_heads: opt_usize("attention.head_count_kv").unwrap_or(heads),
-                head_dim,
-                intermediate_size: usize_of("feed_forward_length")?,
-                max_position_embeddings: usize_of("context_length")?,
-                norm_eps: opt_f64("attention.layer_norm_rms_epsilon").unwrap_or(1e-5),
-                rope_theta: opt_f64("rope.freq_base").unwrap_or(10_000.0),
-                rope_scaling: RopeScaling::Default,
-                qkv_bias: arch_name == "qwen2",
-                o_bias: false,
-                mlp_bias: false,
-                tie_word_embeddings: false, // decided from the tensors present, see Model::from_weights
-                sliding_window: None,
-                activation: Activation::Silu,
-                bos_token_id,
-                eos_token_ids,
-            }
+            let mut c = ModelConfig::base(Arch::Llama, &arch_name);
+            c.vocab_size = vocab_size;
+            c.hidden_size = hidden;
+            c.n_layers = usize_of("block_count")?;
+            c.n_heads = heads;
+            c.n_kv_heads = opt_usize("attention.head_count_kv").unwrap_or(heads);
+            c.head_dim = head_dim;
+            c.rotary_dim = head_dim;
+            c.intermediate_size = usize_of("feed_forward_length")?;
+            c.max_position_embeddings = usize_of("context_length")?;
+            c.norm_eps = opt_f64("attention.layer_norm_rms_epsilon").unwrap_or(1e-5);
+            c.rope_theta = opt_f64("rope.freq_base").unwrap_or(10_000.0);
+            c.qkv_bias = arch_name == "qwen2";
+            // tie_word_embeddings is decided from the tensors present, see Model::load.
+            c.sliding_layers = vec![false; c.n_layers];
+            c.activation = Activation::Silu;
+            c.bos_token_id = bos_token_id;
+            c.eos_token_ids = eos_token_ids;
+            c
         }
-        "gpt2" => ModelConfig {
-            arch: Arch::Gpt2,
-            model_type: arch_name.clone(),
-            vocab_size,
-            hidden_size: hidden,
-            n_layers: usize_of("block_count")?,
-            n_heads: heads,
-            n_kv_heads: heads,
-            head_dim: hidden / heads.max(1),
-            intermediate_size: opt_usize("feed_forward_length").unwrap_or(4 * hidden),
-            max_position_embeddings: usize_of("context_length")?,
-            norm_eps: opt_f64("attention.layer_norm_epsilon").unwrap_or(1e-5),
-            rope_theta: 0.0,
-            rope_scaling: RopeScaling::Default,
-            qkv_bias: true,
-            o_bias: true,
-            mlp_bias: true,
-            tie_word_embeddings: false,
-            sliding_window: None,
-            activation: Activation::GeluTanh,
-            bos_token_id,
-            eos_token_ids,
-        },
+        "gpt2" => {
+            let mut c = ModelConfig::base(Arch::Gpt2, &arch_name);
+            c.vocab_size = vocab_size;
+            c.hidden_size = hidden;
+            c.n_layers = usize_of("block_count")?;
+            c.n_heads = heads;
+            c.n_kv_heads = heads;
+            c.head_dim = hidden / heads.max(1);
+            c.intermediate_size = opt_usize("feed_forward_length").unwrap_or(4 * hidden);
+            c.max_position_embeddings = usize_of("context_length")?;
+            c.norm_eps = opt_f64("attention.layer_norm_epsilon").unwrap_or(1e-5);
+            c.qkv_bias = true;
+            c.o_bias = true;
+            c.mlp_bias = true;
+            c.sliding_layers = vec![false; c.n_layers];
+            c.activation = Activation::GeluTanh;
+            c.bos_token_id = bos_token_id;
+            c.eos_token_ids = eos_token_ids;
+            c
+        }
         _ => unreachable!("checked above"),
     };
     cfg.validate(path)?;

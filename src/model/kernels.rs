@@ -194,20 +194,53 @@ pub fn swiglu(x: &Tensor) -> Result<Tensor> {
     Ok(Tensor::from_vec(out, shape, x.device())?)
 }
 
-/// Which keys each query sees: causal, padding (per-row key mask), optional sliding window.
+/// Which keys each query sees: causal (or not), padding (per-row key mask), optional sliding
+/// window.
+#[derive(Clone, Copy)]
 pub struct AttnMask<'a> {
     /// [B * Tk], 1 for real tokens.
     pub key_mask: &'a [u8],
     pub tq: usize,
     pub tk: usize,
+    /// A query sees the `window` latest keys at most, itself included.
     pub window: Option<usize>,
+    /// Keys after the query are hidden (decoders); encoders see every real token.
+    pub causal: bool,
 }
 
 impl AttnMask<'_> {
     #[inline]
     pub fn visible(&self, b: usize, i: usize, j: usize) -> bool {
         let qi = self.tk - self.tq + i;
-        j <= qi && self.key_mask[b * self.tk + j] != 0 && self.window.is_none_or(|w| qi - j < w)
+        (!self.causal || j <= qi)
+            && self.key_mask[b * self.tk + j] != 0
+            && self.window.is_none_or(|w| qi.abs_diff(j) < w)
+    }
+}
+
+/// How attention scores are made from q . k: `scale * q . k`, then optionally Gemma 2's
+/// soft-cap `cap * tanh(score / cap)`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Scores {
+    pub scale: f32,
+    pub softcap: Option<f32>,
+}
+
+impl Scores {
+    /// The usual 1 / sqrt(head_dim), no cap.
+    pub fn plain(head_dim: usize) -> Self {
+        Scores {
+            scale: 1.0 / (head_dim as f32).sqrt(),
+            softcap: None,
+        }
+    }
+
+    /// Soft-caps a row of scaled scores in place.
+    #[inline]
+    pub fn cap_row(&self, row: &mut [f32]) {
+        if let Some(c) = self.softcap {
+            row.iter_mut().for_each(|v| *v = c * (*v / c).tanh());
+        }
     }
 }
 
@@ -244,7 +277,8 @@ pub struct QkvLayout {
 }
 
 /// Splits a stacked projection [B, T, (H + 2 Hkv) hd] into q [B, H, T, hd] and k, v
-/// [B, Hkv, T, hd], applying RoPE (rotate-half layout, cos/sin [B, T, hd/2]) to q and k.
+/// [B, Hkv, T, hd], applying RoPE (rotate-half layout, cos/sin [B, T, rot/2]) to the first
+/// `rot` values of each q and k head (all of them unless the rotary is partial).
 pub fn split_qkv(
     qkv: &Tensor,
     l: QkvLayout,
@@ -252,7 +286,10 @@ pub fn split_qkv(
 ) -> Result<(Tensor, Tensor, Tensor)> {
     let (b, t, width) = qkv.dims3()?;
     let (h, hkv, hd) = (l.n_heads, l.n_kv_heads, l.head_dim);
-    let half = hd / 2;
+    let half = match rope {
+        Some((c, _)) => c.dim(candle_core::D::Minus1)?,
+        None => 0,
+    };
     let mut q = uninit(b * h * t * hd);
     let mut k = uninit(b * hkv * t * hd);
     let mut v = uninit(b * hkv * t * hd);
@@ -278,6 +315,9 @@ pub fn split_qkv(
                                     let (x1, x2) = (s[i], s[i + half]);
                                     d[i].write(x1 * c[i] - x2 * sn[i]);
                                     d[i + half].write(x2 * c[i] + x1 * sn[i]);
+                                }
+                                for i in 2 * half..hd {
+                                    d[i].write(s[i]);
                                 }
                             }
                             _ => d.iter_mut().zip(s).for_each(|(d, s)| {
@@ -317,6 +357,7 @@ pub fn attention(
     k: &Tensor,
     v: &Tensor,
     mask: &AttnMask,
+    scores: Scores,
     keep_probs: bool,
 ) -> Result<(Tensor, Option<Tensor>)> {
     let dims = AttnDims::of(q.shape(), k.shape())?;
@@ -324,7 +365,9 @@ pub fn attention(
         b, h, tq, tk, hd, ..
     } = dims;
     let (out, probs) = with_f32(q, |q| {
-        with_f32(k, |k| with_f32(v, |v| attention_raw(q, k, v, dims, mask)))
+        with_f32(k, |k| {
+            with_f32(v, |v| attention_raw(q, k, v, dims, mask, scores))
+        })
     })????;
     let dev = q.device();
     let out = Tensor::from_vec(out, (b, tq, h * hd), dev)?;
@@ -370,6 +413,7 @@ pub(crate) fn attention_raw(
     v: &[f32],
     d: AttnDims,
     mask: &AttnMask,
+    sc: Scores,
 ) -> Result<(Vec<f32>, Vec<f32>)> {
     let AttnDims {
         b,
@@ -383,7 +427,7 @@ pub(crate) fn attention_raw(
         return Err(Error::Input("attention: q, k, v sizes do not match".into()));
     }
     let rep = h / hkv;
-    let scale = 1.0 / (hd as f32).sqrt();
+    let scale = sc.scale;
     let mut out = uninit(b * tq * h * hd);
     let mut probs = uninit(b * h * tq * tk);
     let dst = SharedMut(out.as_mut_ptr() as *mut f32);
@@ -416,6 +460,7 @@ pub(crate) fn attention_raw(
                 );
                 let p = written(p);
                 for (i, row) in p.chunks_mut(tk).enumerate() {
+                    sc.cap_row(row);
                     softmax_masked(row, |j| mask.visible(bi, i, j));
                 }
                 // out[bi, :, hi] = probs . v   [tq, hd], row stride H*hd

@@ -12,38 +12,43 @@
 //! `autodiff` the differentiable fused ops; `config`, `weights`, `gguf`, `hub` and `tokenizer`
 //! load a checkpoint.
 
-mod arch;
 pub mod autodiff;
 mod batch;
+pub mod block;
 mod capture;
 pub mod config;
+pub mod gemma;
 pub mod generate;
 pub mod gguf;
 pub mod gpt2;
 pub mod hub;
 pub mod kernels;
 pub mod llama;
+pub mod neox;
 pub mod ops;
+pub mod phi3;
 pub mod reverse;
 pub mod rope;
 #[cfg(test)]
 pub(crate) mod test_util;
 pub mod tokenizer;
+pub mod transformer;
 pub mod weights;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{D, Device, Tensor, Var};
 use rayon::prelude::*;
 use serde::Serialize;
 
-pub use arch::{Architecture, LayerCtx, LayerOut, Rope};
 pub use batch::Batch;
 use capture::gather_positions;
 pub use capture::{Capture, Captures, Layers, Logits};
 pub use config::{Arch, ModelConfig};
 pub use ops::{LayerCache, Mode};
 pub use tokenizer::Tokenizer;
+pub use transformer::{LayerCtx, LayerOut, Rope, Transformer};
 use weights::Weights;
 
 use crate::error::{Error, Result};
@@ -116,7 +121,7 @@ pub struct Model {
     pub tokenizer: Tokenizer,
     pub path: PathBuf,
     pub format: Format,
-    body: Box<dyn Architecture>,
+    body: Transformer,
     device: Device,
 }
 
@@ -174,11 +179,14 @@ impl Model {
         }
     }
 
-    fn body(config: &mut ModelConfig, w: &mut Weights, hf: bool) -> Result<Box<dyn Architecture>> {
-        Ok(match config.arch {
-            Arch::Gpt2 => Box::new(gpt2::Gpt2::from_weights(config, w, hf)?),
-            Arch::Llama => Box::new(llama::Llama::from_weights(config, w)?),
-        })
+    fn body(config: &mut ModelConfig, w: &mut Weights, hf: bool) -> Result<Transformer> {
+        match config.arch {
+            Arch::Gpt2 => gpt2::load(config, w, hf),
+            Arch::Llama => llama::load(config, w),
+            Arch::Gemma => gemma::load(config, w),
+            Arch::GptNeox => neox::load(config, w),
+            Arch::Phi3 => phi3::load(config, w),
+        }
     }
 
     pub fn device(&self) -> &Device {
@@ -214,10 +222,7 @@ impl Model {
     /// Token embeddings [B, T, d] of `ids` [B, T] (no position embeddings).
     pub fn embed(&self, ids: &Tensor) -> Result<Tensor> {
         let (b, t) = ids.dims2()?;
-        let e = self
-            .body
-            .embed_tokens()
-            .index_select(&ids.flatten_all()?, 0)?;
+        let e = self.body.embed.index_select(&ids.flatten_all()?, 0)?;
         Ok(e.reshape((b, t, self.config.hidden_size))?)
     }
 
@@ -294,16 +299,30 @@ impl Model {
             key_mask: &batch.key_mask,
             tq: t,
             tk,
-            window: self.config.sliding_window,
+            window: None,
+            causal: true,
         };
-        // The additive mask is only needed for differentiable attention probabilities.
-        let bias = match mode {
+        // The additive masks are only needed for differentiable attention probabilities: one
+        // per (window, causality) the blocks use.
+        let biases = match mode {
             Mode::Differentiable if capture.attention != Layers::None => {
-                Some(ops::attention_bias(&mask, b, &self.device)?)
+                let mut m = BTreeMap::new();
+                for blk in &self.body.blocks {
+                    let key = (blk.attn.window, blk.attn.causal);
+                    if let std::collections::btree_map::Entry::Vacant(e) = m.entry(key) {
+                        let mk = ops::AttnMask {
+                            window: key.0,
+                            causal: key.1,
+                            ..mask
+                        };
+                        e.insert(ops::attention_bias(&mk, b, &self.device)?);
+                    }
+                }
+                Some(m)
             }
             _ => None,
         };
-        let (mut x, rope) = self.body.input(embeds, &batch.positions)?;
+        let (mut x, ropes) = self.body.input(embeds, &batch.positions, mode)?;
         let mut out = Captures::default();
         if capture.residual {
             out.residual.push(x.clone());
@@ -311,14 +330,14 @@ impl Model {
         for l in 0..self.config.n_layers {
             let ctx = LayerCtx {
                 mask: &mask,
-                bias: bias.as_ref(),
-                rope: rope.as_ref(),
+                biases: biases.as_ref(),
+                ropes: &ropes,
                 mode,
                 want_mlp: capture.mlp.contains(l),
                 want_attn: capture.attention.contains(l),
             };
             let layer_cache = cache.as_deref_mut().map(|c| &mut c[l]);
-            let o = self.body.layer(l, &x, &ctx, layer_cache)?;
+            let o = self.body.blocks[l].forward(&x, &ctx, layer_cache)?;
             x = o.x;
             if capture.residual {
                 out.residual.push(x.clone());
@@ -354,7 +373,7 @@ impl Model {
     }
 
     fn unembed_mode(&self, h: &Tensor, mode: Mode) -> Result<Tensor> {
-        ops::linear_t(h, self.body.lm_head(), mode)
+        self.body.unembed(h, mode)
     }
 
     /// The logit lens: residual states [.., d] projected to vocabulary logits [.., V].

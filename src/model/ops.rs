@@ -8,8 +8,8 @@
 
 use candle_core::{D, Device, Tensor};
 
-use super::LayerCtx;
-pub use super::kernels::AttnMask;
+use super::Rope;
+pub use super::kernels::{AttnMask, Scores};
 use super::rope::RopeScaling;
 use super::{autodiff, kernels};
 use crate::error::Result;
@@ -169,44 +169,60 @@ pub struct LayerCache {
 
 /// Scaled dot-product attention with grouped-query heads.
 /// q: [B, H, Tq, hd]; k, v: [B, Hkv, Tk, hd]. The fast path uses the fused kernel and `mask`;
-/// the differentiable path composed ops and `bias` ([B, 1, Tq, Tk], see `attention_bias`).
-/// Returns the output [B, Tq, H*hd] and, if asked, the probabilities [B, H, Tq, Tk].
+/// the differentiable path the fused differentiable op, or composed ops with `bias`
+/// ([B, 1, Tq, Tk], see `attention_bias`; made here if not given) when the probabilities are
+/// kept or the scores soft-capped. Returns the output [B, Tq, H*hd] and, if asked, the
+/// probabilities [B, H, Tq, Tk].
+#[allow(clippy::too_many_arguments)]
 pub fn attend(
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,
     mask: &AttnMask,
     bias: Option<&Tensor>,
+    scores: Scores,
     mode: Mode,
     keep_probs: bool,
 ) -> Result<(Tensor, Option<Tensor>)> {
-    let bias = match (mode, bias) {
-        (Mode::Fast, _) => return kernels::attention(q, k, v, mask, keep_probs),
-        // Probabilities as a differentiable tensor: composed ops with the additive mask.
-        (Mode::Differentiable, Some(b)) if keep_probs => b,
-        (Mode::Differentiable, _) => {
-            let op = autodiff::Attention {
-                key_mask: mask.key_mask.to_vec(),
-                tq: mask.tq,
-                tk: mask.tk,
-                window: mask.window,
-            };
-            return Ok((
-                q.contiguous()?
-                    .apply_op3(&k.contiguous()?, &v.contiguous()?, op)?,
-                None,
-            ));
-        }
-    };
+    if mode == Mode::Fast {
+        return kernels::attention(q, k, v, mask, scores, keep_probs);
+    }
+    if !keep_probs && scores.softcap.is_none() {
+        let op = autodiff::Attention {
+            key_mask: mask.key_mask.to_vec(),
+            tq: mask.tq,
+            tk: mask.tk,
+            window: mask.window,
+            causal: mask.causal,
+            scale: scores.scale,
+        };
+        return Ok((
+            q.contiguous()?
+                .apply_op3(&k.contiguous()?, &v.contiguous()?, op)?,
+            None,
+        ));
+    }
+    // Composed ops with the additive mask: probabilities as a differentiable tensor, or
+    // soft-capped scores.
     let (b, h, tq, hd) = q.dims4()?;
     let (_, hkv, tk, _) = k.dims4()?;
+    let made;
+    let bias = match bias {
+        Some(x) => x,
+        None => {
+            made = attention_bias(mask, b, q.device())?;
+            &made
+        }
+    };
     let rep = h / hkv;
-    let scale = 1.0 / (hd as f64).sqrt();
     // Group the query heads that share a key/value head, so keys are not copied `rep` times.
     let qg = q.contiguous()?.reshape((b, hkv, rep * tq, hd))?;
-    let scores = (qg.matmul(&k.t()?)? * scale)?.reshape((b, h, tq, tk))?;
-    let scores = scores.broadcast_add(bias)?;
-    let probs = softmax_last(&scores, mode)?;
+    let mut s = (qg.matmul(&k.t()?)? * scores.scale as f64)?.reshape((b, h, tq, tk))?;
+    if let Some(c) = scores.softcap {
+        s = ((s / c as f64)?.tanh()? * c as f64)?;
+    }
+    let s = s.broadcast_add(bias)?;
+    let probs = softmax_last(&s, mode)?;
     let out = probs
         .reshape((b, hkv, rep * tq, tk))?
         .matmul(&v.contiguous()?)?
@@ -217,16 +233,22 @@ pub fn attend(
 }
 
 /// Self-attention from a stacked q|k|v projection [B, T, (H + 2 Hkv) hd]: split into heads,
-/// RoPE on q and k if given, append to the KV cache, attend. Returns [B, T, H*hd] and the
-/// probabilities [B, H, T, Tk] if asked. Shared by the architectures; the fast path uses fused
-/// kernels, the differentiable path composed ops.
+/// RoPE on q and k if given (on the first `rot` values of each head when cos/sin are
+/// [B, T, rot / 2]), append to the KV cache, attend. Returns [B, T, H*hd] and the
+/// probabilities [B, H, T, Tk] if asked. The fast path uses fused kernels, the differentiable
+/// path composed ops.
+#[allow(clippy::too_many_arguments)]
 pub fn self_attention(
     qkv: &Tensor,
     layout: kernels::QkvLayout,
-    ctx: &LayerCtx,
+    rope: Option<&Rope>,
+    mask: &AttnMask,
+    bias: Option<&Tensor>,
+    scores: Scores,
+    mode: Mode,
+    keep_probs: bool,
     cache: Option<&mut LayerCache>,
 ) -> Result<(Tensor, Option<Tensor>)> {
-    let (rope, mode) = (ctx.rope, ctx.mode);
     let (q, k, v) = match mode {
         Mode::Fast => kernels::split_qkv(qkv, layout, rope.map(|(c, s)| (c, s)))?,
         Mode::Differentiable => {
@@ -239,8 +261,8 @@ pub fn self_attention(
             let v = split_heads(&qkv.narrow(2, hq + hkv, hkv)?, layout.n_kv_heads)?.contiguous()?;
             match rope {
                 Some((cos, sin)) => (
-                    apply_rope(&q, cos, sin, mode)?,
-                    apply_rope(&k, cos, sin, mode)?.contiguous()?,
+                    apply_rope_partial(&q, cos, sin, mode)?,
+                    apply_rope_partial(&k, cos, sin, mode)?.contiguous()?,
                     v,
                 ),
                 None => (q, k.contiguous()?, v),
@@ -248,7 +270,17 @@ pub fn self_attention(
         }
     };
     let (k, v) = cache_append(cache, k, v)?;
-    attend(&q, &k, &v, ctx.mask, ctx.bias, mode, ctx.want_attn)
+    attend(&q, &k, &v, mask, bias, scores, mode, keep_probs)
+}
+
+/// RoPE on the first `2 * cos.dim(-1)` values of each head of x [B, H, T, hd].
+fn apply_rope_partial(x: &Tensor, cos: &Tensor, sin: &Tensor, mode: Mode) -> Result<Tensor> {
+    let (hd, rot) = (x.dim(3)?, 2 * cos.dim(2)?);
+    if rot == hd {
+        return apply_rope(x, cos, sin, mode);
+    }
+    let r = apply_rope(&x.narrow(3, 0, rot)?, cos, sin, mode)?;
+    Ok(Tensor::cat(&[&r, &x.narrow(3, rot, hd - rot)?], 3)?)
 }
 
 /// Appends new keys/values [B, Hkv, T, hd] to a layer's cache and returns the full ones.
@@ -275,17 +307,18 @@ pub struct RopeTable {
 }
 
 impl RopeTable {
-    /// The table of positions `0..max_pos` for heads of `head_dim`, RoPE base `theta`, scaled
-    /// as `scaling` says (see `model::rope`).
+    /// The table of positions `0..max_pos` rotating `rotary_dim` values of each head (the
+    /// head dim unless the rotary is partial), RoPE base `theta`, scaled as `scaling` says (see
+    /// `model::rope`).
     pub fn new(
-        head_dim: usize,
+        rotary_dim: usize,
         theta: f64,
         scaling: &RopeScaling,
         max_pos: usize,
         device: &Device,
     ) -> Result<Self> {
-        let half = head_dim / 2;
-        let (inv, attention_factor) = scaling.inv_freq(head_dim, theta);
+        let half = rotary_dim / 2;
+        let (inv, attention_factor) = scaling.inv_freq(rotary_dim, theta);
         let mut cos = Vec::with_capacity(max_pos * half);
         let mut sin = Vec::with_capacity(max_pos * half);
         for p in 0..max_pos {
@@ -399,12 +432,23 @@ mod tests {
             tq: t,
             tk: t,
             window: None,
+            causal: true,
         };
         let k = randn(&[b, hkv, t, hd], 21);
         let v = randn(&[b, hkv, t, hd], 22);
         let wsum = randn(&[b, t, h * hd], 23);
         let f = |q: &Tensor| -> Tensor {
-            let (o, _) = attend(q, &k, &v, &mask, None, Mode::Differentiable, false).unwrap();
+            let (o, _) = attend(
+                q,
+                &k,
+                &v,
+                &mask,
+                None,
+                Scores::plain(hd),
+                Mode::Differentiable,
+                false,
+            )
+            .unwrap();
             let o = (o * &wsum).unwrap();
             let g = super::autodiff::Swiglu;
             let s = o.contiguous().unwrap().apply_op1(g).unwrap();
@@ -423,6 +467,7 @@ mod tests {
                 tq: 2,
                 tk: 4,
                 window,
+                causal: true,
             };
             let b = attention_bias(&mask, 2, &Device::Cpu).unwrap();
             let flat: Vec<f32> = b.flatten_all().unwrap().to_vec1().unwrap();
@@ -453,11 +498,22 @@ mod tests {
                 tq,
                 tk,
                 window,
+                causal: true,
             };
             let bias = attention_bias(&mask, b, &Device::Cpu).unwrap();
-            let (fo, fp) = attend(&q, &k, &v, &mask, None, Mode::Fast, true).unwrap();
-            let (so, sp) =
-                attend(&q, &k, &v, &mask, Some(&bias), Mode::Differentiable, true).unwrap();
+            let (fo, fp) =
+                attend(&q, &k, &v, &mask, None, Scores::plain(hd), Mode::Fast, true).unwrap();
+            let (so, sp) = attend(
+                &q,
+                &k,
+                &v,
+                &mask,
+                Some(&bias),
+                Scores::plain(hd),
+                Mode::Differentiable,
+                true,
+            )
+            .unwrap();
             assert!(max_diff(&fo, &so) < 1e-5, "out {}", max_diff(&fo, &so));
             assert!(max_diff(&fp.unwrap(), &sp.unwrap()) < 1e-6);
         }

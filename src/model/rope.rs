@@ -59,7 +59,19 @@ impl RopeScaling {
             .iter()
             .filter_map(|k| config.get(*k).filter(|x| !x.is_null()))
             .next();
-        let Some(p) = params else {
+        Self::from_hf_params(path, config, params, max_position_embeddings)
+    }
+
+    /// As `from_hf`, from the RoPE parameters `params` given apart (e.g. those of one layer
+    /// type); an older config's top-level `rope_scaling` wins.
+    pub fn from_hf_params(
+        path: &Path,
+        config: &Value,
+        params: Option<&Value>,
+        max_position_embeddings: usize,
+    ) -> Result<Self> {
+        let top = config.get("rope_scaling").filter(|x| !x.is_null());
+        let Some(p) = top.or(params) else {
             return Ok(RopeScaling::Default);
         };
         let key = |k: &str| format!("rope_scaling.{k}");

@@ -278,7 +278,7 @@ pub fn write_gguf_with(
     let cfg = &model.config;
     let arch_name = match cfg.arch {
         Arch::Gpt2 => "gpt2",
-        Arch::Llama => cfg.model_type.as_str(),
+        _ => cfg.model_type.as_str(),
     };
     // HF name -> GGUF name, from the loader's own mapping.
     let mut stems = vec![

@@ -28,7 +28,7 @@ pub(super) fn forward(
     let mut attn = vec![0f32; n * h * hd];
     let attn_ptr = SharedMut(attn.as_mut_ptr());
     let probs_ptr = SharedMut(probs.as_mut_ptr());
-    let scale = 1.0 / (hd as f32).sqrt();
+    let scale = dims.scale;
     let rep = h / hkv;
     (0..pk.start.len() * h).into_par_iter().for_each(|task| {
         let (si, hi) = (task / h, task % h);
@@ -58,6 +58,9 @@ pub(super) fn forward(
             );
             let ps = std::slice::from_raw_parts_mut(p, len * len);
             for (i, row) in ps.chunks_mut(len).enumerate() {
+                if let Some(c) = dims.softcap {
+                    row.iter_mut().for_each(|v| *v = c * (*v / c).tanh());
+                }
                 softmax_row(row, i, dims);
             }
             mm(
@@ -92,9 +95,9 @@ pub(super) fn backward(
     pk: &Packing,
     dims: &Dims,
 ) {
-    let Dims { hkv, hd, .. } = *dims;
+    let Dims { hkv, .. } = *dims;
     let dqkv_ptr = SharedMut(dqkv.as_mut_ptr());
-    let scale = 1.0 / (hd as f32).sqrt();
+    let scale = dims.scale;
     (0..spans.len() * hkv).into_par_iter().for_each(|task| {
         let (j, kh) = (task / hkv, task % hkv);
         let (si, r0, n) = spans[j];
@@ -187,6 +190,14 @@ impl AttnTask<'_> {
                     *d = pv * (*d - sum) * self.scale;
                 }
                 let qi = &qkv[(ts + i) * wqkv + hi * hd..][..hd];
+                if let Some(c) = self.dims.softcap {
+                    // Through the cap: d / d score = d / d capped * (1 - tanh^2(score / c)).
+                    for (jj, d) in ds.iter_mut().enumerate() {
+                        let s = self.scale * dot(qi, &qkv[(ts + jj) * wqkv + kc..][..hd]);
+                        let t = (s / c).tanh();
+                        *d *= 1.0 - t * t;
+                    }
+                }
                 dq.fill(0.0);
                 for (jj, (&d, &pv)) in ds.iter().zip(prow).enumerate() {
                     axpy(&mut dq, d, &qkv[(ts + jj) * wqkv + kc..][..hd]);

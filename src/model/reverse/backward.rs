@@ -1,15 +1,33 @@
-//! One block's backward pass over the packed cotangent rows of all targets: the MLP and the
-//! attention output projection (`mlp_backward`), attention, RoPE, the q|k|v projection and the
-//! first norm, input gradients only.
+//! One block's backward pass over the packed cotangent rows of all targets: the MLP branch and
+//! the attention's output side (`mlp_backward`), attention, RoPE, the q/k norms, the q|k|v
+//! projection and the attention's input norm, input gradients only. Like the forward pass, it
+//! interprets the block's description.
 
 use rayon::prelude::*;
 
-use super::block::BlockW;
+use super::block::{BlockW, Norm};
 use super::forward::Tape;
 use super::rows::rope_rows;
-use super::{Dims, Packing, attention, row_range};
+use super::{Dims, Packing, Rope, attention, row_range};
 use crate::error::Result;
 use crate::model::Model;
+
+/// Where one backward pass's rows are: packed token and position of each row, and each grad
+/// target's (segment, first row, prefix).
+pub(super) struct RowMap<'a> {
+    pub(super) tok: &'a [usize],
+    pub(super) pos: &'a [usize],
+    pub(super) spans: &'a [(usize, usize, usize)],
+}
+
+/// dy := J_norm(x)^T dy for one row group of rows (a norm that replaces its input).
+fn through(norm: &Option<Norm<'_>>, x: &[f32], dy: &mut [f32]) {
+    if let Some(n) = norm {
+        let src = dy.to_vec();
+        dy.fill(0.0);
+        n.backward_groups(x, &src, dy);
+    }
+}
 
 impl Model {
     /// One block's backward pass: `g` [rows, d] holds d target / d (block output) and becomes
@@ -24,59 +42,71 @@ impl Model {
         g: &mut [f32],
         top: Option<&[usize]>,
         ws: &mut Scratch,
-        row_tok: &[usize],
-        row_pos: &[usize],
-        spans: &[(usize, usize, usize)],
+        rows: &RowMap<'_>,
         pk: &Packing,
         dims: &Dims,
-        rope: Option<(&[f32], &[f32])>,
+        rope: Option<Rope<'_>>,
     ) -> Result<()> {
         let w = BlockW::of(self, l)?;
-        let Dims { d, h, hd, wqkv, .. } = *dims;
-        let p = row_tok.len();
+        let Dims {
+            d,
+            h,
+            hkv,
+            hd,
+            wqkv,
+            ..
+        } = *dims;
+        let (hq, hk) = (h * hd, hkv * hd);
+        let p = rows.tok.len();
         match top {
             None => {
                 let mut da = std::mem::take(&mut ws.da);
-                mlp_backward(&w, tape, g, row_tok, ws, &mut da[..p * h * hd], dims);
+                mlp_backward(&w, tape, g, rows.tok, &mut da[..p * hq], dims);
                 ws.da = da;
             }
-            Some(rows) => {
-                let mut gc: Vec<f32> = rows
+            Some(top) => {
+                let mut gc: Vec<f32> = top
                     .iter()
                     .flat_map(|&r| g[r * d..(r + 1) * d].iter().copied())
                     .collect();
-                let toks: Vec<usize> = rows.iter().map(|&r| row_tok[r]).collect();
-                let mut dac = vec![0f32; rows.len() * h * hd];
-                mlp_backward(&w, tape, &mut gc, &toks, ws, &mut dac, dims);
-                let da = &mut ws.da[..p * h * hd];
+                let toks: Vec<usize> = top.iter().map(|&r| rows.tok[r]).collect();
+                let mut dac = vec![0f32; top.len() * hq];
+                mlp_backward(&w, tape, &mut gc, &toks, &mut dac, dims);
+                let da = &mut ws.da[..p * hq];
                 da.fill(0.0);
-                for (k, &r) in rows.iter().enumerate() {
+                for (k, &r) in top.iter().enumerate() {
                     g[r * d..(r + 1) * d].copy_from_slice(&gc[k * d..(k + 1) * d]);
-                    da[r * h * hd..(r + 1) * h * hd]
-                        .copy_from_slice(&dac[k * h * hd..(k + 1) * h * hd]);
+                    da[r * hq..(r + 1) * hq].copy_from_slice(&dac[k * hq..(k + 1) * hq]);
                 }
             }
         }
-        let BlockW {
-            norm1, qkv: qkv_l, ..
-        } = w;
-        let da = &ws.da[..p * h * hd];
+        let da = &ws.da[..p * hq];
         let dh = &mut ws.dh[..p * d];
         let dqkv = &mut ws.dqkv[..p * wqkv];
-        // Attention: g += norm1'(x_in)^T qkv^T rope^T attn'^T (o^T g, in `da`)
-        attention::backward(&tape.qkv, &tape.probs, da, dqkv, spans, pk, dims);
-        // Per range of rows: un-rotate, qkv^T, norm1'.
+        // Attention: g += attn_in'(x_in)^T qkv^T qk_norm'^T rope^T attn'^T (o^T .., in `da`)
+        attention::backward(&tape.qkv, &tape.probs, da, dqkv, rows.spans, pk, dims);
+        // Per range of rows: un-rotate, q/k norms, qkv^T, attn_in'.
         let per = row_range(p);
         dqkv.par_chunks_mut(per * wqkv)
             .zip(dh.par_chunks_mut(per * d))
             .zip(g.par_chunks_mut(per * d))
-            .zip(row_tok.par_chunks(per))
-            .zip(row_pos.par_chunks(per))
+            .zip(rows.tok.par_chunks(per))
+            .zip(rows.pos.par_chunks(per))
             .for_each(|((((dqkv, dh), g), toks), poss)| {
                 rope_rows(dqkv, poss, rope, dims, true);
-                qkv_l.backward(dqkv, dh);
+                if let Some(raw) = &tape.qkv_raw {
+                    for (row, &t) in dqkv.chunks_mut(wqkv).zip(toks) {
+                        let x = &raw[t * wqkv..(t + 1) * wqkv];
+                        through(&w.q_norm, &x[..hq], &mut row[..hq]);
+                        through(&w.k_norm, &x[hq..hq + hk], &mut row[hq..hq + hk]);
+                    }
+                }
+                w.qkv.backward(dqkv, dh);
                 for ((g, dh), &t) in g.chunks_mut(d).zip(dh.chunks(d)).zip(toks) {
-                    norm1.backward_row(&tape.x_in[t * d..(t + 1) * d], dh, g);
+                    match &w.attn_in {
+                        Some(n) => n.backward_row(&tape.x_in[t * d..(t + 1) * d], dh, g),
+                        None => g.iter_mut().zip(dh).for_each(|(g, v)| *g += v),
+                    }
                 }
             });
         Ok(())
@@ -86,18 +116,14 @@ impl Model {
 /// Scratch buffers of the backward pass, sized for the packed rows once and reused by every
 /// block: each is overwritten in full before it is read, so they are never cleared.
 pub(super) struct Scratch {
-    dact: Vec<f32>,
-    dpre: Vec<f32>,
     dh: Vec<f32>,
     da: Vec<f32>,
     dqkv: Vec<f32>,
 }
 
 impl Scratch {
-    pub(super) fn new(rows: usize, dims: &Dims, pre_width: usize) -> Self {
+    pub(super) fn new(rows: usize, dims: &Dims) -> Self {
         Scratch {
-            dact: vec![0f32; rows * dims.ffn],
-            dpre: vec![0f32; rows * pre_width],
             dh: vec![0f32; rows * dims.d],
             da: vec![0f32; rows * dims.h * dims.hd],
             dqkv: vec![0f32; rows * dims.wqkv],
@@ -105,38 +131,68 @@ impl Scratch {
     }
 }
 
-/// The MLP's and the attention output projection's backward pass on the rows of `g` (whose
-/// forward activations are those of the packed tokens `toks`): g += norm2'(x_mid)^T up^T
-/// act'(pre)^T down^T g, then da = o^T g.
+/// The MLP branch's and the attention output side's backward pass on the rows of `g` (whose
+/// forward activations are those of the packed tokens `toks`): `g` goes from d / d (block
+/// output) to d / d (the residual stream before the attention's sum, plus, for parallel
+/// blocks, the MLP branch's share of d / d (block input)), and da = d / d (attention output).
 fn mlp_backward(
     w: &BlockW<'_>,
     tape: &Tape,
     g: &mut [f32],
     toks: &[usize],
-    ws: &mut Scratch,
     da: &mut [f32],
     dims: &Dims,
 ) {
     let (d, ffn, wo) = (dims.d, dims.ffn, dims.h * dims.hd);
-    let pw = w.b.act.pre_width(ffn);
+    let b = w.b;
+    let pw = b.mlp.act.pre_width(ffn);
     let m = toks.len();
     let per = row_range(m);
+    let row = |v: &'_ Option<Vec<f32>>, t: usize| -> Vec<f32> {
+        v.as_ref()
+            .map(|v| v[t * d..(t + 1) * d].to_vec())
+            .unwrap_or_default()
+    };
     g.par_chunks_mut(per * d)
-        .zip(ws.dact[..m * ffn].par_chunks_mut(per * ffn))
-        .zip(ws.dpre[..m * pw].par_chunks_mut(per * pw))
-        .zip(ws.dh[..m * d].par_chunks_mut(per * d))
         .zip(toks.par_chunks(per))
         .zip(da[..m * wo].par_chunks_mut(per * wo))
-        .for_each(|(((((g, dact), dpre), dh), toks), da)| {
-            w.down.backward(g, dact);
-            for ((dp, da), &t) in dpre.chunks_mut(pw).zip(dact.chunks(ffn)).zip(toks) {
-                w.b.act
-                    .backward_row(&tape.jac[t * pw..(t + 1) * pw], da, dp);
+        .for_each(|((g, toks), da)| {
+            let rows = toks.len();
+            // Through mlp_res, then the MLP branch: gm = mlp_out'^T g.
+            for (g, &t) in g.chunks_mut(d).zip(toks) {
+                through(&w.mlp_res, &row(&tape.out_raw, t), g);
             }
-            w.up.backward(dpre, dh);
+            let mut gm = g.to_vec();
+            for (gm, &t) in gm.chunks_mut(d).zip(toks) {
+                through(&w.mlp_out, &row(&tape.m_raw, t), gm);
+            }
+            let mut dact = vec![0f32; rows * ffn];
+            w.down.backward(&gm, &mut dact);
+            let mut dpre = vec![0f32; rows * pw];
+            for ((dp, dact), &t) in dpre.chunks_mut(pw).zip(dact.chunks(ffn)).zip(toks) {
+                b.mlp
+                    .act
+                    .backward_row(&tape.jac[t * pw..(t + 1) * pw], dact, dp);
+            }
+            let mut dh = vec![0f32; rows * d];
+            w.up.backward(&dpre, &mut dh);
+            // The attention's share: d / d (its output after attn_out).
+            let mut ga = if b.parallel { g.to_vec() } else { vec![] };
             for ((g, dh), &t) in g.chunks_mut(d).zip(dh.chunks(d)).zip(toks) {
-                w.norm2.backward_row(&tape.x_mid[t * d..(t + 1) * d], dh, g);
+                match &w.mlp_in {
+                    Some(n) => n.backward_row(tape.mlp_x(b.parallel, t, d), dh, g),
+                    None => g.iter_mut().zip(dh).for_each(|(g, v)| *g += v),
+                }
+                if !b.parallel {
+                    through(&w.attn_res, &row(&tape.mid_raw, t), g);
+                }
             }
-            w.o.backward(g, da);
+            if !b.parallel {
+                ga = g.to_vec();
+            }
+            for (ga, &t) in ga.chunks_mut(d).zip(toks) {
+                through(&w.attn_out, &row(&tape.a_raw, t), ga);
+            }
+            w.o.backward(&ga, da);
         });
 }

@@ -1,66 +1,27 @@
-//! A decoder block as the reverse pass reads it: the description the architectures hand over
-//! (`BlockRef`, with `NormRef` and `ActKind`), and the same with its weights borrowed as raw
-//! f32 slices for one pass (`BlockW`, `Lin`, `Norm`), linear layers' products included.
+//! A block as the reverse pass reads it: the model's own description (`model::block::Block`)
+//! with its weights borrowed as raw f32 slices for one pass (`BlockW`, `Lin`, `Norm`), linear
+//! layers' products included.
 
 use candle_core::{Storage, Tensor};
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::model::Model;
+use crate::model::block::{self, Block, NormKind};
 use crate::model::ops::Linear;
 use crate::numerics::matrix::gemm_strided;
 
-/// A normalization layer as the reverse pass reads it.
-#[derive(Clone, Copy)]
-pub enum NormRef<'a> {
-    /// x / sqrt(mean(x^2) + eps) * w
-    Rms { w: &'a Tensor, eps: f32 },
-    /// (x - mean) / sqrt(var + eps) * w + b
-    Layer {
-        w: &'a Tensor,
-        b: &'a Tensor,
-        eps: f32,
-    },
-}
-
-/// The MLP nonlinearity between the up and down projections.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ActKind {
-    /// silu(gate) * up on a stacked [gate | up] projection.
-    SwiGlu,
-    /// GELU, tanh approximation.
-    GeluTanh,
-    /// GELU, exact (erf).
-    GeluErf,
-}
-
-impl ActKind {
-    /// Width of the projection feeding the nonlinearity, for `ffn` activations.
-    pub(super) fn pre_width(self, ffn: usize) -> usize {
-        match self {
-            ActKind::SwiGlu => 2 * ffn,
-            _ => ffn,
-        }
-    }
-}
-
-/// One pre-norm decoder block: x + o(attn(qkv(norm1(x)))), then + down(act(up(norm2(x)))).
-pub struct BlockRef<'a> {
-    pub norm1: NormRef<'a>,
-    /// Stacked q | k | v projection.
-    pub qkv: &'a Linear,
-    pub o: &'a Linear,
-    pub norm2: NormRef<'a>,
-    pub up: &'a Linear,
-    pub act: ActKind,
-    pub down: &'a Linear,
-}
-
-/// One block's weights, borrowed for a pass.
+/// One block's weights, borrowed for a pass, beside its description `b`.
 pub(super) struct BlockW<'a> {
-    pub(super) b: BlockRef<'a>,
-    pub(super) norm1: Norm<'a>,
-    pub(super) norm2: Norm<'a>,
+    pub(super) b: &'a Block,
+    pub(super) attn_in: Option<Norm<'a>>,
+    pub(super) attn_out: Option<Norm<'a>>,
+    pub(super) attn_res: Option<Norm<'a>>,
+    pub(super) q_norm: Option<Norm<'a>>,
+    pub(super) k_norm: Option<Norm<'a>>,
+    pub(super) mlp_in: Option<Norm<'a>>,
+    pub(super) mlp_out: Option<Norm<'a>>,
+    pub(super) mlp_res: Option<Norm<'a>>,
     pub(super) qkv: Lin<'a>,
     pub(super) o: Lin<'a>,
     pub(super) up: Lin<'a>,
@@ -69,14 +30,21 @@ pub(super) struct BlockW<'a> {
 
 impl<'a> BlockW<'a> {
     pub(super) fn of(model: &'a Model, l: usize) -> Result<Self> {
-        let b = model.body.block(l);
+        let b = &model.body.blocks[l];
+        let n = |x: &'a Option<block::Norm>| x.as_ref().map(Norm::of).transpose();
         Ok(BlockW {
-            norm1: Norm::of(b.norm1)?,
-            norm2: Norm::of(b.norm2)?,
-            qkv: Lin::of(b.qkv)?,
-            o: Lin::of(b.o)?,
-            up: Lin::of(b.up)?,
-            down: Lin::of(b.down)?,
+            attn_in: n(&b.attn_in)?,
+            attn_out: n(&b.attn_out)?,
+            attn_res: n(&b.attn_res)?,
+            q_norm: n(&b.attn.q_norm)?,
+            k_norm: n(&b.attn.k_norm)?,
+            mlp_in: n(&b.mlp_in)?,
+            mlp_out: n(&b.mlp_out)?,
+            mlp_res: n(&b.mlp_res)?,
+            qkv: Lin::of(&b.attn.qkv)?,
+            o: Lin::of(&b.attn.o)?,
+            up: Lin::of(&b.mlp.up)?,
+            down: Lin::of(&b.mlp.down)?,
             b,
         })
     }
@@ -89,11 +57,38 @@ pub(super) enum Norm<'a> {
 }
 
 impl<'a> Norm<'a> {
-    pub(super) fn of(n: NormRef<'a>) -> Result<Self> {
-        Ok(match n {
-            NormRef::Rms { w, eps } => Norm::Rms(Data::of(w)?, eps),
-            NormRef::Layer { w, b, eps } => Norm::Layer(Data::of(w)?, Data::of(b)?, eps),
+    pub(super) fn of(n: &'a block::Norm) -> Result<Self> {
+        let eps = n.eps as f32;
+        Ok(match (n.kind, &n.b) {
+            (NormKind::Rms, _) => Norm::Rms(Data::of(&n.w)?, eps),
+            (NormKind::Layer, Some(b)) => Norm::Layer(Data::of(&n.w)?, Data::of(b)?, eps),
+            (NormKind::Layer, None) => {
+                return Err(Error::Input("LayerNorm without a bias".into()));
+            }
         })
+    }
+
+    /// Values per normalized group.
+    pub(super) fn width(&self) -> usize {
+        match self {
+            Norm::Rms(w, _) | Norm::Layer(w, _, _) => w.s().len(),
+        }
+    }
+
+    /// y = norm(x) over each group of `width` values of x.
+    pub(super) fn forward_groups(&self, x: &[f32], y: &mut [f32]) {
+        let n = self.width();
+        for (y, x) in y.chunks_mut(n).zip(x.chunks(n)) {
+            self.forward_row(x, y);
+        }
+    }
+
+    /// dx += J^T dy over each group of `width` values.
+    pub(super) fn backward_groups(&self, x: &[f32], dy: &[f32], dx: &mut [f32]) {
+        let n = self.width();
+        for ((dx, dy), x) in dx.chunks_mut(n).zip(dy.chunks(n)).zip(x.chunks(n)) {
+            self.backward_row(x, dy, dx);
+        }
     }
 }
 

@@ -38,8 +38,8 @@ use rayon::prelude::*;
 use super::Model;
 use crate::error::{Error, Result};
 use crate::numerics::matrix::gemm_strided;
+use backward::RowMap;
 use backward::Scratch;
-pub use block::{ActKind, BlockRef, NormRef};
 use block::{Data, Lin, Norm, gemm};
 use rows::prob_cotangent_row;
 
@@ -66,6 +66,9 @@ pub struct SegResult {
     pub grads: Vec<Option<Vec<f32>>>,
 }
 
+/// A RoPE table's cos and sin [max_pos, rot / 2], borrowed.
+type Rope<'a> = (&'a [f32], &'a [f32]);
+
 /// Sizes shared by every step.
 #[derive(Clone, Copy)]
 struct Dims {
@@ -76,12 +79,31 @@ struct Dims {
     /// Width of the stacked q | k | v projection.
     wqkv: usize,
     ffn: usize,
+    // What differs between blocks (`Dims::of_block`):
     window: Option<usize>,
+    causal: bool,
+    /// Half the values of each head RoPE rotates (0 without RoPE).
+    rot_half: usize,
+    /// Scores are `scale * q . k`, soft-capped as `cap * tanh(score / cap)` if `softcap`.
+    scale: f32,
+    softcap: Option<f32>,
 }
 
 impl Dims {
     fn visible(&self, i: usize, j: usize) -> bool {
-        j <= i && self.window.is_none_or(|w| i - j < w)
+        (!self.causal || j <= i) && self.window.is_none_or(|w| i.abs_diff(j) < w)
+    }
+
+    /// These sizes with block `b`'s attention settings; `rot_half` from its RoPE table.
+    fn of_block(&self, b: &crate::model::block::Block, rot_half: usize) -> Dims {
+        Dims {
+            window: b.attn.window,
+            causal: b.attn.causal,
+            rot_half,
+            scale: b.attn.scale,
+            softcap: b.attn.softcap,
+            ..*self
+        }
     }
 }
 
@@ -100,9 +122,8 @@ impl Model {
     /// Makes the [out, in] weight copies the reverse pass reads for widening layers (otherwise
     /// made on first use), all layers in parallel: a timed first call then does not pay for them.
     pub fn prepare_reverse(&self) -> Result<()> {
-        (0..self.config.n_layers).into_par_iter().try_for_each(|l| {
-            let b = self.body.block(l);
-            for lin in [b.qkv, b.o, b.up, b.down] {
+        self.body.blocks.par_iter().try_for_each(|b| {
+            for lin in [&b.attn.qkv, &b.attn.o, &b.mlp.up, &b.mlp.down] {
                 Lin::of(lin)?;
             }
             Ok(())
@@ -123,8 +144,18 @@ impl Model {
             hd: cfg.head_dim,
             wqkv: (cfg.n_heads + 2 * cfg.n_kv_heads) * cfg.head_dim,
             ffn: cfg.intermediate_size,
-            window: cfg.sliding_window,
+            window: None,
+            causal: true,
+            rot_half: 0,
+            scale: 1.0,
+            softcap: None,
         };
+        if self.body.blocks.iter().any(|b| !b.attn.causal) || self.body.embed_norm.is_some() {
+            return Err(Error::Input(format!(
+                "saliency of an encoder ({}) is not supported by the reverse pass",
+                cfg.model_type
+            )));
+        }
         // Validate and pack.
         let mut pk = Packing {
             start: vec![],
@@ -166,7 +197,10 @@ impl Model {
         for s in segments {
             x.extend_from_slice(&s.embeds);
         }
-        if let Some(wpe) = self.body.position_embeddings() {
+        if let Some(s) = self.body.embed_scale {
+            x.par_iter_mut().for_each(|v| *v *= s);
+        }
+        if let Some(wpe) = &self.body.pos_embed {
             let wpe = Data::of(wpe)?;
             let wpe = wpe.s();
             x.par_chunks_mut(d).zip(&pk.pos).for_each(|(row, &p)| {
@@ -175,16 +209,29 @@ impl Model {
                 }
             });
         }
-        let rope = match self.body.rope_tables() {
-            Some((c, s)) => Some((Data::of(c)?, Data::of(s)?)),
-            None => None,
+        let tables = self
+            .body
+            .ropes
+            .iter()
+            .map(|r| {
+                let (c, s) = r.tables();
+                Ok((Data::of(c)?, Data::of(s)?, c.dim(1)?))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        // Each block's RoPE table and sizes.
+        let layer = |l: usize| -> (Option<Rope<'_>>, Dims) {
+            let b = &self.body.blocks[l];
+            match b.attn.rope.and_then(|i| tables.get(i)) {
+                Some((c, s, half)) => (Some((c.s(), s.s())), dims.of_block(b, *half)),
+                None => (None, dims.of_block(b, 0)),
+            }
         };
-        let rope = rope.as_ref().map(|(c, s)| (c.s(), s.s()));
 
         // ---- forward, keeping each block's tape ----
         let mut tapes = Vec::with_capacity(cfg.n_layers);
         for l in 0..cfg.n_layers {
-            let (tape, next) = self.block_forward(l, x, &pk, &dims, rope, n_prob)?;
+            let (rope, ldims) = layer(l);
+            let (tape, next) = self.block_forward(l, x, &pk, &ldims, rope, n_prob)?;
             tapes.push(tape);
             x = next;
         }
@@ -215,20 +262,39 @@ impl Model {
             .flat_map(|s| s.targets.iter().map(|t| t.token))
             .collect();
         let n_targets = tokens.len();
-        let final_norm = Norm::of(self.body.final_norm_ref())?;
-        let lm = Data::of(self.body.lm_head())?;
+        let final_norm = self.body.final_norm.as_ref().map(Norm::of).transpose()?;
+        let lm = Data::of(&self.body.lm_head)?;
         let vocab = cfg.vocab_size;
         let mut hf = vec![0f32; n_targets * d];
-        hf.par_chunks_mut(d)
-            .zip(&last_tok)
-            .for_each(|(h, &t)| final_norm.forward_row(&x[t * d..(t + 1) * d], h));
-        // logits [T, V] = hf . lm^T (lm is [V, d]).
+        hf.par_chunks_mut(d).zip(&last_tok).for_each(|(h, &t)| {
+            let xr = &x[t * d..(t + 1) * d];
+            match &final_norm {
+                Some(n) => n.forward_row(xr, h),
+                None => h.copy_from_slice(xr),
+            }
+        });
+        // logits [T, V] = hf . lm^T (lm is [V, d]), soft-capped if the model caps them.
         let mut logits = vec![0f32; n_targets * vocab];
         gemm(n_targets, vocab, d, &mut logits, false, &hf, lm.s(), 1, d);
+        let cap = self.body.final_softcap;
         let probs: Vec<f32> = logits
             .par_chunks_mut(vocab)
             .zip(&tokens)
-            .map(|(row, &tok)| prob_cotangent_row(row, tok as usize))
+            .map(|(row, &tok)| match cap {
+                None => prob_cotangent_row(row, tok as usize),
+                Some(c) => {
+                    // d p / d raw = d p / d capped * (1 - tanh^2)
+                    let mut deriv = Vec::with_capacity(row.len());
+                    for v in row.iter_mut() {
+                        let t = (*v / c).tanh();
+                        *v = c * t;
+                        deriv.push(1.0 - t * t);
+                    }
+                    let p = prob_cotangent_row(row, tok as usize);
+                    row.iter_mut().zip(&deriv).for_each(|(v, k)| *v *= k);
+                    p
+                }
+            })
             .collect();
         let mut results: Vec<SegResult> = Vec::with_capacity(segments.len());
         {
@@ -294,11 +360,11 @@ impl Model {
         for (gi, &ti) in grad_targets.iter().enumerate() {
             let t = last_tok[ti];
             let r = row_start[gi] + (t - rows[row_start[gi]].tok);
-            final_norm.backward_row(
-                &x[t * d..(t + 1) * d],
-                &dhf[gi * d..(gi + 1) * d],
-                &mut g[r * d..(r + 1) * d],
-            );
+            let (dy, dx) = (&dhf[gi * d..(gi + 1) * d], &mut g[r * d..(r + 1) * d]);
+            match &final_norm {
+                Some(n) => n.backward_row(&x[t * d..(t + 1) * d], dy, dx),
+                None => dx.iter_mut().zip(dy).for_each(|(a, b)| *a += b),
+            }
         }
         drop(x);
 
@@ -320,13 +386,21 @@ impl Model {
         let row_pos: Vec<usize> = rows.iter().map(|r| r.pos).collect();
         // Rows with a cotangent at the top: each target's last position.
         let top: Vec<usize> = spans.iter().map(|&(_, r0, n)| r0 + n - 1).collect();
-        let mut ws = Scratch::new(p, &dims, self.body.block(0).act.pre_width(dims.ffn));
+        let mut ws = Scratch::new(p, &dims);
+        let map = RowMap {
+            tok: &row_tok,
+            pos: &row_pos,
+            spans: &spans,
+        };
         for l in (0..cfg.n_layers).rev() {
             let tape = tapes.pop().expect("one tape per layer");
             let top = (l + 1 == cfg.n_layers).then_some(&top[..]);
-            self.block_backward(
-                l, &tape, &mut g, top, &mut ws, &row_tok, &row_pos, &spans, &pk, &dims, rope,
-            )?;
+            let (rope, ldims) = layer(l);
+            self.block_backward(l, &tape, &mut g, top, &mut ws, &map, &pk, &ldims, rope)?;
+        }
+        // Gradients with respect to the unscaled token embeddings.
+        if let Some(s) = self.body.embed_scale {
+            g.par_iter_mut().for_each(|v| *v *= s);
         }
 
         // ---- split the packed gradient by target ----

@@ -4,7 +4,8 @@
 //! Each is an `#[inline(always)]` body run through `simd_call!`, its sums in 16 lanes.
 
 use super::Dims;
-use super::block::{ActKind, Norm};
+use super::block::Norm;
+use crate::model::block::ActKind;
 use crate::numerics::math::{fast_exp, lane_sum};
 use crate::numerics::simd::simd_call;
 
@@ -102,7 +103,7 @@ impl ActKind {
     /// act = f(pre) for one row, and `pre` overwritten with the diagonal(s) of d act / d pre at
     /// that point: the backward pass then only multiplies (its rows outnumber the forward
     /// pass's by the average prefix length, so the transcendental work is done here, once).
-    /// SwiGLU: [d act / d gate | d act / d up]; GELU: d act / d x.
+    /// Gated units: [d act / d gate | d act / d up]; GELU: d act / d x.
     pub(super) fn forward_row(self, pre: &mut [f32], act: &mut [f32]) {
         let k = self;
         simd_call!(act_forward_row(k: ActKind, pre: &mut [f32], act: &mut [f32]))
@@ -125,6 +126,18 @@ fn act_forward_row(k: ActKind, pre: &mut [f32], act: &mut [f32]) {
                 act[i] = x * s * y;
                 g[i] = y * s * (1.0 + x * (1.0 - s));
                 u[i] = x * s;
+            }
+        }
+        ActKind::GeGluTanh => {
+            let (g, u) = pre.split_at_mut(act.len());
+            for i in 0..act.len() {
+                let (x, y) = (g[i], u[i]);
+                let t = (SQRT_2_OVER_PI * (x + GELU_C * x * x * x)).tanh();
+                let dt = (1.0 - t * t) * SQRT_2_OVER_PI * (1.0 + 3.0 * GELU_C * x * x);
+                let gelu = 0.5 * x * (1.0 + t);
+                act[i] = gelu * y;
+                g[i] = y * (0.5 * (1.0 + t) + 0.5 * x * dt);
+                u[i] = gelu;
             }
         }
         ActKind::GeluTanh => {
@@ -157,10 +170,11 @@ fn act_backward_row(jac: &[f32], dact: &[f32], dpre: &mut [f32]) {
     }
 }
 
-/// Rotates (inverse = false) or un-rotates the rotate-half pairs of one head vector.
+/// Rotates (inverse = false) or un-rotates the rotate-half pairs of the first `2 cos.len()`
+/// values of one head vector.
 #[inline(always)]
 fn rope_row(x: &mut [f32], cos: &[f32], sin: &[f32], inverse: bool) {
-    let half = x.len() / 2;
+    let half = cos.len();
     let sign = if inverse { -1.0 } else { 1.0 };
     for i in 0..half {
         let (x1, x2, s) = (x[i], x[i + half], sign * sin[i]);
@@ -198,7 +212,7 @@ fn rope_rows_body(
     dims: &Dims,
     inverse: bool,
 ) {
-    let half = dims.hd / 2;
+    let half = dims.rot_half;
     for (row, &p) in qkv.chunks_mut(dims.wqkv).zip(poss) {
         let (c, s) = (
             &cos[p * half..(p + 1) * half],
@@ -274,7 +288,7 @@ mod tests {
     use candle_core::Tensor;
 
     use super::*;
-    use crate::model::reverse::NormRef;
+    use crate::model::block;
 
     /// The row steps give the same bits through `simd_call!` (AVX-512F or AVX2 here) as compiled
     /// plainly (what a CPU without them runs): lane sums fix the order of every sum, and Rust
@@ -295,14 +309,10 @@ mod tests {
         let b = Tensor::from_vec(vals(d, 2), d, &dev).unwrap();
         let (x, dy) = (vals(d, 3), vals(d, 4));
         for nr in [
-            NormRef::Rms { w: &w, eps: 1e-5 },
-            NormRef::Layer {
-                w: &w,
-                b: &b,
-                eps: 1e-5,
-            },
+            block::Norm::rms(w.clone(), 1e-5),
+            block::Norm::layer(w.clone(), b.clone(), 1e-5),
         ] {
-            let n = Norm::of(nr).unwrap();
+            let n = Norm::of(&nr).unwrap();
             let (mut y1, mut y2) = (vec![0f32; d], vec![0f32; d]);
             n.forward_row(&x, &mut y1);
             norm_forward_row(&n, &x, &mut y2);
@@ -312,7 +322,12 @@ mod tests {
             norm_backward_row(&n, &x, &dy, &mut g2);
             assert_eq!(g1, g2);
         }
-        for k in [ActKind::SwiGlu, ActKind::GeluTanh, ActKind::GeluErf] {
+        for k in [
+            ActKind::SwiGlu,
+            ActKind::GeGluTanh,
+            ActKind::GeluTanh,
+            ActKind::GeluErf,
+        ] {
             let pw = k.pre_width(d);
             let (mut p1, mut p2) = (vals(pw, 5), vals(pw, 5));
             let (mut a1, mut a2) = (vec![0f32; d], vec![0f32; d]);
@@ -332,6 +347,10 @@ mod tests {
             wqkv: 24,
             ffn: d,
             window: Some(30),
+            causal: true,
+            rot_half: 4,
+            scale: 0.5,
+            softcap: None,
         };
         let (mut r1, mut r2) = (vals(50, 6), vals(50, 6));
         softmax_row(&mut r1, 41, &dims);

@@ -1,0 +1,202 @@
+//! The body every architecture loads into: token (and optionally position) embeddings, a stack
+//! of `Block`s described as data, a final norm and the LM head. `Model::forward` runs it with
+//! its captures; the reverse pass reads the same fields. The inputs every block sees are a
+//! `LayerCtx`; what a block returns is a `LayerOut`.
+
+use std::collections::BTreeMap;
+
+use candle_core::Tensor;
+
+use super::block::{Block, Norm};
+use super::ops::{self, Mode, RopeTable};
+use crate::error::Result;
+
+/// RoPE cos/sin for the batch's positions, [B, T, rotary_dim / 2] each.
+pub type Rope = (Tensor, Tensor);
+
+/// Inputs every block sees.
+pub struct LayerCtx<'a> {
+    /// Which keys each query sees (padding, sizes); each block sets its own window and
+    /// causality.
+    pub mask: &'a ops::AttnMask<'a>,
+    /// Additive masks [B, 1, Tq, Tk] per (window, causal), built for differentiable
+    /// attention probabilities only.
+    pub biases: Option<&'a BTreeMap<(Option<usize>, bool), Tensor>>,
+    /// cos/sin of each of the model's RoPE tables at the batch's positions.
+    pub ropes: &'a [Rope],
+    pub mode: Mode,
+    pub want_mlp: bool,
+    pub want_attn: bool,
+}
+
+/// What a block returns: its output (the residual stream) and the captures asked for.
+pub struct LayerOut {
+    pub x: Tensor,
+    /// MLP activations after the nonlinearity, [B, T, ffn].
+    pub mlp: Option<Tensor>,
+    /// Attention probabilities, [B, H, Tq, Tk].
+    pub attn: Option<Tensor>,
+}
+
+/// A transformer: what every architecture loads into.
+pub struct Transformer {
+    /// Token embeddings [V, d].
+    pub embed: Tensor,
+    /// Multiplies the token embeddings entering block 0 (Gemma's sqrt(d)).
+    pub embed_scale: Option<f32>,
+    /// Learned position embeddings [max_pos, d] added to the input (GPT-2, BERT).
+    pub pos_embed: Option<Tensor>,
+    /// Norm on the summed embeddings (BERT).
+    pub embed_norm: Option<Norm>,
+    /// RoPE tables [max_pos, rotary_dim / 2]; blocks name theirs by index.
+    pub ropes: Vec<RopeTable>,
+    pub blocks: Vec<Block>,
+    pub final_norm: Option<Norm>,
+    /// Unembedding [V, d].
+    pub lm_head: Tensor,
+    /// Gemma 2's `cap * tanh(logit / cap)`.
+    pub final_softcap: Option<f32>,
+}
+
+impl Transformer {
+    /// The residual stream entering block 0, and each RoPE table at the batch's positions.
+    pub fn input(
+        &self,
+        embeds: &Tensor,
+        positions: &Tensor,
+        mode: Mode,
+    ) -> Result<(Tensor, Vec<Rope>)> {
+        let mut x = match self.embed_scale {
+            Some(s) => (embeds * s as f64)?,
+            None => embeds.clone(),
+        };
+        if let Some(wpe) = &self.pos_embed {
+            let (b, t) = positions.dims2()?;
+            let d = wpe.dim(1)?;
+            let pos = wpe
+                .index_select(&positions.flatten_all()?, 0)?
+                .reshape((b, t, d))?;
+            x = (x + pos)?;
+        }
+        if let Some(n) = &self.embed_norm {
+            x = n.forward(&x, mode)?;
+        }
+        let ropes = self
+            .ropes
+            .iter()
+            .map(|r| r.select(positions))
+            .collect::<Result<Vec<_>>>()?;
+        Ok((x, ropes))
+    }
+
+    pub fn final_norm(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        match &self.final_norm {
+            Some(n) => n.forward(x, mode),
+            None => Ok(x.clone()),
+        }
+    }
+
+    /// Logits of final-normed states [.., d] -> [.., V], soft-capped if the model caps them.
+    pub fn unembed(&self, h: &Tensor, mode: Mode) -> Result<Tensor> {
+        let logits = ops::linear_t(h, &self.lm_head, mode)?;
+        Ok(match self.final_softcap {
+            Some(c) => ((logits / c as f64)?.tanh()? * c as f64)?,
+            None => logits,
+        })
+    }
+}
+
+/// What the architecture files share when they fill in the description.
+pub(super) mod build {
+    use candle_core::Tensor;
+
+    use super::super::block::{Attention, Norm};
+    use super::super::config::ModelConfig;
+    use super::super::ops::{Linear, RopeTable};
+    use super::super::weights::Weights;
+    use crate::error::{Error, Result};
+
+    /// A PyTorch-layout linear layer `{name}.weight` [out, in] (+ `{name}.bias` if `bias`).
+    pub fn proj(w: &mut Weights, name: &str, out: usize, inp: usize, bias: bool) -> Result<Linear> {
+        Linear::from_out_in(
+            w.take(&format!("{name}.weight"), &[out, inp])?,
+            w.take_if(bias, &format!("{name}.bias"), &[out])?,
+        )
+    }
+
+    /// The RoPE tables: 0 = the model's (scaled) RoPE, 1 = the sliding layers' own base if the
+    /// model has one (Gemma 3).
+    pub fn ropes(cfg: &ModelConfig, dev: &candle_core::Device) -> Result<Vec<RopeTable>> {
+        if !cfg.has_rope() {
+            return Ok(vec![]);
+        }
+        let mut t = vec![RopeTable::new(
+            cfg.rotary_dim,
+            cfg.rope_theta,
+            &cfg.rope_scaling,
+            cfg.max_position_embeddings,
+            dev,
+        )?];
+        if let Some(theta) = cfg.rope_local_theta {
+            t.push(RopeTable::new(
+                cfg.rotary_dim,
+                theta,
+                &super::super::rope::RopeScaling::Default,
+                cfg.max_position_embeddings,
+                dev,
+            )?);
+        }
+        Ok(t)
+    }
+
+    /// Layer `l`'s attention as the config describes it, around its projections and q/k norms.
+    pub fn attention(
+        cfg: &ModelConfig,
+        l: usize,
+        qkv: Linear,
+        o: Linear,
+        q_norm: Option<Norm>,
+        k_norm: Option<Norm>,
+    ) -> Attention {
+        let sliding = cfg.sliding_layers.get(l).copied().unwrap_or(false);
+        Attention {
+            qkv,
+            q_norm,
+            k_norm,
+            o,
+            n_heads: cfg.n_heads,
+            n_kv_heads: cfg.n_kv_heads,
+            head_dim: cfg.head_dim,
+            scale: match cfg.attn_scale {
+                Some(s) => s as f32,
+                None => 1.0 / (cfg.head_dim as f32).sqrt(),
+            },
+            softcap: cfg.attn_softcap.map(|c| c as f32),
+            window: cfg.window(l),
+            causal: true,
+            rope: cfg
+                .has_rope()
+                .then_some(usize::from(sliding && cfg.rope_local_theta.is_some())),
+        }
+    }
+
+    /// The unembedding `name` [V, d], or the embeddings when the config ties them.
+    pub fn lm_head(
+        cfg: &ModelConfig,
+        w: &mut Weights,
+        name: &str,
+        embed: &Tensor,
+    ) -> Result<Tensor> {
+        let (v, d) = (cfg.vocab_size, cfg.hidden_size);
+        match w.take_opt(name, &[v, d])? {
+            Some(t) => Ok(t),
+            None if cfg.tie_word_embeddings => Ok(embed.clone()),
+            None => Err(Error::model(
+                &w.source,
+                format!(
+                    "tensor `{name}` is missing and the config does not tie it to the embeddings"
+                ),
+            )),
+        }
+    }
+}
