@@ -25,6 +25,70 @@ What it writes (all under tests/data/, relative to the repo root):
       longest prompt) and, for dynamic, gen_rope_cos / gen_rope_sin [T+7,head_dim] (row p: the
       cos/sin position p was rotated with during cached generation). The JSON sidecar's "rope"
       block states transformers' formula for the type and (dynamic) its update rule.
+  Other decoder families (family_configs; same tokenizer, same keys as the tiny goldens; the sidecar adds
+  "architecture" (salient config values), "family_notes" (what the family computes that a reimplementation
+  must match), "embed_scale" and "grad_note"). L = layers, d = hidden, H/KV = heads/kv heads, hd = head_dim:
+    tiny-qwen3           Qwen3ForCausalLM: q/k RMSNorm per head (weight [hd]) before RoPE; hd 16 != 32/4; GQA 4:2;
+                         L 2, d 32, tied. TINY_PROMPTS.
+    tiny-olmo2           Olmo2ForCausalLM: no pre-norms, post_attention_layernorm / post_feedforward_layernorm on
+                         the sublayer outputs; q_norm / k_norm over the whole projection (H*hd = 32, KV*hd = 16);
+                         GQA 4:2; L 2, d 32, untied. TINY_PROMPTS.
+    tiny-gemma           GemmaForCausalLM: embeddings times sqrt(d), (1 + w) RMSNorms (weights jittered around 0),
+                         GeGLU (gelu_pytorch_tanh), MQA (KV 1), hd 16 != 32/4, tied; L 2, d 32. TINY_PROMPTS.
+    tiny-gemma2          Gemma2ForCausalLM: pre + post norms, query_pre_attn_scalar 24 (hd 16), attention
+                         soft-cap 2.5 and final soft-cap 3.0 (max |x|/cap ~1.2-1.7 and ~1.5-1.8: tanh well into
+                         its bend; in the sidecar's "softcapping"), sliding_window 8 with layer_types [sliding,
+                         full, sliding]; GQA 4:2; L 3, d 32, tied. ROPE_PROMPTS.
+    tiny-gemma3          Gemma3ForCausalLM (Gemma3TextConfig, model_type gemma3_text): q/k (1 + w) norms per head,
+                         sliding_window 8, layer_types [sliding, sliding, full], rope_parameters keyed by layer type
+                         (sliding: default, theta 1e4; full: linear factor 8, theta 1e6), query_pre_attn_scalar 32
+                         (hd 16); GQA 4:2; L 3, d 32, tied. ROPE_PROMPTS; adds rope_cos.<type> / rope_sin.<type>
+                         [43, 16] for both layer types.
+    tiny-pythia          GPTNeoXForCausalLM: rotary_pct 0.25 (4 of hd 16 rotated), parallel residual, LayerNorms and
+                         linears with biases, exact gelu, untied embed_out; H 3, L 2, d 48; config.json in the Hub's
+                         Pythia layout (rotary_pct, rotary_emb_base). TINY_PROMPTS; adds rope_cos / rope_sin [23, 4].
+    tiny-neox-seq        The same family with use_parallel_residual false and rotary_pct 0.5 (8 of hd 16); H 2, L 2,
+                         d 32; config.json as transformers 5 writes it (rope_parameters.partial_rotary_factor).
+                         TINY_PROMPTS; adds rope_cos / rope_sin [23, 8].
+    tiny-phi3            Phi3ForCausalLM: fused qkv_proj [q | k | v] and gate_up_proj [gate | up], GQA 4:2, hd 8,
+                         untied; L 2, d 32. TINY_PROMPTS.
+    tiny-phi3-longrope   Phi-3 with rope type longrope (short_factor / long_factor PHI3_SHORT / PHI3_LONG, 8 values
+                         each, original_max_position_embeddings 64, max_position_embeddings 256, so attention
+                         factor sqrt(1 + ln 4 / ln 64)); H 2, KV 1, hd 16, L 2, d 32; config.json in the Hub's
+                         Phi-3 layout (rope_scaling + top-level rope_theta). ROPE_PROMPTS (every sequence < 64
+                         tokens: short factors); adds rope_cos / rope_sin / rope_inv_freq as the RoPE goldens do, and
+                         the sidecar's "rope" block says which factors and attention factor transformers used.
+    tiny-mistral-window  MistralForCausalLM with sliding_window 8 on every layer; hd 16 != 32/4, GQA 4:2, untied;
+                         L 2, d 32. ROPE_PROMPTS.
+    tiny-qwen2-window    Qwen2 with use_sliding_window true, sliding_window 8, max_window_layers 1 of 3 layers, so
+                         layer_types [full, sliding, sliding]; q/k/v biases, GQA 4:2, tied; d 32. ROPE_PROMPTS.
+  For the windowed models (gemma2, gemma3, mistral-window, qwen2-window) the script checks that the logits
+  equal those of the same weights without the window for the prompts of <= 8 tokens and differ for the
+  longer ones (sidecar "sliding_window_check"); their greedy continuations (8 tokens after the 43-token
+  prompt) go past the window too. For every family model it also recomputes each block from the weights
+  (block_by_hand) and checks resid and mlp_act against it.
+  Gradients (grad_logprob / grad_prob) of the family goldens are w.r.t. the token-embedding rows fed as
+  inputs_embeds, before any scale the model applies inside: for Gemma 1/2/3, whose embed_tokens multiplies by
+  sqrt(d), that is sqrt(d) times the gradient w.r.t. resid[0] (token_embedding_grads).
+  tiny-bert/, golden/tiny-bert.{safetensors,json}
+      BertForMaskedLM (L 2, d 32, H 4, ffn 64, absolute positions up to 64, token_type_ids all 0, gelu, decoder
+      tied to the word embeddings as transformers does for MLM by default) with its own 512-token WordPiece
+      tokenizer built here (wordpiece_vocab: [PAD] [UNK] [CLS] [SEP] [MASK] = 0..4, lowercase BertNormalizer,
+      BertPreTokenizer, TemplateProcessing [CLS] $A [SEP]). For BERT_PROMPTS (one or two [MASK]s each), key
+      `p{i}.<name>`:
+        input_ids [T] i64 ([CLS] ... [SEP] included);
+        resid [L+1,T,d]: 0 = output of the embeddings block, LayerNorm(word + position + token_type[0]);
+          l+1 = output of encoder layer l (after its output LayerNorm; there is no final norm);
+        mlp_act [L,T,ffn]: gelu(intermediate.dense(.)) of layer l, the input of its output.dense;
+        attn [L,H,T,T]: attention probabilities (eager, bidirectional, no mask);
+        head_hidden [T,d]: cls.predictions.transform(resid[L]) = LayerNorm(gelu(dense(resid[L])));
+        logits [T,V]: the MLM head's logits at every position (head_hidden @ word_embeddings^T +
+          cls.predictions.bias);
+        mask_positions [n] i64: positions of [MASK] in input_ids;
+        target [1] i64: argmax of logits at the FIRST mask position;
+        grad_logprob / grad_prob [T,d]: d log p / d p of target at that position w.r.t. the word-embedding rows
+          (fed as inputs_embeds; position and token-type embeddings are added inside the model).
+      No greedy. The sidecar's "keys" states the same.
   golden/smollm2.{safetensors,json}
       Reference outputs for SmolLM2-135M-Instruct (the Q4_1 GGUF, as loaded and
       dequantized to f32 by transformers) for SMOL_PROMPTS: input_ids, logits_last [V],
@@ -40,7 +104,9 @@ How to run (a developer does this by hand; CI never runs it), from the repo root
 $REFENV_PY is the reference venv's python (default ~/.cache/tokenlens/refenv/bin/python; see
 scripts/lib.sh and scripts/README.md). The SmolLM2 GGUF path comes
 from scripts/fetch-model.sh (override with TOKENLENS_GGUF=/path/to/file.gguf); pass
---skip-smollm2 to only make the tiny models. Everything is seeded and runs on CPU with
+--skip-smollm2 to only make the tiny models, --only NAME,NAME,... (e.g. --only tiny-gemma2,tiny-qwen3;
+'smollm2' names the SmolLM2 golden) to make just those. Each model's seed comes from its place in
+the lists above, not from the selection, so a model made alone is the same as made with the others. Everything is seeded and runs on CPU with
 one thread, so reruns with the same library versions give byte-identical files.
 """
 
@@ -952,6 +1018,12 @@ def tiny_golden(name, model_dir, tok_ref, prompts=TINY_PROMPTS, rope=None, spec=
             rec.fresh()
         if win:
             win.compare(name, i, ids, logits)
+        if spec:
+            with torch.no_grad():
+                for l in range(L):
+                    y, act = block_by_hand(model, l, resid[l])
+                    assert_close(y, resid[l + 1], f"{name} p{i} block {l} by hand", TOL)
+                    assert_close(act, cap.mlp[l][0], f"{name} p{i} mlp_act {l} by hand", TOL)
         if spec and spec.get("rope_tables") and i == longest:
             t, extra_meta["rope"] = rope_tables(model, T)
             tensors.update(t)
@@ -1204,6 +1276,105 @@ def spec_meta(model, spec, all_ids):
         "family_notes": FAMILY_NOTES[cfg.model_type],
     }
     return m
+
+
+def block_by_hand(model, l, x):
+    """Block l of a decoder family recomputed from its weights and the config alone, as FAMILY_NOTES
+    describe it (fused-weight layouts, norm widths and placement, (1 + w), scaling, soft-capping, window,
+    per-layer RoPE, partial rotary, parallel residual): x = resid[l] [T, d] -> (resid[l+1], mlp_act[l]).
+    Checked against transformers' hooks, so the notes are what transformers computes."""
+    cfg, mt = model.config, model.config.model_type
+    T = x.shape[0]
+    neox = mt == "gpt_neox"
+    layer = model.gpt_neox.layers[l] if neox else model.model.layers[l]
+    H = cfg.num_attention_heads
+    KV = getattr(cfg, "num_key_value_heads", H)
+    hd = getattr(cfg, "head_dim", None) or cfg.hidden_size // H
+    gemma = mt.startswith("gemma")
+    F = torch.nn.functional
+
+    def rms(v, norm, plus_one=gemma):
+        w = norm.weight
+        return v * torch.rsqrt(v.pow(2).mean(-1, keepdim=True) + cfg.rms_norm_eps) * ((1.0 + w) if plus_one else w)
+
+    def lin(v, mod):
+        return F.linear(v, mod.weight, mod.bias)
+
+    lt = (getattr(cfg, "layer_types", None) or ["full_attention"] * cfg.num_hidden_layers)[l]
+    rp = cfg.rope_parameters[lt] if lt in cfg.rope_parameters else cfg.rope_parameters
+    rot = int(hd * rp.get("partial_rotary_factor", 1.0))
+    inv, att = ref_rope(rp, rot, cfg.max_position_embeddings, seq_len=T)
+    c, s = (torch.from_numpy(t).float() for t in ref_tables(inv, att, range(T)))
+
+    def rope(v):  # [heads, T, hd]: rotate_half on the first rot dims
+        r, rest = v[..., :rot], v[..., rot:]
+        half = torch.cat([-r[..., rot // 2:], r[..., : rot // 2]], dim=-1)
+        return torch.cat([r * c + half * s, rest], dim=-1)
+
+    # --- attention input and q, k, v [heads, T, hd]
+    if neox:
+        h_in = F.layer_norm(x, (x.shape[-1],), layer.input_layernorm.weight, layer.input_layernorm.bias, cfg.layer_norm_eps)
+        qkv = lin(h_in, layer.attention.query_key_value).view(T, H, 3 * hd).transpose(0, 1)
+        q, k, v = qkv[..., :hd], qkv[..., hd: 2 * hd], qkv[..., 2 * hd:]
+        attn_mod = layer.attention
+    else:
+        a = layer.self_attn
+        h_in = x if mt == "olmo2" else rms(x, layer.input_layernorm)
+        if mt == "phi3":
+            qkv = lin(h_in, a.qkv_proj)
+            q, k, v = qkv[:, : H * hd], qkv[:, H * hd: (H + KV) * hd], qkv[:, (H + KV) * hd:]
+        else:
+            q, k, v = lin(h_in, a.q_proj), lin(h_in, a.k_proj), lin(h_in, a.v_proj)
+        if mt == "olmo2":  # over the whole projection width, before the split into heads
+            q, k = rms(q, a.q_norm), rms(k, a.k_norm)
+        q, k, v = (t.view(T, -1, hd).transpose(0, 1) for t in (q, k, v))
+        if mt in ("qwen3", "gemma3_text"):  # per head, weight [hd]
+            q, k = rms(q, a.q_norm), rms(k, a.k_norm)
+        attn_mod = a
+    q, k = rope(q), rope(k)
+    k, v = k.repeat_interleave(H // k.shape[0], 0), v.repeat_interleave(H // v.shape[0], 0)
+    scale = (cfg.query_pre_attn_scalar if gemma and mt != "gemma" else hd) ** -0.5
+    sc = q @ k.transpose(1, 2) * scale
+    cap = getattr(cfg, "attn_logit_softcapping", None) if mt == "gemma2" else None
+    if cap:
+        sc = cap * torch.tanh(sc / cap)
+    qi, ki = torch.arange(T).view(-1, 1), torch.arange(T).view(1, -1)
+    ok = ki <= qi
+    window = cfg.sliding_window if (lt == "sliding_attention" or mt == "mistral") else None
+    if window:
+        ok = ok & (ki > qi - window)
+    p = torch.softmax(sc.masked_fill(~ok, float("-inf")), dim=-1)
+    o = (p @ v).transpose(0, 1).reshape(T, H * hd)
+    o = lin(o, attn_mod.dense if neox else attn_mod.o_proj)
+
+    # --- residual and MLP
+    if neox:
+        ln2 = layer.post_attention_layernorm
+        mlp_in = F.layer_norm(x if cfg.use_parallel_residual else x + o, (x.shape[-1],), ln2.weight, ln2.bias,
+                              cfg.layer_norm_eps)
+        act = F.gelu(lin(mlp_in, layer.mlp.dense_h_to_4h))
+        out = lin(act, layer.mlp.dense_4h_to_h)
+        return x + o + out, act  # both: parallel reads x for both norms, sequential x + o for ln2 (above)
+    if mt == "olmo2":
+        h = x + rms(o, layer.post_attention_layernorm)
+        mlp_in = h
+    elif mt in ("gemma2", "gemma3_text"):
+        h = x + rms(o, layer.post_attention_layernorm)
+        mlp_in = rms(h, layer.pre_feedforward_layernorm)
+    else:
+        h = x + o
+        mlp_in = rms(h, layer.post_attention_layernorm)
+    m = layer.mlp
+    if mt == "phi3":
+        gu = F.linear(mlp_in, m.gate_up_proj.weight)
+        gate, up = gu[:, : cfg.intermediate_size], gu[:, cfg.intermediate_size:]
+    else:
+        gate, up = F.linear(mlp_in, m.gate_proj.weight), F.linear(mlp_in, m.up_proj.weight)
+    act = (F.gelu(gate, approximate="tanh") if gemma else F.silu(gate)) * up
+    out = F.linear(act, m.down_proj.weight)
+    if mt in ("olmo2", "gemma2", "gemma3_text"):
+        out = rms(out, layer.post_feedforward_layernorm)
+    return h + out, act
 
 
 def neox_hub_layout(path):
