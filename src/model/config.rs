@@ -25,6 +25,9 @@ pub enum Arch {
     GptNeox,
     /// Phi-3: the Llama block with fused q|k|v and gate|up projections (`phi3.rs`).
     Phi3,
+    /// BERT-family encoders (BERT, MiniLM): bidirectional attention, learned positions,
+    /// post-LayerNorm blocks, optional masked-LM head (`bert.rs`).
+    Bert,
 }
 
 /// The MLP nonlinearity.
@@ -66,7 +69,7 @@ pub enum NormPlacement {
 
 /// The model types (HF `model_type` / GGUF `general.architecture`) tokenlens accepts.
 pub const SUPPORTED_MODEL_TYPES: &str =
-    "gpt2, llama, mistral, qwen2, qwen3, olmo2, gemma, gemma2, gemma3_text, gpt_neox, phi3";
+    "gpt2, llama, mistral, qwen2, qwen3, olmo2, gemma, gemma2, gemma3_text, gpt_neox, phi3, bert";
 
 /// Hyper-parameters of a checkpoint, independent of the file format it came from.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -114,6 +117,8 @@ pub struct ModelConfig {
     /// Gemma 2's soft-caps of attention scores and of the final logits.
     pub attn_softcap: Option<f64>,
     pub final_softcap: Option<f64>,
+    /// Token-type (segment) embeddings of an encoder; type 0 is added to every token.
+    pub type_vocab_size: usize,
     pub bos_token_id: Option<u32>,
     pub eos_token_ids: Vec<u32>,
 }
@@ -150,14 +155,20 @@ impl ModelConfig {
             attn_scale: None,
             attn_softcap: None,
             final_softcap: None,
+            type_vocab_size: 0,
             bos_token_id: None,
             eos_token_ids: vec![],
         }
     }
 
-    /// Whether the model rotates q and k (every family but GPT-2).
+    /// Whether the model rotates q and k (every family but GPT-2 and BERT).
     pub fn has_rope(&self) -> bool {
-        self.arch != Arch::Gpt2
+        !matches!(self.arch, Arch::Gpt2 | Arch::Bert)
+    }
+
+    /// An encoder: bidirectional attention, no generation.
+    pub fn is_encoder(&self) -> bool {
+        self.arch == Arch::Bert
     }
 
     /// The attention window of layer `l`, if it has one.
@@ -186,7 +197,7 @@ impl ModelConfig {
                 self.n_heads, self.n_kv_heads
             ));
         }
-        if matches!(self.arch, Arch::Gpt2 | Arch::GptNeox)
+        if matches!(self.arch, Arch::Gpt2 | Arch::GptNeox | Arch::Bert)
             && self.hidden_size != self.n_heads * self.head_dim
         {
             return bad(format!(
@@ -229,6 +240,7 @@ impl ModelConfig {
             "gemma" | "gemma2" | "gemma3_text" => Arch::Gemma,
             "gpt_neox" => Arch::GptNeox,
             "phi3" => Arch::Phi3,
+            "bert" => Arch::Bert,
             other => {
                 return Err(Error::model(
                     path,
@@ -249,10 +261,10 @@ impl ModelConfig {
             _ => vec![],
         };
         c.bos_token_id = f.opt_usize("bos_token_id")?.map(|x| x as u32);
-        if arch == Arch::Gpt2 {
-            gpt2_config(&f, &mut c)?;
-        } else {
-            decoder_config(&f, &mut c)?;
+        match arch {
+            Arch::Gpt2 => gpt2_config(&f, &mut c)?,
+            Arch::Bert => bert_config(&f, &mut c)?,
+            _ => decoder_config(&f, &mut c)?,
         }
         c.validate(path)?;
         Ok(c)
@@ -290,6 +302,52 @@ fn gpt2_config(f: &Fields, c: &mut ModelConfig) -> Result<()> {
     c.intermediate_size = f.opt_usize("n_inner")?.unwrap_or(4 * hidden);
     c.max_position_embeddings = f.usize("n_positions")?;
     c.norm_eps = f.opt_f64("layer_norm_epsilon")?.unwrap_or(1e-5);
+    c.qkv_bias = true;
+    c.o_bias = true;
+    c.mlp_bias = true;
+    c.tie_word_embeddings = f.opt_bool("tie_word_embeddings")?.unwrap_or(true);
+    c.sliding_layers = vec![false; c.n_layers];
+    Ok(())
+}
+
+/// BERT's field names.
+fn bert_config(f: &Fields, c: &mut ModelConfig) -> Result<()> {
+    if let Some(kind) = f.opt_str("position_embedding_type")?
+        && kind != "absolute"
+    {
+        return Err(f.err(
+            "position_embedding_type",
+            &format!("`{kind}` is not supported (absolute)"),
+        ));
+    }
+    if f.opt_bool("is_decoder")?.unwrap_or(false) {
+        return Err(f.err(
+            "is_decoder",
+            "a BERT decoder is not supported (encoders only)",
+        ));
+    }
+    let hidden = f.usize("hidden_size")?;
+    let heads = f.usize("num_attention_heads")?;
+    c.activation = match f.opt_str("hidden_act")?.as_deref() {
+        None | Some("gelu") => Activation::Gelu,
+        Some("gelu_new" | "gelu_pytorch_tanh") => Activation::GeluTanh,
+        Some(other) => {
+            return Err(f.err(
+                "hidden_act",
+                &format!("`{other}` is not supported for bert (gelu, gelu_new)"),
+            ));
+        }
+    };
+    c.vocab_size = f.usize("vocab_size")?;
+    c.hidden_size = hidden;
+    c.n_layers = f.usize("num_hidden_layers")?;
+    c.n_heads = heads;
+    c.n_kv_heads = heads;
+    c.head_dim = hidden / heads.max(1);
+    c.intermediate_size = f.usize("intermediate_size")?;
+    c.max_position_embeddings = f.usize("max_position_embeddings")?;
+    c.norm_eps = f.opt_f64("layer_norm_eps")?.unwrap_or(1e-12);
+    c.type_vocab_size = f.opt_usize("type_vocab_size")?.unwrap_or(2).max(1);
     c.qkv_bias = true;
     c.o_bias = true;
     c.mlp_bias = true;

@@ -87,8 +87,10 @@ pub fn load(cfg: &ModelConfig, w: &mut Weights) -> Result<Transformer> {
         pos_embed: None,
         embed_norm: None,
         blocks,
+        head_transform: None,
         final_norm,
-        lm_head,
+        lm_head: Some(lm_head),
+        lm_bias: None,
         final_softcap: cfg.final_softcap.map(|c| c as f32),
     })
 }

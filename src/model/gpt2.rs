@@ -64,10 +64,10 @@ pub fn load(cfg: &ModelConfig, w: &mut Weights, conv1d: bool) -> Result<Transfor
         });
     }
     let final_norm = Some(norm(w, "ln_f")?);
-    let lm_head = match w.take_opt("lm_head.weight", &[v, d])? {
+    let lm_head = Some(match w.take_opt("lm_head.weight", &[v, d])? {
         Some(t) => t,
         None => wte.clone(),
-    };
+    });
     Ok(Transformer {
         embed: wte,
         embed_scale: None,
@@ -75,8 +75,10 @@ pub fn load(cfg: &ModelConfig, w: &mut Weights, conv1d: bool) -> Result<Transfor
         embed_norm: None,
         ropes: vec![],
         blocks,
+        head_transform: None,
         final_norm,
         lm_head,
+        lm_bias: None,
         final_softcap: None,
     })
 }

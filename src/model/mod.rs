@@ -14,6 +14,7 @@
 
 pub mod autodiff;
 mod batch;
+pub mod bert;
 pub mod block;
 mod capture;
 pub mod config;
@@ -186,6 +187,7 @@ impl Model {
             Arch::Gemma => gemma::load(config, w),
             Arch::GptNeox => neox::load(config, w),
             Arch::Phi3 => phi3::load(config, w),
+            Arch::Bert => bert::load(config, w),
         }
     }
 

@@ -7,9 +7,9 @@ use std::collections::BTreeMap;
 
 use candle_core::Tensor;
 
-use super::block::{Block, Norm};
-use super::ops::{self, Mode, RopeTable};
-use crate::error::Result;
+use super::block::{ActKind, Block, Norm};
+use super::ops::{self, Linear, Mode, RopeTable};
+use crate::error::{Error, Result};
 
 /// RoPE cos/sin for the batch's positions, [B, T, rotary_dim / 2] each.
 pub type Rope = (Tensor, Tensor);
@@ -51,9 +51,13 @@ pub struct Transformer {
     /// RoPE tables [max_pos, rotary_dim / 2]; blocks name theirs by index.
     pub ropes: Vec<RopeTable>,
     pub blocks: Vec<Block>,
+    /// A dense layer and nonlinearity before the final norm (BERT's masked-LM head transform).
+    pub head_transform: Option<(Linear, ActKind)>,
     pub final_norm: Option<Norm>,
-    /// Unembedding [V, d].
-    pub lm_head: Tensor,
+    /// Unembedding [V, d]; `None` for an encoder shipped without its language-model head.
+    pub lm_head: Option<Tensor>,
+    /// Bias of the unembedding (BERT's masked-LM head).
+    pub lm_bias: Option<Tensor>,
     /// Gemma 2's `cap * tanh(logit / cap)`.
     pub final_softcap: Option<f32>,
 }
@@ -89,16 +93,37 @@ impl Transformer {
         Ok((x, ropes))
     }
 
+    /// What stands between the last block and the unembedding: the head transform (BERT), then
+    /// the final norm.
     pub fn final_norm(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        let x = match &self.head_transform {
+            Some((lin, act)) => act.forward(&lin.forward(x, mode)?, mode)?,
+            None => x.clone(),
+        };
         match &self.final_norm {
-            Some(n) => n.forward(x, mode),
-            None => Ok(x.clone()),
+            Some(n) => n.forward(&x, mode),
+            None => Ok(x),
         }
+    }
+
+    /// The unembedding, or an error saying the checkpoint has none.
+    pub fn lm_head(&self) -> Result<&Tensor> {
+        self.lm_head.as_ref().ok_or_else(|| {
+            Error::Input(
+                "this checkpoint has no language-model head (an encoder without its masked-LM \
+                 head, e.g. a sentence-transformers model): predictions, the lens, watched \
+                 tokens, saliency and generation need one; activations, attention and NMF do not"
+                    .into(),
+            )
+        })
     }
 
     /// Logits of final-normed states [.., d] -> [.., V], soft-capped if the model caps them.
     pub fn unembed(&self, h: &Tensor, mode: Mode) -> Result<Tensor> {
-        let logits = ops::linear_t(h, &self.lm_head, mode)?;
+        let mut logits = ops::linear_t(h, self.lm_head()?, mode)?;
+        if let Some(b) = &self.lm_bias {
+            logits = logits.broadcast_add(b)?;
+        }
         Ok(match self.final_softcap {
             Some(c) => ((logits / c as f64)?.tanh()? * c as f64)?,
             None => logits,

@@ -168,6 +168,47 @@ fn check_tiny_rows(name: &str, rows: &[usize]) {
         }
         eprintln!("{name}: {key} parity, worst scaled error {worst:.2e}");
     }
+    // The same probability gradients from the multi-target reverse pass (saliency's engine).
+    let segments: Vec<Segment> = ids
+        .iter()
+        .zip(&targets)
+        .map(|(row_ids, t)| Segment {
+            embeds: model
+                .embed(
+                    &Tensor::new(row_ids.as_slice(), model.device())
+                        .unwrap()
+                        .unsqueeze(0)
+                        .unwrap(),
+                )
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap(),
+            targets: vec![SegTarget {
+                prefix: row_ids.len(),
+                token: t.token,
+                grad: true,
+            }],
+        })
+        .collect();
+    let res = model.prob_gradients(&segments).unwrap();
+    let mut worst = 0f32;
+    for (r, res) in res.iter().enumerate() {
+        let got = Tensor::from_vec(
+            res.grads[0].clone().unwrap(),
+            (ids[r].len(), model.config.hidden_size),
+            model.device(),
+        )
+        .unwrap();
+        worst = worst.max(assert_close(
+            &format!("{name} p{r} reverse grad_prob"),
+            &got,
+            golden.t(&format!("p{}.grad_prob", row(r))),
+            GRAD_TOL,
+        ));
+    }
+    eprintln!("{name}: reverse-pass grad_prob parity, worst scaled error {worst:.2e}");
 
     let fits: Vec<usize> = (0..ids.len())
         .filter(|&r| ids[r].len() + 8 <= model.config.max_position_embeddings)
@@ -206,6 +247,61 @@ fn tiny_llama_matches_transformers() {
 #[test]
 fn tiny_qwen2_matches_transformers() {
     check_tiny("tiny-qwen2");
+}
+
+#[test]
+fn tiny_qwen3_matches_transformers() {
+    check_tiny("tiny-qwen3");
+}
+
+#[test]
+fn tiny_olmo2_matches_transformers() {
+    check_tiny("tiny-olmo2");
+}
+
+#[test]
+fn tiny_gemma_matches_transformers() {
+    check_tiny("tiny-gemma");
+}
+
+/// Soft-capped attention scores and logits, query_pre_attn_scalar, sliding layers (window 8)
+/// alternating with global ones, prompts longer than the window.
+#[test]
+fn tiny_gemma2_matches_transformers() {
+    check_tiny("tiny-gemma2");
+}
+
+/// q/k norms, sliding and global layers with their own RoPE bases (the global one scaled).
+#[test]
+fn tiny_gemma3_matches_transformers() {
+    check_tiny("tiny-gemma3");
+}
+
+/// Partial rotary (25%), parallel residual, LayerNorm, per-head fused q|k|v.
+#[test]
+fn tiny_pythia_matches_transformers() {
+    check_tiny("tiny-pythia");
+}
+
+#[test]
+fn tiny_neox_sequential_matches_transformers() {
+    check_tiny("tiny-neox-seq");
+}
+
+#[test]
+fn tiny_phi3_matches_transformers() {
+    check_tiny("tiny-phi3");
+}
+
+/// Sliding windows for real: prompts and greedy continuations longer than the window of 8.
+#[test]
+fn tiny_mistral_window_matches_transformers() {
+    check_tiny("tiny-mistral-window");
+}
+
+#[test]
+fn tiny_qwen2_window_matches_transformers() {
+    check_tiny("tiny-qwen2-window");
 }
 
 /// RoPE scaling (`rope_scaling` / `rope_parameters`): Llama 3.x's `llama3`, `linear` and `yarn`

@@ -263,7 +263,7 @@ impl Model {
             .collect();
         let n_targets = tokens.len();
         let final_norm = self.body.final_norm.as_ref().map(Norm::of).transpose()?;
-        let lm = Data::of(&self.body.lm_head)?;
+        let lm = Data::of(self.body.lm_head()?)?;
         let vocab = cfg.vocab_size;
         let mut hf = vec![0f32; n_targets * d];
         hf.par_chunks_mut(d).zip(&last_tok).for_each(|(h, &t)| {
