@@ -432,6 +432,28 @@ fn decoder_config(f: &Fields, c: &mut ModelConfig) -> Result<()> {
         },
     };
     c.rotary_dim = (c.head_dim as f64 * partial) as usize;
+    if let RopeScaling::LongRope {
+        short_factor,
+        original_max_position_embeddings: original,
+        ..
+    } = &c.rope_scaling
+    {
+        if short_factor.len() != c.rotary_dim / 2 {
+            return Err(Error::model(
+                path,
+                format!(
+                    "field `rope_scaling.short_factor`: {} factors for a rotary dim of {} (needs \
+                     {})",
+                    short_factor.len(),
+                    c.rotary_dim,
+                    c.rotary_dim / 2
+                ),
+            ));
+        }
+        // Within the original context transformers uses the short factors: that is the
+        // context tokenlens runs (see `RopeScaling::LongRope`).
+        c.max_position_embeddings = c.max_position_embeddings.min(*original);
+    }
     if mt == "gemma3_text" {
         let local = if per_type {
             rope.and_then(|r| r.get("sliding_attention"))
@@ -632,12 +654,12 @@ mod tests {
             .to_string();
         assert!(e.starts_with("c.json: invalid JSON"), "{e}");
         let text = r#"{"model_type":"llama","hidden_size":64,"num_attention_heads":4,"num_hidden_layers":1,
-            "intermediate_size":8,"vocab_size":8,"max_position_embeddings":8,"rope_scaling":{"rope_type":"longrope"}}"#;
+            "intermediate_size":8,"vocab_size":8,"max_position_embeddings":8,"rope_scaling":{"rope_type":"proportional"}}"#;
         let e = ModelConfig::from_hf_json(Path::new("c.json"), text)
             .unwrap_err()
             .to_string();
         assert!(
-            e.contains("rope scaling `longrope` is not supported"),
+            e.contains("rope scaling `proportional` is not supported"),
             "{e}"
         );
     }

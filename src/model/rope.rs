@@ -12,7 +12,7 @@ use serde_json::Value;
 use crate::error::{Error, Result};
 
 /// The RoPE types tokenlens computes (transformers' `rope_type`).
-pub const SUPPORTED_ROPE_TYPES: &str = "default, linear, dynamic, llama3, yarn";
+pub const SUPPORTED_ROPE_TYPES: &str = "default, linear, dynamic, llama3, yarn, longrope";
 
 /// How the RoPE frequencies are scaled for a longer context.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -49,6 +49,16 @@ pub enum RopeScaling {
     /// Each inverse frequency divided by its own factor, as GGUF files of Llama 3.x carry their
     /// `llama3` scaling (tensor `rope_freqs.weight`, llama.cpp's `freq_factors`).
     Factors { factors: Vec<f32> },
+    /// LongRoPE (Phi-3): each inverse frequency divided by its own `short_factor`, cos and sin
+    /// multiplied by `attention_factor`. transformers switches to the long factors once a
+    /// sequence passes `original_max_position_embeddings`; tokenlens runs such models within
+    /// that original context (the config's context is reduced to it when parsing), where the
+    /// short factors are exact.
+    LongRope {
+        short_factor: Vec<f32>,
+        attention_factor: f64,
+        original_max_position_embeddings: usize,
+    },
 }
 
 impl RopeScaling {
@@ -151,6 +161,39 @@ impl RopeScaling {
                     truncate: p.get("truncate").and_then(|x| x.as_bool()).unwrap_or(true),
                 }
             }
+            "longrope" => {
+                let original = original()?;
+                let factor = match num("factor")? {
+                    Some(f) => f,
+                    None => max_position_embeddings as f64 / original,
+                };
+                let attention_factor = match num("attention_factor")? {
+                    Some(a) => a,
+                    None if factor <= 1.0 => 1.0,
+                    None => (1.0 + factor.ln() / original.ln()).sqrt(),
+                };
+                let short = p
+                    .get("short_factor")
+                    .and_then(|x| x.as_array())
+                    .ok_or_else(|| {
+                        Error::model(path, format!("field `{}`: missing", key("short_factor")))
+                    })?;
+                let short_factor = short
+                    .iter()
+                    .map(|x| x.as_f64().map(|v| v as f32))
+                    .collect::<Option<Vec<f32>>>()
+                    .ok_or_else(|| {
+                        Error::model(
+                            path,
+                            format!("field `{}`: expected numbers", key("short_factor")),
+                        )
+                    })?;
+                RopeScaling::LongRope {
+                    short_factor,
+                    attention_factor,
+                    original_max_position_embeddings: original as usize,
+                }
+            }
             other => {
                 return Err(Error::model(
                     path,
@@ -187,6 +230,20 @@ impl RopeScaling {
             RopeScaling::Factors { ref factors } => {
                 (plain.iter().zip(factors).map(|(f, d)| f / d).collect(), 1.0)
             }
+            RopeScaling::LongRope {
+                ref short_factor,
+                attention_factor,
+                ..
+            } => (
+                // As transformers: 1 / (factor * base^(2i/d)) in f32.
+                (0..half)
+                    .map(|i| {
+                        let e = (theta as f32).powf((2 * i) as f32 / head_dim as f32);
+                        1.0 / (short_factor.get(i).copied().unwrap_or(1.0) * e)
+                    })
+                    .collect(),
+                attention_factor as f32,
+            ),
             RopeScaling::Linear { factor } => {
                 (plain.iter().map(|f| f / factor as f32).collect(), 1.0)
             }
@@ -292,13 +349,13 @@ mod tests {
         };
         assert_eq!((factor, original_max_position_embeddings), (4.0, 16.0));
         assert!((attention_factor - (0.1 * 4f64.ln() + 1.0)).abs() < 1e-12);
-        let e = parse(r#"{"rope_type": "longrope", "factor": 2.0}"#, 8)
+        let e = parse(r#"{"rope_type": "proportional", "factor": 2.0}"#, 8)
             .unwrap_err()
             .to_string();
         assert_eq!(
             e,
-            "c.json: rope scaling `longrope` is not supported (supported: default, linear, \
-             dynamic, llama3, yarn)"
+            "c.json: rope scaling `proportional` is not supported (supported: default, linear, \
+             dynamic, llama3, yarn, longrope)"
         );
         let e = parse(
             r#"{"rope_type": "llama3", "factor": 8.0, "high_freq_factor": 4.0}"#,

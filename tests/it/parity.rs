@@ -293,6 +293,18 @@ fn tiny_phi3_matches_transformers() {
     check_tiny("tiny-phi3");
 }
 
+/// LongRoPE within the original context (64): the short factors and the attention factor,
+/// as transformers uses them there; a longer prompt is refused with the context in the message.
+#[test]
+fn tiny_phi3_longrope_matches_transformers_within_the_original_context() {
+    check_tiny("tiny-phi3-longrope");
+    let model = Model::load(&data_dir().join("tiny-phi3-longrope"), None).unwrap();
+    assert_eq!(model.config.max_position_embeddings, 64);
+    let long = "word ".repeat(80);
+    let e = model.encode(&long).unwrap_err().to_string();
+    assert!(e.contains("context (64 tokens)"), "{e}");
+}
+
 /// Sliding windows for real: prompts and greedy continuations longer than the window of 8.
 #[test]
 fn tiny_mistral_window_matches_transformers() {
