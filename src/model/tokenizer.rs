@@ -30,7 +30,14 @@ impl Tokenizer {
         if !path.exists() {
             return Err(Error::model(path, "tokenizer.json is missing"));
         }
-        let inner = tokenizers::Tokenizer::from_file(path)
+        let mut inner = tokenizers::Tokenizer::from_file(path)
+            .map_err(|e| Error::model(path, format!("cannot read tokenizer: {e}")))?;
+        // A prompt is never padded nor cut short behind the user's back (sentence-transformers'
+        // tokenizer.json pads and truncates to 128): batches pad themselves, and a prompt over
+        // the context is an error.
+        inner.with_padding(None);
+        inner
+            .with_truncation(None)
             .map_err(|e| Error::model(path, format!("cannot read tokenizer: {e}")))?;
         Ok(Tokenizer {
             inner,

@@ -62,6 +62,9 @@ impl Weights {
                 let t = match t.dtype() {
                     DType::F32 => t,
                     DType::F16 | DType::BF16 | DType::F64 => t.to_dtype(DType::F32)?,
+                    // Integer buffers (e.g. BERT's `embeddings.position_ids`): no architecture
+                    // reads one, and a missing weight is reported by name when it is taken.
+                    DType::I64 | DType::U32 | DType::U8 => continue,
                     other => {
                         return Err(Error::model(
                             &file,

@@ -45,8 +45,14 @@ impl Golden {
             .unwrap_or_else(|| panic!("golden tensor {key} missing"))
     }
 
+    /// The golden's prompts (`prompts`, or `sentences` for an encoder's).
     pub fn prompts(&self) -> Vec<String> {
-        self.meta["prompts"]
+        let key = if self.meta.get("prompts").is_some() {
+            "prompts"
+        } else {
+            "sentences"
+        };
+        self.meta[key]
             .as_array()
             .unwrap()
             .iter()
@@ -100,23 +106,36 @@ pub fn assert_close(what: &str, a: &Tensor, b: &Tensor, tol: f32) -> f32 {
     scaled
 }
 
-/// The default real model (SmolLM2 GGUF), if fetched. In CI it must be there.
+/// The default real model (SmolLM2 GGUF). A test that needs it fails when it is missing
+/// (`scripts/test.sh` fetches it first); it never passes quietly.
 pub fn real_model() -> Option<PathBuf> {
-    let p = tokenlens::model::default_model_path();
-    if p.exists() {
-        Some(p)
-    } else if std::env::var_os("CI").is_some() {
-        panic!(
-            "CI: the default model is missing at {} (.ci/run fetches it)",
-            p.display()
-        );
-    } else {
-        eprintln!(
-            "note: {} not found; run scripts/fetch-model.sh to include the real-model tests",
-            p.display()
-        );
-        None
-    }
+    Some(real_checkpoint(
+        tokenlens::model::default_model_path(),
+        "scripts/fetch-model.sh",
+    ))
+}
+
+/// The real checkpoint cached at `path`, or a failure naming the command that fetches it.
+pub fn real_checkpoint(path: PathBuf, fetch: &str) -> PathBuf {
+    assert!(
+        path.exists(),
+        "real checkpoint missing at {}: run `{fetch}` (scripts/test.sh does)",
+        path.display()
+    );
+    path
+}
+
+/// all-MiniLM-L6-v2 (a BERT encoder without a masked-LM head), as `scripts/fetch-model.sh
+/// minilm` caches it.
+pub fn real_minilm() -> PathBuf {
+    let models = tokenlens::model::default_model_path()
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    real_checkpoint(
+        models.join("all-MiniLM-L6-v2"),
+        "scripts/fetch-model.sh minilm",
+    )
 }
 
 /// A scratch directory unique to one test.

@@ -6,7 +6,7 @@ use tokenlens::model::generate::{Decoding, GenerateOptions};
 use tokenlens::model::reverse::{SegTarget, Segment};
 use tokenlens::model::{Capture, Layers, LensNorm, Logits, Model, Objective, Target};
 
-use crate::common::{Golden, assert_close, data_dir, real_model};
+use crate::common::{Golden, assert_close, data_dir, real_minilm, real_model};
 
 /// Forward tolerance (max abs error scaled by the reference's magnitude) and gradient tolerance.
 const FWD_TOL: f32 = 1e-4;
@@ -707,4 +707,142 @@ fn sharded_safetensors_load_like_single_file() {
         err.contains("model-00002-of-00002.safetensors: weights file is missing"),
         "{err}"
     );
+}
+
+/// Every capture of an encoder batch (left-padded) against a golden's `resid`, `mlp_act` and
+/// `attn`; returns the forward pass's outputs and the batch.
+fn check_encoder_captures(
+    name: &str,
+    model: &Model,
+    golden: &Golden,
+    logits: bool,
+) -> (Vec<Vec<u32>>, tokenlens::model::Batch) {
+    let prompts = golden.prompts();
+    let ids: Vec<Vec<u32>> = prompts.iter().map(|p| model.encode(p).unwrap()).collect();
+    assert_eq!(ids, golden.ids("input_ids"), "{name}: tokenizer ids");
+    let batch = model.batch(&ids).unwrap();
+    let capture = Capture {
+        logits: if logits { Logits::All } else { Logits::None },
+        final_hidden: logits,
+        ..all_captures()
+    };
+    let out = model.forward(&batch, &capture).unwrap();
+    let n_layers = model.config.n_layers;
+    let mut worst = 0f32;
+    for (r, row_ids) in ids.iter().enumerate() {
+        let pad = batch.pad(r);
+        let key = |k: &str| format!("p{r}.{k}");
+        let stack = |xs: Vec<Tensor>| Tensor::stack(&xs, 0).unwrap();
+        let resid = stack(
+            out.residual
+                .iter()
+                .map(|x| x.i((r, pad..)).unwrap())
+                .collect(),
+        );
+        let mlp = stack(
+            (0..n_layers)
+                .map(|l| out.mlp[&l].i((r, pad..)).unwrap())
+                .collect(),
+        );
+        let attn = stack(
+            (0..n_layers)
+                .map(|l| out.attention[&l].i((r, .., pad.., pad..)).unwrap())
+                .collect(),
+        );
+        for (what, got) in [("resid", &resid), ("mlp_act", &mlp), ("attn", &attn)] {
+            worst = worst.max(assert_close(
+                &format!("{name} p{r} {what}"),
+                got,
+                golden.t(&key(what)),
+                FWD_TOL,
+            ));
+        }
+        if logits {
+            let l = out.logits.as_ref().unwrap().i((r, pad..)).unwrap();
+            worst = worst.max(assert_close(
+                &format!("{name} p{r} logits"),
+                &l,
+                golden.t(&key("logits")),
+                FWD_TOL,
+            ));
+            let h = out.final_hidden.as_ref().unwrap().i((r, pad..)).unwrap();
+            worst = worst.max(assert_close(
+                &format!("{name} p{r} head"),
+                &h,
+                golden.t(&key("head_hidden")),
+                FWD_TOL,
+            ));
+        }
+        assert_eq!(resid.dims()[1], row_ids.len());
+    }
+    eprintln!("{name}: forward parity, worst scaled error {worst:.2e}");
+    (ids, batch)
+}
+
+/// A BERT masked-LM (post-LayerNorm, bidirectional): every capture, the masked-LM head's logits
+/// at every position, and the gradients of the first [MASK] prediction with respect to every
+/// token's embedding (positions after the mask included).
+#[test]
+fn tiny_bert_matches_transformers() {
+    let name = "tiny-bert";
+    let golden = Golden::load(name);
+    let model = Model::load(&data_dir().join(name), None).unwrap();
+    assert!(model.config.is_encoder());
+    let (ids, batch) = check_encoder_captures(name, &model, &golden, true);
+    let targets: Vec<Target> = (0..ids.len())
+        .map(|r| Target {
+            position: batch.pad(r)
+                + golden
+                    .t(&format!("p{r}.mask_positions"))
+                    .to_vec1::<i64>()
+                    .unwrap()[0] as usize,
+            token: golden.t(&format!("p{r}.target")).to_vec1::<i64>().unwrap()[0] as u32,
+        })
+        .collect();
+    for (objective, key) in [
+        (Objective::LogProb, "grad_logprob"),
+        (Objective::Prob, "grad_prob"),
+    ] {
+        let g = model
+            .embedding_gradients(&batch, None, &targets, objective)
+            .unwrap();
+        let mut worst = 0f32;
+        for r in 0..ids.len() {
+            let got = g.grad.i((r, batch.pad(r)..)).unwrap();
+            worst = worst.max(assert_close(
+                &format!("{name} p{r} {key}"),
+                &got,
+                golden.t(&format!("p{r}.{key}")),
+                GRAD_TOL,
+            ));
+        }
+        eprintln!("{name}: {key} parity, worst scaled error {worst:.2e}");
+    }
+}
+
+/// The real all-MiniLM-L6-v2 (sentence-transformers' BertModel, no masked-LM head): every
+/// capture against transformers on the same weights; what needs a head is refused by name.
+#[test]
+fn minilm_matches_transformers() {
+    let model = Model::load(&real_minilm(), None).unwrap();
+    let golden = Golden::load("minilm");
+    check_encoder_captures("minilm", &model, &golden, false);
+    // The tokenizer on harder texts (accents, CJK, emoji, whitespace runs, special tokens):
+    // the ids transformers' AutoTokenizer gave, with no padding nor truncation.
+    for case in golden.meta["tokenizer_check"].as_array().unwrap() {
+        let text = case["text"].as_str().unwrap();
+        let want: Vec<u32> = case["ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as u32)
+            .collect();
+        assert_eq!(model.tokenizer.encode(text).unwrap(), want, "{text:?}");
+    }
+    let x = Tensor::zeros((1, 384), candle_core::DType::F32, model.device()).unwrap();
+    let e = model
+        .lens_logits(&x, LensNorm::Raw)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("no language-model head"), "{e}");
 }
