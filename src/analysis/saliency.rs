@@ -1,5 +1,6 @@
 //! Input saliency (Ecco's "primary attributions"): for every generated token, how much each
-//! earlier token (prompt and earlier generated tokens) contributed to it.
+//! earlier token (prompt and earlier generated tokens) contributed to it; for an encoder, for
+//! every [MASK] prediction, how much each token of the sequence (both sides) contributed.
 //!
 //! Target of generated token t at sequence position p: the softmax probability of the produced
 //! token `s[p]` at the last position, given `s[..p]`; the inputs are the token embeddings of
@@ -184,7 +185,12 @@ fn gauss_legendre(n: usize) -> (Vec<f64>, Vec<f64>) {
 /// A generated token to explain.
 struct TargetState {
     doc: usize,
+    /// The explained token's position (decoders: predicted from the positions before it;
+    /// encoders: a [MASK] predicted from the whole sequence).
     position: usize,
+    token: u32,
+    /// Source positions 0..sources: the prefix (decoders) or the whole sequence (encoders).
+    sources: usize,
     /// Token embeddings of the prefix [p * d].
     embeds: Vec<f32>,
     grad_at_input: Option<Vec<f32>>,
@@ -215,11 +221,11 @@ impl Unit {
 
     /// Rows of the reverse pass: forward tokens plus every target's prefix.
     fn cost(&self, targets: &[TargetState], input_grad: bool) -> usize {
-        let last = targets[self.targets.end - 1].position;
+        let last = targets[self.targets.end - 1].sources;
         let rows: usize = if self.needs_grad(input_grad) {
             targets[self.targets.clone()]
                 .iter()
-                .map(|t| t.position)
+                .map(|t| t.sources)
                 .sum()
         } else {
             0
@@ -247,6 +253,66 @@ pub fn saliency(
             "one prompt length per sequence is needed".into(),
         ));
     }
+    let mut targets = Vec::with_capacity(sequences.len());
+    for (doc, (seq, &plen)) in sequences.iter().zip(prompt_lens).enumerate() {
+        if plen == 0 || plen > seq.len() {
+            return Err(Error::Input(format!(
+                "sequence {doc}: prompt length {plen} does not fit {} tokens",
+                seq.len()
+            )));
+        }
+        targets.push((plen..seq.len()).map(|p| (p, seq[p])).collect());
+    }
+    saliency_of(model, sequences, &targets, opts)
+}
+
+/// The [MASK] positions of an encoder's sequences and the model's top-1 prediction at each:
+/// what encoder saliency explains.
+pub fn mask_targets(model: &Model, sequences: &[Vec<u32>]) -> Result<Vec<Vec<(usize, u32)>>> {
+    let Some(mask) = model.mask_token_id() else {
+        return Ok(vec![vec![]; sequences.len()]);
+    };
+    sequences
+        .iter()
+        .map(|seq| {
+            let at: Vec<usize> = (0..seq.len()).filter(|&p| seq[p] == mask).collect();
+            if at.is_empty() {
+                return Ok(vec![]);
+            }
+            let batch = model.batch(std::slice::from_ref(seq))?;
+            let out = model.forward(
+                &batch,
+                &crate::model::Capture {
+                    logits: crate::model::Logits::All,
+                    ..Default::default()
+                },
+            )?;
+            let logits = out.logits.expect("logits were requested").squeeze(0)?;
+            at.into_iter()
+                .map(|p| {
+                    let tok = logits.get(p)?.argmax(0)?.to_scalar::<u32>()?;
+                    Ok((p, tok))
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Saliency toward explicit targets: per sequence, (position, token) pairs. A decoder explains
+/// the token at `position` from the positions before it; an encoder (bidirectional) explains
+/// its prediction at `position` (e.g. a [MASK]) from every position of the sequence.
+pub fn saliency_of(
+    model: &Model,
+    sequences: &[Vec<u32>],
+    targets_of: &[Vec<(usize, u32)>],
+    opts: &SaliencyOptions,
+) -> Result<Saliency> {
+    if sequences.len() != targets_of.len() {
+        return Err(Error::Input(
+            "one target list per sequence is needed".into(),
+        ));
+    }
+    let encoder = model.config.is_encoder();
     if opts.methods.is_empty() {
         return Ok(Saliency::default());
     }
@@ -264,25 +330,39 @@ pub fn saliency(
     let mut targets = Vec::new();
     // Per document: its range of targets and its token embeddings.
     let mut docs: Vec<(std::ops::Range<usize>, Vec<f32>)> = Vec::new();
-    for (doc, (seq, &plen)) in sequences.iter().zip(prompt_lens).enumerate() {
-        if plen == 0 || plen > seq.len() {
-            return Err(Error::Input(format!(
-                "sequence {doc}: prompt length {plen} does not fit {} tokens",
-                seq.len()
-            )));
+    for (doc, (seq, tlist)) in sequences.iter().zip(targets_of).enumerate() {
+        for &(p, _) in tlist {
+            if p >= seq.len() || (!encoder && p == 0) {
+                return Err(Error::Input(format!(
+                    "sequence {doc}: target position {p} does not fit {} tokens{}",
+                    seq.len(),
+                    if encoder {
+                        ""
+                    } else {
+                        " (a decoder's target needs a position before it)"
+                    }
+                )));
+            }
         }
         let all = model
             .embed(&Tensor::from_slice(seq, (1, seq.len()), model.device())?)?
             .flatten_all()?
             .to_vec1::<f32>()?;
         let first = targets.len();
-        for p in plen..seq.len() {
+        for &(p, token) in tlist {
+            let sources = if encoder { seq.len() } else { p };
             targets.push(TargetState {
                 doc,
                 position: p,
-                embeds: all[..p * d].to_vec(),
+                token,
+                sources,
+                embeds: all[..sources * d].to_vec(),
                 grad_at_input: None,
-                ig_sum: if wants_ig { vec![0.0; p * d] } else { vec![] },
+                ig_sum: if wants_ig {
+                    vec![0.0; sources * d]
+                } else {
+                    vec![]
+                },
                 target_prob: f32::NAN,
                 baseline_prob: f32::NAN,
             });
@@ -344,7 +424,6 @@ pub fn saliency(
         }
         run_chunk(
             model,
-            sequences,
             &docs,
             &mut targets,
             &units[start..end],
@@ -359,25 +438,26 @@ pub fn saliency(
 /// One packed forward + backward over a chunk of units; accumulates into the targets.
 fn run_chunk(
     model: &Model,
-    sequences: &[Vec<u32>],
     docs: &[(std::ops::Range<usize>, Vec<f32>)],
     targets: &mut [TargetState],
     units: &[Unit],
     input_grad: bool,
     d: usize,
 ) -> Result<()> {
+    let encoder = model.config.is_encoder();
     let segments: Vec<Segment> = units
         .iter()
         .map(|u| {
-            let len = targets[u.targets.end - 1].position;
+            let len = targets[u.targets.end - 1].sources;
             let alpha = u.alpha as f32;
             Segment {
                 embeds: docs[u.doc].1[..len * d].iter().map(|x| x * alpha).collect(),
                 targets: targets[u.targets.clone()]
                     .iter()
                     .map(|t| SegTarget {
-                        prefix: t.position,
-                        token: sequences[t.doc][t.position],
+                        prefix: t.sources,
+                        at: if encoder { t.position } else { t.position - 1 },
+                        token: t.token,
                         grad: u.needs_grad(input_grad),
                     })
                     .collect(),
@@ -413,8 +493,8 @@ fn run_chunk(
 
 /// Per-source reductions of the attributions [p * d] of one target and method.
 fn push_rows(out: &mut Vec<SaliencyRow>, t: &TargetState, method: Method, attr: &[f32], d: usize) {
-    let p = t.position;
-    let norms: Vec<f32> = (0..p)
+    let (p, sources) = (t.position, t.sources);
+    let norms: Vec<f32> = (0..sources)
         .map(|s| {
             attr[s * d..(s + 1) * d]
                 .iter()
@@ -424,7 +504,7 @@ fn push_rows(out: &mut Vec<SaliencyRow>, t: &TargetState, method: Method, attr: 
         })
         .collect();
     let total: f32 = norms.iter().sum();
-    for s in 0..p {
+    for s in 0..sources {
         let signed = match method {
             Method::Gradient => None,
             _ => Some(attr[s * d..(s + 1) * d].iter().sum()),

@@ -642,13 +642,17 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert_eq!(e, "x/config.json: field `n_head`: missing");
-        let e = ModelConfig::from_hf_json(Path::new("c.json"), r#"{"model_type":"bert"}"#)
+        let e = ModelConfig::from_hf_json(Path::new("c.json"), r#"{"model_type":"t5"}"#)
             .unwrap_err()
             .to_string();
-        assert!(
-            e.contains("unsupported architecture `bert`") && e.contains("gpt2, llama"),
-            "{e}"
+        assert_eq!(
+            e,
+            format!(
+                "c.json: unsupported architecture `t5` (model_type); supported: \
+                 {SUPPORTED_MODEL_TYPES}"
+            )
         );
+        assert!(SUPPORTED_MODEL_TYPES.contains("gemma3_text, gpt_neox, phi3, bert"));
         let e = ModelConfig::from_hf_json(Path::new("c.json"), "{not json")
             .unwrap_err()
             .to_string();

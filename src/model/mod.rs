@@ -200,6 +200,16 @@ impl Model {
         self.config.eos_token_ids.first().copied().unwrap_or(0)
     }
 
+    /// An encoder's mask token ([MASK], or <mask> for RoBERTa-style vocabularies), if any.
+    pub fn mask_token_id(&self) -> Option<u32> {
+        if !self.config.is_encoder() {
+            return None;
+        }
+        ["[MASK]", "<mask>"]
+            .iter()
+            .find_map(|t| self.tokenizer.token_to_id(t))
+    }
+
     /// Tokenizes `text` and checks the result fits the context.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
         let ids = self.tokenizer.encode(text)?;

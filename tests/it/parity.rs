@@ -187,6 +187,7 @@ fn check_tiny_rows(name: &str, rows: &[usize]) {
                 .unwrap(),
             targets: vec![SegTarget {
                 prefix: row_ids.len(),
+                at: row_ids.len() - 1,
                 token: t.token,
                 grad: true,
             }],
@@ -539,6 +540,7 @@ fn smollm2_gguf_matches_transformers() {
                     .unwrap(),
                 targets: vec![SegTarget {
                     prefix: ids.len(),
+                    at: ids.len() - 1,
                     token: golden.ids("greedy")[r][0],
                     grad: true,
                 }],
@@ -818,6 +820,62 @@ fn tiny_bert_matches_transformers() {
         }
         eprintln!("{name}: {key} parity, worst scaled error {worst:.2e}");
     }
+    // The reverse pass (saliency's engine), bidirectional: the [MASK] prediction's gradient
+    // with respect to every position, before and after the mask.
+    let segments: Vec<Segment> = ids
+        .iter()
+        .zip(&targets)
+        .enumerate()
+        .map(|(r, (row_ids, t))| Segment {
+            embeds: model
+                .embed(
+                    &Tensor::new(row_ids.as_slice(), model.device())
+                        .unwrap()
+                        .unsqueeze(0)
+                        .unwrap(),
+                )
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap(),
+            targets: vec![SegTarget {
+                prefix: row_ids.len(),
+                at: t.position - batch.pad(r),
+                token: t.token,
+                grad: true,
+            }],
+        })
+        .collect();
+    let res = model.prob_gradients(&segments).unwrap();
+    let mut worst = 0f32;
+    for (r, res) in res.iter().enumerate() {
+        let got = Tensor::from_vec(
+            res.grads[0].clone().unwrap(),
+            (ids[r].len(), model.config.hidden_size),
+            model.device(),
+        )
+        .unwrap();
+        worst = worst.max(assert_close(
+            &format!("{name} p{r} reverse grad_prob"),
+            &got,
+            golden.t(&format!("p{r}.grad_prob")),
+            GRAD_TOL,
+        ));
+    }
+    eprintln!("{name}: reverse-pass grad_prob parity, worst scaled error {worst:.2e}");
+    // A decoder-style target (reading the last position of a prefix) is refused by name.
+    let bad = Segment {
+        embeds: segments[0].embeds.clone(),
+        targets: vec![SegTarget {
+            prefix: 3,
+            at: 2,
+            token: 1,
+            grad: true,
+        }],
+    };
+    let e = model.prob_gradients(&[bad]).unwrap_err().to_string();
+    assert!(e.contains("sees the whole segment"), "{e}");
 }
 
 /// The real all-MiniLM-L6-v2 (sentence-transformers' BertModel, no masked-LM head): every

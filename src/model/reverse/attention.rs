@@ -122,7 +122,8 @@ pub(super) fn backward(
 }
 
 /// One (target, key/value head) of the attention backward pass: for each of the head's query
-/// heads, rows 0..n of the target's prefix (attention is causal: row i reads keys 0..=i).
+/// heads, rows 0..n of the target's prefix (causal: row i reads keys 0..=i; an encoder's rows
+/// read all n keys).
 struct AttnTask<'a> {
     qkv: &'a [f32],
     /// The segment's attention probabilities [h, len, len].
@@ -178,9 +179,11 @@ impl AttnTask<'_> {
             let hi = kh * rep + r;
             let pr = &self.probs[hi * len * len..];
             for i in 0..n {
+                // Keys row i sees: 0..=i (causal), or all n = len (an encoder's whole segment).
+                let keys = if self.dims.causal { i + 1 } else { n };
                 let dob = &self.da[(r0 + i) * h * hd + hi * hd..][..hd];
-                let prow = &pr[i * len..i * len + i + 1];
-                let ds = &mut ds[..i + 1];
+                let prow = &pr[i * len..i * len + keys];
+                let ds = &mut ds[..keys];
                 let mut sum = 0f32;
                 for (jj, (d, &pv)) in ds.iter_mut().zip(prow).enumerate() {
                     *d = dot(dob, &qkv[(ts + jj) * wqkv + vc..][..hd]);

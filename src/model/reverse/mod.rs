@@ -6,7 +6,9 @@
 //! the first `prefix` positions of the segment, and optionally its gradient with respect to those
 //! positions' embeddings. Attention is causal, so the activations of one forward pass over the
 //! whole segment are, at every position, exactly those of a forward pass over any prefix: the
-//! forward pass is shared by all the segment's targets.
+//! forward pass is shared by all the segment's targets. An encoder's target (a [MASK]
+//! prediction) depends on the whole segment: its prefix is the segment, its rows attend both
+//! ways, and it reads its own position.
 //!
 //! The backward pass works on *packed* cotangents: target j of a segment owns `prefix_j` rows,
 //! one per position it can depend on, so no row is spent on positions after a target (the
@@ -50,10 +52,13 @@ pub struct Segment {
     pub targets: Vec<SegTarget>,
 }
 
-/// The probability of `token` after the segment's first `prefix` positions.
+/// The probability of `token` at position `at` given the segment's first `prefix` positions
+/// (decoders: `at = prefix - 1`, the next-token prediction; encoders: `prefix` is the whole
+/// segment, every position seeing every other, and `at` e.g. a [MASK]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SegTarget {
     pub prefix: usize,
+    pub at: usize,
     pub token: u32,
     /// Whether to compute d prob / d embeds[..prefix] (otherwise only the value).
     pub grad: bool,
@@ -150,12 +155,7 @@ impl Model {
             scale: 1.0,
             softcap: None,
         };
-        if self.body.blocks.iter().any(|b| !b.attn.causal) || self.body.embed_norm.is_some() {
-            return Err(Error::Input(format!(
-                "saliency of an encoder ({}) is not supported by the reverse pass",
-                cfg.model_type
-            )));
-        }
+        let encoder = self.body.blocks.iter().any(|b| !b.attn.causal);
         // Validate and pack.
         let mut pk = Packing {
             start: vec![],
@@ -179,10 +179,24 @@ impl Model {
                 )));
             }
             for t in &s.targets {
-                if t.prefix == 0 || t.prefix > len || t.token as usize >= cfg.vocab_size {
+                if t.prefix == 0
+                    || t.prefix > len
+                    || t.at >= t.prefix
+                    || (encoder && t.prefix != len)
+                    || (!encoder && t.at + 1 != t.prefix)
+                    || t.token as usize >= cfg.vocab_size
+                {
                     return Err(Error::Input(format!(
-                        "segment {si}: target prefix {} / token {} does not fit {len} positions",
-                        t.prefix, t.token
+                        "segment {si}: target prefix {} / position {} / token {} does not fit \
+                         {len} positions{}",
+                        t.prefix,
+                        t.at,
+                        t.token,
+                        if encoder {
+                            " (an encoder's target sees the whole segment)"
+                        } else {
+                            " (a decoder's target reads the last position of its prefix)"
+                        }
                     )));
                 }
             }
@@ -209,6 +223,18 @@ impl Model {
                 }
             });
         }
+        // BERT's embedding LayerNorm: its input kept for the backward pass.
+        let embed_norm = self.body.embed_norm.as_ref().map(Norm::of).transpose()?;
+        let x_embed = match &embed_norm {
+            Some(n) => {
+                let raw = x.clone();
+                x.par_chunks_mut(d)
+                    .zip(raw.par_chunks(d))
+                    .for_each(|(y, r)| n.forward_row(r, y));
+                Some(raw)
+            }
+            None => None,
+        };
         let tables = self
             .body
             .ropes
@@ -247,7 +273,7 @@ impl Model {
         let mut last_tok = Vec::new(); // packed token of each target's last input position
         for (si, s) in segments.iter().enumerate() {
             for t in &s.targets {
-                last_tok.push(pk.start[si] + t.prefix - 1);
+                last_tok.push(pk.start[si] + t.at);
                 if t.grad {
                     row_start.push(rows.len());
                     rows.extend((0..t.prefix).map(|p| Row {
@@ -265,17 +291,41 @@ impl Model {
         let final_norm = self.body.final_norm.as_ref().map(Norm::of).transpose()?;
         let lm = Data::of(self.body.lm_head()?)?;
         let vocab = cfg.vocab_size;
+        // The head at the targets' rows: the transform (BERT: dense + nonlinearity, its
+        // Jacobian kept), then the final norm (its input kept).
+        let head = match &self.body.head_transform {
+            Some((lin, act)) => Some((Lin::of(lin)?, *act)),
+            None => None,
+        };
+        let mut hin: Vec<f32> = last_tok
+            .iter()
+            .flat_map(|&t| x[t * d..(t + 1) * d].iter().copied())
+            .collect();
+        let mut head_jac = vec![];
+        if let Some((lin, act)) = &head {
+            let pw = act.pre_width(d);
+            head_jac = vec![0f32; n_targets * pw];
+            lin.forward(&hin, &mut head_jac);
+            for (h, p) in hin.chunks_mut(d).zip(head_jac.chunks_mut(pw)) {
+                act.forward_row(p, h);
+            }
+        }
         let mut hf = vec![0f32; n_targets * d];
-        hf.par_chunks_mut(d).zip(&last_tok).for_each(|(h, &t)| {
-            let xr = &x[t * d..(t + 1) * d];
-            match &final_norm {
+        hf.par_chunks_mut(d)
+            .zip(hin.par_chunks(d))
+            .for_each(|(h, xr)| match &final_norm {
                 Some(n) => n.forward_row(xr, h),
                 None => h.copy_from_slice(xr),
-            }
-        });
-        // logits [T, V] = hf . lm^T (lm is [V, d]), soft-capped if the model caps them.
+            });
+        // logits [T, V] = hf . lm^T (lm is [V, d]) + bias, soft-capped if the model caps them.
         let mut logits = vec![0f32; n_targets * vocab];
         gemm(n_targets, vocab, d, &mut logits, false, &hf, lm.s(), 1, d);
+        if let Some(b) = &self.body.lm_bias {
+            let b = Data::of(b)?;
+            logits
+                .par_chunks_mut(vocab)
+                .for_each(|row| row.iter_mut().zip(b.s()).for_each(|(l, b)| *l += b));
+        }
         let cap = self.body.final_softcap;
         let probs: Vec<f32> = logits
             .par_chunks_mut(vocab)
@@ -360,11 +410,21 @@ impl Model {
         for (gi, &ti) in grad_targets.iter().enumerate() {
             let t = last_tok[ti];
             let r = row_start[gi] + (t - rows[row_start[gi]].tok);
-            let (dy, dx) = (&dhf[gi * d..(gi + 1) * d], &mut g[r * d..(r + 1) * d]);
+            let dy = &dhf[gi * d..(gi + 1) * d];
+            let xin = &hin[ti * d..(ti + 1) * d];
+            let mut dn = vec![0f32; d];
             match &final_norm {
-                Some(n) => n.backward_row(&x[t * d..(t + 1) * d], dy, dx),
-                None => dx.iter_mut().zip(dy).for_each(|(a, b)| *a += b),
+                Some(n) => n.backward_row(xin, dy, &mut dn),
+                None => dn.copy_from_slice(dy),
             }
+            if let Some((lin, act)) = &head {
+                let pw = act.pre_width(d);
+                let mut dpre = vec![0f32; pw];
+                act.backward_row(&head_jac[ti * pw..(ti + 1) * pw], &dn, &mut dpre);
+                lin.backward(&dpre, &mut dn);
+            }
+            let dx = &mut g[r * d..(r + 1) * d];
+            dx.iter_mut().zip(&dn).for_each(|(a, b)| *a += b);
         }
         drop(x);
 
@@ -384,8 +444,16 @@ impl Model {
         }
         let row_tok: Vec<usize> = rows.iter().map(|r| r.tok).collect();
         let row_pos: Vec<usize> = rows.iter().map(|r| r.pos).collect();
-        // Rows with a cotangent at the top: each target's last position.
-        let top: Vec<usize> = spans.iter().map(|&(_, r0, n)| r0 + n - 1).collect();
+        // Rows with a cotangent at the top: each target's own position.
+        let at: Vec<usize> = segments
+            .iter()
+            .flat_map(|s| s.targets.iter().filter(|t| t.grad).map(|t| t.at))
+            .collect();
+        let top: Vec<usize> = spans
+            .iter()
+            .zip(&at)
+            .map(|(&(_, r0, _), &a)| r0 + a)
+            .collect();
         let mut ws = Scratch::new(p, &dims);
         let map = RowMap {
             tok: &row_tok,
@@ -397,6 +465,14 @@ impl Model {
             let top = (l + 1 == cfg.n_layers).then_some(&top[..]);
             let (rope, ldims) = layer(l);
             self.block_backward(l, &tape, &mut g, top, &mut ws, &map, &pk, &ldims, rope)?;
+        }
+        // Back through the embedding LayerNorm (BERT).
+        if let (Some(n), Some(raw)) = (&embed_norm, &x_embed) {
+            g.par_chunks_mut(d).zip(&row_tok).for_each(|(gr, &t)| {
+                let dy = gr.to_vec();
+                gr.fill(0.0);
+                n.backward_row(&raw[t * d..(t + 1) * d], &dy, gr);
+            });
         }
         // Gradients with respect to the unscaled token embeddings.
         if let Some(s) = self.body.embed_scale {

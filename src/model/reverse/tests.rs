@@ -28,6 +28,7 @@ fn segments(model: &Model) -> Vec<Segment> {
         let targets = (1..s.len())
             .map(|p| SegTarget {
                 prefix: p,
+                at: p - 1,
                 token: s[p],
                 grad: p != 2,
             })
