@@ -29,18 +29,9 @@ pub fn run(a: ValidateArgs) -> Result<()> {
         let path = spec.model.path.load_path();
         let model = Model::load(&path, spec.model.tokenizer.as_deref())
             .with_context(|| format!("loading model {}", path.display()))?;
-        spec.validate_against(ModelDims::from(&model.config))?;
+        spec.validate_against(ModelDims::from(&model))?;
         // Tokens the tokenizer adds to any text (e.g. a BOS) are not part of a watched token.
-        let special = model.tokenizer.encode("")?;
-        spec.validate_watch_tokens(|t| {
-            model
-                .tokenizer
-                .encode(t)
-                .map(|ids| match ids.strip_prefix(special.as_slice()) {
-                    Some(rest) => rest.to_vec(),
-                    None => ids,
-                })
-        })?;
+        spec.validate_watch_tokens(|t| model.tokenizer.encode_plain(t))?;
         let c = &model.config;
         format!(
             "model {} ({} layers, {} heads, context {})",

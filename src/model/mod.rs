@@ -200,6 +200,12 @@ impl Model {
         self.config.eos_token_ids.first().copied().unwrap_or(0)
     }
 
+    /// Whether the checkpoint has a language-model head (predictions, the lens and saliency
+    /// need one; a sentence-transformers encoder has none).
+    pub fn has_lm_head(&self) -> bool {
+        self.body.lm_head.is_some()
+    }
+
     /// An encoder's mask token ([MASK], or <mask> for RoBERTa-style vocabularies), if any.
     pub fn mask_token_id(&self) -> Option<u32> {
         if !self.config.is_encoder() {

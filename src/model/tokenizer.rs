@@ -155,6 +155,16 @@ impl Tokenizer {
         Ok(enc.get_ids().to_vec())
     }
 
+    /// Token ids of `text` alone, without the special tokens the tokenizer adds (BOS, [CLS],
+    /// [SEP]): what a watched token must be one of.
+    pub fn encode_plain(&self, text: &str) -> Result<Vec<u32>> {
+        let enc = self
+            .inner
+            .encode(text, false)
+            .map_err(|e| Error::Tokenizer(format!("cannot encode {text:?}: {e}")))?;
+        Ok(enc.get_ids().to_vec())
+    }
+
     /// The text of a sequence of ids.
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
         self.inner

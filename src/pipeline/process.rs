@@ -174,7 +174,15 @@ pub fn process(model: &Model, docs: &[Doc], plan: &Plan) -> Result<BatchOut> {
     if let Some(capture) = capture_for(plan) {
         let batch = model.batch(&seqs)?;
         let caps = model.forward(&batch, &capture)?;
-        let targets = lens::next_tokens(&seqs);
+        let needs_targets =
+            plan.predictions.is_some() || plan.lens.is_some() || !plan.watch.is_empty();
+        let targets = if !model.config.is_encoder() {
+            lens::next_tokens(&seqs)
+        } else if needs_targets {
+            encoder_targets(model, &seqs)?
+        } else {
+            vec![]
+        };
         if let Some(k) = plan.predictions {
             predictions(model, &batch, &caps, &targets, k, &mut out)?;
         }
@@ -187,14 +195,39 @@ pub fn process(model: &Model, docs: &[Doc], plan: &Plan) -> Result<BatchOut> {
         }
     }
 
-    if let Some(s) = &plan.saliency
-        && plan.generation.max_new_tokens > 0
-    {
-        let res = saliency::saliency(model, &seqs, &plens, s)?;
-        out.saliency = res.rows;
-        out.completeness = res.completeness;
+    if let Some(s) = &plan.saliency {
+        let res = if model.config.is_encoder() {
+            let targets = saliency::mask_targets(model, &seqs)?;
+            Some(saliency::saliency_of(model, &seqs, &targets, s)?)
+        } else if plan.generation.max_new_tokens > 0 {
+            Some(saliency::saliency(model, &seqs, &plens, s)?)
+        } else {
+            None
+        };
+        if let Some(res) = res {
+            out.saliency = res.rows;
+            out.completeness = res.completeness;
+        }
     }
     Ok(out)
+}
+
+/// An encoder's target at each position, what the lens ranks and `predictions` are read
+/// against: the token itself (a masked LM reconstructs its input), and at a [MASK] the model's
+/// own top-1 prediction there.
+fn encoder_targets(model: &Model, seqs: &[Vec<u32>]) -> Result<Vec<Vec<Option<u32>>>> {
+    let masks = saliency::mask_targets(model, seqs)?;
+    Ok(seqs
+        .iter()
+        .zip(masks)
+        .map(|(seq, m)| {
+            let mut t: Vec<Option<u32>> = seq.iter().map(|&x| Some(x)).collect();
+            for (p, tok) in m {
+                t[p] = Some(tok);
+            }
+            t
+        })
+        .collect())
 }
 
 /// Each document's generation (or its prompt alone when nothing is generated).

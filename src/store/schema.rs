@@ -419,11 +419,13 @@ table! {
 
 table! {
     /// Top-k next-token candidates at every position: the model's output distribution after
-    /// reading tokens 0..=position.
+    /// reading tokens 0..=position. For an encoder (a masked LM), the distribution of the token
+    /// at the position itself, read from the whole sequence (at a [MASK]: its fillers).
     "predictions" => PREDICTIONS, Predictions, PredictionsRow<'a> {
         /// The document (see Conventions).
         doc_id: Utf8,
-        /// The position whose output is shown (it predicts position + 1).
+        /// The position whose output is shown (it predicts position + 1; an encoder's predicts
+        /// the position itself).
         position: Int32,
         /// 1 = most probable.
         rank: Int32,
@@ -440,7 +442,8 @@ table! {
     /// The logit lens: at every layer and position, the rank and probability of the token that
     /// actually comes next in the sequence (the token at position + 1) when the residual stream
     /// after that layer is unembedded. The last position of a sequence has no next token and no
-    /// rows.
+    /// rows. For an encoder the token ranked is the position's own, and at a [MASK] the model's
+    /// final top-1 prediction there.
     "lens" => LENS, Lens, LensRow<'a> {
         /// The document (see Conventions).
         doc_id: Utf8,
@@ -500,15 +503,16 @@ table! {
 
 table! {
     /// Input saliency: for every generated token (target) and every earlier token (source), that
-    /// source's share of the attribution. Definitions in docs/saliency.md.
+    /// source's share of the attribution; for an encoder, for every [MASK] prediction (the model's
+    /// top-1 there) and every token of the document. Definitions in docs/saliency.md.
     "saliency" => SALIENCY, Saliency, SaliencyRow<'a> {
         /// The document (see Conventions).
         doc_id: Utf8,
         /// `gradient`, `grad_x_input` or `integrated_gradients`.
         method: Utf8,
-        /// Position of the generated token explained.
+        /// Position of the generated token explained (an encoder's: the [MASK]).
         target_position: Int32,
-        /// Position of the earlier token (0..target_position).
+        /// Position of the earlier token (0..target_position; an encoder's: any position).
         source_position: Int32,
         /// L2 norm of the attribution over the embedding, divided by the sum over sources
         /// (Ecco's score); the scores of one target sum to 1.
@@ -521,7 +525,8 @@ table! {
 }
 
 table! {
-    /// Integrated gradients' completeness check, one row per generated token.
+    /// Integrated gradients' completeness check, one row per generated token (an encoder's: per
+    /// [MASK]).
     "saliency_completeness" => SALIENCY_COMPLETENESS, SaliencyCompleteness,
         SaliencyCompletenessRow<'a> {
         /// The document (see Conventions).

@@ -177,16 +177,17 @@ fn broken_hf_checkpoints() {
         &["truncated/model.safetensors: cannot read safetensors"],
     );
 
-    copy_checkpoint("tiny-llama", &dir.join("bert"));
-    let cfg = std::fs::read_to_string(dir.join("bert/config.json"))
+    copy_checkpoint("tiny-llama", &dir.join("t5"));
+    let cfg = std::fs::read_to_string(dir.join("t5/config.json"))
         .unwrap()
-        .replace("\"llama\"", "\"bert\"");
-    std::fs::write(dir.join("bert/config.json"), cfg).unwrap();
+        .replace("\"llama\"", "\"t5\"");
+    std::fs::write(dir.join("t5/config.json"), cfg).unwrap();
     BIN.fails_mentioning(
-        &["predict", "--model", &d("bert"), "x"],
+        &["predict", "--model", &d("t5"), "x"],
         &[
-            "unsupported architecture `bert`",
-            "supported: gpt2, llama, mistral, qwen2",
+            "unsupported architecture `t5`",
+            "supported: gpt2, llama, mistral, qwen2, qwen3, olmo2, gemma, gemma2, gemma3_text, \
+             gpt_neox, phi3, bert",
         ],
     );
 
@@ -231,16 +232,16 @@ fn broken_gguf_files() {
         &["truncated.gguf: tensor `", "remaining in file"],
     );
 
-    std::fs::create_dir_all(dir.join("bert")).unwrap();
+    std::fs::create_dir_all(dir.join("t5")).unwrap();
     write_gguf(
         "tiny-llama",
-        &dir.join("bert"),
+        &dir.join("t5"),
         true,
-        &[("general.architecture", Value::String("bert".into()))],
+        &[("general.architecture", Value::String("t5".into()))],
     );
     BIN.fails_mentioning(
-        &["predict", "--model", &d("bert/tiny-llama.gguf"), "x"],
-        &["unsupported architecture `bert`"],
+        &["predict", "--model", &d("t5/tiny-llama.gguf"), "x"],
+        &["unsupported architecture `t5`"],
     );
 
     std::fs::create_dir_all(dir.join("spm")).unwrap();

@@ -495,3 +495,110 @@ fn every_analysis_runs_on_a_llama3_rope_model() {
         assert!(!rows(&out_dir, t).is_empty(), "{t} has no rows");
     }
 }
+
+/// Every analysis (integrated gradients included) on every decoder family, from its tiny
+/// checkpoint: each table gets rows.
+#[test]
+fn every_analysis_runs_on_every_decoder_family() {
+    for name in [
+        "tiny-qwen3",
+        "tiny-olmo2",
+        "tiny-gemma",
+        "tiny-gemma2",
+        "tiny-gemma3",
+        "tiny-pythia",
+        "tiny-neox-seq",
+        "tiny-phi3",
+        "tiny-phi3-longrope",
+        "tiny-mistral-window",
+        "tiny-qwen2-window",
+    ] {
+        let model = data_dir().join(name);
+        let spec = tiny_spec(
+            &format!("run-{name}"),
+            DATA,
+            &SPEC.replace("MODEL", model.to_str().unwrap()),
+        );
+        let out_dir = spec.parent().unwrap().join("out");
+        let stdout = BIN.ok(&["run", "-q", spec.to_str().unwrap()]);
+        assert!(stdout.starts_with("done: 7 prompts, "), "{name}: {stdout}");
+        for t in ALL_TABLES.iter().map(|t| t.name) {
+            assert!(!rows(&out_dir, t).is_empty(), "{name}: {t} has no rows");
+        }
+    }
+}
+
+const MASKED: &str = "\
+{\"id\": \"a\", \"text\": \"The cat sat on the [MASK].\"}
+{\"id\": \"b\", \"text\": \"Once upon a [MASK] there was a [MASK] house.\"}
+{\"id\": \"c\", \"text\": \"The old river bank.\"}
+";
+
+/// An encoder (tiny BERT masked LM) runs every analysis but generation: predictions and the
+/// lens at every position, saliency of each [MASK] prediction over the whole document (tokens
+/// after the mask included), activations, attention, NMF.
+#[test]
+fn an_encoder_runs_every_analysis_without_generation() {
+    let model = data_dir().join("tiny-bert");
+    let spec_text = SPEC
+        .replace("MODEL", model.to_str().unwrap())
+        .replace("max_new_tokens: 3", "max_new_tokens: 0")
+        .replace(
+            "  watch: {tokens: [' the', ' cat']}\n",
+            "  watch: {tokens: [cat]}\n",
+        );
+    let spec = tiny_spec("run-bert", MASKED, &spec_text);
+    let out_dir = spec.parent().unwrap().join("out");
+    let stdout = BIN.ok(&["run", "-q", spec.to_str().unwrap()]);
+    assert!(stdout.starts_with("done: 3 prompts, "), "{stdout}");
+    for t in ALL_TABLES.iter().map(|t| t.name) {
+        if t != "generations" {
+            assert!(!rows(&out_dir, t).is_empty(), "{t} has no rows");
+        }
+    }
+    // Saliency: one target per [MASK] (3 in all), each over every token of its document.
+    let sal = batches(&out_dir, "saliency");
+    let mut targets = std::collections::BTreeSet::new();
+    let mut after = 0;
+    for b in &sal {
+        let doc = b.column_by_name("doc_id").unwrap().as_string::<i32>();
+        let tp = b
+            .column_by_name("target_position")
+            .unwrap()
+            .as_primitive::<Int32Type>();
+        let sp = b
+            .column_by_name("source_position")
+            .unwrap()
+            .as_primitive::<Int32Type>();
+        for i in 0..b.num_rows() {
+            targets.insert((doc.value(i).to_string(), tp.value(i)));
+            after += (sp.value(i) > tp.value(i)) as usize;
+        }
+    }
+    assert_eq!(
+        targets.into_iter().collect::<Vec<_>>(),
+        [("a".to_string(), 6), ("b".into(), 7), ("b".into(), 11)]
+    );
+    assert!(
+        after > 0,
+        "an encoder's saliency covers the tokens after the mask"
+    );
+    assert_eq!(rows(&out_dir, "saliency_completeness").len(), 3);
+}
+
+/// What an encoder cannot do is refused before anything runs, each problem naming its key.
+#[test]
+fn encoder_specs_name_what_they_cannot_do() {
+    let model = data_dir().join("tiny-bert");
+    let spec = tiny_spec(
+        "run-bert-bad",
+        MASKED,
+        &SPEC.replace("MODEL", model.to_str().unwrap()),
+    );
+    let e = BIN.fails(&["run", "-q", spec.to_str().unwrap()]);
+    assert!(
+        e.contains("generation.max_new_tokens: an encoder does not generate: set it to 0 (got 3"),
+        "{e}"
+    );
+    assert!(!spec.parent().unwrap().join("out/manifest.json").exists());
+}

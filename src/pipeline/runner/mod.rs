@@ -98,7 +98,7 @@ fn prepare(spec: &PipelineSpec) -> Result<Prepared> {
     let summary = dataset::scan(&spec.dataset)?;
     let model_path = spec.model.path.load_path();
     let model = Model::load(&model_path, spec.model.tokenizer.as_deref())?;
-    spec.validate_against(ModelDims::from(&model.config))?;
+    spec.validate_against(ModelDims::from(&model))?;
     let watch = watch_tokens(spec, &model)?;
     let watch_names: Vec<String> = watch.iter().map(|w| w.0.clone()).collect();
     let plan = plan(spec, &model, watch)?;

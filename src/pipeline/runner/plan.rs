@@ -91,14 +91,7 @@ pub(super) fn plan(spec: &PipelineSpec, model: &Model, watch: Vec<(String, u32)>
 
 /// Watched tokens as (text, id); each must be one token (checked by `validate_watch_tokens`).
 pub(super) fn watch_tokens(spec: &PipelineSpec, model: &Model) -> Result<Vec<(String, u32)>> {
-    let special = model.tokenizer.encode("")?;
-    let encode = |t: &str| -> Result<Vec<u32>> {
-        let ids = model.tokenizer.encode(t)?;
-        Ok(match ids.strip_prefix(special.as_slice()) {
-            Some(rest) => rest.to_vec(),
-            None => ids,
-        })
-    };
+    let encode = |t: &str| -> Result<Vec<u32>> { Ok(model.tokenizer.encode_plain(t)?) };
     spec.validate_watch_tokens(encode)?;
     let Some(w) = &spec.analyses.watch else {
         return Ok(vec![]);

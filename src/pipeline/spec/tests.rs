@@ -229,7 +229,6 @@ fn semantic_problems_are_all_listed_with_their_keys() {
         "pipelines/x.yaml: batching.batch_size: must be at least 1",
         "pipelines/x.yaml: analyses.saliency.methods: list at least one of gradient, grad_x_input, integrated_gradients",
         "pipelines/x.yaml: analyses.saliency.n_steps: must be at least 1, got 0",
-        "pipelines/x.yaml: analyses.saliency: explains generated tokens: set generation.max_new_tokens >= 1",
         "pipelines/x.yaml: analyses.watch.tokens: list at least one token",
         "pipelines/x.yaml: analyses.attention.layers: lists an index twice",
         "pipelines/x.yaml: analyses.nmf.positions: `generated` needs generation.max_new_tokens >= 1",
@@ -279,11 +278,7 @@ fn validate_against_model_dims() {
         "{MINIMAL}generation: {{max_new_tokens: 128}}\nanalyses:\n  attention: {{layers: [0, -1, 4], heads: [-5]}}\n  activations: {{layers: [-4]}}\n  nmf: {{layers: all}}\n"
     ))
     .unwrap();
-    let dims = ModelDims {
-        n_layers: 4,
-        n_heads: 4,
-        context: 128,
-    };
+    let dims = ModelDims::decoder(4, 4, 128);
     let e = s.validate_against(dims).unwrap_err().to_string();
     assert_eq!(
         e,
@@ -291,11 +286,7 @@ fn validate_against_model_dims() {
          pipelines/x.yaml: analyses.attention.heads: index -5 is out of range: the model has 4 heads (0..=3, or -4..=-1 from the end)\n\
          pipelines/x.yaml: generation.max_new_tokens: 128 leaves no room for a prompt in the model's context of 128 tokens"
     );
-    let five = ModelDims {
-        n_layers: 5,
-        n_heads: 5,
-        context: 2048,
-    };
+    let five = ModelDims::decoder(5, 5, 2048);
     // -1 and 4 are the same layer of 5.
     assert_eq!(
         s.validate_against(five).unwrap_err().to_string(),
@@ -366,10 +357,52 @@ fn quickstart_spec_is_valid() {
     assert_eq!(s.tables().len(), crate::store::schema::ALL_TABLES.len());
     assert!(s.dataset.path.is_file(), "{}", s.dataset.path.display());
     // SmolLM2-135M: 30 layers, 9 heads, 8192 tokens of context.
-    s.validate_against(ModelDims {
-        n_layers: 30,
-        n_heads: 9,
-        context: 8192,
-    })
+    s.validate_against(ModelDims::decoder(30, 9, 8192)).unwrap();
+}
+
+/// What a spec may ask of a model depends on its kind: a decoder's saliency explains generated
+/// tokens; an encoder never generates (its saliency explains [MASK] predictions); a checkpoint
+/// without a language-model head refuses what needs one. Each problem names its key.
+#[test]
+fn encoder_and_headless_models() {
+    let sal = parse(&format!(
+        "{MINIMAL}generation: {{max_new_tokens: 0}}\nanalyses:\n  saliency: {{}}\n"
+    ))
     .unwrap();
+    let decoder = ModelDims::decoder(2, 2, 64);
+    assert_eq!(
+        sal.validate_against(decoder).unwrap_err().to_string(),
+        "pipelines/x.yaml: analyses.saliency: explains generated tokens: set \
+         generation.max_new_tokens >= 1"
+    );
+    let encoder = ModelDims {
+        encoder: true,
+        ..decoder
+    };
+    sal.validate_against(encoder).unwrap();
+    let default_generation = parse(&format!("{MINIMAL}analyses:\n  attention: {{}}\n")).unwrap();
+    assert_eq!(
+        default_generation
+            .validate_against(encoder)
+            .unwrap_err()
+            .to_string(),
+        "pipelines/x.yaml: generation.max_new_tokens: an encoder does not generate: set it to 0 \
+         (got 20; the default is 20)"
+    );
+    let headless = ModelDims {
+        lm_head: false,
+        ..encoder
+    };
+    let all = parse(&format!(
+        "{MINIMAL}generation: {{max_new_tokens: 0}}\nanalyses:\n  predictions: {{}}\n  lens: {{}}\n  saliency: {{}}\n  attention: {{}}\n"
+    ))
+    .unwrap();
+    let e = all.validate_against(headless).unwrap_err().to_string();
+    let keys: Vec<&str> = e.lines().map(|l| l.split(": ").nth(1).unwrap()).collect();
+    assert_eq!(
+        keys,
+        ["analyses.predictions", "analyses.lens", "analyses.saliency"],
+        "{e}"
+    );
+    assert!(e.contains("needs a language-model head"), "{e}");
 }

@@ -21,14 +21,34 @@ pub struct ModelDims {
     pub n_heads: usize,
     /// Context length in tokens (`max_position_embeddings`).
     pub context: usize,
+    /// An encoder (bidirectional, no generation): its saliency explains [MASK] predictions.
+    pub encoder: bool,
+    /// Whether the model has a language-model head (encoders may not).
+    pub lm_head: bool,
 }
 
-impl From<&ModelConfig> for ModelDims {
-    fn from(c: &ModelConfig) -> Self {
+impl ModelDims {
+    /// A decoder with an LM head (what most checks assume).
+    pub fn decoder(n_layers: usize, n_heads: usize, context: usize) -> Self {
+        ModelDims {
+            n_layers,
+            n_heads,
+            context,
+            encoder: false,
+            lm_head: true,
+        }
+    }
+}
+
+impl From<&crate::model::Model> for ModelDims {
+    fn from(m: &crate::model::Model) -> Self {
+        let c: &ModelConfig = &m.config;
         ModelDims {
             n_layers: c.n_layers,
             n_heads: c.n_heads,
             context: c.max_position_embeddings,
+            encoder: c.is_encoder(),
+            lm_head: m.has_lm_head(),
         }
     }
 }
@@ -260,9 +280,6 @@ impl PipelineSpec {
                 "analyses.saliency.chunk_tokens",
                 || "must be at least 1".into(),
             );
-            p.check(generates, "analyses.saliency", || {
-                "explains generated tokens: set generation.max_new_tokens >= 1".into()
-            });
         }
         if let Some(l) = &a.lens {
             p.check(l.top_k >= 1, "analyses.lens.top_k", || {
@@ -360,6 +377,32 @@ impl PipelineSpec {
             check("analyses.nmf.layers", &n.layers, dims.n_layers, "layers");
         }
         let g = &self.generation;
+        if dims.encoder {
+            p.check(g.max_new_tokens == 0, "generation.max_new_tokens", || {
+                format!(
+                    "an encoder does not generate: set it to 0 (got {}; the default is 20)",
+                    g.max_new_tokens
+                )
+            });
+        } else if a.saliency.is_some() {
+            p.check(g.max_new_tokens >= 1, "analyses.saliency", || {
+                "explains generated tokens: set generation.max_new_tokens >= 1".into()
+            });
+        }
+        if !dims.lm_head {
+            for (key, on) in [
+                ("analyses.predictions", a.predictions.is_some()),
+                ("analyses.lens", a.lens.is_some()),
+                ("analyses.watch", a.watch.is_some()),
+                ("analyses.saliency", a.saliency.is_some()),
+            ] {
+                p.check(!on, key, || {
+                    "needs a language-model head, and this checkpoint has none (an encoder \
+                     without its masked-LM head); activations, attention and nmf work without"
+                        .into()
+                });
+            }
+        }
         p.check(
             g.max_new_tokens < dims.context,
             "generation.max_new_tokens",
