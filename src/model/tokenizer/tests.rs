@@ -1,0 +1,1 @@
+//! Unit tests of the GGUF tokenizer rebuild: error messages and merge derivation.
