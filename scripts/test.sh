@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs every tokenlens test: fetches the default real model (cached), runs the Rust unit and
+# Runs every tokenlens test: fetches the real models (cached: the default SmolLM2 and Gemma 3
+# 270M, whose tokenizer test fails without it), runs the Rust unit and
 # integration tests, then the quickstart pipeline on the real model (release build) and reads
 # every table it wrote with Python polars, pandas and duckdb (wheels installed into
 # target/interop-venv), and tests the viewer in headless Chromium on that run. This is exactly
@@ -7,6 +8,7 @@
 # shellcheck source=scripts/lib.sh
 source "$(dirname "$0")/lib.sh"
 fetch_model >/dev/null
+scripts/fetch-model.sh gemma3 >/dev/null
 cargo test --all-targets
 
 # Interop: a real quickstart run, read by the Python readers our users use.
