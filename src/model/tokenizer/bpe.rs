@@ -10,8 +10,7 @@ use super::special::GgufVocab;
 use crate::error::Result;
 
 /// `tokenizer.ggml.pre` values a byte-level BPE tokenizer can be rebuilt for.
-pub const SUPPORTED_GGUF_PRE: &str =
-    "llama-bpe (also llama3, llama-v3), qwen2 (also deepseek-r1-qwen), smollm, starcoder, refact, \
+pub const SUPPORTED_GGUF_PRE: &str = "llama-bpe (also llama3, llama-v3), qwen2 (also deepseek-r1-qwen), smollm, starcoder, refact, \
      gpt-2, default";
 
 /// Llama 3's split (HF tokenizer.json; llama.cpp spells the contractions case by case).

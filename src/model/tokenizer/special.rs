@@ -83,7 +83,10 @@ impl<'a> GgufVocab<'a> {
                 push(tok, false);
             }
         }
-        for id in [self.bos, self.eos, self.unk, self.pad].into_iter().flatten() {
+        for id in [self.bos, self.eos, self.unk, self.pad]
+            .into_iter()
+            .flatten()
+        {
             let tok = self.tokens[id as usize];
             if in_vocab(tok) {
                 push(tok, true);

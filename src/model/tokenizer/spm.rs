@@ -28,16 +28,16 @@ fn py_isspace(c: char) -> bool {
 /// into two tokens, ranked by the token's score (higher first), then by the left and right
 /// pieces' lengths in chars (longer first), ties kept in vocabulary order and, within a token, in
 /// the order of the pieces' ids. A token listed twice counts once, at its first place, with its
-/// last id and score (a Python dict).
-pub fn merges_from_scores(tokens: &[&str], scores: &[f64]) -> Merges {
-    use std::collections::HashMap;
-    let mut entry: HashMap<&str, (u32, f64)> = HashMap::with_capacity(tokens.len());
-    let mut order = Vec::with_capacity(tokens.len());
-    for (i, (t, s)) in tokens.iter().zip(scores).enumerate() {
-        if entry.insert(t, (i as u32, *s)).is_none() {
-            order.push(*t);
-        }
-    }
+/// last id and score (a Python dict). `vocab` is the model's vocabulary (token -> last id).
+pub fn merges_from_scores(tokens: &[&str], scores: &[f64], vocab: &Vocab) -> Merges {
+    // `vocab` maps each token to its last id; the first places in order, unless the vocabulary
+    // has no duplicate (the usual case: then every place is a first one).
+    let order: Vec<&str> = if vocab.len() == tokens.len() {
+        tokens.to_vec()
+    } else {
+        let mut seen = std::collections::HashSet::with_capacity(vocab.len());
+        tokens.iter().copied().filter(|t| seen.insert(*t)).collect()
+    };
     struct Cand {
         token: u32,
         split: u32,
@@ -48,12 +48,12 @@ pub fn merges_from_scores(tokens: &[&str], scores: &[f64]) -> Merges {
     let mut cands = vec![];
     let mut local: Vec<(u32, u32, Cand)> = vec![];
     for (k, t) in order.iter().enumerate() {
-        let score = entry[t].1;
+        let score = scores[vocab[*t] as usize];
         let n_chars = t.chars().count() as u32;
         local.clear();
         for (n_left, (b, _)) in t.char_indices().enumerate().skip(1) {
             let (l, r) = t.split_at(b);
-            if let (Some(&(id_l, _)), Some(&(id_r, _))) = (entry.get(l), entry.get(r)) {
+            if let (Some(&id_l), Some(&id_r)) = (vocab.get(l), vocab.get(r)) {
                 let c = Cand {
                     token: k as u32,
                     split: b as u32,
@@ -112,12 +112,12 @@ pub fn build(meta: &Meta, vocab: &GgufVocab, arch: &str) -> Result<tokenizers::T
         })?;
         (vocab.tokens.clone(), scores)
     };
-    let merges = merges_from_scores(&tokens, &scores);
     let model_vocab: Vocab = tokens
         .iter()
         .enumerate()
         .map(|(i, t)| (t.to_string(), i as u32))
         .collect();
+    let merges = merges_from_scores(&tokens, &scores, &model_vocab);
     let mut builder = BPE::builder()
         .vocab_and_merges(model_vocab, merges)
         .fuse_unk(true)
