@@ -14,6 +14,8 @@ tests/data/tokenizers/gemma3-270m.json: transformers' ids on the same texts for 
 The tiny tokenizers:
   spm-llama   SentencePiece BPE with byte fallback, `tokenizer.ggml.model = llama`,
               general.architecture = llama (transformers' LlamaTokenizer: Metaspace, prefix space)
+  spm-phi3    the same vocabulary as architecture phi3 (transformers prepends the prefix space
+              with a normalizer: a text starting with spaces keeps one more ▁)
   spm-gemma   the same kind of vocabulary as Gemma spells it (architecture gemma3: no prefix space,
               space-run tokens stored as real spaces, newline runs user-defined, <pad>/<eos>/<bos>/
               <unk> first, no merges in the file)
@@ -56,6 +58,7 @@ TEXTS = [
     "a",
     " ",
     "\n",
+    "  hi  there",
     "tab\tafter\t \t mixed \n \n",
     "special <s> </s> <bos> <eos> <|endoftext|> <|begin_of_text|> in text",
 ]
@@ -171,6 +174,17 @@ def make_spm_llama(tmp: Path) -> None:
     sp = train_spm(tmp, "spm-llama", add_dummy_prefix=True, unk_id=0, bos_id=1, eos_id=2, pad_id=-1)
     tokens, scores, types = spm_vocab(sp)
     write_gguf(OUT / "spm-llama.gguf", "llama", LLAMA_KEYS, dict(
+        model="llama", pre="default", tokens=tokens, scores=scores, types=types,
+        bos_token_id=1, eos_token_id=2, unk_token_id=0,
+        add_bos_token=True, add_eos_token=False, add_space_prefix=True,
+    ))
+
+
+def make_spm_phi3(tmp: Path) -> None:
+    # Phi-3's SentencePiece vocabulary is Llama's; transformers prepends its prefix differently.
+    sp = train_spm(tmp, "spm-phi3", add_dummy_prefix=True, unk_id=0, bos_id=1, eos_id=2, pad_id=-1)
+    tokens, scores, types = spm_vocab(sp)
+    write_gguf(OUT / "spm-phi3.gguf", "phi3", dict(LLAMA_KEYS, rope_dimension_count=8), dict(
         model="llama", pre="default", tokens=tokens, scores=scores, types=types,
         bos_token_id=1, eos_token_id=2, unk_token_id=0,
         add_bos_token=True, add_eos_token=False, add_space_prefix=True,
@@ -315,9 +329,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         make_spm_llama(tmp)
+        make_spm_phi3(tmp)
         make_spm_gemma(tmp)
         trained = {name: make_bpe(tmp, name) for name in BPE_KINDS}
-    for name in ["spm-llama", "spm-gemma", *BPE_KINDS]:
+    for name in ["spm-llama", "spm-phi3", "spm-gemma", *BPE_KINDS]:
         ids, tok = hf_ids(OUT / f"{name}.gguf")
         entry = {"gguf": f"{name}.gguf", "transformers_class": type(tok).__name__, "ids": ids}
         if name in trained:

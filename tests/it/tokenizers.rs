@@ -55,8 +55,8 @@ fn gguf_tokenizers_match_transformers() {
     let kinds = golden["tokenizers"].as_object().unwrap();
     assert_eq!(
         kinds.len(),
-        6,
-        "spm-llama, spm-gemma and four BPE pre-tokenizers"
+        7,
+        "spm-llama, spm-phi3, spm-gemma and four BPE pre-tokenizers"
     );
     let mut failures = vec![];
     for (name, entry) in kinds {

@@ -3,8 +3,11 @@
 //! whose merges are derived from the vocabulary (`generate_merges`), ranked by the tokens' scores,
 //! or for Gemma by their order in the file.
 //!
-//! - Llama style (every architecture but Gemma's): `▁` replaces spaces and is prepended to the
-//!   text (Metaspace, prepend "first"), unless `tokenizer.ggml.add_space_prefix` is false.
+//! - Llama style (every architecture but Gemma's and Phi-3's): `▁` replaces spaces and is
+//!   prepended to the text (Metaspace, prepend "first"), unless `tokenizer.ggml.add_space_prefix`
+//!   is false (llama.cpp reads that key; transformers decides by architecture alone).
+//! - Phi-3 style (`phi3`): the same, with the prefix prepended before the spaces are replaced, so a
+//!   text starting with spaces keeps one more `▁`.
 //! - Gemma style (`general.architecture` gemma, gemma2, gemma3): spaces become `▁`, nothing is
 //!   prepended, and tokens of two or more spaces, which Gemma files store as real spaces, are
 //!   respelled with `▁`.
@@ -18,6 +21,9 @@ use crate::error::Result;
 
 /// Architectures whose SentencePiece vocabulary is Gemma's.
 const GEMMA_ARCHS: [&str; 3] = ["gemma", "gemma2", "gemma3"];
+
+/// Phi-3 prepends its prefix space with a normalizer (transformers' `phi3_tokenizer`).
+const PHI3_ARCH: &str = "phi3";
 
 /// Python's `str.isspace` (Rust's `char::is_whitespace` plus the separators U+001C..U+001F).
 fn py_isspace(c: char) -> bool {
@@ -133,12 +139,21 @@ pub fn build(meta: &Meta, vocab: &GgufVocab, arch: &str) -> Result<tokenizers::T
         && meta
             .flag("tokenizer.ggml.add_space_prefix")?
             .unwrap_or(true);
+    let replace_spaces =
+        json!({"type": "Replace", "pattern": {"String": " "}, "content": "\u{2581}"});
     let (normalizer, pre_tokenizer) = if gemma {
-        (
-            json!({"type": "Replace", "pattern": {"String": " "}, "content": "\u{2581}"}),
-            json!({"type": "Split", "pattern": {"String": " "}, "behavior": "MergedWithPrevious",
-                   "invert": false}),
-        )
+        let split = json!({"type": "Split", "pattern": {"String": " "},
+                           "behavior": "MergedWithPrevious", "invert": false});
+        (replace_spaces, split)
+    } else if arch == PHI3_ARCH {
+        // The prefix from a normalizer: "  hi" is "▁▁▁hi" (Metaspace would make it "▁▁hi").
+        let mut normalizers = vec![];
+        if space_prefix {
+            normalizers.push(json!({"type": "Prepend", "prepend": "\u{2581}"}));
+        }
+        normalizers.push(replace_spaces);
+        let normalizer = json!({"type": "Sequence", "normalizers": normalizers});
+        (normalizer, serde_json::Value::Null)
     } else {
         let prepend = if space_prefix { "first" } else { "never" };
         (
@@ -164,9 +179,11 @@ pub fn build(meta: &Meta, vocab: &GgufVocab, arch: &str) -> Result<tokenizers::T
         tok.with_normalizer(Some(n))
             .map_err(|e| meta.err(format!("normalizer: {e}")))?;
     }
-    let p: tokenizers::PreTokenizerWrapper =
-        serde_json::from_value(pre_tokenizer).map_err(|e| parse_err("pre-tokenizer", e))?;
-    tok.with_pre_tokenizer(Some(p));
+    if !pre_tokenizer.is_null() {
+        let p: tokenizers::PreTokenizerWrapper =
+            serde_json::from_value(pre_tokenizer).map_err(|e| parse_err("pre-tokenizer", e))?;
+        tok.with_pre_tokenizer(Some(p));
+    }
     let d: tokenizers::DecoderWrapper =
         serde_json::from_value(decoder).map_err(|e| parse_err("decoder", e))?;
     tok.with_decoder(Some(d));
