@@ -70,7 +70,7 @@ fn gguf_tokenizers_match_transformers() {
             .as_object()
             .map_or(0, |m| m.len());
         eprintln!(
-            "{name}: {} texts, {n_ids} ids, {} texts differ ({own} compared with tokenizer.json's \
+            "{name}: {} texts, {n_ids} ids, {} mismatches of ids or decoded text ({own} compared with tokenizer.json's \
              ids, where transformers' GGUF loader is not the model's tokenizer)",
             texts.len(),
             bad.len()
@@ -100,7 +100,7 @@ fn gemma3_270m_tokenizer_matches_transformers() {
     assert_eq!(tok.eos_token_ids, vec![1]);
     let (n_ids, bad) = compare(&tok, &texts, &ids_of(&golden["ids"]));
     eprintln!(
-        "gemma3-270m: {} texts, {n_ids} ids, {} differ",
+        "gemma3-270m: {} texts, {n_ids} ids, {} mismatches of ids or decoded text",
         texts.len(),
         bad.len()
     );

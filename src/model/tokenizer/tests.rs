@@ -239,3 +239,35 @@ fn malformed_metadata_names_the_key() {
     let e = err(&md);
     assert!(e.contains("metadata `tokenizer.ggml.merges`"), "{e}");
 }
+
+#[test]
+fn byte_alphabet_is_gpt2s() {
+    let chars = super::bpe::byte_chars();
+    assert_eq!(chars[b'!' as usize], '!');
+    assert_eq!(chars[b' ' as usize], '\u{120}'); // Ġ
+    assert_eq!(chars[b'\n' as usize], '\u{10a}'); // Ċ
+    assert_eq!(chars[0], '\u{100}');
+    assert_eq!(chars[0xAD], '\u{143}'); // the soft hyphen, last of the 68 moved bytes
+    assert_eq!(chars[0xFF], '\u{ff}');
+    let distinct: std::collections::HashSet<char> = chars.iter().copied().collect();
+    assert_eq!(distinct.len(), 256);
+}
+
+#[test]
+fn byte_level_respells_raw_tokens_and_skips_mislabelled_control_tokens() {
+    // A token stored raw ("\n") is the byte-level "Ċ"; a control token with a char outside the
+    // byte alphabet ("<▁x>") is not matched whole (transformers skips it), "<c>" is.
+    let mut md = bpe_md("gpt-2");
+    md.insert(
+        "tokenizer.ggml.tokens".into(),
+        strs(&["a", "b", "ab", "\n", "<\u{2581}x>", "<c>"]),
+    );
+    md.insert(
+        "tokenizer.ggml.token_type".into(),
+        Value::Array([1, 1, 1, 1, 3, 3].map(Value::I32).to_vec()),
+    );
+    let tok = Tokenizer::from_gguf(Path::new("m.gguf"), &md).unwrap();
+    assert_eq!(tok.encode("ab\n").unwrap(), vec![2, 3]);
+    assert_eq!(tok.encode("<c>ab").unwrap(), vec![5, 2]);
+    assert_eq!(tok.token_to_id("<\u{2581}x>"), None);
+}
