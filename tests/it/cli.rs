@@ -244,17 +244,19 @@ fn broken_gguf_files() {
         &["unsupported architecture `t5`"],
     );
 
+    // An unsupported tokenizer kind (t5: Unigram) is named with the key and what is supported.
     std::fs::create_dir_all(dir.join("spm")).unwrap();
     write_gguf(
         "tiny-llama",
         &dir.join("spm"),
         true,
-        &[("tokenizer.ggml.model", Value::String("llama".into()))],
+        &[("tokenizer.ggml.model", Value::String("t5".into()))],
     );
     BIN.fails_mentioning(
         &["predict", "--model", &d("spm/tiny-llama.gguf"), "x"],
         &[
-            "GGUF tokenizer type `llama` cannot be rebuilt",
+            "GGUF tokenizer type `t5` (metadata `tokenizer.ggml.model`) cannot be rebuilt",
+            "supported: gpt2 (byte-level BPE), llama (SentencePiece",
             "`tokenizer` option",
         ],
     );
@@ -312,7 +314,11 @@ fn broken_gguf_files() {
     );
     BIN.fails_mentioning(
         &["predict", "--model", &d("pre/tiny-llama.gguf"), "x"],
-        &["GGUF pre-tokenizer `deepseek-llm` is not supported"],
+        &[
+            "GGUF pre-tokenizer `deepseek-llm` (metadata `tokenizer.ggml.pre`) is not supported",
+            "supported: llama-bpe (also llama3, llama-v3), qwen2",
+            "`tokenizer` option",
+        ],
     );
 }
 

@@ -138,6 +138,21 @@ pub fn real_minilm() -> PathBuf {
     )
 }
 
+/// Gemma 3 270M (Q4_K_M GGUF, fetched by `scripts/fetch-model.sh gemma3`). Its tests need it:
+/// when it is missing they fail, saying how to fetch it.
+pub fn gemma3_model() -> PathBuf {
+    let p = tokenlens::model::default_model_path().with_file_name(GEMMA3_FILE);
+    assert!(
+        p.exists(),
+        "Gemma 3 270M is missing at {}: run scripts/fetch-model.sh gemma3 (scripts/test.sh does)",
+        p.display()
+    );
+    p
+}
+
+/// The file name scripts/fetch-model.sh gives Gemma 3 270M in the model cache.
+pub const GEMMA3_FILE: &str = "gemma-3-270m-q4_k_m.gguf";
+
 /// A scratch directory unique to one test.
 pub fn scratch(name: &str) -> PathBuf {
     let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);

@@ -8,5 +8,6 @@ mod nmf;
 mod parity;
 mod run;
 mod saliency;
+mod tokenizers;
 mod validate;
 mod view;
