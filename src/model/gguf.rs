@@ -9,7 +9,7 @@ use std::path::Path;
 use candle_core::quantized::gguf_file::{Content, Value};
 use candle_core::{Device, Tensor};
 
-use super::config::{Activation, Arch, ModelConfig, SUPPORTED_MODEL_TYPES};
+use super::config::{Activation, Arch, ModelConfig, NormPlacement, QkNorm, SUPPORTED_MODEL_TYPES};
 use super::rope::{RopeScaling, SUPPORTED_ROPE_TYPES};
 use super::weights::Weights;
 use crate::error::{Error, Result};
@@ -23,6 +23,9 @@ pub struct GgufCheckpoint {
 
 /// The tensor of per-frequency RoPE divisors (Llama 3.x's `llama3` scaling).
 const ROPE_FREQS: &str = "rope_freqs.weight";
+
+/// Phi-3's LongRoPE short factors.
+const ROPE_SHORT: &str = "rope_factors_short.weight";
 
 /// Reads and dequantizes a whole GGUF file.
 pub fn load(path: &Path) -> Result<GgufCheckpoint> {
@@ -52,8 +55,37 @@ pub fn load(path: &Path) -> Result<GgufCheckpoint> {
         }
         config.rope_scaling = RopeScaling::Factors { factors };
     }
+    let arch = gguf_arch(&content.metadata).unwrap_or_default();
+    // Phi-3's LongRoPE: the short factors as a tensor (used within the original context).
+    if content.tensor_infos.contains_key(ROPE_SHORT) {
+        let factors = content
+            .tensor(&mut reader, ROPE_SHORT, &Device::Cpu)
+            .and_then(|q| q.dequantize(&Device::Cpu))
+            .and_then(|t| t.flatten_all()?.to_vec1::<f32>())
+            .map_err(|e| Error::model(path, format!("tensor `{ROPE_SHORT}`: {e}")))?;
+        if factors.len() != config.rotary_dim / 2 {
+            return Err(Error::model(
+                path,
+                format!(
+                    "tensor `{ROPE_SHORT}` must hold {} factors (rotary dim / 2), got {}",
+                    config.rotary_dim / 2,
+                    factors.len()
+                ),
+            ));
+        }
+        if let RopeScaling::LongRope { short_factor, .. } = &mut config.rope_scaling {
+            *short_factor = factors;
+        }
+    }
+    if matches!(config.rope_scaling, RopeScaling::LongRope { ref short_factor, .. } if short_factor.is_empty())
+    {
+        return Err(Error::model(
+            path,
+            format!("LongRoPE metadata without the tensor `{ROPE_SHORT}`"),
+        ));
+    }
     for name in content.tensor_infos.keys() {
-        let Some(hf_name) = hf_name(config.arch, name) else {
+        let Some(hf_name) = hf_name(&arch, name) else {
             continue; // a tensor no supported architecture reads
         };
         let q = content
@@ -70,6 +102,14 @@ pub fn load(path: &Path) -> Result<GgufCheckpoint> {
             } else if name.ends_with("attn_k.weight") || name.ends_with("attn_k.bias") {
                 t = unpermute(&t, config.n_kv_heads)?;
             }
+        }
+        // llama.cpp's converter stores Gemma's RMSNorm weights as 1 + w; `gemma.rs` reads w.
+        if config.arch == Arch::Gemma && name.ends_with("norm.weight") {
+            t = (t - 1.0)?;
+        }
+        // GPT-NeoX's fused q|k|v is stored stacked; HF's layout interleaves it per head.
+        if config.arch == Arch::GptNeox && name.contains("attn_qkv") {
+            t = super::neox::interleave_qkv(&t, config.n_heads)?;
         }
         tensors.insert(hf_name, t);
     }
@@ -105,8 +145,30 @@ pub fn permute(t: &Tensor, n_head: usize) -> Result<Tensor> {
         .reshape(dims)?)
 }
 
-/// The HF name of a GGUF tensor, or None for tensors we do not use.
-pub fn hf_name(arch: Arch, gguf: &str) -> Option<String> {
+/// The GGUF architecture name (`general.architecture`), if present.
+fn gguf_arch(md: &HashMap<String, Value>) -> Option<String> {
+    md.get("general.architecture")
+        .and_then(|v| v.to_string().ok().cloned())
+}
+
+/// The GGUF architectures tokenlens reads (llama.cpp's names), with their HF model types.
+const GGUF_ARCHS: &[(&str, &str)] = &[
+    ("llama", "llama"),
+    ("mistral", "mistral"),
+    ("qwen2", "qwen2"),
+    ("qwen3", "qwen3"),
+    ("olmo2", "olmo2"),
+    ("gemma", "gemma"),
+    ("gemma2", "gemma2"),
+    ("gemma3", "gemma3_text"),
+    ("phi3", "phi3"),
+    ("gptneox", "gpt_neox"),
+    ("gpt2", "gpt2"),
+];
+
+/// The HF name of a GGUF tensor of architecture `arch` (llama.cpp's name, e.g. `gemma3`), or
+/// None for tensors we do not use.
+pub fn hf_name(arch: &str, gguf: &str) -> Option<String> {
     let (prefix, rest) = match gguf.strip_prefix("blk.") {
         Some(r) => {
             let (layer, rest) = r.split_once('.')?;
@@ -115,30 +177,13 @@ pub fn hf_name(arch: Arch, gguf: &str) -> Option<String> {
         None => (None, gguf),
     };
     let (stem, kind) = rest.rsplit_once('.')?;
+    let gemma = matches!(arch, "gemma" | "gemma2" | "gemma3");
     let mapped = match (arch, prefix, stem) {
-        (Arch::Llama, None, "token_embd") => "model.embed_tokens".to_string(),
-        (Arch::Llama, None, "output_norm") => "model.norm".to_string(),
-        (Arch::Llama, None, "output") => "lm_head".to_string(),
-        (Arch::Llama, Some(l), s) => {
-            let m = match s {
-                "attn_norm" => "input_layernorm",
-                "attn_q" => "self_attn.q_proj",
-                "attn_k" => "self_attn.k_proj",
-                "attn_v" => "self_attn.v_proj",
-                "attn_output" => "self_attn.o_proj",
-                "ffn_norm" => "post_attention_layernorm",
-                "ffn_gate" => "mlp.gate_proj",
-                "ffn_up" => "mlp.up_proj",
-                "ffn_down" => "mlp.down_proj",
-                _ => return None,
-            };
-            format!("model.layers.{l}.{m}")
-        }
-        (Arch::Gpt2, None, "token_embd") => "transformer.wte".to_string(),
-        (Arch::Gpt2, None, "position_embd") => "transformer.wpe".to_string(),
-        (Arch::Gpt2, None, "output_norm") => "transformer.ln_f".to_string(),
-        (Arch::Gpt2, None, "output") => "lm_head".to_string(),
-        (Arch::Gpt2, Some(l), s) => {
+        ("gpt2", None, "token_embd") => "transformer.wte".to_string(),
+        ("gpt2", None, "position_embd") => "transformer.wpe".to_string(),
+        ("gpt2", None, "output_norm") => "transformer.ln_f".to_string(),
+        ("gpt2", None, "output") => "lm_head".to_string(),
+        ("gpt2", Some(l), s) => {
             let m = match s {
                 "attn_norm" => "ln_1",
                 "attn_qkv" => "attn.c_attn",
@@ -150,6 +195,48 @@ pub fn hf_name(arch: Arch, gguf: &str) -> Option<String> {
             };
             format!("transformer.h.{l}.{m}")
         }
+        ("gptneox", None, "token_embd") => "gpt_neox.embed_in".to_string(),
+        ("gptneox", None, "output_norm") => "gpt_neox.final_layer_norm".to_string(),
+        ("gptneox", None, "output") => "embed_out".to_string(),
+        ("gptneox", Some(l), s) => {
+            let m = match s {
+                "attn_norm" => "input_layernorm",
+                "attn_qkv" => "attention.query_key_value",
+                "attn_output" => "attention.dense",
+                "ffn_norm" => "post_attention_layernorm",
+                "ffn_up" => "mlp.dense_h_to_4h",
+                "ffn_down" => "mlp.dense_4h_to_h",
+                _ => return None,
+            };
+            format!("gpt_neox.layers.{l}.{m}")
+        }
+        (_, None, "token_embd") => "model.embed_tokens".to_string(),
+        (_, None, "output_norm") => "model.norm".to_string(),
+        (_, None, "output") => "lm_head".to_string(),
+        (_, Some(l), s) => {
+            let m = match s {
+                "attn_norm" => "input_layernorm",
+                "attn_q" => "self_attn.q_proj",
+                "attn_k" => "self_attn.k_proj",
+                "attn_v" => "self_attn.v_proj",
+                "attn_qkv" => "self_attn.qkv_proj",
+                "attn_output" => "self_attn.o_proj",
+                "attn_q_norm" => "self_attn.q_norm",
+                "attn_k_norm" => "self_attn.k_norm",
+                "post_attention_norm" => "post_attention_layernorm",
+                "post_ffw_norm" => "post_feedforward_layernorm",
+                // Gemma 2/3 put a norm before the MLP and after attention both.
+                "ffn_norm" if gemma && arch != "gemma" => "pre_feedforward_layernorm",
+                "ffn_norm" => "post_attention_layernorm",
+                "ffn_gate" => "mlp.gate_proj",
+                // Phi-3's fused gate | up.
+                "ffn_up" if arch == "phi3" => "mlp.gate_up_proj",
+                "ffn_up" => "mlp.up_proj",
+                "ffn_down" => "mlp.down_proj",
+                _ => return None,
+            };
+            format!("model.layers.{l}.{m}")
+        }
         _ => return None,
     };
     Some(format!("{mapped}.{kind}"))
@@ -157,15 +244,16 @@ pub fn hf_name(arch: Arch, gguf: &str) -> Option<String> {
 
 fn config_from_metadata(path: &Path, md: &HashMap<String, Value>) -> Result<ModelConfig> {
     let err = |msg: String| Error::model(path, msg);
-    let arch_name = md
-        .get("general.architecture")
-        .and_then(|v| v.to_string().ok().cloned())
-        .ok_or_else(|| err("metadata `general.architecture` is missing".into()))?;
-    if !matches!(arch_name.as_str(), "llama" | "qwen2" | "mistral" | "gpt2") {
+    let arch_name =
+        gguf_arch(md).ok_or_else(|| err("metadata `general.architecture` is missing".into()))?;
+    let Some(&(_, model_type)) = GGUF_ARCHS.iter().find(|(g, _)| *g == arch_name) else {
+        let names: Vec<&str> = GGUF_ARCHS.iter().map(|(g, _)| *g).collect();
         return Err(err(format!(
-            "unsupported architecture `{arch_name}` (general.architecture); supported: {SUPPORTED_MODEL_TYPES}"
+            "unsupported architecture `{arch_name}` (general.architecture); supported in GGUF \
+             files: {} (HF checkpoints: {SUPPORTED_MODEL_TYPES})",
+            names.join(", ")
         )));
-    }
+    };
     let key = |k: &str| format!("{arch_name}.{k}");
     let usize_of = |k: &str| -> Result<usize> {
         let full = key(k);
@@ -178,85 +266,167 @@ fn config_from_metadata(path: &Path, md: &HashMap<String, Value>) -> Result<Mode
             .map_err(|e| err(format!("metadata `{full}`: {e}")))
     };
     let opt_usize = |k: &str| {
-        md.get(&key(k))
-            .and_then(|v| v.to_u32().ok().map(|x| x as usize))
+        md.get(&key(k)).and_then(|v| {
+            v.to_u32()
+                .map(|x| x as usize)
+                .or_else(|_| v.to_u64().map(|x| x as usize))
+                .ok()
+        })
     };
-    let opt_f64 = |k: &str| md.get(&key(k)).and_then(|v| v.to_f32().ok().map(f64::from));
+    let opt_f64 = |k: &str| {
+        md.get(&key(k))
+            .and_then(|v| v.to_f32().map(f64::from).or_else(|_| v.to_f64()).ok())
+    };
+    let opt_bool = |k: &str| md.get(&key(k)).and_then(|v| v.to_bool().ok());
+    let opt_str = |k: &str| md.get(&key(k)).and_then(|v| v.to_string().ok().cloned());
     let n_tokens = md
         .get("tokenizer.ggml.tokens")
         .and_then(|v| v.to_vec().ok().map(|v| v.len()));
     let vocab_size = opt_usize("vocab_size")
         .or(n_tokens)
         .ok_or_else(|| err(format!("metadata `{}` is missing", key("vocab_size"))))?;
-    let bos_token_id = md
+    let arch = match model_type {
+        "gpt2" => Arch::Gpt2,
+        "gemma" | "gemma2" | "gemma3_text" => Arch::Gemma,
+        "gpt_neox" => Arch::GptNeox,
+        "phi3" => Arch::Phi3,
+        _ => Arch::Llama,
+    };
+    let mut c = ModelConfig::base(arch, model_type);
+    c.vocab_size = vocab_size;
+    c.bos_token_id = md
         .get("tokenizer.ggml.bos_token_id")
         .and_then(|v| v.to_u32().ok());
-    let eos_token_ids: Vec<u32> = md
+    c.eos_token_ids = md
         .get("tokenizer.ggml.eos_token_id")
         .and_then(|v| v.to_u32().ok())
         .into_iter()
         .collect();
     let hidden = usize_of("embedding_length")?;
     let heads = usize_of("attention.head_count")?;
-    let cfg = match arch_name.as_str() {
-        "llama" | "qwen2" | "mistral" => {
-            let head_dim = opt_usize("rope.dimension_count").unwrap_or(hidden / heads.max(1));
-            if md.contains_key(&key("rope.scaling.type")) {
-                let kind = md[&key("rope.scaling.type")]
-                    .to_string()
-                    .cloned()
-                    .unwrap_or_default();
-                if kind != "none" {
-                    return Err(err(format!(
-                        "rope scaling `{kind}` is not supported in GGUF files yet (only plain \
-                         RoPE; HF checkpoints support {SUPPORTED_ROPE_TYPES})"
-                    )));
-                }
-            }
-            let mut c = ModelConfig::base(Arch::Llama, &arch_name);
-            c.vocab_size = vocab_size;
-            c.hidden_size = hidden;
-            c.n_layers = usize_of("block_count")?;
-            c.n_heads = heads;
-            c.n_kv_heads = opt_usize("attention.head_count_kv").unwrap_or(heads);
-            c.head_dim = head_dim;
-            c.rotary_dim = head_dim;
-            c.intermediate_size = usize_of("feed_forward_length")?;
-            c.max_position_embeddings = usize_of("context_length")?;
-            c.norm_eps = opt_f64("attention.layer_norm_rms_epsilon").unwrap_or(1e-5);
-            c.rope_theta = opt_f64("rope.freq_base").unwrap_or(10_000.0);
-            c.qkv_bias = arch_name == "qwen2";
-            // tie_word_embeddings is decided from the tensors present, see Model::load.
-            c.sliding_layers = vec![false; c.n_layers];
-            c.activation = Activation::Silu;
-            c.bos_token_id = bos_token_id;
-            c.eos_token_ids = eos_token_ids;
-            c
-        }
-        "gpt2" => {
-            let mut c = ModelConfig::base(Arch::Gpt2, &arch_name);
-            c.vocab_size = vocab_size;
-            c.hidden_size = hidden;
-            c.n_layers = usize_of("block_count")?;
-            c.n_heads = heads;
-            c.n_kv_heads = heads;
-            c.head_dim = hidden / heads.max(1);
-            c.intermediate_size = opt_usize("feed_forward_length").unwrap_or(4 * hidden);
-            c.max_position_embeddings = usize_of("context_length")?;
-            c.norm_eps = opt_f64("attention.layer_norm_epsilon").unwrap_or(1e-5);
-            c.qkv_bias = true;
-            c.o_bias = true;
-            c.mlp_bias = true;
-            c.sliding_layers = vec![false; c.n_layers];
-            c.activation = Activation::GeluTanh;
-            c.bos_token_id = bos_token_id;
-            c.eos_token_ids = eos_token_ids;
-            c
-        }
-        _ => unreachable!("checked above"),
+    c.hidden_size = hidden;
+    c.n_layers = usize_of("block_count")?;
+    c.n_heads = heads;
+    c.n_kv_heads = opt_usize("attention.head_count_kv").unwrap_or(heads);
+    c.max_position_embeddings = usize_of("context_length")?;
+    c.intermediate_size = match arch {
+        Arch::Gpt2 => opt_usize("feed_forward_length").unwrap_or(4 * hidden),
+        _ => usize_of("feed_forward_length")?,
     };
-    cfg.validate(path)?;
-    Ok(cfg)
+    c.sliding_layers = vec![false; c.n_layers];
+    if arch == Arch::Gpt2 {
+        c.head_dim = hidden / heads.max(1);
+        c.norm_eps = opt_f64("attention.layer_norm_epsilon").unwrap_or(1e-5);
+        c.qkv_bias = true;
+        c.o_bias = true;
+        c.mlp_bias = true;
+        c.activation = Activation::GeluTanh;
+        c.validate(path)?;
+        return Ok(c);
+    }
+    // Head size: the key length, else (Llama) the rotary dims, else hidden / heads.
+    c.head_dim = opt_usize("attention.key_length")
+        .or(match arch {
+            Arch::Llama => opt_usize("rope.dimension_count"),
+            _ => None,
+        })
+        .unwrap_or(hidden / heads.max(1));
+    c.rotary_dim = opt_usize("rope.dimension_count").unwrap_or(c.head_dim);
+    c.norm_eps = match arch {
+        Arch::GptNeox => opt_f64("attention.layer_norm_epsilon").unwrap_or(1e-5),
+        _ => opt_f64("attention.layer_norm_rms_epsilon").unwrap_or(1e-5),
+    };
+    c.rope_theta = opt_f64("rope.freq_base").unwrap_or(10_000.0);
+    c.rope_scaling = match opt_str("rope.scaling.type").as_deref() {
+        None | Some("none") => RopeScaling::Default,
+        Some("linear") => RopeScaling::Linear {
+            factor: opt_f64("rope.scaling.factor").ok_or_else(|| {
+                err(format!(
+                    "metadata `{}` is missing",
+                    key("rope.scaling.factor")
+                ))
+            })?,
+        },
+        // Phi-3's LongRoPE: the short factors come as a tensor (see `load`).
+        Some("longrope") if arch == Arch::Phi3 => {
+            let original = opt_usize("rope.scaling.original_context_length")
+                .unwrap_or(c.max_position_embeddings);
+            let factor = c.max_position_embeddings as f64 / original as f64;
+            let attention_factor = match opt_f64("rope.scaling.attn_factor") {
+                Some(a) => a,
+                None if factor <= 1.0 => 1.0,
+                None => (1.0 + factor.ln() / (original as f64).ln()).sqrt(),
+            };
+            c.max_position_embeddings = c.max_position_embeddings.min(original);
+            RopeScaling::LongRope {
+                short_factor: vec![],
+                attention_factor,
+                original_max_position_embeddings: original,
+            }
+        }
+        Some(kind) => {
+            return Err(err(format!(
+                "rope scaling `{kind}` is not supported in GGUF files (linear, and Phi-3's \
+                 longrope; Llama 3.x's comes as `rope_freqs` factors; HF checkpoints support \
+                 {SUPPORTED_ROPE_TYPES})"
+            )));
+        }
+    };
+    c.qkv_bias = matches!(model_type, "qwen2" | "gpt_neox");
+    c.o_bias = model_type == "gpt_neox";
+    c.mlp_bias = model_type == "gpt_neox";
+    c.activation = match arch {
+        Arch::Gemma => Activation::GeluTanh,
+        // Pythia's HF config: exact GELU.
+        Arch::GptNeox => Activation::Gelu,
+        _ => Activation::Silu,
+    };
+    let window = opt_usize("attention.sliding_window").filter(|&w| w > 0);
+    let n = c.n_layers;
+    // Which layers slide, as llama.cpp and transformers' defaults have it.
+    match (model_type, window) {
+        ("mistral" | "phi3", Some(w)) => {
+            c.sliding_window = Some(w);
+            c.sliding_layers = vec![true; n];
+        }
+        ("gemma2", Some(w)) => {
+            c.sliding_window = Some(w);
+            c.sliding_layers = (0..n).map(|i| i % 2 == 0).collect();
+        }
+        ("gemma3_text", Some(w)) => {
+            c.sliding_window = Some(w);
+            c.sliding_layers = (0..n).map(|i| (i + 1) % 6 != 0).collect();
+        }
+        _ => {}
+    }
+    match model_type {
+        "qwen3" => c.qk_norm = QkNorm::PerHead,
+        "olmo2" => {
+            c.qk_norm = QkNorm::Whole;
+            c.norm_placement = NormPlacement::Post;
+        }
+        "gemma2" | "gemma3_text" => {
+            c.norm_placement = NormPlacement::Sandwich;
+            // llama.cpp: 1 / sqrt(head_dim), but 1 / sqrt(hidden / heads) for the 27B models
+            // (query_pre_attn_scalar = 168 there).
+            let big =
+                (model_type == "gemma2" && n == 46) || (model_type == "gemma3_text" && n == 62);
+            let scalar = if big { hidden / heads } else { c.head_dim };
+            c.attn_scale = Some(1.0 / (scalar as f64).sqrt());
+            if model_type == "gemma2" {
+                c.attn_softcap = opt_f64("attn_logit_softcapping");
+                c.final_softcap = opt_f64("final_logit_softcapping");
+            } else {
+                c.qk_norm = QkNorm::PerHead;
+                // llama.cpp's fixed base of Gemma 3's sliding layers.
+                c.rope_local_theta = Some(10_000.0);
+            }
+        }
+        "gpt_neox" => c.parallel_residual = opt_bool("use_parallel_residual").unwrap_or(true),
+        _ => {}
+    }
+    c.validate(path)?;
+    Ok(c)
 }
 
 #[cfg(test)]
@@ -286,17 +456,33 @@ mod tests {
     #[test]
     fn names_map_to_hf() {
         assert_eq!(
-            hf_name(Arch::Llama, "blk.3.attn_q.weight").unwrap(),
+            hf_name("llama", "blk.3.attn_q.weight").unwrap(),
             "model.layers.3.self_attn.q_proj.weight"
         );
         assert_eq!(
-            hf_name(Arch::Llama, "token_embd.weight").unwrap(),
+            hf_name("llama", "token_embd.weight").unwrap(),
             "model.embed_tokens.weight"
         );
         assert_eq!(
-            hf_name(Arch::Gpt2, "blk.0.attn_qkv.bias").unwrap(),
+            hf_name("gpt2", "blk.0.attn_qkv.bias").unwrap(),
             "transformer.h.0.attn.c_attn.bias"
         );
-        assert!(hf_name(Arch::Llama, "rope_freqs.weight").is_none());
+        assert!(hf_name("llama", "rope_freqs.weight").is_none());
+        assert_eq!(
+            hf_name("gemma3", "blk.2.ffn_norm.weight").unwrap(),
+            "model.layers.2.pre_feedforward_layernorm.weight"
+        );
+        assert_eq!(
+            hf_name("gemma", "blk.2.ffn_norm.weight").unwrap(),
+            "model.layers.2.post_attention_layernorm.weight"
+        );
+        assert_eq!(
+            hf_name("phi3", "blk.0.ffn_up.weight").unwrap(),
+            "model.layers.0.mlp.gate_up_proj.weight"
+        );
+        assert_eq!(
+            hf_name("gptneox", "blk.1.attn_qkv.bias").unwrap(),
+            "gpt_neox.layers.1.attention.query_key_value.bias"
+        );
     }
 }

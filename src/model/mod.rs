@@ -161,7 +161,8 @@ impl Model {
             let ck = gguf::load(path)?;
             let mut config = ck.config;
             let mut w = ck.weights;
-            config.tie_word_embeddings = !w.contains("lm_head.weight");
+            config.tie_word_embeddings =
+                !(w.contains("lm_head.weight") || w.contains("embed_out.weight"));
             let tok = match tokenizer {
                 Some(t) => {
                     Tokenizer::from_file(t, config.bos_token_id, config.eos_token_ids.clone())?

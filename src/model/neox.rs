@@ -22,6 +22,17 @@ pub fn regroup_qkv(t: &Tensor, heads: usize) -> Result<Tensor> {
     Ok(g.reshape(dims)?)
 }
 
+/// The inverse of `regroup_qkv`: [q | k | v] rows interleaved per head, as HF stores them
+/// (llama.cpp's converter stacks them).
+pub fn interleave_qkv(t: &Tensor, heads: usize) -> Result<Tensor> {
+    let dims = t.dims().to_vec();
+    let hd = dims[0] / (3 * heads);
+    let mut shape = vec![3, heads, hd];
+    shape.extend(&dims[1..]);
+    let g = t.reshape(shape)?.transpose(0, 1)?.contiguous()?;
+    Ok(g.reshape(dims)?)
+}
+
 pub fn load(cfg: &ModelConfig, w: &mut Weights) -> Result<Transformer> {
     let (d, ffn, v) = (cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size);
     let eps = cfg.norm_eps;

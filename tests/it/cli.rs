@@ -300,7 +300,7 @@ fn broken_gguf_files() {
     BIN.fails_mentioning(
         &["predict", "--model", &d("yarn/tiny-llama.gguf"), "x"],
         &[
-            "rope scaling `yarn` is not supported in GGUF files yet",
+            "rope scaling `yarn` is not supported in GGUF files",
             "default, linear, dynamic, llama3, yarn",
         ],
     );

@@ -310,9 +310,11 @@ pub fn write_gguf_with(
     let dir = data_dir().join(name);
     let model = Model::load(&dir, None).unwrap();
     let cfg = &model.config;
-    let arch_name = match cfg.arch {
-        Arch::Gpt2 => "gpt2",
-        _ => cfg.model_type.as_str(),
+    // llama.cpp's architecture names.
+    let arch_name = match cfg.model_type.as_str() {
+        "gemma3_text" => "gemma3",
+        "gpt_neox" => "gptneox",
+        m => m,
     };
     // HF name -> GGUF name, from the loader's own mapping.
     let mut stems = vec![
@@ -329,6 +331,10 @@ pub fn write_gguf_with(
             "attn_v",
             "attn_output",
             "attn_qkv",
+            "attn_q_norm",
+            "attn_k_norm",
+            "post_attention_norm",
+            "post_ffw_norm",
             "ffn_norm",
             "ffn_gate",
             "ffn_up",
@@ -341,7 +347,7 @@ pub fn write_gguf_with(
     for s in stems {
         for kind in ["weight", "bias"] {
             let g = format!("{s}.{kind}");
-            if let Some(h) = gguf::hf_name(cfg.arch, &g) {
+            if let Some(h) = gguf::hf_name(arch_name, &g) {
                 to_gguf.insert(h.clone(), g.clone());
                 to_gguf.insert(h.trim_start_matches("transformer.").to_string(), g);
             }
@@ -361,6 +367,13 @@ pub fn write_gguf_with(
             && (hf.contains(".attn.") || hf.contains(".mlp."))
         {
             t = t.t().unwrap().contiguous().unwrap(); // Conv1D [in, out] -> linear [out, in]
+        }
+        // llama.cpp's converters: Gemma norms stored as 1 + w, GPT-NeoX's q|k|v stacked.
+        if cfg.arch == Arch::Gemma && g.ends_with("norm.weight") {
+            t = (t + 1.0).unwrap();
+        }
+        if cfg.arch == Arch::GptNeox && g.contains("attn_qkv") {
+            t = tokenlens::model::neox::regroup_qkv(&t, cfg.n_heads).unwrap();
         }
         if permute && arch_name == "llama" && g.contains("attn_q") {
             t = gguf::permute(&t, cfg.n_heads).unwrap();
@@ -423,14 +436,33 @@ pub fn write_gguf_with(
         ("tokenizer.ggml.bos_token_id".into(), Value::U32(0)),
         ("tokenizer.ggml.eos_token_id".into(), Value::U32(0)),
     ];
-    if cfg.arch == Arch::Llama {
+    if cfg.arch != Arch::Gpt2 {
         md.push((k("attention.head_count_kv"), u(cfg.n_kv_heads)));
-        md.push((
-            k("attention.layer_norm_rms_epsilon"),
-            Value::F32(cfg.norm_eps as f32),
-        ));
+        let eps_key = if cfg.arch == Arch::GptNeox {
+            "attention.layer_norm_epsilon"
+        } else {
+            "attention.layer_norm_rms_epsilon"
+        };
+        md.push((k(eps_key), Value::F32(cfg.norm_eps as f32)));
         md.push((k("rope.freq_base"), Value::F32(cfg.rope_theta as f32)));
-        md.push((k("rope.dimension_count"), u(cfg.head_dim)));
+        md.push((k("rope.dimension_count"), u(cfg.rotary_dim)));
+        md.push((k("attention.key_length"), u(cfg.head_dim)));
+        md.push((k("attention.value_length"), u(cfg.head_dim)));
+        if let Some(w) = cfg.sliding_window {
+            md.push((k("attention.sliding_window"), u(w)));
+        }
+        if let Some(c) = cfg.attn_softcap {
+            md.push((k("attn_logit_softcapping"), Value::F32(c as f32)));
+        }
+        if let Some(c) = cfg.final_softcap {
+            md.push((k("final_logit_softcapping"), Value::F32(c as f32)));
+        }
+        if cfg.arch == Arch::GptNeox {
+            md.push((
+                k("use_parallel_residual"),
+                Value::Bool(cfg.parallel_residual),
+            ));
+        }
     } else {
         md.push((
             k("attention.layer_norm_epsilon"),

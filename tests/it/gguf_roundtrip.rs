@@ -2,13 +2,20 @@
 //! them out (Q/K rows permuted for interleaved RoPE, linear [out, in] weights, tokenizer in the
 //! metadata) must load back to exactly the model the HF directory gives.
 
+use candle_core::quantized::gguf_file::Value;
 use candle_core::{Device, IndexOp, Tensor};
 use tokenlens::model::{Capture, Layers, Logits, Model};
 
 use crate::common::{assert_close, data_dir, scratch, write_gguf, write_gguf_with};
 
+/// `name`: a checkpoint in tests/data, or an absolute path to one.
 fn check_same_as_hf(name: &str) {
-    let dir = scratch(&format!("gguf-{name}"));
+    let label = std::path::Path::new(name)
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap();
+    let dir = scratch(&format!("gguf-{label}"));
     let path = write_gguf(name, &dir, true, &[]);
     let hf = Model::load(&data_dir().join(name), None).unwrap();
     let gg = Model::load(&path, None).unwrap();
@@ -60,6 +67,37 @@ fn gguf_llama_loads_like_hf() {
 #[test]
 fn gguf_qwen2_loads_like_hf() {
     check_same_as_hf("tiny-qwen2");
+}
+
+/// Every decoder family llama.cpp defines, written as its converter lays it out (Gemma norms
+/// as 1 + w, GPT-NeoX's q|k|v stacked, Phi-3's fused projections), loads back to the HF model.
+#[test]
+fn gguf_every_family_loads_like_hf() {
+    for name in [
+        "tiny-qwen3",
+        "tiny-olmo2",
+        "tiny-gemma",
+        "tiny-pythia",
+        "tiny-neox-seq",
+        "tiny-phi3",
+        "tiny-mistral-window",
+    ] {
+        check_same_as_hf(name);
+    }
+    // GGUF has no key for Gemma 2's query_pre_attn_scalar: llama.cpp (and transformers reading
+    // a GGUF) scale by 1 / sqrt(head_dim), so the HF side here is tiny-gemma2 with that scalar.
+    let dir = scratch("gguf-gemma2-std").join("tiny-gemma2-std");
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in std::fs::read_dir(data_dir().join("tiny-gemma2")).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, dir.join(f.file_name().unwrap())).unwrap();
+    }
+    let cfg_path = dir.join("config.json");
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
+    cfg["query_pre_attn_scalar"] = cfg["head_dim"].clone();
+    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+    check_same_as_hf(dir.to_str().unwrap());
 }
 
 #[test]
@@ -147,6 +185,72 @@ fn llama3_rope_freqs_in_gguf_match_transformers() {
         assert_close(
             &format!("tiny-llama3 GGUF p{r} logits"),
             &logits,
+            golden.t(&format!("p{r}.logits")),
+            1e-4,
+        );
+    }
+}
+
+/// Phi-3's LongRoPE in GGUF (llama.cpp's layout): `rope.scaling.*` metadata and the short
+/// factors as the tensor `rope_factors_short.weight`; tiny-phi3-longrope written that way gives
+/// transformers' logits for every golden prompt (all within the original context).
+#[test]
+fn phi3_longrope_in_gguf_matches_transformers() {
+    let name = "tiny-phi3-longrope";
+    let golden = crate::common::Golden::load(name);
+    let cfg: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(data_dir().join(name).join("config.json")).unwrap(),
+    )
+    .unwrap();
+    let rs = &cfg["rope_scaling"];
+    let short: Vec<f32> = rs["short_factor"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect();
+    let long = vec![1f32; short.len()];
+    let dir = scratch("gguf-longrope");
+    let u = |x: u64| Value::U32(x as u32);
+    let path = write_gguf_with(
+        name,
+        &dir,
+        false,
+        &[
+            (
+                "phi3.context_length",
+                u(cfg["max_position_embeddings"].as_u64().unwrap()),
+            ),
+            ("phi3.rope.scaling.type", Value::String("longrope".into())),
+            (
+                "phi3.rope.scaling.original_context_length",
+                u(cfg["original_max_position_embeddings"].as_u64().unwrap()),
+            ),
+        ],
+        &[
+            (
+                "rope_factors_short.weight",
+                Tensor::new(short.as_slice(), &Device::Cpu).unwrap(),
+            ),
+            (
+                "rope_factors_long.weight",
+                Tensor::new(long.as_slice(), &Device::Cpu).unwrap(),
+            ),
+        ],
+    );
+    let model = Model::load(&path, None).unwrap();
+    assert_eq!(model.config.max_position_embeddings, 64);
+    for (r, p) in golden.prompts().iter().enumerate() {
+        let ids = model.encode(p).unwrap();
+        let batch = model.batch(&[ids]).unwrap();
+        let capture = Capture {
+            logits: Logits::All,
+            ..Capture::default()
+        };
+        let logits = model.forward(&batch, &capture).unwrap().logits.unwrap();
+        assert_close(
+            &format!("{name} GGUF p{r} logits"),
+            &logits.i(0).unwrap(),
             golden.t(&format!("p{r}.logits")),
             1e-4,
         );
