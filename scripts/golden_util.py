@@ -1,14 +1,17 @@
-"""What the golden scripts (make_goldens.py, make_saliency_goldens.py) share: where goldens
-live, the deterministic set-up, loading a tiny checkpoint, greedy continuations, tolerance
-checks, library versions and writing a golden (safetensors + JSON sidecar).
+"""What the golden scripts (make_goldens.py, make_saliency_goldens.py, make_minilm_golden.py,
+make_gemma3_golden.py) share: where goldens live, fetching a real model and hashing it, the
+deterministic set-up, loading a tiny checkpoint, greedy continuations, tolerance checks, library
+versions and writing a golden (safetensors + JSON sidecar).
 
 Imported by those scripts (run with the reference venv, see scripts/README.md); never run on
 its own. Needs torch and transformers.
 """
 
+import hashlib
 import json
 import os
 import re
+import subprocess
 import sys
 from importlib.metadata import version as pkg_version
 from pathlib import Path
@@ -23,6 +26,23 @@ DATA = ROOT / "tests" / "data"
 GOLDEN = DATA / "golden"
 
 SEED = 1234
+
+
+def fetch_model(name):
+    """The path `scripts/fetch-model.sh NAME` prints (it downloads the model once, sha256 checked)."""
+    out = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "fetch-model.sh"), name], check=True, capture_output=True, text=True
+    )
+    return Path(out.stdout.strip().splitlines()[-1])
+
+
+def sha256(path):
+    """Hex sha256 of a file, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def deterministic_setup():

@@ -115,7 +115,6 @@ import copy
 import json
 import math
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -158,8 +157,8 @@ from transformers import (
     Qwen3ForCausalLM,
 )
 
-from golden_util import DATA, GOLDEN, ROOT, SEED, assert_close, deterministic_setup, greedy, load_tiny, write_golden
-from golden_util import argmax_loop, generate_greedy
+from golden_util import DATA, GOLDEN, SEED, assert_close, deterministic_setup, greedy, load_tiny, write_golden
+from golden_util import argmax_loop, fetch_model, generate_greedy
 from golden_util import versions as lib_versions
 
 GENERATOR = "scripts/make_goldens.py"
@@ -1608,11 +1607,7 @@ def bert_golden(seed):
 
 def gguf_path():
     p = os.environ.get("TOKENLENS_GGUF")
-    if not p:
-        p = subprocess.run(
-            ["bash", str(ROOT / "scripts" / "fetch-model.sh")], check=True, capture_output=True, text=True
-        ).stdout.strip().splitlines()[-1]
-    return Path(p)
+    return Path(p) if p else fetch_model("smollm2")
 
 
 def smollm2_golden():

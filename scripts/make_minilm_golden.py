@@ -34,11 +34,9 @@ Run with the reference venv (scripts/README.md): "$REFENV_PY" scripts/make_minil
 A rerun with the same versions gives byte-identical files.
 """
 
-import hashlib
 import json
 import math
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -50,7 +48,7 @@ from safetensors.torch import load_file
 from transformers import AutoModel, AutoTokenizer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from golden_util import GOLDEN, ROOT, deterministic_setup, versions, write_golden  # noqa: E402
+from golden_util import GOLDEN, deterministic_setup, fetch_model, sha256, versions, write_golden  # noqa: E402
 
 GENERATOR = "scripts/make_minilm_golden.py"
 STEM = "minilm"
@@ -90,23 +88,11 @@ TOL_HOOK = 1e-6   # hooks vs transformers' own hidden_states / attentions
 TOL_REF64 = 1e-4  # transformers (float32) vs the float64 restatement, scaled by max(1, max |ref|)
 
 
-def sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def model_dir():
     env = os.environ.get("TOKENLENS_MINILM")
     if env:
         return Path(env)
-    out = subprocess.run(
-        ["bash", str(ROOT / "scripts" / "fetch-model.sh"), "minilm"],
-        check=True, capture_output=True, text=True,
-    )
-    return Path(out.stdout.strip().splitlines()[-1])
+    return fetch_model("minilm")
 
 
 class Hooks:
