@@ -58,15 +58,37 @@ use crate::error::{Error, Result};
 /// caches it.
 pub const DEFAULT_MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 
-/// Where scripts/fetch-model.sh caches the default model: `$TOKENLENS_CACHE/models/` (default
-/// `~/.cache/tokenlens/models/`). The file may not exist yet.
-pub fn default_model_path() -> PathBuf {
+/// The real checkpoints scripts/fetch-model.sh fetches, by the name it takes, with the file or
+/// directory it caches.
+pub const FETCHED_MODELS: &[(&str, &str)] = &[
+    ("smollm2", DEFAULT_MODEL_FILE),
+    ("gemma3", "gemma-3-270m-q4_k_m.gguf"),
+    ("minilm", "all-MiniLM-L6-v2"),
+];
+
+/// Where scripts/fetch-model.sh caches models: `$TOKENLENS_CACHE/models/` (default
+/// `~/.cache/tokenlens/models/`).
+fn models_dir() -> PathBuf {
     let cache = std::env::var_os("TOKENLENS_CACHE")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
             PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/tokenlens")
         });
-    cache.join("models").join(DEFAULT_MODEL_FILE)
+    cache.join("models")
+}
+
+/// Where scripts/fetch-model.sh caches the default model. The file may not exist yet.
+pub fn default_model_path() -> PathBuf {
+    models_dir().join(DEFAULT_MODEL_FILE)
+}
+
+/// Where `scripts/fetch-model.sh NAME` caches the model `NAME` (see `FETCHED_MODELS`), or None
+/// for an unknown name. It may not exist yet.
+pub fn fetched_model_path(name: &str) -> Option<PathBuf> {
+    FETCHED_MODELS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, f)| models_dir().join(f))
 }
 
 /// Whether the logit lens applies the final norm before the unembedding.

@@ -125,17 +125,18 @@ pub fn real_checkpoint(path: PathBuf, fetch: &str) -> PathBuf {
     path
 }
 
+/// A real checkpoint `scripts/fetch-model.sh NAME` caches; the test fails when it is missing.
+pub fn real_fetched(name: &str) -> PathBuf {
+    real_checkpoint(
+        tokenlens::model::fetched_model_path(name).unwrap(),
+        &format!("scripts/fetch-model.sh {name}"),
+    )
+}
+
 /// all-MiniLM-L6-v2 (a BERT encoder without a masked-LM head), as `scripts/fetch-model.sh
 /// minilm` caches it.
 pub fn real_minilm() -> PathBuf {
-    let models = tokenlens::model::default_model_path()
-        .parent()
-        .unwrap()
-        .to_path_buf();
-    real_checkpoint(
-        models.join("all-MiniLM-L6-v2"),
-        "scripts/fetch-model.sh minilm",
-    )
+    real_fetched("minilm")
 }
 
 /// Gemma 3 270M (Q4_K_M GGUF, fetched by `scripts/fetch-model.sh gemma3`). Its tests need it:

@@ -6,7 +6,7 @@ use tokenlens::model::generate::{Decoding, GenerateOptions};
 use tokenlens::model::reverse::{SegTarget, Segment};
 use tokenlens::model::{Capture, Layers, LensNorm, Logits, Model, Objective, Target};
 
-use crate::common::{Golden, assert_close, data_dir, real_minilm, real_model};
+use crate::common::{Golden, assert_close, data_dir, real_fetched, real_minilm, real_model};
 
 /// Forward tolerance (max abs error scaled by the reference's magnitude) and gradient tolerance.
 const FWD_TOL: f32 = 1e-4;
@@ -903,4 +903,149 @@ fn minilm_matches_transformers() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("no language-model head"), "{e}");
+}
+
+/// The real Gemma 3 270M (Q4_K_M GGUF: Q4_K, Q5_0, Q6_K, Q8_0 blocks) against transformers
+/// loading the same file: every residual stream, the MLP of layer 0, attention of a sliding
+/// (0) and a global (5) layer, the top-20 logits at every position, the logit lens's top 5 at
+/// every layer and position, greedy continuations, and log-prob gradients.
+#[test]
+fn gemma3_270m_gguf_matches_transformers() {
+    let model = Model::load(&real_fetched("gemma3"), None).unwrap();
+    let golden = Golden::load("gemma3-270m");
+    let c = &model.config;
+    assert_eq!((c.n_layers, c.hidden_size, c.head_dim), (18, 640, 256));
+    assert_eq!(
+        c.sliding_layers.iter().filter(|&&s| !s).count(),
+        3,
+        "full-attention layers 5, 11, 17"
+    );
+    let prompts = golden.prompts();
+    let ids: Vec<Vec<u32>> = prompts.iter().map(|p| model.encode(p).unwrap()).collect();
+    assert_eq!(ids, golden.ids("input_ids"), "tokenizer ids");
+    let batch = model.batch(&ids).unwrap();
+    let capture = Capture {
+        residual: true,
+        mlp: Layers::Only(vec![0]),
+        attention: Layers::Only(vec![0, 5]),
+        logits: Logits::All,
+        ..Capture::default()
+    };
+    let out = model.forward(&batch, &capture).unwrap();
+    let n = c.n_layers;
+    let mut worst = [0f32; 4];
+    for r in 0..ids.len() {
+        let pad = batch.pad(r);
+        let k = |s: &str| format!("p{r}.{s}");
+        let resid = Tensor::stack(
+            &out.residual
+                .iter()
+                .map(|x| x.i((r, pad..)).unwrap())
+                .collect::<Vec<_>>(),
+            0,
+        )
+        .unwrap();
+        worst[0] = worst[0].max(assert_close(
+            &k("resid"),
+            &resid,
+            golden.t(&k("resid")),
+            FWD_TOL,
+        ));
+        worst[1] = worst[1].max(assert_close(
+            &k("mlp_act_l0"),
+            &out.mlp[&0].i((r, pad..)).unwrap(),
+            golden.t(&k("mlp_act_l0")),
+            FWD_TOL,
+        ));
+        for l in [0usize, 5] {
+            worst[2] = worst[2].max(assert_close(
+                &k(&format!("attn_l{l}")),
+                &out.attention[&l].i((r, .., pad.., pad..)).unwrap(),
+                golden.t(&k(&format!("attn_l{l}"))),
+                FWD_TOL,
+            ));
+        }
+        // Our logits at transformers' top-20 ids, every position.
+        let logits = out.logits.as_ref().unwrap().i((r, pad..)).unwrap();
+        let top_ids = golden
+            .t(&k("top_ids"))
+            .to_dtype(candle_core::DType::U32)
+            .unwrap();
+        let ours = logits.gather(&top_ids, 1).unwrap();
+        worst[3] = worst[3].max(assert_close(
+            &k("top_logits"),
+            &ours,
+            golden.t(&k("top_logits")),
+            FWD_TOL,
+        ));
+        // The lens (final norm) at every layer: transformers' top 5 are our top 5, up to ties
+        // closer than 1e-3 (the reference's neighbouring logits come that close).
+        let want = golden
+            .t(&k("lens_top_ids"))
+            .to_dtype(candle_core::DType::U32)
+            .unwrap();
+        for l in 0..=n {
+            let lens = model
+                .lens_logits(&out.residual[l].i((r, pad..)).unwrap(), LensNorm::FinalNorm)
+                .unwrap();
+            let w = want.i(l).unwrap();
+            let at_want: Vec<Vec<f32>> = lens.gather(&w, 1).unwrap().to_vec2().unwrap();
+            let mut sorted = lens.contiguous().unwrap();
+            sorted = sorted.sort_last_dim(false).unwrap().0;
+            let fifth: Vec<f32> = sorted
+                .narrow(1, 4, 1)
+                .unwrap()
+                .squeeze(1)
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            for (p, row) in at_want.iter().enumerate() {
+                for &v in row {
+                    assert!(
+                        v >= fifth[p] - 1e-3,
+                        "p{r} lens layer {l} position {p}: {v} < {}",
+                        fifth[p]
+                    );
+                }
+            }
+        }
+    }
+    eprintln!(
+        "gemma3-270m scaled errors: resid {:.2e} mlp {:.2e} attn {:.2e} top-20 logits {:.2e}",
+        worst[0], worst[1], worst[2], worst[3]
+    );
+    // Greedy continuations with the KV cache.
+    let gens = model
+        .generate(
+            &ids,
+            &vec![0; ids.len()],
+            &GenerateOptions {
+                max_new_tokens: 10,
+                decoding: Decoding::Greedy,
+                stop_at_eos: false,
+            },
+        )
+        .unwrap();
+    let got: Vec<Vec<u32>> = gens.into_iter().map(|g| g.generated).collect();
+    assert_eq!(got, golden.ids("greedy"), "greedy generation");
+    // Gradients of log p(argmax at the last position) w.r.t. the unscaled token embeddings.
+    let targets: Vec<Target> = (0..ids.len())
+        .map(|r| Target {
+            position: batch.width() - 1,
+            token: golden.ids("greedy")[r][0],
+        })
+        .collect();
+    let g = model
+        .embedding_gradients(&batch, None, &targets, Objective::LogProb)
+        .unwrap();
+    let mut gw = 0f32;
+    for r in 0..ids.len() {
+        gw = gw.max(assert_close(
+            &format!("p{r} grad_logprob"),
+            &g.grad.i((r, batch.pad(r)..)).unwrap(),
+            golden.t(&format!("p{r}.grad_logprob")),
+            GRAD_TOL,
+        ));
+    }
+    eprintln!("gemma3-270m grad_logprob scaled error {gw:.2e}");
 }

@@ -71,6 +71,9 @@ pub enum ModelSource {
     Path(PathBuf),
     /// A Hugging Face hub id `org/name` (no local path of that name exists).
     Hub(String),
+    /// `model: fetched:NAME`: a real checkpoint `scripts/fetch-model.sh NAME` caches (`smollm2`,
+    /// `gemma3`, `minilm`; see `tokenlens::model::FETCHED_MODELS`).
+    Fetched(String),
 }
 
 impl ModelSource {
@@ -80,6 +83,9 @@ impl ModelSource {
             ModelSource::Default => crate::model::default_model_path(),
             ModelSource::Path(p) => p.clone(),
             ModelSource::Hub(id) => PathBuf::from(id),
+            ModelSource::Fetched(name) => {
+                crate::model::fetched_model_path(name).unwrap_or_else(|| PathBuf::from(name))
+            }
         }
     }
 }
@@ -135,6 +141,8 @@ impl ModelSource {
     fn unresolved(s: &str) -> ModelSource {
         if s == "default" {
             ModelSource::Default
+        } else if let Some(name) = s.strip_prefix("fetched:") {
+            ModelSource::Fetched(name.to_string())
         } else {
             ModelSource::Path(PathBuf::from(s))
         }

@@ -337,6 +337,26 @@ fn check_inputs_names_missing_files() {
     );
 }
 
+/// `model: fetched:NAME` names a checkpoint scripts/fetch-model.sh caches; an unknown name is
+/// an error listing the known ones.
+#[test]
+fn fetched_models_by_name() {
+    let s = parse(&MINIMAL.replace("model: default", "model: fetched:gemma3")).unwrap();
+    assert_eq!(s.model.path, ModelSource::Fetched("gemma3".into()));
+    assert!(
+        s.model
+            .path
+            .load_path()
+            .ends_with("models/gemma-3-270m-q4_k_m.gguf")
+    );
+    let s = parse(&MINIMAL.replace("model: default", "model: fetched:llama9")).unwrap();
+    let e = s.check_inputs(true).unwrap_err().to_string();
+    assert!(
+        e.contains("model: `fetched:llama9`: unknown model (known: smollm2, gemma3, minilm)"),
+        "{e}"
+    );
+}
+
 /// The example spec shipped in pipelines/ parses, turns every analysis on and points at the
 /// shipped dataset.
 #[test]

@@ -465,6 +465,26 @@ impl PipelineSpec {
                 format!("{}: no such file or directory", m.display())
             }),
             ModelSource::Hub(_) => {}
+            ModelSource::Fetched(name) => match crate::model::fetched_model_path(name) {
+                None => p.add(
+                    "model",
+                    format!(
+                        "`fetched:{name}`: unknown model (known: {})",
+                        crate::model::FETCHED_MODELS
+                            .iter()
+                            .map(|(n, _)| *n)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                ),
+                Some(d) => p.check(d.exists(), "model", || {
+                    format!(
+                        "`fetched:{name}` is not at {}; run scripts/fetch-model.sh {name} to \
+                         fetch it",
+                        d.display()
+                    )
+                }),
+            },
         }
         if let Some(t) = &self.model.tokenizer {
             p.check(t.is_file(), "model.tokenizer", || {
