@@ -56,6 +56,9 @@ pub fn load(path: &Path) -> Result<GgufCheckpoint> {
         config.rope_scaling = RopeScaling::Factors { factors };
     }
     let arch = gguf_arch(&content.metadata).unwrap_or_default();
+    if let Some(info) = content.tensor_infos.get("token_types.weight") {
+        config.type_vocab_size = info.shape.dims()[0];
+    }
     // Phi-3's LongRoPE: the short factors as a tensor (used within the original context).
     if content.tensor_infos.contains_key(ROPE_SHORT) {
         let factors = content
@@ -164,6 +167,7 @@ const GGUF_ARCHS: &[(&str, &str)] = &[
     ("phi3", "phi3"),
     ("gptneox", "gpt_neox"),
     ("gpt2", "gpt2"),
+    ("bert", "bert"),
 ];
 
 /// The HF name of a GGUF tensor of architecture `arch` (llama.cpp's name, e.g. `gemma3`), or
@@ -194,6 +198,25 @@ pub fn hf_name(arch: &str, gguf: &str) -> Option<String> {
                 _ => return None,
             };
             format!("transformer.h.{l}.{m}")
+        }
+        // BERT as llama.cpp converts it: the encoder of a `BertModel`, no masked-LM head.
+        ("bert", None, "token_embd") => "embeddings.word_embeddings".to_string(),
+        ("bert", None, "position_embd") => "embeddings.position_embeddings".to_string(),
+        ("bert", None, "token_types") => "embeddings.token_type_embeddings".to_string(),
+        ("bert", None, "token_embd_norm") => "embeddings.LayerNorm".to_string(),
+        ("bert", Some(l), s) => {
+            let m = match s {
+                "attn_q" => "attention.self.query",
+                "attn_k" => "attention.self.key",
+                "attn_v" => "attention.self.value",
+                "attn_output" => "attention.output.dense",
+                "attn_output_norm" => "attention.output.LayerNorm",
+                "ffn_up" => "intermediate.dense",
+                "ffn_down" => "output.dense",
+                "layer_output_norm" => "output.LayerNorm",
+                _ => return None,
+            };
+            format!("encoder.layer.{l}.{m}")
         }
         ("gptneox", None, "token_embd") => "gpt_neox.embed_in".to_string(),
         ("gptneox", None, "output_norm") => "gpt_neox.final_layer_norm".to_string(),
@@ -287,6 +310,7 @@ fn config_from_metadata(path: &Path, md: &HashMap<String, Value>) -> Result<Mode
         .ok_or_else(|| err(format!("metadata `{}` is missing", key("vocab_size"))))?;
     let arch = match model_type {
         "gpt2" => Arch::Gpt2,
+        "bert" => Arch::Bert,
         "gemma" | "gemma2" | "gemma3_text" => Arch::Gemma,
         "gpt_neox" => Arch::GptNeox,
         "phi3" => Arch::Phi3,
@@ -314,6 +338,18 @@ fn config_from_metadata(path: &Path, md: &HashMap<String, Value>) -> Result<Mode
         _ => usize_of("feed_forward_length")?,
     };
     c.sliding_layers = vec![false; c.n_layers];
+    if arch == Arch::Bert {
+        c.head_dim = hidden / heads.max(1);
+        c.norm_eps = opt_f64("attention.layer_norm_epsilon").unwrap_or(1e-12);
+        c.qkv_bias = true;
+        c.o_bias = true;
+        c.mlp_bias = true;
+        c.activation = Activation::Gelu;
+        // The token-type count is the `token_types` tensor's (see `load`).
+        c.type_vocab_size = opt_usize("token_type_count").unwrap_or(2).max(1);
+        c.validate(path)?;
+        return Ok(c);
+    }
     if arch == Arch::Gpt2 {
         c.head_dim = hidden / heads.max(1);
         c.norm_eps = opt_f64("attention.layer_norm_epsilon").unwrap_or(1e-5);

@@ -256,3 +256,132 @@ fn phi3_longrope_in_gguf_matches_transformers() {
         );
     }
 }
+
+/// BERT as llama.cpp converts it: the encoder alone (no masked-LM head), `token_types` and
+/// `token_embd_norm`, and a WordPiece vocabulary in "phantom space" form (`▁word`, `ing` for
+/// `##ing`). tiny-bert written that way gives the HF encoder's every capture and its token ids.
+#[test]
+fn bert_gguf_loads_like_hf_encoder() {
+    use candle_core::quantized::{GgmlDType, QTensor, gguf_file};
+    let name = "tiny-bert";
+    let src = data_dir().join(name);
+    let hf = Model::load(&src, None).unwrap();
+    let cfg = &hf.config;
+    // GGUF name of every HF tensor, from the loader's own mapping.
+    let mut stems = vec![
+        "token_embd".to_string(),
+        "position_embd".into(),
+        "token_types".into(),
+        "token_embd_norm".into(),
+    ];
+    for l in 0..cfg.n_layers {
+        for s in [
+            "attn_q",
+            "attn_k",
+            "attn_v",
+            "attn_output",
+            "attn_output_norm",
+            "ffn_up",
+            "ffn_down",
+            "layer_output_norm",
+        ] {
+            stems.push(format!("blk.{l}.{s}"));
+        }
+    }
+    let mut to_gguf = std::collections::HashMap::new();
+    for s in stems {
+        for kind in ["weight", "bias"] {
+            let g = format!("{s}.{kind}");
+            if let Some(h) = tokenlens::model::gguf::hf_name("bert", &g) {
+                to_gguf.insert(h, g);
+            }
+        }
+    }
+    let mut q = vec![];
+    for (h, t) in
+        candle_core::safetensors::load(src.join("model.safetensors"), &Device::Cpu).unwrap()
+    {
+        if h.starts_with("cls.") || h.ends_with("position_ids") {
+            continue; // llama.cpp drops the masked-LM head
+        }
+        let g = to_gguf[h.trim_start_matches("bert.")].clone();
+        q.push((g, QTensor::quantize(&t, GgmlDType::F32).unwrap()));
+    }
+    let tok: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(src.join("tokenizer.json")).unwrap())
+            .unwrap();
+    let vocab = tok["model"]["vocab"].as_object().unwrap();
+    let mut tokens = vec![String::new(); vocab.len()];
+    for (t, id) in vocab {
+        let phantom = if t.starts_with('[') && t.ends_with(']') {
+            t.clone()
+        } else if let Some(rest) = t.strip_prefix("##") {
+            rest.to_string()
+        } else {
+            format!("\u{2581}{t}")
+        };
+        tokens[id.as_u64().unwrap() as usize] = phantom;
+    }
+    let u = |x: usize| Value::U32(x as u32);
+    let md: Vec<(&str, Value)> = vec![
+        ("general.architecture", Value::String("bert".into())),
+        ("bert.block_count", u(cfg.n_layers)),
+        ("bert.embedding_length", u(cfg.hidden_size)),
+        ("bert.feed_forward_length", u(cfg.intermediate_size)),
+        ("bert.attention.head_count", u(cfg.n_heads)),
+        ("bert.context_length", u(cfg.max_position_embeddings)),
+        (
+            "bert.attention.layer_norm_epsilon",
+            Value::F32(cfg.norm_eps as f32),
+        ),
+        ("bert.attention.causal", Value::Bool(false)),
+        ("tokenizer.ggml.model", Value::String("bert".into())),
+        (
+            "tokenizer.ggml.tokens",
+            Value::Array(tokens.into_iter().map(Value::String).collect()),
+        ),
+        ("tokenizer.ggml.cls_token_id", Value::U32(2)),
+        ("tokenizer.ggml.seperator_token_id", Value::U32(3)),
+        ("tokenizer.ggml.unknown_token_id", Value::U32(1)),
+    ];
+    let dir = scratch("gguf-bert");
+    let path = dir.join("tiny-bert.gguf");
+    let md_refs: Vec<(&str, &Value)> = md.iter().map(|(k, v)| (*k, v)).collect();
+    let t_refs: Vec<(&str, &QTensor)> = q.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    gguf_file::write(
+        &mut std::fs::File::create(&path).unwrap(),
+        &md_refs,
+        &t_refs,
+    )
+    .unwrap();
+
+    let gg = Model::load(&path, None).unwrap();
+    assert!(gg.config.is_encoder() && !gg.has_lm_head());
+    let prompts = [
+        "The cat sat on the [MASK].",
+        "In 1999, 42 people walked 7 miles to the old river bank.",
+    ];
+    let ids: Vec<Vec<u32>> = prompts.iter().map(|p| hf.encode(p).unwrap()).collect();
+    let gg_ids: Vec<Vec<u32>> = prompts.iter().map(|p| gg.encode(p).unwrap()).collect();
+    assert_eq!(ids, gg_ids, "WordPiece rebuilt from GGUF metadata");
+    let capture = Capture {
+        residual: true,
+        mlp: Layers::All,
+        attention: Layers::All,
+        ..Capture::default()
+    };
+    let a = hf.forward(&hf.batch(&ids).unwrap(), &capture).unwrap();
+    let b = gg.forward(&gg.batch(&ids).unwrap(), &capture).unwrap();
+    for l in 0..=cfg.n_layers {
+        assert_close(&format!("resid {l}"), &b.residual[l], &a.residual[l], 1e-6);
+    }
+    for l in 0..cfg.n_layers {
+        assert_close(&format!("mlp {l}"), &b.mlp[&l], &a.mlp[&l], 1e-6);
+        assert_close(
+            &format!("attn {l}"),
+            &b.attention[&l],
+            &a.attention[&l],
+            1e-6,
+        );
+    }
+}

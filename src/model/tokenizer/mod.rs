@@ -10,6 +10,7 @@ mod special;
 mod spm;
 #[cfg(test)]
 mod tests;
+mod wpm;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -23,7 +24,7 @@ use special::GgufVocab;
 
 /// GGUF `tokenizer.ggml.model` values tokenizers can be rebuilt for.
 pub const SUPPORTED_GGUF_TOKENIZERS: &str =
-    "gpt2 (byte-level BPE), llama (SentencePiece: Llama, Mistral, Gemma)";
+    "gpt2 (byte-level BPE), llama (SentencePiece: Llama, Mistral, Gemma), bert (WordPiece)";
 
 /// A tokenizer plus the special ids the model needs.
 #[derive(Clone)]
@@ -74,6 +75,15 @@ impl Tokenizer {
                 let vocab = GgufVocab::read(&meta, true)?;
                 let inner = spm::build(&meta, &vocab, arch)?;
                 (vocab, inner)
+            }
+            "bert" => {
+                let tokens = meta.require_strings("tokenizer.ggml.tokens")?;
+                let (inner, cls, sep) = wpm::build(&meta, &tokens)?;
+                return Ok(Tokenizer {
+                    inner,
+                    bos_token_id: Some(cls),
+                    eos_token_ids: vec![sep],
+                });
             }
             other => {
                 return Err(meta.err(format!(

@@ -135,13 +135,14 @@ fn sentencepiece_rebuilds_with_prefix_space_bos_and_byte_fallback() {
 #[test]
 fn unsupported_tokenizer_model_names_value_key_and_supported() {
     let mut md = spm_md();
-    md.insert("tokenizer.ggml.model".into(), Value::String("bert".into()));
+    md.insert("tokenizer.ggml.model".into(), Value::String("rwkv".into()));
     let e = err(&md);
     assert!(e.starts_with("m.gguf: "), "{e}");
     for want in [
-        "`bert`",
+        "`rwkv`",
         "`tokenizer.ggml.model`",
         "supported: gpt2 (byte-level BPE), llama (SentencePiece",
+        "bert (WordPiece)",
         "tokenizer.json",
     ] {
         assert!(e.contains(want), "{e}");
