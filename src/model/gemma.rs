@@ -7,9 +7,8 @@
 
 use candle_core::Tensor;
 
-use super::block::{ActKind, Block, Mlp, Norm};
+use super::block::{ActKind, Block, Norm};
 use super::config::{ModelConfig, NormPlacement, QkNorm};
-use super::ops::Linear;
 use super::transformer::{Transformer, build};
 use super::weights::Weights;
 use crate::error::Result;
@@ -21,8 +20,8 @@ fn norm(w: &mut Weights, name: &str, width: usize, eps: f64) -> Result<Norm> {
 }
 
 pub fn load(cfg: &ModelConfig, w: &mut Weights) -> Result<Transformer> {
-    let (d, ffn, v) = (cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size);
-    let (hq, hkv) = (cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim);
+    let (d, v) = (cfg.hidden_size, cfg.vocab_size);
+    let hq = cfg.n_heads * cfg.head_dim;
     let eps = cfg.norm_eps;
     let embed = w.take("model.embed_tokens.weight", &[v, d])?;
     let sandwich = cfg.norm_placement == NormPlacement::Sandwich;
@@ -37,11 +36,7 @@ pub fn load(cfg: &ModelConfig, w: &mut Weights) -> Result<Transformer> {
             ),
             _ => (None, None),
         };
-        let qkv = Linear::stack(vec![
-            build::proj(w, &format!("{sa}.q_proj"), hq, d, cfg.qkv_bias)?,
-            build::proj(w, &format!("{sa}.k_proj"), hkv, d, cfg.qkv_bias)?,
-            build::proj(w, &format!("{sa}.v_proj"), hkv, d, cfg.qkv_bias)?,
-        ])?;
+        let qkv = build::qkv(w, &sa, cfg)?;
         let o = build::proj(w, &format!("{sa}.o_proj"), d, hq, cfg.o_bias)?;
         let attn_in = Some(norm(w, &format!("{p}.input_layernorm"), d, eps)?);
         let (attn_out, mlp_in, mlp_out) = if sandwich {
@@ -57,14 +52,7 @@ pub fn load(cfg: &ModelConfig, w: &mut Weights) -> Result<Transformer> {
                 None,
             )
         };
-        let mlp = Mlp {
-            up: Linear::stack(vec![
-                build::proj(w, &format!("{p}.mlp.gate_proj"), ffn, d, cfg.mlp_bias)?,
-                build::proj(w, &format!("{p}.mlp.up_proj"), ffn, d, cfg.mlp_bias)?,
-            ])?,
-            act: ActKind::GeGluTanh,
-            down: build::proj(w, &format!("{p}.mlp.down_proj"), d, ffn, cfg.mlp_bias)?,
-        };
+        let mlp = build::gated_mlp(w, &format!("{p}.mlp"), cfg, ActKind::GeGluTanh)?;
         blocks.push(Block {
             attn_in,
             attn_out,
@@ -77,20 +65,13 @@ pub fn load(cfg: &ModelConfig, w: &mut Weights) -> Result<Transformer> {
             parallel: false,
         });
     }
-    let final_norm = Some(norm(w, "model.norm", d, eps)?);
+    let final_norm = norm(w, "model.norm", d, eps)?;
     let lm_head = build::lm_head(cfg, w, "lm_head.weight", &embed)?;
+    let ropes = build::ropes(cfg, embed.device())?;
     Ok(Transformer {
-        ropes: build::ropes(cfg, embed.device())?,
         // transformers multiplies by sqrt(d) rounded to the activations' dtype.
         embed_scale: Some((d as f64).sqrt() as f32),
-        embed,
-        pos_embed: None,
-        embed_norm: None,
-        blocks,
-        head_transform: None,
-        final_norm,
-        lm_head: Some(lm_head),
-        lm_bias: None,
         final_softcap: cfg.final_softcap.map(|c| c as f32),
+        ..Transformer::decoder(embed, ropes, blocks, final_norm, lm_head)
     })
 }

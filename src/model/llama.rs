@@ -3,15 +3,14 @@
 //! per-head q/k norms (Qwen3), norms on the sublayers' outputs and whole-projection q/k norms
 //! (OLMo-2). HF weight names; `gguf.rs` maps llama.cpp's names onto these.
 
-use super::block::{ActKind, Block, Mlp, Norm};
+use super::block::{ActKind, Block, Norm};
 use super::config::{ModelConfig, NormPlacement, QkNorm};
-use super::ops::Linear;
 use super::transformer::{Transformer, build};
 use super::weights::Weights;
 use crate::error::Result;
 
 pub fn load(cfg: &ModelConfig, w: &mut Weights) -> Result<Transformer> {
-    let (d, ffn, v) = (cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size);
+    let (d, v) = (cfg.hidden_size, cfg.vocab_size);
     let (hq, hkv) = (cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim);
     let eps = cfg.norm_eps;
     let embed = w.take("model.embed_tokens.weight", &[v, d])?;
@@ -50,20 +49,9 @@ pub fn load(cfg: &ModelConfig, w: &mut Weights) -> Result<Transformer> {
             ),
         };
         let sa = format!("{p}.self_attn");
-        let qkv = Linear::stack(vec![
-            build::proj(w, &format!("{sa}.q_proj"), hq, d, cfg.qkv_bias)?,
-            build::proj(w, &format!("{sa}.k_proj"), hkv, d, cfg.qkv_bias)?,
-            build::proj(w, &format!("{sa}.v_proj"), hkv, d, cfg.qkv_bias)?,
-        ])?;
+        let qkv = build::qkv(w, &sa, cfg)?;
         let o = build::proj(w, &format!("{sa}.o_proj"), d, hq, cfg.o_bias)?;
-        let mlp = Mlp {
-            up: Linear::stack(vec![
-                build::proj(w, &format!("{p}.mlp.gate_proj"), ffn, d, cfg.mlp_bias)?,
-                build::proj(w, &format!("{p}.mlp.up_proj"), ffn, d, cfg.mlp_bias)?,
-            ])?,
-            act: ActKind::SwiGlu,
-            down: build::proj(w, &format!("{p}.mlp.down_proj"), d, ffn, cfg.mlp_bias)?,
-        };
+        let mlp = build::gated_mlp(w, &format!("{p}.mlp"), cfg, ActKind::SwiGlu)?;
         blocks.push(Block {
             attn_in,
             attn_out,
@@ -76,19 +64,10 @@ pub fn load(cfg: &ModelConfig, w: &mut Weights) -> Result<Transformer> {
             parallel: false,
         });
     }
-    let final_norm = Some(Norm::rms(w.take("model.norm.weight", &[d])?, eps));
+    let final_norm = Norm::rms(w.take("model.norm.weight", &[d])?, eps);
     let lm_head = build::lm_head(cfg, w, "lm_head.weight", &embed)?;
-    Ok(Transformer {
-        ropes: build::ropes(cfg, embed.device())?,
-        embed,
-        embed_scale: None,
-        pos_embed: None,
-        embed_norm: None,
-        blocks,
-        head_transform: None,
-        final_norm,
-        lm_head: Some(lm_head),
-        lm_bias: None,
-        final_softcap: None,
-    })
+    let ropes = build::ropes(cfg, embed.device())?;
+    Ok(Transformer::decoder(
+        embed, ropes, blocks, final_norm, lm_head,
+    ))
 }

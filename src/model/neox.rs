@@ -81,19 +81,10 @@ pub fn load(cfg: &ModelConfig, w: &mut Weights) -> Result<Transformer> {
             parallel: cfg.parallel_residual,
         });
     }
-    let final_norm = Some(norm(w, "gpt_neox.final_layer_norm")?);
+    let final_norm = norm(w, "gpt_neox.final_layer_norm")?;
     let lm_head = build::lm_head(cfg, w, "embed_out.weight", &embed)?;
-    Ok(Transformer {
-        ropes: build::ropes(cfg, embed.device())?,
-        embed,
-        embed_scale: None,
-        pos_embed: None,
-        embed_norm: None,
-        blocks,
-        head_transform: None,
-        final_norm,
-        lm_head: Some(lm_head),
-        lm_bias: None,
-        final_softcap: None,
-    })
+    let ropes = build::ropes(cfg, embed.device())?;
+    Ok(Transformer::decoder(
+        embed, ropes, blocks, final_norm, lm_head,
+    ))
 }

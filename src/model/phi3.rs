@@ -47,19 +47,10 @@ pub fn load(cfg: &ModelConfig, w: &mut Weights) -> Result<Transformer> {
             parallel: false,
         });
     }
-    let final_norm = Some(Norm::rms(w.take("model.norm.weight", &[d])?, eps));
+    let final_norm = Norm::rms(w.take("model.norm.weight", &[d])?, eps);
     let lm_head = build::lm_head(cfg, w, "lm_head.weight", &embed)?;
-    Ok(Transformer {
-        ropes: build::ropes(cfg, embed.device())?,
-        embed,
-        embed_scale: None,
-        pos_embed: None,
-        embed_norm: None,
-        blocks,
-        head_transform: None,
-        final_norm,
-        lm_head: Some(lm_head),
-        lm_bias: None,
-        final_softcap: None,
-    })
+    let ropes = build::ropes(cfg, embed.device())?;
+    Ok(Transformer::decoder(
+        embed, ropes, blocks, final_norm, lm_head,
+    ))
 }

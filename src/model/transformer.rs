@@ -63,6 +63,29 @@ pub struct Transformer {
 }
 
 impl Transformer {
+    /// A decoder: token embeddings, blocks, final norm and head; nothing else set.
+    pub fn decoder(
+        embed: Tensor,
+        ropes: Vec<RopeTable>,
+        blocks: Vec<Block>,
+        final_norm: Norm,
+        lm_head: Tensor,
+    ) -> Self {
+        Transformer {
+            embed,
+            embed_scale: None,
+            pos_embed: None,
+            embed_norm: None,
+            ropes,
+            blocks,
+            head_transform: None,
+            final_norm: Some(final_norm),
+            lm_head: Some(lm_head),
+            lm_bias: None,
+            final_softcap: None,
+        }
+    }
+
     /// The residual stream entering block 0, and each RoPE table at the batch's positions.
     pub fn input(
         &self,
@@ -135,7 +158,7 @@ impl Transformer {
 pub(super) mod build {
     use candle_core::Tensor;
 
-    use super::super::block::{Attention, Norm};
+    use super::super::block::{ActKind, Attention, Mlp, Norm};
     use super::super::config::ModelConfig;
     use super::super::ops::{Linear, RopeTable};
     use super::super::weights::Weights;
@@ -147,6 +170,30 @@ pub(super) mod build {
             w.take(&format!("{name}.weight"), &[out, inp])?,
             w.take_if(bias, &format!("{name}.bias"), &[out])?,
         )
+    }
+
+    /// The separate `{p}.q_proj`, `k_proj`, `v_proj` of a block's attention, stacked.
+    pub fn qkv(w: &mut Weights, p: &str, cfg: &ModelConfig) -> Result<Linear> {
+        let (d, b) = (cfg.hidden_size, cfg.qkv_bias);
+        let (hq, hkv) = (cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim);
+        Linear::stack(vec![
+            proj(w, &format!("{p}.q_proj"), hq, d, b)?,
+            proj(w, &format!("{p}.k_proj"), hkv, d, b)?,
+            proj(w, &format!("{p}.v_proj"), hkv, d, b)?,
+        ])
+    }
+
+    /// A gated MLP from `{p}.gate_proj`, `up_proj` and `down_proj` (SwiGLU, GeGLU).
+    pub fn gated_mlp(w: &mut Weights, p: &str, cfg: &ModelConfig, act: ActKind) -> Result<Mlp> {
+        let (d, ffn, b) = (cfg.hidden_size, cfg.intermediate_size, cfg.mlp_bias);
+        Ok(Mlp {
+            up: Linear::stack(vec![
+                proj(w, &format!("{p}.gate_proj"), ffn, d, b)?,
+                proj(w, &format!("{p}.up_proj"), ffn, d, b)?,
+            ])?,
+            act,
+            down: proj(w, &format!("{p}.down_proj"), d, ffn, b)?,
+        })
     }
 
     /// The RoPE tables: 0 = the model's (scaled) RoPE, 1 = the sliding layers' own base if the

@@ -22,6 +22,36 @@ fn all_captures() -> Capture {
     }
 }
 
+/// One reverse-pass segment per sequence (its token embeddings, unpadded) with one target each:
+/// `(position read, token)`; the prefix is the whole sequence.
+fn single_target_segments(
+    model: &Model,
+    ids: &[Vec<u32>],
+    targets: &[(usize, u32)],
+) -> Vec<Segment> {
+    ids.iter()
+        .zip(targets)
+        .map(|(row, &(at, token))| {
+            let t = Tensor::from_slice(row, (1, row.len()), model.device()).unwrap();
+            Segment {
+                embeds: model
+                    .embed(&t)
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1()
+                    .unwrap(),
+                targets: vec![SegTarget {
+                    prefix: row.len(),
+                    at,
+                    token,
+                    grad: true,
+                }],
+            }
+        })
+        .collect()
+}
+
 /// Runs all golden prompts as ONE left-padded batch and compares every row with the reference,
 /// which ran each prompt alone: this checks padding, masks and per-row positions too.
 fn check_tiny(name: &str) {
@@ -169,30 +199,12 @@ fn check_tiny_rows(name: &str, rows: &[usize]) {
         eprintln!("{name}: {key} parity, worst scaled error {worst:.2e}");
     }
     // The same probability gradients from the multi-target reverse pass (saliency's engine).
-    let segments: Vec<Segment> = ids
+    let pairs: Vec<(usize, u32)> = ids
         .iter()
         .zip(&targets)
-        .map(|(row_ids, t)| Segment {
-            embeds: model
-                .embed(
-                    &Tensor::new(row_ids.as_slice(), model.device())
-                        .unwrap()
-                        .unsqueeze(0)
-                        .unwrap(),
-                )
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1()
-                .unwrap(),
-            targets: vec![SegTarget {
-                prefix: row_ids.len(),
-                at: row_ids.len() - 1,
-                token: t.token,
-                grad: true,
-            }],
-        })
+        .map(|(row, t)| (row.len() - 1, t.token))
         .collect();
+    let segments = single_target_segments(&model, &ids, &pairs);
     let res = model.prob_gradients(&segments).unwrap();
     let mut worst = 0f32;
     for (r, res) in res.iter().enumerate() {
@@ -525,28 +537,12 @@ fn smollm2_gguf_matches_transformers() {
     // The saliency engine's packed reverse pass (each prompt alone, unpadded) against the same
     // reference: d p / d emb = p d log p / d emb. Relative to the largest reference value,
     // which is stricter than the scaled error above (these gradients are far below 1).
-    let segments: Vec<Segment> = ids
+    let pairs: Vec<(usize, u32)> = ids
         .iter()
         .enumerate()
-        .map(|(r, ids)| {
-            let t = Tensor::from_slice(ids, (1, ids.len()), model.device()).unwrap();
-            Segment {
-                embeds: model
-                    .embed(&t)
-                    .unwrap()
-                    .flatten_all()
-                    .unwrap()
-                    .to_vec1()
-                    .unwrap(),
-                targets: vec![SegTarget {
-                    prefix: ids.len(),
-                    at: ids.len() - 1,
-                    token: golden.ids("greedy")[r][0],
-                    grad: true,
-                }],
-            }
-        })
+        .map(|(r, row)| (row.len() - 1, golden.ids("greedy")[r][0]))
         .collect();
+    let segments = single_target_segments(&model, &ids, &pairs);
     let mut worst = 0f32;
     for (r, res) in model.prob_gradients(&segments).unwrap().iter().enumerate() {
         let p = res.probs[0];
@@ -822,31 +818,12 @@ fn tiny_bert_matches_transformers() {
     }
     // The reverse pass (saliency's engine), bidirectional: the [MASK] prediction's gradient
     // with respect to every position, before and after the mask.
-    let segments: Vec<Segment> = ids
+    let pairs: Vec<(usize, u32)> = targets
         .iter()
-        .zip(&targets)
         .enumerate()
-        .map(|(r, (row_ids, t))| Segment {
-            embeds: model
-                .embed(
-                    &Tensor::new(row_ids.as_slice(), model.device())
-                        .unwrap()
-                        .unsqueeze(0)
-                        .unwrap(),
-                )
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1()
-                .unwrap(),
-            targets: vec![SegTarget {
-                prefix: row_ids.len(),
-                at: t.position - batch.pad(r),
-                token: t.token,
-                grad: true,
-            }],
-        })
+        .map(|(r, t)| (t.position - batch.pad(r), t.token))
         .collect();
+    let segments = single_target_segments(&model, &ids, &pairs);
     let res = model.prob_gradients(&segments).unwrap();
     let mut worst = 0f32;
     for (r, res) in res.iter().enumerate() {
