@@ -653,6 +653,16 @@ mod tests {
             )
         );
         assert!(SUPPORTED_MODEL_TYPES.contains("gemma3_text, gpt_neox, phi3, bert"));
+        let bert = r#"{"model_type":"bert","hidden_size":8,"num_attention_heads":2,"num_hidden_layers":1,
+            "intermediate_size":8,"vocab_size":8,"max_position_embeddings":8,
+            "position_embedding_type":"relative_key"}"#;
+        let e = ModelConfig::from_hf_json(Path::new("c.json"), bert)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "c.json: field `position_embedding_type`: `relative_key` is not supported (absolute)"
+        );
         let e = ModelConfig::from_hf_json(Path::new("c.json"), "{not json")
             .unwrap_err()
             .to_string();

@@ -12,7 +12,7 @@ use arrow_array::{Array, ArrayRef};
 use arrow_schema::DataType;
 use tokenlens::store::schema::{ALL_TABLES, NMF_SUMMARY};
 
-use crate::common::{Tokenlens, batches, data_dir, tiny_spec};
+use crate::common::{Tokenlens, batches, data_dir, real_fetched, scratch, tiny_spec};
 
 const DATA: &str = "\
 {\"id\": \"a\", \"text\": \"The cat sat on the mat\"}
@@ -601,4 +601,68 @@ fn encoder_specs_name_what_they_cannot_do() {
         "{e}"
     );
     assert!(!spec.parent().unwrap().join("out/manifest.json").exists());
+}
+
+/// pipelines/gemma3.yaml on the real Gemma 3 270M, cut to 3 prompts and 4 integrated-gradients
+/// steps (the whole run takes ~15 min): every table gets rows.
+#[test]
+fn gemma3_pipeline_runs_every_analysis_on_the_real_model() {
+    real_fetched("gemma3");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(root.join("pipelines/gemma3.yaml")).unwrap();
+    let dir = scratch("run-gemma3");
+    let spec = text
+        .replace(
+            "../datasets/quickstart.jsonl",
+            root.join("datasets/quickstart.jsonl").to_str().unwrap(),
+        )
+        .replace("  # limit: 10 ", "  limit: 3 ")
+        .replace("n_steps: 20 ", "n_steps: 4 ")
+        .replace("max_new_tokens: 12 ", "max_new_tokens: 3 ")
+        .replace("../runs/gemma3", "out");
+    assert!(
+        spec.contains("limit: 3") && spec.contains("n_steps: 4"),
+        "{spec}"
+    );
+    std::fs::write(dir.join("spec.yaml"), spec).unwrap();
+    let stdout = BIN.ok(&["run", "-q", dir.join("spec.yaml").to_str().unwrap()]);
+    assert!(stdout.starts_with("done: 3 prompts, "), "{stdout}");
+    for t in ALL_TABLES.iter().map(|t| t.name) {
+        assert!(!rows(&dir.join("out"), t).is_empty(), "{t} has no rows");
+    }
+}
+
+/// The real all-MiniLM-L6-v2 (an encoder without a masked-LM head): activations, attention
+/// (with rollout) and NMF; what needs a head is refused by key before anything runs.
+#[test]
+fn minilm_pipeline_runs_what_needs_no_head() {
+    let model = real_fetched("minilm");
+    let spec = format!(
+        "model: {}\ndataset:\n  path: data.jsonl\n  id_field: id\ngeneration:\n  max_new_tokens: 0\n\
+         analyses:\n  activations: {{layers: all}}\n  attention: {{layers: all, rollout: true}}\n\
+         \x20 nmf: {{n_components: 3, max_iter: 20}}\noutput:\n  dir: out\n",
+        model.display()
+    );
+    let path = tiny_spec("run-minilm", DATA, &spec);
+    let out_dir = path.parent().unwrap().join("out");
+    BIN.ok(&["run", "-q", path.to_str().unwrap()]);
+    for t in [
+        "tokens",
+        "activations",
+        "attention",
+        "attention_rollout",
+        "nmf_factors",
+    ] {
+        assert!(!rows(&out_dir, t).is_empty(), "{t} has no rows");
+    }
+    let bad = tiny_spec(
+        "run-minilm-lens",
+        DATA,
+        &spec.replace("analyses:\n", "analyses:\n  lens: {}\n"),
+    );
+    let e = BIN.fails(&["run", "-q", bad.to_str().unwrap()]);
+    assert!(
+        e.contains("analyses.lens: needs a language-model head, and this checkpoint has none"),
+        "{e}"
+    );
 }
