@@ -1,18 +1,25 @@
 //! Named f32 tensors of a checkpoint, loaded from HF safetensors (single file or sharded with an
-//! index), with lookups that fail with the file and tensor name instead of a panic.
+//! index) or handed over by the GGUF reader, with lookups that fail with the file and tensor name
+//! instead of a panic. Safetensors files are memory-mapped and each tensor is read and converted
+//! to f32 only when an architecture takes it, so loading holds one tensor's copy at a time
+//! beside the model being built, not the whole file again.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
+use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Tensor};
 
 use crate::error::{Error, Result};
 
-/// The tensors of one checkpoint, keyed by their HF names, all f32 on the CPU.
+/// The tensors of one checkpoint, keyed by their HF names; taken out as f32 on the CPU.
 pub struct Weights {
     /// The file or directory the tensors came from (for error messages).
     pub source: PathBuf,
+    /// Tensors already in memory (GGUF).
     tensors: HashMap<String, Tensor>,
+    /// Memory-mapped safetensors and the names of their float tensors not taken yet.
+    mapped: Option<(MmapedSafetensors, HashSet<String>)>,
 }
 
 impl Weights {
@@ -20,10 +27,11 @@ impl Weights {
         Weights {
             source: source.into(),
             tensors,
+            mapped: None,
         }
     }
 
-    /// Loads `model.safetensors`, or every shard listed in `model.safetensors.index.json`.
+    /// Maps `model.safetensors`, or every shard listed in `model.safetensors.index.json`.
     pub fn from_hf_dir(dir: &Path) -> Result<Self> {
         let single = dir.join("model.safetensors");
         let index = dir.join("model.safetensors.index.json");
@@ -51,43 +59,82 @@ impl Weights {
                 "no model.safetensors or model.safetensors.index.json in this directory",
             ));
         };
-        let mut tensors = HashMap::new();
-        for file in files {
+        let mut names = HashSet::new();
+        for file in &files {
             if !file.exists() {
-                return Err(Error::model(&file, "weights file is missing"));
+                return Err(Error::model(file, "weights file is missing"));
             }
-            let loaded = candle_core::safetensors::load(&file, &Device::Cpu)
-                .map_err(|e| Error::model(&file, format!("cannot read safetensors: {e}")))?;
-            for (name, t) in loaded {
-                let t = match t.dtype() {
-                    DType::F32 => t,
-                    DType::F16 | DType::BF16 | DType::F64 => t.to_dtype(DType::F32)?,
+            // SAFETY: the files are only read while the model loads, and a checkpoint is not
+            // expected to change under a running program (as for any memory-mapped loader).
+            let st = unsafe { MmapedSafetensors::new(file) }
+                .map_err(|e| Error::model(file, format!("cannot read safetensors: {e}")))?;
+            for (name, view) in st.tensors() {
+                match view.dtype() {
+                    safetensors::Dtype::F32
+                    | safetensors::Dtype::F16
+                    | safetensors::Dtype::BF16
+                    | safetensors::Dtype::F64 => {
+                        names.insert(name);
+                    }
                     // Integer buffers (e.g. BERT's `embeddings.position_ids`): no architecture
                     // reads one, and a missing weight is reported by name when it is taken.
-                    DType::I64 | DType::U32 | DType::U8 => continue,
+                    safetensors::Dtype::I64 | safetensors::Dtype::U32 | safetensors::Dtype::U8 => {}
                     other => {
                         return Err(Error::model(
-                            &file,
+                            file,
                             format!("tensor `{name}` has unsupported dtype {other:?}"),
                         ));
                     }
-                };
-                tensors.insert(name, t);
+                }
             }
         }
-        Ok(Weights::new(dir, tensors))
+        // SAFETY: as above.
+        let st = unsafe { MmapedSafetensors::multi(&files) }
+            .map_err(|e| Error::model(dir, format!("cannot read safetensors: {e}")))?;
+        Ok(Weights {
+            source: dir.to_path_buf(),
+            tensors: HashMap::new(),
+            mapped: Some((st, names)),
+        })
     }
 
     pub fn contains(&self, name: &str) -> bool {
         self.tensors.contains_key(name)
+            || self.mapped.as_ref().is_some_and(|(_, n)| n.contains(name))
     }
 
-    /// Takes a tensor out by name and checks its shape.
+    /// Takes a tensor out by name, as f32, and checks its shape.
     pub fn take(&mut self, name: &str, dims: &[usize]) -> Result<Tensor> {
-        let t = self
-            .tensors
-            .remove(name)
-            .ok_or_else(|| Error::model(&self.source, format!("tensor `{name}` is missing")))?;
+        let missing = || Error::model(&self.source, format!("tensor `{name}` is missing"));
+        let t = match self.tensors.remove(name) {
+            Some(t) => t,
+            None => {
+                let (st, names) = self.mapped.as_mut().ok_or_else(missing)?;
+                if !names.remove(name) {
+                    return Err(missing());
+                }
+                let view = st
+                    .get(name)
+                    .map_err(|e| Error::model(&self.source, format!("tensor `{name}`: {e}")))?;
+                if view.shape() != dims {
+                    return Err(Error::model(
+                        &self.source,
+                        format!(
+                            "tensor `{name}` has shape {:?}, expected {dims:?}",
+                            view.shape()
+                        ),
+                    ));
+                }
+                let t = st
+                    .load(name, &Device::Cpu)
+                    .map_err(|e| Error::model(&self.source, format!("tensor `{name}`: {e}")))?;
+                release_pages(view.data());
+                match t.dtype() {
+                    DType::F32 => t,
+                    _ => t.to_dtype(DType::F32)?,
+                }
+            }
+        };
         if t.dims() != dims {
             return Err(Error::model(
                 &self.source,
@@ -116,5 +163,24 @@ impl Weights {
         } else {
             Ok(None)
         }
+    }
+}
+
+/// Drops the pages of a memory-mapped range from this process (they are re-read from the file
+/// if touched again): a tensor copied out of the map then no longer counts twice in memory.
+fn release_pages(data: &[u8]) {
+    if data.is_empty() {
+        return;
+    }
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as usize;
+    let start = data.as_ptr() as usize;
+    let begin = start - start % page;
+    let end = start + data.len();
+    // SAFETY: [begin, end) lies within the read-only private file mapping that holds `data`
+    // (mappings are page-aligned); MADV_DONTNEED on such a mapping only discards pages that are
+    // re-read from the file on the next access, so no data visible to Rust changes.
+    unsafe {
+        libc::madvise(begin as *mut libc::c_void, end - begin, libc::MADV_DONTNEED);
     }
 }
