@@ -98,24 +98,17 @@ fn unsupported_tensors<R: Read + Seek>(r: &mut R) -> Option<Vec<(String, u32)>> 
         2 | 3 => true,
         _ => return None,
     };
-    let len = |r: &mut R| -> Option<u64> {
-        if wide {
-            u64le(r)
-        } else {
-            u32le(r).map(u64::from)
-        }
-    };
-    let n_tensors = len(r)?;
-    let n_kv = len(r)?;
+    let n_tensors = len(r, wide)?;
+    let n_kv = len(r, wide)?;
     for _ in 0..n_kv {
-        let key = len(r)?;
+        let key = len(r, wide)?;
         skip(r, key)?;
         let value_type = u32le(r)?;
         skip_value(r, value_type, wide, 0)?;
     }
     let mut bad = Vec::new();
     for _ in 0..n_tensors {
-        let n = len(r)?;
+        let n = len(r, wide)?;
         if n > 1 << 16 {
             return None;
         }
@@ -146,18 +139,27 @@ fn skip_value<R: Read + Seek>(r: &mut R, t: u32, wide: bool, depth: u32) -> Opti
     };
     match t {
         8 => {
-            let n = if wide { u64le(r)? } else { u64::from(u32le(r)?) };
+            let n = len(r, wide)?;
             skip(r, n)
         }
         9 if depth < 4 => {
             let elem = u32le(r)?;
-            let n = if wide { u64le(r)? } else { u64::from(u32le(r)?) };
+            let n = len(r, wide)?;
             match fixed(elem) {
                 Some(size) => skip(r, n.checked_mul(size)?),
                 None => (0..n).try_for_each(|_| skip_value(r, elem, wide, depth + 1)),
             }
         }
         _ => skip(r, fixed(t)?),
+    }
+}
+
+/// A string or array length: u64 since GGUF v2, u32 in v1.
+fn len<R: Read>(r: &mut R, wide: bool) -> Option<u64> {
+    if wide {
+        u64le(r)
+    } else {
+        u32le(r).map(u64::from)
     }
 }
 
@@ -226,7 +228,11 @@ mod tests {
                 type_name(id)
             );
             let bad = unsupported_tensors(&mut Cursor::new(header(id))).unwrap();
-            let expected = if candle_reads { vec![] } else { vec![("w".to_string(), id)] };
+            let expected = if candle_reads {
+                vec![]
+            } else {
+                vec![("w".to_string(), id)]
+            };
             assert_eq!(bad, expected, "type id {id}");
         }
         assert_eq!(

@@ -389,7 +389,12 @@ fn unsupported_gguf_tensor_types() {
         );
     }
     let path = dir.join("unknown.gguf");
-    let three = [("a.weight", 99), ("b.weight", 0), ("c.weight", 16), ("d.weight", 35)];
+    let three = [
+        ("a.weight", 99),
+        ("b.weight", 0),
+        ("c.weight", 16),
+        ("d.weight", 35),
+    ];
     std::fs::write(&path, gguf_with_types(&three)).unwrap();
     BIN.fails_mentioning(
         &["predict", "--model", path.to_str().unwrap(), "x"],

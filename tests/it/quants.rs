@@ -48,7 +48,11 @@ fn every_gguf_type_dequantizes_like_gguf_py() {
     for &(name, tol) in TYPES {
         // Each tensor is named after its type; candle spells the K-quants without `_`.
         let dtype = format!("{:?}", content.tensor_infos[name].ggml_dtype);
-        assert_eq!(dtype.replace('_', ""), name.replace('_', ""), "{name}: tensor type");
+        assert_eq!(
+            dtype.replace('_', ""),
+            name.replace('_', ""),
+            "{name}: tensor type"
+        );
         let ours = dequantize_tensor(&path, &content, &mut reader, name).unwrap();
         let reference = &golden[name];
         assert_eq!(ours.dims(), reference.dims(), "{name}: shape");
@@ -62,6 +66,9 @@ fn every_gguf_type_dequantizes_like_gguf_py() {
         let max_abs = b.iter().fold(0f32, |m, y| m.max(y.abs()));
         println!("{name:5} max |tokenlens - gguf-py| = {max_err:e} (max |value| {max_abs:.3})");
         assert!(a.iter().all(|x| x.is_finite()), "{name}: non-finite values");
-        assert!(max_err <= tol, "{name}: max abs error {max_err:e} > {tol:e}");
+        assert!(
+            max_err <= tol,
+            "{name}: max abs error {max_err:e} > {tol:e}"
+        );
     }
 }
