@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::BufReader;
+use std::io::{BufReader, Read, Seek};
 use std::path::Path;
 
 use candle_core::quantized::gguf_file::{Content, Value};
@@ -31,16 +31,19 @@ const ROPE_SHORT: &str = "rope_factors_short.weight";
 pub fn load(path: &Path) -> Result<GgufCheckpoint> {
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
     let mut reader = BufReader::new(file);
-    let content = Content::read(&mut reader)
-        .map_err(|e| Error::model(path, format!("not a readable GGUF file: {e}")))?;
+    let content = Content::read(&mut reader).map_err(|e| {
+        // candle refuses a tensor type it cannot dequantize here, without naming the tensor.
+        let msg = super::gguf_types::unsupported_tensor_type(path)
+            .unwrap_or_else(|| format!("not a readable GGUF file: {e}"));
+        Error::model(path, msg)
+    })?;
     let mut config = config_from_metadata(path, &content.metadata)?;
     let mut tensors = HashMap::new();
     // Llama 3.x GGUFs carry their `llama3` RoPE scaling as per-frequency divisors.
     if content.tensor_infos.contains_key(ROPE_FREQS) {
-        let factors = content
-            .tensor(&mut reader, ROPE_FREQS, &Device::Cpu)
-            .and_then(|q| q.dequantize(&Device::Cpu))
-            .and_then(|t| t.flatten_all()?.to_vec1::<f32>())
+        let factors = dequantize_tensor(path, &content, &mut reader, ROPE_FREQS)?
+            .flatten_all()
+            .and_then(|t| t.to_vec1::<f32>())
             .map_err(|e| Error::model(path, format!("tensor `{ROPE_FREQS}`: {e}")))?;
         if factors.len() != config.head_dim / 2 || factors.iter().any(|f| f.is_nan() || *f <= 0.0) {
             return Err(Error::model(
@@ -61,10 +64,9 @@ pub fn load(path: &Path) -> Result<GgufCheckpoint> {
     }
     // Phi-3's LongRoPE: the short factors as a tensor (used within the original context).
     if content.tensor_infos.contains_key(ROPE_SHORT) {
-        let factors = content
-            .tensor(&mut reader, ROPE_SHORT, &Device::Cpu)
-            .and_then(|q| q.dequantize(&Device::Cpu))
-            .and_then(|t| t.flatten_all()?.to_vec1::<f32>())
+        let factors = dequantize_tensor(path, &content, &mut reader, ROPE_SHORT)?
+            .flatten_all()
+            .and_then(|t| t.to_vec1::<f32>())
             .map_err(|e| Error::model(path, format!("tensor `{ROPE_SHORT}`: {e}")))?;
         if factors.len() != config.rotary_dim / 2 {
             return Err(Error::model(
@@ -91,12 +93,7 @@ pub fn load(path: &Path) -> Result<GgufCheckpoint> {
         let Some(hf_name) = hf_name(&arch, name) else {
             continue; // a tensor no supported architecture reads
         };
-        let q = content
-            .tensor(&mut reader, name, &Device::Cpu)
-            .map_err(|e| Error::model(path, format!("tensor `{name}`: {e}")))?;
-        let mut t = q.dequantize(&Device::Cpu).map_err(|e| {
-            Error::model(path, format!("tensor `{name}` cannot be dequantized: {e}"))
-        })?;
+        let mut t = dequantize_tensor(path, &content, &mut reader, name)?;
         // llama.cpp permutes Q and K rows so that RoPE rotates interleaved pairs; we use the HF
         // (rotate-half) layout, so undo it. Other architectures (qwen2) are stored unpermuted.
         if config.model_type == "llama" {
@@ -121,6 +118,21 @@ pub fn load(path: &Path) -> Result<GgufCheckpoint> {
         weights: Weights::new(path, tensors),
         metadata: content.metadata,
     })
+}
+
+/// One tensor of a GGUF file read (`content`, from `path`) and dequantized to f32 in its GGUF
+/// shape: the one dequantization every tensor `load` reads goes through.
+pub fn dequantize_tensor<R: Read + Seek>(
+    path: &Path,
+    content: &Content,
+    reader: &mut R,
+    name: &str,
+) -> Result<Tensor> {
+    let q = content
+        .tensor(reader, name, &Device::Cpu)
+        .map_err(|e| Error::model(path, format!("tensor `{name}`: {e}")))?;
+    q.dequantize(&Device::Cpu)
+        .map_err(|e| Error::model(path, format!("tensor `{name}` cannot be dequantized: {e}")))
 }
 
 /// Inverse of llama.cpp's `permute(w, n_head)`: rows grouped (head, pair, half) -> (head, half, pair).

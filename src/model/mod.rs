@@ -21,6 +21,7 @@ pub mod config;
 pub mod gemma;
 pub mod generate;
 pub mod gguf;
+pub mod gguf_types;
 pub mod gpt2;
 pub mod hub;
 pub mod kernels;

@@ -322,6 +322,90 @@ fn broken_gguf_files() {
     );
 }
 
+/// A GGUF v3 file (architecture llama) holding 1-d tensors of 256 elements of the given GGML type
+/// ids, their data zeros: enough for the reader to reach the tensor types.
+fn gguf_with_types(tensors: &[(&str, u32)]) -> Vec<u8> {
+    let mut b = Vec::new();
+    let s = |b: &mut Vec<u8>, s: &str| {
+        b.extend((s.len() as u64).to_le_bytes());
+        b.extend(s.as_bytes());
+    };
+    b.extend(b"GGUF");
+    b.extend(3u32.to_le_bytes());
+    b.extend((tensors.len() as u64).to_le_bytes());
+    b.extend(1u64.to_le_bytes());
+    s(&mut b, "general.architecture");
+    b.extend(8u32.to_le_bytes()); // string
+    s(&mut b, "llama");
+    for (i, (name, id)) in tensors.iter().enumerate() {
+        s(&mut b, name);
+        b.extend(1u32.to_le_bytes());
+        b.extend(256u64.to_le_bytes());
+        b.extend(id.to_le_bytes());
+        b.extend((i as u64 * 1024).to_le_bytes());
+    }
+    b.resize(b.len().div_ceil(32) * 32 + tensors.len() * 1024, 0);
+    b
+}
+
+#[test]
+fn unsupported_gguf_tensor_types() {
+    let dir = scratch("gguf-types");
+    let supported = "supported types: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q8_1, Q2_K, \
+                     Q3_K, Q4_K, Q5_K, Q6_K, Q8_K";
+    // The whole message once: the file, the tensor, the type's name and id, what is supported.
+    let path = dir.join("iq2.gguf");
+    std::fs::write(
+        &path,
+        gguf_with_types(&[("token_embd.weight", 2), ("blk.0.attn_q.weight", 16)]),
+    )
+    .unwrap();
+    let p = path.to_string_lossy().into_owned();
+    BIN.fails_with(
+        &["predict", "--model", &p, "x"],
+        &format!(
+            "loading model {p}: {p}: tensor `blk.0.attn_q.weight` has type IQ2_XXS (GGML type id \
+             16), which tokenlens cannot dequantize; {supported}"
+        ),
+    );
+    // The other families llama.cpp writes that candle cannot read, and an id nobody knows.
+    for (name, id) in [
+        ("IQ1_S", 19),
+        ("IQ4_NL", 20),
+        ("IQ4_XS", 23),
+        ("IQ1_M", 29),
+        ("TQ1_0", 34),
+        ("TQ2_0", 35),
+        ("MXFP4", 39),
+    ] {
+        let path = dir.join(format!("{name}.gguf"));
+        std::fs::write(&path, gguf_with_types(&[("output.weight", id)])).unwrap();
+        BIN.fails_mentioning(
+            &["predict", "--model", path.to_str().unwrap(), "x"],
+            &[
+                &format!("{name}.gguf: tensor `output.weight` has type {name} (GGML type id {id})"),
+                supported,
+            ],
+        );
+    }
+    let path = dir.join("unknown.gguf");
+    let three = [
+        ("a.weight", 99),
+        ("b.weight", 0),
+        ("c.weight", 16),
+        ("d.weight", 35),
+    ];
+    std::fs::write(&path, gguf_with_types(&three)).unwrap();
+    BIN.fails_mentioning(
+        &["predict", "--model", path.to_str().unwrap(), "x"],
+        &[
+            "unknown.gguf: tensor `a.weight` has GGML type id 99, a type unknown to tokenlens, \
+             which tokenlens cannot dequantize (and 2 more tensors of unsupported types)",
+            supported,
+        ],
+    );
+}
+
 #[test]
 fn bad_prompts_and_options() {
     let m = tiny("tiny-llama");

@@ -6,6 +6,7 @@ mod gguf_roundtrip;
 mod layering;
 mod nmf;
 mod parity;
+mod quants;
 mod run;
 mod saliency;
 mod tokenizers;
