@@ -43,6 +43,9 @@ if python3 -c 'import sys; d = open(sys.argv[1]).read(); sys.exit(not all(open(f
   docs/pipelines.md scripts/slurm/shard.sbatch scripts/slurm/nmf.sbatch; then ok=ok; else ok=FAIL; fi
 check "$ok" "docs/pipelines.md shows scripts/slurm/shard.sbatch and nmf.sbatch verbatim"
 
+rm -rf "$S"
+mkdir -p "$S"/{etc,state,spool,log,munge/key}
+
 # --- Slurm and munge installed ---------------------------------------------------------------
 t_install=$SECONDS
 if ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null ||
@@ -50,8 +53,9 @@ if ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null ||
   say "installing slurm-wlm and munge ..."
   sudo=()
   [ "$(id -u)" = 0 ] || sudo=(sudo)
-  "${sudo[@]}" apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq slurm-wlm munge >/dev/null
+  { "${sudo[@]}" apt-get update -qq &&
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge; } \
+    >"$S/log/install.log" 2>&1 || die "apt-get install slurm-wlm munge failed (see $S/log/install.log)"
 fi
 install_s=$((SECONDS - t_install))
 say "slurm: $(slurmctld -V) (install step: ${install_s} s)"
@@ -74,8 +78,6 @@ stop_daemons() {
 }
 trap stop_daemons EXIT
 
-rm -rf "$S"
-mkdir -p "$S"/{etc,state,spool,log,munge/key}
 chmod 755 "$S/munge"
 chmod 700 "$S/munge/key"
 
@@ -124,7 +126,6 @@ SelectTypeParameters=CR_CPU_Memory
 SlurmdParameters=config_overrides
 ReturnToService=2
 MinJobAge=3600
-SchedulerParameters=defer_batch
 MpiDefault=none
 NodeName=$host NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem_mb State=UNKNOWN
 PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP
@@ -146,18 +147,22 @@ say "slurm up: node $host idle, $cpus CPUs, ${mem_mb} MB ($((SECONDS - start - i
 task_state() {
   scontrol -o show job "$1" 2>/dev/null | grep -o 'JobState=[A-Z_]*' | head -n 1 | cut -d= -f2
 }
-# wait_jobs ID...: until none of the jobs is pending or running (10 min at most); a job pending
-# on a dependency that can no longer be met (DependencyNeverSatisfied) counts as ended.
+# ended ID: every task of the job is in a final state, or pending on a dependency that can no
+# longer be met (DependencyNeverSatisfied); false while any is pending, running or completing,
+# or when scontrol does not answer.
+ended() {
+  local out
+  out=$(scontrol -o show job "$1" 2>/dev/null) && [ -n "$out" ] || return 1
+  ! grep -v 'JobState=PENDING Reason=DependencyNeverSatisfied' <<<"$out" |
+    grep -Ev 'JobState=(COMPLETED|CANCELLED|FAILED|TIMEOUT|OUT_OF_MEMORY|NODE_FAIL|PREEMPTED|BOOT_FAIL|DEADLINE) ' |
+    grep -q .
+}
+# wait_jobs ID...: until every job has ended (10 min at most).
 wait_jobs() {
   local id left
   for _ in $(seq 600); do
     left=0
-    for id in "$@"; do
-      if scontrol -o show job "$id" 2>/dev/null | grep -v 'Reason=DependencyNeverSatisfied' |
-        grep -Eq 'JobState=(PENDING|RUNNING|CONFIGURING|COMPLETING)'; then
-        left=1
-      fi
-    done
+    for id in "$@"; do ended "$id" || left=1; done
     [ "$left" = 0 ] && return 0
     sleep 1
   done
@@ -216,24 +221,33 @@ say "submitted: array job $array, NMF job $nmf (afterok:$array); shard $victim w
 status=$S/killed/out/shards/shard-$(printf %03d $victim)-of-$(printf %03d $SHARDS).json
 killed_at=""
 for _ in $(seq 1200); do
-  # Kill once the task has recorded a window as done, before it finishes.
-  if [ -f "$status" ] && grep -q '"status": "running"' "$status" &&
-    ! grep -q '"windows_done": 0,' "$status"; then
-    scancel "${array}_$victim"
-    killed_at=$(grep -o '"windows_done": [0-9]*' "$status" | grep -o '[0-9]*$')
-    break
+  # Kill once the task has recorded a window as done, before it finishes: preferably while it
+  # writes the next one (a hidden .part-00I-*.tmp file exists), else at its third window.
+  if [ -f "$status" ] && grep -q '"status": "running"' "$status"; then
+    windows=$(grep -o '"windows_done": [0-9]*' "$status" | grep -o '[0-9]*$')
+    if [ "$windows" -ge 1 ] && { [ "$windows" -ge 3 ] ||
+      compgen -G "$S/killed/out/*/.part-$(printf %03d $victim)-*" >/dev/null; }; then
+      scancel "${array}_$victim"
+      killed_at=$windows
+      break
+    fi
   fi
   [ "$(task_state "${array}_$victim")" = COMPLETED ] && break
   sleep 0.05
 done
 [ -n "$killed_at" ] || die "shard $victim finished before it could be cancelled (make the spec slower)"
 say "scancel ${array}_$victim after $killed_at windows recorded done"
-wait_jobs "$array"
-sleep 2 # let the controller evaluate the dependency
+wait_jobs "$array" "${array}_$victim"
 vstate=$(task_state "${array}_$victim")
 [ "$vstate" = CANCELLED ] && ok=ok || ok=FAIL
 check "$ok" "task ${array}_$victim ended $vstate"
-nstate=$(scontrol -o show job "$nmf" | grep -o 'JobState=[A-Z_]* Reason=[A-Za-z_]*')
+# The controller re-evaluates the dependency on its own schedule (seconds): until then the
+# reason is `Dependency`.
+for _ in $(seq 60); do
+  nstate=$(scontrol -o show job "$nmf" | grep -o 'JobState=[A-Z_]* Reason=[A-Za-z_]*')
+  [ "$nstate" = "JobState=PENDING Reason=Dependency" ] || break
+  sleep 1
+done
 case $nstate in *PENDING*DependencyNeverSatisfied*) ok=ok ;; *) ok=FAIL ;; esac
 check "$ok" "NMF job $nmf never started: $nstate"
 scancel "$nmf"
