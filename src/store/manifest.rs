@@ -143,6 +143,21 @@ impl Manifest {
     }
 }
 
+/// Holds an exclusive lock on `RUN_DIR/shards/.lock` (created if missing) until the returned file
+/// is dropped: shards finishing at the same moment update the manifest one after the other, so
+/// none writes back a manifest read before another shard's status was recorded.
+pub fn lock_run(run_dir: &Path) -> Result<File, StoreError> {
+    let path = run_dir.join(SHARDS_DIR).join(".lock");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| StoreError::io(&path, e))?;
+    f.lock().map_err(|e| StoreError::io(&path, e))?;
+    Ok(f)
+}
+
 impl ShardStatus {
     pub fn read(path: &Path) -> Result<ShardStatus, StoreError> {
         read_json(path)
@@ -153,13 +168,15 @@ impl ShardStatus {
     }
 }
 
-/// Writes `value` as pretty JSON to `path` atomically: a temporary file `<name>.tmp` beside it,
-/// fsynced, renamed over `path`, and the directory fsynced, so a crash leaves either the old file
-/// or the new one, never a part.
+/// Writes `value` as pretty JSON to `path` atomically: a temporary file beside it
+/// (`.<name>.<pid>-<n>.tmp`, its own to this process and call, so shards of one run writing the
+/// manifest at the same moment never share one), fsynced, renamed over `path`, and the directory
+/// fsynced, so a crash leaves either the old file or the new one, never a part.
 pub fn write_json_atomic(path: &Path, value: &impl Serialize) -> Result<(), StoreError> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = path.with_file_name(format!(".{name}.{}-{n}.tmp", std::process::id()));
     let text = serde_json::to_vec_pretty(value).map_err(|e| StoreError::Json {
         path: path.to_path_buf(),
         error: e,

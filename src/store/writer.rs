@@ -378,7 +378,11 @@ impl RunDir {
                             || name == SHARDS_DIR
                             || super::stage::is_staging_name(&name)
                     } else {
-                        name == MANIFEST || name == format!("{MANIFEST}.tmp")
+                        // and the manifest's temporary files (manifest::write_json_atomic)
+                        name == MANIFEST
+                            || name == format!("{MANIFEST}.tmp")
+                            || (name.starts_with(&format!(".{MANIFEST}."))
+                                && name.ends_with(".tmp"))
                     };
                     if !ours {
                         return Err(err(format!(

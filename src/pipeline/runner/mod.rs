@@ -424,6 +424,7 @@ fn corpus_nmf(
 fn finish(root: &Path, shard: Shard, status: &mut ShardStatus) -> Result<()> {
     status.status = "done".into();
     status.write(&shard.status_path(root))?;
+    let _lock = crate::store::manifest::lock_run(root)?;
     let mut manifest = Manifest::read(root)?;
     manifest.shards.clear();
     let shards_dir = root.join(SHARDS_DIR);
