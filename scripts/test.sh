@@ -3,7 +3,8 @@
 # encoder all-MiniLM-L6-v2 and Gemma 3 270M, whose tests fail without them), runs the Rust unit and
 # integration tests, then the quickstart pipeline on the real model (release build) and reads
 # every table it wrote with Python polars, pandas and duckdb (wheels installed into
-# target/interop-venv), and tests the viewer in headless Chromium on that run. This is exactly
+# target/interop-venv), runs a sharded pipeline under a real Slurm (scripts/slurm.sh), and tests
+# the viewer in headless Chromium on the quickstart run. This is exactly
 # what CI runs (.ci/run).
 # shellcheck source=scripts/lib.sh
 source "$(dirname "$0")/lib.sh"
@@ -22,6 +23,10 @@ build_release
 "$TOKENLENS_BIN" run --quiet --overwrite pipelines/quickstart.yaml
 "$TOKENLENS_BIN" schema > target/tokenlens-schema.json
 "$venv/bin/python" tests/interop/check_tables.py runs/quickstart target/tokenlens-schema.json
+
+# Shards under a real scheduler: Slurm on this machine (installed from Debian if missing), an
+# array of 4 shards, the NMF step depending on it, a cancelled task resumed (~45 s).
+scripts/slurm.sh
 
 # The viewer in a real browser (Debian's chromium, headless, driven by playwright-core) on the
 # quickstart run: values shown equal the Parquet's, clicks change the saliency display.

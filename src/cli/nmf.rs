@@ -6,6 +6,7 @@ use anyhow::{Result, bail};
 use clap::Args;
 use tokenlens::pipeline::nmf_stage::{NmfStageOptions, parse_layers, run_stage_with};
 use tokenlens::pipeline::spec::{NegativeHandling, NmfSpec, Positions};
+use tokenlens::store::manifest::{Manifest, Shard, ShardStatus};
 
 #[derive(Args)]
 pub struct NmfArgs {
@@ -123,6 +124,7 @@ pub fn run(a: NmfArgs) -> Result<()> {
     if a.components == 0 {
         bail!("--components must be at least 1");
     }
+    check_shards_done(&a.run_dir)?;
     if a.sweeps == 0 {
         bail!("--sweeps must be at least 1");
     }
@@ -191,4 +193,27 @@ mod tests {
         assert_eq!(compact(&[0, 14, 29]), "0,14,29");
         assert_eq!(compact(&[0, 1, 2, 3, 10, 11]), "0..4,10,11");
     }
+}
+
+/// A sharded run is factorized once, over the union of its shards' tables: refuse it while
+/// some shard is not done (a run without a manifest, e.g. a synthetic one, is not checked).
+fn check_shards_done(run_dir: &std::path::Path) -> Result<()> {
+    let Ok(m) = Manifest::read(run_dir) else {
+        return Ok(());
+    };
+    let n = m.shard_count;
+    let done = (0..n)
+        .filter(|&index| {
+            let path = Shard { index, count: n }.status_path(run_dir);
+            ShardStatus::read(&path).is_ok_and(|s| s.status == "done")
+        })
+        .count();
+    if done < n as usize {
+        bail!(
+            "{}: {done} of {n} shards done; finish the others first (tokenlens run --shards {n} \
+             --shard I --resume), then factorize the whole run",
+            run_dir.display()
+        );
+    }
+    Ok(())
 }

@@ -299,6 +299,16 @@ fn shards_union_to_the_whole_run() {
     BIN.ok(&["run", "-q", spec]);
     std::fs::rename(dir.join("out"), dir.join("whole")).unwrap();
     BIN.ok(&["run", "-q", "--shard", "0/2", spec]);
+    // NMF over a run whose shards are not all done is refused.
+    let out = dir.join("out");
+    BIN.fails_with(
+        &["nmf", "--quiet", out.to_str().unwrap()],
+        &format!(
+            "{}: 1 of 2 shards done; finish the others first (tokenlens run --shards 2 \
+             --shard I --resume), then factorize the whole run",
+            out.display()
+        ),
+    );
     // The second shard takes its index from a Kubernetes Indexed Job's variable.
     let o = BIN
         .cmd(&["run", "-q", "--shards", "2", spec])
