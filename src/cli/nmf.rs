@@ -176,25 +176,6 @@ pub fn run(a: NmfArgs) -> Result<()> {
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sizes_and_layer_lists() {
-        assert_eq!(parse_bytes("2G"), Some(2 << 30));
-        assert_eq!(parse_bytes("512MiB"), Some(512 << 20));
-        assert_eq!(parse_bytes("1.5k"), Some(1536));
-        assert_eq!(parse_bytes("0"), Some(0));
-        assert_eq!(parse_bytes("12B"), Some(12));
-        assert_eq!(parse_bytes("lots"), None);
-        assert_eq!(parse_bytes("-1G"), None);
-        assert_eq!(compact(&(0..30).collect::<Vec<_>>()), "0..30");
-        assert_eq!(compact(&[0, 14, 29]), "0,14,29");
-        assert_eq!(compact(&[0, 1, 2, 3, 10, 11]), "0..4,10,11");
-    }
-}
-
 /// A sharded run is factorized once, over the union of its shards' tables: refuse it while
 /// some shard is not done (a run without a manifest, e.g. a synthetic one, is not checked).
 fn check_shards_done(run_dir: &std::path::Path) -> Result<()> {
@@ -216,4 +197,23 @@ fn check_shards_done(run_dir: &std::path::Path) -> Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_layer_lists() {
+        assert_eq!(parse_bytes("2G"), Some(2 << 30));
+        assert_eq!(parse_bytes("512MiB"), Some(512 << 20));
+        assert_eq!(parse_bytes("1.5k"), Some(1536));
+        assert_eq!(parse_bytes("0"), Some(0));
+        assert_eq!(parse_bytes("12B"), Some(12));
+        assert_eq!(parse_bytes("lots"), None);
+        assert_eq!(parse_bytes("-1G"), None);
+        assert_eq!(compact(&(0..30).collect::<Vec<_>>()), "0..30");
+        assert_eq!(compact(&[0, 14, 29]), "0,14,29");
+        assert_eq!(compact(&[0, 1, 2, 3, 10, 11]), "0..4,10,11");
+    }
 }

@@ -154,7 +154,12 @@ pub fn lock_run(run_dir: &Path) -> Result<File, StoreError> {
         .write(true)
         .open(&path)
         .map_err(|e| StoreError::io(&path, e))?;
-    f.lock().map_err(|e| StoreError::io(&path, e))?;
+    // `File::lock` needs Rust 1.89 (the crate's MSRV is 1.88): flock(2) directly.
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on an open file descriptor this function owns; no memory is shared.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        return Err(StoreError::io(&path, std::io::Error::last_os_error()));
+    }
     Ok(f)
 }
 
