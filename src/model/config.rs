@@ -179,6 +179,24 @@ impl ModelConfig {
         }
     }
 
+    /// The block shape each family has whatever file it comes from (HF or GGUF): q/k norms and
+    /// where the norms sit, from `model_type`.
+    pub fn set_block_traits(&mut self) {
+        match self.model_type.as_str() {
+            "qwen3" => self.qk_norm = QkNorm::PerHead,
+            "olmo2" => {
+                self.qk_norm = QkNorm::Whole;
+                self.norm_placement = NormPlacement::Post;
+            }
+            "gemma2" => self.norm_placement = NormPlacement::Sandwich,
+            "gemma3_text" => {
+                self.norm_placement = NormPlacement::Sandwich;
+                self.qk_norm = QkNorm::PerHead;
+            }
+            _ => {}
+        }
+    }
+
     /// Checks the invariants every architecture relies on.
     pub fn validate(&self, path: &Path) -> Result<()> {
         let bad = |msg: String| Err(Error::model(path, msg));
@@ -538,18 +556,10 @@ fn decoder_config(f: &Fields, c: &mut ModelConfig) -> Result<()> {
             _ => vec![true; n],
         },
     };
-    // What sets the families apart.
+    c.set_block_traits();
+    // What the config file says beyond the family's block shape.
     match mt.as_str() {
-        "qwen3" => c.qk_norm = QkNorm::PerHead,
-        "olmo2" => {
-            c.qk_norm = QkNorm::Whole;
-            c.norm_placement = NormPlacement::Post;
-        }
         "gemma2" | "gemma3_text" => {
-            c.norm_placement = NormPlacement::Sandwich;
-            if mt == "gemma3_text" {
-                c.qk_norm = QkNorm::PerHead;
-            }
             c.attn_scale = Some(1.0 / f.opt_f64("query_pre_attn_scalar")?.unwrap_or(256.0).sqrt());
             c.attn_softcap = f.opt_f64("attn_logit_softcapping")?;
             c.final_softcap = f.opt_f64("final_logit_softcapping")?;

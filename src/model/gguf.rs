@@ -9,7 +9,7 @@ use std::path::Path;
 use candle_core::quantized::gguf_file::{Content, Value};
 use candle_core::{Device, Tensor};
 
-use super::config::{Activation, Arch, ModelConfig, NormPlacement, QkNorm, SUPPORTED_MODEL_TYPES};
+use super::config::{Activation, Arch, ModelConfig, SUPPORTED_MODEL_TYPES};
 use super::rope::{RopeScaling, SUPPORTED_ROPE_TYPES};
 use super::weights::Weights;
 use crate::error::{Error, Result};
@@ -400,11 +400,8 @@ fn config_from_metadata(path: &Path, md: &HashMap<String, Value>) -> Result<Mode
             let original = opt_usize("rope.scaling.original_context_length")
                 .unwrap_or(c.max_position_embeddings);
             let factor = c.max_position_embeddings as f64 / original as f64;
-            let attention_factor = match opt_f64("rope.scaling.attn_factor") {
-                Some(a) => a,
-                None if factor <= 1.0 => 1.0,
-                None => (1.0 + factor.ln() / (original as f64).ln()).sqrt(),
-            };
+            let attention_factor = opt_f64("rope.scaling.attn_factor")
+                .unwrap_or_else(|| RopeScaling::longrope_attention_factor(factor, original as f64));
             c.max_position_embeddings = c.max_position_embeddings.min(original);
             RopeScaling::LongRope {
                 short_factor: vec![],
@@ -447,14 +444,9 @@ fn config_from_metadata(path: &Path, md: &HashMap<String, Value>) -> Result<Mode
         }
         _ => {}
     }
+    c.set_block_traits();
     match model_type {
-        "qwen3" => c.qk_norm = QkNorm::PerHead,
-        "olmo2" => {
-            c.qk_norm = QkNorm::Whole;
-            c.norm_placement = NormPlacement::Post;
-        }
         "gemma2" | "gemma3_text" => {
-            c.norm_placement = NormPlacement::Sandwich;
             // llama.cpp: 1 / sqrt(head_dim), but 1 / sqrt(hidden / heads) for the 27B models
             // (query_pre_attn_scalar = 168 there).
             let big =
@@ -465,7 +457,6 @@ fn config_from_metadata(path: &Path, md: &HashMap<String, Value>) -> Result<Mode
                 c.attn_softcap = opt_f64("attn_logit_softcapping");
                 c.final_softcap = opt_f64("final_logit_softcapping");
             } else {
-                c.qk_norm = QkNorm::PerHead;
                 // llama.cpp's fixed base of Gemma 3's sliding layers.
                 c.rope_local_theta = Some(10_000.0);
             }

@@ -72,6 +72,16 @@ impl RopeScaling {
         Self::from_hf_params(path, config, params, max_position_embeddings)
     }
 
+    /// LongRoPE's default attention factor (transformers, llama.cpp): sqrt(1 + ln(factor) /
+    /// ln(original context)), or 1 when the context is not extended.
+    pub fn longrope_attention_factor(factor: f64, original: f64) -> f64 {
+        if factor <= 1.0 {
+            1.0
+        } else {
+            (1.0 + factor.ln() / original.ln()).sqrt()
+        }
+    }
+
     /// As `from_hf`, from the RoPE parameters `params` given apart (e.g. those of one layer
     /// type); an older config's top-level `rope_scaling` wins.
     pub fn from_hf_params(
@@ -169,8 +179,7 @@ impl RopeScaling {
                 };
                 let attention_factor = match num("attention_factor")? {
                     Some(a) => a,
-                    None if factor <= 1.0 => 1.0,
-                    None => (1.0 + factor.ln() / original.ln()).sqrt(),
+                    None => Self::longrope_attention_factor(factor, original),
                 };
                 let short = p
                     .get("short_factor")

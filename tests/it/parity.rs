@@ -52,6 +52,53 @@ fn single_target_segments(
         .collect()
 }
 
+/// Gradients of each objective (with its golden key) for one target per row, one backward pass
+/// each, against the golden rows `golden_row(r)`; padding positions must get no gradient.
+fn check_embedding_grads(
+    name: &str,
+    model: &Model,
+    batch: &tokenlens::model::Batch,
+    targets: &[Target],
+    golden: &Golden,
+    objectives: &[(Objective, &str)],
+    golden_row: impl Fn(usize) -> usize,
+) {
+    for &(objective, key) in objectives {
+        let g = model
+            .embedding_gradients(batch, None, targets, objective)
+            .unwrap();
+        let mut worst = 0f32;
+        for r in 0..batch.rows() {
+            let pad = batch.pad(r);
+            worst = worst.max(assert_close(
+                &format!("{name} p{r} {key}"),
+                &g.grad.i((r, pad..)).unwrap(),
+                golden.t(&format!("p{}.{key}", golden_row(r))),
+                GRAD_TOL,
+            ));
+            if pad > 0 {
+                let leaked: f32 = g
+                    .grad
+                    .i((r, ..pad))
+                    .unwrap()
+                    .abs()
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .to_scalar()
+                    .unwrap();
+                assert_eq!(leaked, 0.0, "{name} p{r}: gradient leaked into padding");
+            }
+        }
+        eprintln!("{name}: {key} parity, worst scaled error {worst:.2e}");
+    }
+}
+
+const BOTH_GRADS: &[(Objective, &str)] = &[
+    (Objective::LogProb, "grad_logprob"),
+    (Objective::Prob, "grad_prob"),
+];
+
 /// Runs all golden prompts as ONE left-padded batch and compares every row with the reference,
 /// which ran each prompt alone: this checks padding, masks and per-row positions too.
 fn check_tiny(name: &str) {
@@ -165,39 +212,7 @@ fn check_tiny_rows(name: &str, rows: &[usize]) {
                 .unwrap()[0] as u32,
         })
         .collect();
-    for (objective, key) in [
-        (Objective::LogProb, "grad_logprob"),
-        (Objective::Prob, "grad_prob"),
-    ] {
-        let g = model
-            .embedding_gradients(&batch, None, &targets, objective)
-            .unwrap();
-        let mut worst = 0f32;
-        for r in 0..ids.len() {
-            let got = g.grad.i((r, batch.pad(r)..)).unwrap();
-            worst = worst.max(assert_close(
-                &format!("{name} p{r} {key}"),
-                &got,
-                golden.t(&format!("p{}.{key}", row(r))),
-                GRAD_TOL,
-            ));
-            // Padding positions get no gradient.
-            if batch.pad(r) > 0 {
-                let zero: f32 = g
-                    .grad
-                    .i((r, ..batch.pad(r)))
-                    .unwrap()
-                    .abs()
-                    .unwrap()
-                    .sum_all()
-                    .unwrap()
-                    .to_scalar()
-                    .unwrap();
-                assert_eq!(zero, 0.0, "{name} p{r}: gradient leaked into padding");
-            }
-        }
-        eprintln!("{name}: {key} parity, worst scaled error {worst:.2e}");
-    }
+    check_embedding_grads(name, &model, &batch, &targets, &golden, BOTH_GRADS, row);
     // The same probability gradients from the multi-target reverse pass (saliency's engine).
     let pairs: Vec<(usize, u32)> = ids
         .iter()
@@ -519,20 +534,16 @@ fn smollm2_gguf_matches_transformers() {
             token: golden.ids("greedy")[r][0],
         })
         .collect();
-    let g = model
-        .embedding_gradients(&batch, None, &targets, Objective::LogProb)
-        .unwrap();
-    let mut gw = 0f32;
-    for r in 0..ids.len() {
-        let got = g.grad.i((r, batch.pad(r)..)).unwrap();
-        gw = gw.max(assert_close(
-            &format!("p{r} grad_logprob"),
-            &got,
-            golden.t(&format!("p{r}.grad_logprob")),
-            GRAD_TOL,
-        ));
-    }
-    eprintln!("smollm2 grad_logprob scaled error {gw:.2e}");
+    let log_prob = [(Objective::LogProb, "grad_logprob")];
+    check_embedding_grads(
+        "smollm2",
+        &model,
+        &batch,
+        &targets,
+        &golden,
+        &log_prob,
+        |r| r,
+    );
 
     // The saliency engine's packed reverse pass (each prompt alone, unpadded) against the same
     // reference: d p / d emb = p d log p / d emb. Relative to the largest reference value,
@@ -797,25 +808,7 @@ fn tiny_bert_matches_transformers() {
             token: golden.t(&format!("p{r}.target")).to_vec1::<i64>().unwrap()[0] as u32,
         })
         .collect();
-    for (objective, key) in [
-        (Objective::LogProb, "grad_logprob"),
-        (Objective::Prob, "grad_prob"),
-    ] {
-        let g = model
-            .embedding_gradients(&batch, None, &targets, objective)
-            .unwrap();
-        let mut worst = 0f32;
-        for r in 0..ids.len() {
-            let got = g.grad.i((r, batch.pad(r)..)).unwrap();
-            worst = worst.max(assert_close(
-                &format!("{name} p{r} {key}"),
-                &got,
-                golden.t(&format!("p{r}.{key}")),
-                GRAD_TOL,
-            ));
-        }
-        eprintln!("{name}: {key} parity, worst scaled error {worst:.2e}");
-    }
+    check_embedding_grads(name, &model, &batch, &targets, &golden, BOTH_GRADS, |r| r);
     // The reverse pass (saliency's engine), bidirectional: the [MASK] prediction's gradient
     // with respect to every position, before and after the mask.
     let pairs: Vec<(usize, u32)> = targets
@@ -1012,17 +1005,14 @@ fn gemma3_270m_gguf_matches_transformers() {
             token: golden.ids("greedy")[r][0],
         })
         .collect();
-    let g = model
-        .embedding_gradients(&batch, None, &targets, Objective::LogProb)
-        .unwrap();
-    let mut gw = 0f32;
-    for r in 0..ids.len() {
-        gw = gw.max(assert_close(
-            &format!("p{r} grad_logprob"),
-            &g.grad.i((r, batch.pad(r)..)).unwrap(),
-            golden.t(&format!("p{r}.grad_logprob")),
-            GRAD_TOL,
-        ));
-    }
-    eprintln!("gemma3-270m grad_logprob scaled error {gw:.2e}");
+    let log_prob = [(Objective::LogProb, "grad_logprob")];
+    check_embedding_grads(
+        "gemma3-270m",
+        &model,
+        &batch,
+        &targets,
+        &golden,
+        &log_prob,
+        |r| r,
+    );
 }
