@@ -1,4 +1,5 @@
-//! `tokenlens inspect`: the loaded model's path, format and configuration as JSON.
+//! `tokenlens inspect`: the loaded model's path, format, weights' dtype and bytes, and
+//! configuration as JSON.
 
 use anyhow::Result;
 use clap::Args;
@@ -14,7 +15,10 @@ pub struct InspectArgs {
 pub fn run(a: InspectArgs) -> Result<()> {
     let m = a.model.load()?;
     let info = serde_json::json!({
-        "path": m.path, "format": m.format, "config": m.config,
+        "path": m.path, "format": m.format,
+        "weights_dtype": tokenlens::model::precision::dtype_name(m.dtype),
+        "weight_bytes": m.weight_bytes(),
+        "config": m.config,
         "tokenizer_vocab_size": m.tokenizer.vocab_size(),
     });
     println!("{}", serde_json::to_string_pretty(&info)?);

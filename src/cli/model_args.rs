@@ -1,4 +1,4 @@
-//! The model arguments every model command takes (`--model`, `--tokenizer`), loading the model
+//! The model arguments every model command takes (`--model`, `--tokenizer`, `--dtype`), loading the model
 //! they name (the default real model when none), and encoding the prompts given on the command
 //! line.
 
@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use tokenlens::model::Model;
+use tokenlens::model::{Model, WeightDtype};
 
 #[derive(Args)]
 pub struct ModelArgs {
@@ -17,6 +17,15 @@ pub struct ModelArgs {
     /// A tokenizer.json to use instead of the checkpoint's own tokenizer.
     #[arg(long)]
     tokenizer: Option<PathBuf>,
+    /// The dtype the weights are held in: auto (the checkpoint's own: bf16/f16 safetensors or
+    /// GGUF stay so, f32 and quantized GGUF are f32), f32, bf16 or f16. Activations and
+    /// accumulation are f32 whatever it is (docs/model.md, "Precision").
+    #[arg(long, default_value = "auto", value_parser = parse_dtype)]
+    dtype: WeightDtype,
+}
+
+fn parse_dtype(s: &str) -> std::result::Result<WeightDtype, String> {
+    s.parse()
 }
 
 impl ModelArgs {
@@ -34,7 +43,7 @@ impl ModelArgs {
                 p
             }
         };
-        let model = Model::load(&path, self.tokenizer.as_deref())
+        let model = Model::load_as(&path, self.tokenizer.as_deref(), self.dtype)
             .with_context(|| format!("loading model {}", path.display()))?;
         Ok(model)
     }

@@ -27,7 +27,7 @@ pub fn run(a: ValidateArgs) -> Result<()> {
         "model not loaded (--no-model)".to_string()
     } else {
         let path = spec.model.path.load_path();
-        let model = Model::load(&path, spec.model.tokenizer.as_deref())
+        let model = Model::load_as(&path, spec.model.tokenizer.as_deref(), spec.model.dtype)
             .with_context(|| format!("loading model {}", path.display()))?;
         spec.validate_against(ModelDims::from(&model))?;
         // Tokens the tokenizer adds to any text (e.g. a BOS) are not part of a watched token.

@@ -32,7 +32,7 @@ pub fn load(cfg: &ModelConfig, w: &mut Weights) -> Result<Transformer> {
         _ => ActKind::GeluErf,
     };
     let e = format!("{p}embeddings");
-    let embed = w.take(&format!("{e}.word_embeddings.weight"), &[v, d])?;
+    let embed = w.take_matrix(&format!("{e}.word_embeddings.weight"), &[v, d])?;
     let pos = w.take(
         &format!("{e}.position_embeddings.weight"),
         &[cfg.max_position_embeddings, d],

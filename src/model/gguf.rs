@@ -27,7 +27,8 @@ const ROPE_FREQS: &str = "rope_freqs.weight";
 /// Phi-3's LongRoPE short factors.
 const ROPE_SHORT: &str = "rope_factors_short.weight";
 
-/// Reads and dequantizes a whole GGUF file.
+/// Reads a GGUF file's metadata and tensor index; each tensor is read and dequantized when an
+/// architecture takes it (`Weights::lazy`), so loading never holds the whole file as f32.
 pub fn load(path: &Path) -> Result<GgufCheckpoint> {
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
     let mut reader = BufReader::new(file);
@@ -38,7 +39,6 @@ pub fn load(path: &Path) -> Result<GgufCheckpoint> {
         Error::model(path, msg)
     })?;
     let mut config = config_from_metadata(path, &content.metadata)?;
-    let mut tensors = HashMap::new();
     // Llama 3.x GGUFs carry their `llama3` RoPE scaling as per-frequency divisors.
     if content.tensor_infos.contains_key(ROPE_FREQS) {
         let factors = dequantize_tensor(path, &content, &mut reader, ROPE_FREQS)?
@@ -89,34 +89,60 @@ pub fn load(path: &Path) -> Result<GgufCheckpoint> {
             format!("LongRoPE metadata without the tensor `{ROPE_SHORT}`"),
         ));
     }
-    for name in content.tensor_infos.keys() {
-        let Some(hf_name) = hf_name(&arch, name) else {
-            continue; // a tensor no supported architecture reads
-        };
-        let mut t = dequantize_tensor(path, &content, &mut reader, name)?;
+    // The dtype the file holds its matrices in: F16 or BF16 when all are, else f32 (quantized
+    // or mixed).
+    let matrix_types: std::collections::HashSet<_> = content
+        .tensor_infos
+        .iter()
+        .filter(|(name, info)| info.shape.rank() >= 2 && hf_name(&arch, name).is_some())
+        .map(|(_, info)| info.ggml_dtype)
+        .collect();
+    let stored = match matrix_types.into_iter().collect::<Vec<_>>()[..] {
+        [candle_core::quantized::GgmlDType::F16] => candle_core::DType::F16,
+        [candle_core::quantized::GgmlDType::BF16] => candle_core::DType::BF16,
+        _ => candle_core::DType::F32,
+    };
+    // HF name -> GGUF name of every tensor a supported architecture reads.
+    let names: HashMap<String, String> = content
+        .tensor_infos
+        .keys()
+        .filter_map(|name| hf_name(&arch, name).map(|hf| (hf, name.clone())))
+        .collect();
+    let (model_type, family, heads, kv_heads) = (
+        config.model_type.clone(),
+        config.arch,
+        config.n_heads,
+        config.n_kv_heads,
+    );
+    let metadata = content.metadata.clone();
+    let hf_names = names.keys().cloned().collect();
+    let file = path.to_path_buf();
+    let read = move |hf: &str| -> Result<Tensor> {
+        let name = &names[hf];
+        let mut t = dequantize_tensor(&file, &content, &mut reader, name)?;
         // llama.cpp permutes Q and K rows so that RoPE rotates interleaved pairs; we use the HF
         // (rotate-half) layout, so undo it. Other architectures (qwen2) are stored unpermuted.
-        if config.model_type == "llama" {
+        if model_type == "llama" {
             if name.ends_with("attn_q.weight") || name.ends_with("attn_q.bias") {
-                t = unpermute(&t, config.n_heads)?;
+                t = unpermute(&t, heads)?;
             } else if name.ends_with("attn_k.weight") || name.ends_with("attn_k.bias") {
-                t = unpermute(&t, config.n_kv_heads)?;
+                t = unpermute(&t, kv_heads)?;
             }
         }
         // llama.cpp's converter stores Gemma's RMSNorm weights as 1 + w; `gemma.rs` reads w.
-        if config.arch == Arch::Gemma && name.ends_with("norm.weight") {
+        if family == Arch::Gemma && name.ends_with("norm.weight") {
             t = (t - 1.0)?;
         }
         // GPT-NeoX's fused q|k|v is stored stacked; HF's layout interleaves it per head.
-        if config.arch == Arch::GptNeox && name.contains("attn_qkv") {
-            t = super::neox::interleave_qkv(&t, config.n_heads)?;
+        if family == Arch::GptNeox && name.contains("attn_qkv") {
+            t = super::neox::interleave_qkv(&t, heads)?;
         }
-        tensors.insert(hf_name, t);
-    }
+        Ok(t)
+    };
     Ok(GgufCheckpoint {
         config,
-        weights: Weights::new(path, tensors),
-        metadata: content.metadata,
+        weights: Weights::lazy(path, hf_names, stored, Box::new(read)),
+        metadata,
     })
 }
 

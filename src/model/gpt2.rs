@@ -29,14 +29,14 @@ pub fn load(cfg: &ModelConfig, w: &mut Weights, conv1d: bool) -> Result<Transfor
         let bias = Some(w.take(&format!("{p}{name}.bias"), &[out])?);
         if conv1d {
             Ok(Linear::from_in_out(
-                w.take(&format!("{p}{name}.weight"), &[inp, out])?,
+                w.take_matrix(&format!("{p}{name}.weight"), &[inp, out])?,
                 bias,
             ))
         } else {
-            Linear::from_out_in(w.take(&format!("{p}{name}.weight"), &[out, inp])?, bias)
+            Linear::from_out_in(w.take_matrix(&format!("{p}{name}.weight"), &[out, inp])?, bias)
         }
     };
-    let wte = w.take(&format!("{p}wte.weight"), &[v, d])?;
+    let wte = w.take_matrix(&format!("{p}wte.weight"), &[v, d])?;
     let wpe = w.take(&format!("{p}wpe.weight"), &[cfg.max_position_embeddings, d])?;
     let act = match cfg.activation {
         Activation::Gelu => ActKind::GeluErf,
@@ -64,7 +64,7 @@ pub fn load(cfg: &ModelConfig, w: &mut Weights, conv1d: bool) -> Result<Transfor
         });
     }
     let final_norm = Some(norm(w, "ln_f")?);
-    let lm_head = Some(match w.take_opt("lm_head.weight", &[v, d])? {
+    let lm_head = Some(match w.take_matrix_opt("lm_head.weight", &[v, d])? {
         Some(t) => t,
         None => wte.clone(),
     });

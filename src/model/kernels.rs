@@ -13,8 +13,9 @@ use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::numerics::buffer::{SharedMut, init, uninit, written};
-use crate::numerics::matrix::{gemm_parallelism, gemm_raw, mm};
+use crate::numerics::matrix::{gemm_parallelism, mm};
 use crate::numerics::simd;
+use crate::numerics::wmat::{WSlice, gemm_w};
 
 /// Runs `f` on the f32 data of `t` (made contiguous first), in row-major order.
 pub(crate) fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
@@ -28,6 +29,33 @@ pub(crate) fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> 
         .contiguous_offsets()
         .ok_or_else(|| Error::Input("kernel input is not contiguous".into()))?;
     Ok(f(&data[start..end]))
+}
+
+/// Runs `f` on the values of a weight matrix `t` (f32, bf16 or f16; made contiguous first).
+pub(crate) fn with_weight<R>(t: &Tensor, f: impl FnOnce(WSlice) -> R) -> Result<R> {
+    let t = t.contiguous()?;
+    let (storage, layout) = t.storage_and_layout();
+    let Storage::Cpu(cpu) = &*storage else {
+        return Err(Error::Input("fused kernels run on the CPU only".into()));
+    };
+    Ok(f(weight_slice(cpu, layout)?))
+}
+
+/// The values of a contiguous CPU weight storage (f32, bf16 or f16), borrowed.
+pub(crate) fn weight_slice<'a>(
+    s: &'a candle_core::CpuStorage,
+    l: &candle_core::Layout,
+) -> candle_core::Result<WSlice<'a>> {
+    use candle_core::CpuStorage as C;
+    let Some((a, b)) = l.contiguous_offsets() else {
+        candle_core::bail!("fused ops need contiguous weights")
+    };
+    Ok(match s {
+        C::F32(v) => WSlice::F32(&v[a..b]),
+        C::BF16(v) => WSlice::Bf16(&v[a..b]),
+        C::F16(v) => WSlice::F16(&v[a..b]),
+        _ => candle_core::bail!("weights must be f32, bf16 or f16"),
+    })
 }
 
 /// How a weight matrix is stored.
@@ -53,7 +81,7 @@ pub fn linear(x: &Tensor, w: &Tensor, layout: WeightLayout, b: Option<&Tensor>) 
         None => None,
     };
     let out = with_f32(x, |x| {
-        with_f32(w, |w| gemm_linear(x, k, w, layout, n, bias.as_deref()))
+        with_weight(w, |w| gemm_linear(x, k, w, layout, n, bias.as_deref()))
     })??;
     let mut shape = dims;
     *shape.last_mut().expect("rank >= 1") = n;
@@ -64,7 +92,7 @@ pub fn linear(x: &Tensor, w: &Tensor, layout: WeightLayout, b: Option<&Tensor>) 
 fn gemm_linear(
     x: &[f32],
     k: usize,
-    w: &[f32],
+    w: WSlice,
     layout: WeightLayout,
     n: usize,
     bias: Option<&[f32]>,
@@ -86,7 +114,7 @@ fn gemm_linear(
     );
     // SAFETY: out is m x n and x is m x k, row-major; w holds k x n values at the strides given.
     unsafe {
-        gemm_raw(
+        gemm_w(
             m,
             n,
             k,
@@ -96,10 +124,9 @@ fn gemm_linear(
             x.as_ptr(),
             k,
             1,
-            w.as_ptr(),
+            w,
             w_rs,
             w_cs,
-            1.0,
             parallelism,
         );
         // SAFETY: gemm wrote (or accumulated onto) every element.
@@ -139,7 +166,7 @@ impl candle_core::CustomOp2 for InputGradLinear {
         // Borrow both operands: copying the weight matrix on every call costs more than the gemm
         // on small inputs.
         let x = contiguous_f32(s1, l1)?;
-        let w = contiguous_f32(s2, l2)?;
+        let w = weight_slice(s2, l2)?;
         let dims = l1.dims();
         let k = dims[dims.len() - 1];
         let wd = l2.dims();

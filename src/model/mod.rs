@@ -29,6 +29,7 @@ pub mod llama;
 pub mod neox;
 pub mod ops;
 pub mod phi3;
+pub mod precision;
 pub mod reverse;
 pub mod rope;
 #[cfg(test)]
@@ -40,7 +41,7 @@ pub mod weights;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use candle_core::{D, Device, Tensor, Var};
+use candle_core::{D, DType, Device, Tensor, Var};
 use rayon::prelude::*;
 use serde::Serialize;
 
@@ -51,6 +52,7 @@ pub use config::{Arch, ModelConfig};
 pub use ops::{LayerCache, Mode};
 pub use tokenizer::Tokenizer;
 pub use transformer::{LayerCtx, LayerOut, Rope, Transformer};
+pub use precision::WeightDtype;
 use weights::Weights;
 
 use crate::error::{Error, Result};
@@ -145,19 +147,27 @@ pub struct Model {
     pub tokenizer: Tokenizer,
     pub path: PathBuf,
     pub format: Format,
+    /// The dtype the matrices are held in (`precision`); activations are f32 whatever it is.
+    pub dtype: DType,
     body: Transformer,
     device: Device,
 }
 
 impl Model {
-    /// Loads a GGUF file, an HF checkpoint directory, or a hub id `org/name` (see `hub`).
-    /// `tokenizer` overrides the tokenizer
-    /// (a tokenizer.json), e.g. for GGUF files whose tokenizer type cannot be rebuilt.
+    /// Loads a GGUF file, an HF checkpoint directory, or a hub id `org/name` (see `hub`), with
+    /// its weights in the checkpoint's own dtype (`WeightDtype::Auto`). `tokenizer` overrides
+    /// the tokenizer (a tokenizer.json), e.g. for GGUF files whose tokenizer type cannot be
+    /// rebuilt.
     pub fn load(path: &Path, tokenizer: Option<&Path>) -> Result<Self> {
+        Self::load_as(path, tokenizer, WeightDtype::Auto)
+    }
+
+    /// `load` with the weights held in `dtype` (see `precision`).
+    pub fn load_as(path: &Path, tokenizer: Option<&Path>, dtype: WeightDtype) -> Result<Self> {
         if !path.exists() {
             let s = path.to_string_lossy();
             if hub::looks_like_hub_id(&s) {
-                return Self::load(&hub::resolve(&s)?, tokenizer);
+                return Self::load_as(&hub::resolve(&s)?, tokenizer, dtype);
             }
             return Err(Error::model(path, "no such file or directory"));
         }
@@ -171,12 +181,14 @@ impl Model {
             let tok =
                 Tokenizer::from_file(&tok_path, config.bos_token_id, config.eos_token_ids.clone())?;
             let mut w = Weights::from_hf_dir(path)?;
+            w.dtype = dtype.resolve(w.stored);
             let body = Self::body(&mut config, &mut w, true)?;
             Ok(Model {
                 config,
                 tokenizer: tok,
                 path: path.to_path_buf(),
                 format: Format::Hf,
+                dtype: w.dtype,
                 body,
                 device: Device::Cpu,
             })
@@ -192,12 +204,14 @@ impl Model {
                 }
                 None => Tokenizer::from_gguf(path, &ck.metadata)?,
             };
+            w.dtype = dtype.resolve(w.stored);
             let body = Self::body(&mut config, &mut w, false)?;
             Ok(Model {
                 config,
                 tokenizer: tok,
                 path: path.to_path_buf(),
                 format: Format::Gguf,
+                dtype: w.dtype,
                 body,
                 device: Device::Cpu,
             })
@@ -213,6 +227,12 @@ impl Model {
             Arch::Phi3 => phi3::load(config, w),
             Arch::Bert => bert::load(config, w),
         }
+    }
+
+    /// Bytes of every parameter as held in memory (matrices in `dtype`, the rest f32; a tied
+    /// unembedding counted once).
+    pub fn weight_bytes(&self) -> usize {
+        self.body.weight_bytes()
     }
 
     pub fn device(&self) -> &Device {
@@ -265,7 +285,8 @@ impl Model {
     pub fn embed(&self, ids: &Tensor) -> Result<Tensor> {
         let (b, t) = ids.dims2()?;
         let e = self.body.embed.index_select(&ids.flatten_all()?, 0)?;
-        Ok(e.reshape((b, t, self.config.hidden_size))?)
+        Ok(e.to_dtype(DType::F32)?
+            .reshape((b, t, self.config.hidden_size))?)
     }
 
     /// A forward pass over `batch` from its token ids.

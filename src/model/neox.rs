@@ -43,7 +43,7 @@ pub fn load(cfg: &ModelConfig, w: &mut Weights) -> Result<Transformer> {
             eps,
         ))
     };
-    let embed = w.take("gpt_neox.embed_in.weight", &[v, d])?;
+    let embed = w.take_matrix("gpt_neox.embed_in.weight", &[v, d])?;
     let act = match cfg.activation {
         Activation::Gelu => ActKind::GeluErf,
         _ => ActKind::GeluTanh,
@@ -51,7 +51,7 @@ pub fn load(cfg: &ModelConfig, w: &mut Weights) -> Result<Transformer> {
     let mut blocks = Vec::with_capacity(cfg.n_layers);
     for l in 0..cfg.n_layers {
         let p = format!("gpt_neox.layers.{l}");
-        let qkv_w = w.take(
+        let qkv_w = w.take_matrix(
             &format!("{p}.attention.query_key_value.weight"),
             &[3 * d, d],
         )?;

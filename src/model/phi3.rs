@@ -13,7 +13,7 @@ pub fn load(cfg: &ModelConfig, w: &mut Weights) -> Result<Transformer> {
     let hq = cfg.n_heads * cfg.head_dim;
     let wqkv = (cfg.n_heads + 2 * cfg.n_kv_heads) * cfg.head_dim;
     let eps = cfg.norm_eps;
-    let embed = w.take("model.embed_tokens.weight", &[v, d])?;
+    let embed = w.take_matrix("model.embed_tokens.weight", &[v, d])?;
     let mut blocks = Vec::with_capacity(cfg.n_layers);
     for l in 0..cfg.n_layers {
         let p = format!("model.layers.{l}");

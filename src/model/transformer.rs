@@ -130,6 +130,37 @@ impl Transformer {
     }
 
     /// The unembedding, or an error saying the checkpoint has none.
+    /// Bytes of every parameter as held (a tied unembedding counted once; RoPE tables and the
+    /// reverse pass's transposed copies not counted).
+    pub fn weight_bytes(&self) -> usize {
+        let t = |t: &Tensor| t.elem_count() * t.dtype().size_in_bytes();
+        let norm = |n: &Option<super::block::Norm>| {
+            n.as_ref()
+                .map_or(0, |n| t(&n.w) + n.b.as_ref().map_or(0, t))
+        };
+        let lin = |l: &super::ops::Linear| {
+            let (w, b) = l.parts();
+            t(w) + b.map_or(0, t)
+        };
+        let mut n = t(&self.embed) + self.pos_embed.as_ref().map_or(0, t) + norm(&self.embed_norm);
+        for b in &self.blocks {
+            n += [&b.attn_in, &b.attn_out, &b.attn_res, &b.attn.q_norm, &b.attn.k_norm]
+                .into_iter()
+                .chain([&b.mlp_in, &b.mlp_out, &b.mlp_res])
+                .map(norm)
+                .sum::<usize>();
+            n += lin(&b.attn.qkv) + lin(&b.attn.o) + lin(&b.mlp.up) + lin(&b.mlp.down);
+        }
+        n += self.head_transform.as_ref().map_or(0, |(l, _)| lin(l));
+        n += norm(&self.final_norm) + self.lm_bias.as_ref().map_or(0, t);
+        if let Some(h) = &self.lm_head {
+            if h.id() != self.embed.id() {
+                n += t(h);
+            }
+        }
+        n
+    }
+
     pub fn lm_head(&self) -> Result<&Tensor> {
         self.lm_head.as_ref().ok_or_else(|| {
             Error::Input(
@@ -167,7 +198,7 @@ pub(super) mod build {
     /// A PyTorch-layout linear layer `{name}.weight` [out, in] (+ `{name}.bias` if `bias`).
     pub fn proj(w: &mut Weights, name: &str, out: usize, inp: usize, bias: bool) -> Result<Linear> {
         Linear::from_out_in(
-            w.take(&format!("{name}.weight"), &[out, inp])?,
+            w.take_matrix(&format!("{name}.weight"), &[out, inp])?,
             w.take_if(bias, &format!("{name}.bias"), &[out])?,
         )
     }
@@ -260,7 +291,7 @@ pub(super) mod build {
         embed: &Tensor,
     ) -> Result<Tensor> {
         let (v, d) = (cfg.vocab_size, cfg.hidden_size);
-        match w.take_opt(name, &[v, d])? {
+        match w.take_matrix_opt(name, &[v, d])? {
             Some(t) => Ok(t),
             None if cfg.tie_word_embeddings => Ok(embed.clone()),
             None => Err(Error::model(

@@ -1,8 +1,10 @@
-//! Named f32 tensors of a checkpoint, loaded from HF safetensors (single file or sharded with an
+//! Named tensors of a checkpoint, loaded from HF safetensors (single file or sharded with an
 //! index) or handed over by the GGUF reader, with lookups that fail with the file and tensor name
 //! instead of a panic. Safetensors files are memory-mapped and each tensor is read and converted
-//! to f32 only when an architecture takes it, so loading holds one tensor's copy at a time
-//! beside the model being built, not the whole file again.
+//! only when an architecture takes it, so loading holds one tensor's copy at a time beside the
+//! model being built, not the whole file again. Matrices are taken in the model's weight dtype
+//! (`take_matrix`), every other tensor as f32 holding that dtype's values (`take`; see
+//! `precision`).
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -12,22 +14,50 @@ use candle_core::{DType, Device, Tensor};
 
 use crate::error::{Error, Result};
 
-/// The tensors of one checkpoint, keyed by their HF names; taken out as f32 on the CPU.
+/// The tensors of one checkpoint, keyed by their HF names; taken out on the CPU.
 pub struct Weights {
     /// The file or directory the tensors came from (for error messages).
     pub source: PathBuf,
+    /// The dtype the checkpoint stores its matrices in (`precision::WeightDtype::resolve`'s input).
+    pub stored: DType,
+    /// The dtype matrices are taken in; other tensors are rounded to it and held as f32.
+    pub dtype: DType,
     /// Tensors already in memory (GGUF).
     tensors: HashMap<String, Tensor>,
     /// Memory-mapped safetensors and the names of their float tensors not taken yet.
     mapped: Option<(MmapedSafetensors, HashSet<String>)>,
+    /// A reader that makes each tensor on demand (GGUF: read and dequantized to f32), and the
+    /// names not taken yet.
+    lazy: Option<(LazyRead, HashSet<String>)>,
 }
 
+/// Reads one tensor by its HF name (see `Weights::lazy`).
+pub type LazyRead = Box<dyn FnMut(&str) -> Result<Tensor>>;
+
 impl Weights {
-    pub fn new(source: impl Into<PathBuf>, tensors: HashMap<String, Tensor>) -> Self {
+    /// Tensors already in memory; `stored` is the dtype the file holds its matrices in.
+    pub fn new(source: impl Into<PathBuf>, tensors: HashMap<String, Tensor>, stored: DType) -> Self {
         Weights {
             source: source.into(),
+            stored,
+            dtype: DType::F32,
             tensors,
             mapped: None,
+            lazy: None,
+        }
+    }
+
+    /// Tensors `names` made on demand by `read` (called once per tensor taken); `stored` is the
+    /// dtype the file holds its matrices in.
+    pub fn lazy(
+        source: impl Into<PathBuf>,
+        names: HashSet<String>,
+        stored: DType,
+        read: LazyRead,
+    ) -> Self {
+        Weights {
+            lazy: Some((read, names)),
+            ..Weights::new(source, HashMap::new(), stored)
         }
     }
 
@@ -60,6 +90,8 @@ impl Weights {
             ));
         };
         let mut names = HashSet::new();
+        // The dtypes of the matrices (rank >= 2 float tensors).
+        let mut matrix_dtypes: Vec<safetensors::Dtype> = Vec::new();
         for file in &files {
             if !file.exists() {
                 return Err(Error::model(file, "weights file is missing"));
@@ -74,6 +106,9 @@ impl Weights {
                     | safetensors::Dtype::F16
                     | safetensors::Dtype::BF16
                     | safetensors::Dtype::F64 => {
+                        if view.shape().len() >= 2 && !matrix_dtypes.contains(&view.dtype()) {
+                            matrix_dtypes.push(view.dtype());
+                        }
                         names.insert(name);
                     }
                     // Integer buffers (e.g. BERT's `embeddings.position_ids`): no architecture
@@ -91,23 +126,64 @@ impl Weights {
         // SAFETY: as above.
         let st = unsafe { MmapedSafetensors::multi(&files) }
             .map_err(|e| Error::model(dir, format!("cannot read safetensors: {e}")))?;
+        let stored = match matrix_dtypes[..] {
+            [safetensors::Dtype::BF16] => DType::BF16,
+            [safetensors::Dtype::F16] => DType::F16,
+            _ => DType::F32,
+        };
         Ok(Weights {
             source: dir.to_path_buf(),
+            stored,
+            dtype: DType::F32,
             tensors: HashMap::new(),
             mapped: Some((st, names)),
+            lazy: None,
         })
     }
 
     pub fn contains(&self, name: &str) -> bool {
         self.tensors.contains_key(name)
             || self.mapped.as_ref().is_some_and(|(_, n)| n.contains(name))
+            || self.lazy.as_ref().is_some_and(|(_, n)| n.contains(name))
     }
 
-    /// Takes a tensor out by name, as f32, and checks its shape.
+    /// Takes a tensor out by name, as f32 holding values of the weight dtype, and checks its shape.
     pub fn take(&mut self, name: &str, dims: &[usize]) -> Result<Tensor> {
+        let t = self.take_stored(name, dims)?;
+        Ok(if self.dtype != DType::F32 && t.dtype() != self.dtype {
+            t.to_dtype(self.dtype)?.to_dtype(DType::F32)?
+        } else {
+            t.to_dtype(DType::F32)?
+        })
+    }
+
+    /// Takes a matrix (linear weight, embedding, unembedding) out by name, in the weight dtype,
+    /// and checks its shape.
+    pub fn take_matrix(&mut self, name: &str, dims: &[usize]) -> Result<Tensor> {
+        let t = self.take_stored(name, dims)?;
+        Ok(t.to_dtype(self.dtype)?)
+    }
+
+    /// Like `take_matrix`, for matrices a checkpoint may omit (e.g. a tied LM head).
+    pub fn take_matrix_opt(&mut self, name: &str, dims: &[usize]) -> Result<Option<Tensor>> {
+        if self.contains(name) {
+            self.take_matrix(name, dims).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// Takes a tensor out by name, in the dtype the file stores it in (f64 as f32), and checks
+    /// its shape.
+    fn take_stored(&mut self, name: &str, dims: &[usize]) -> Result<Tensor> {
         let missing = || Error::model(&self.source, format!("tensor `{name}` is missing"));
         let t = match self.tensors.remove(name) {
             Some(t) => t,
+            None if self.lazy.as_ref().is_some_and(|(_, n)| n.contains(name)) => {
+                let (read, names) = self.lazy.as_mut().expect("checked");
+                names.remove(name);
+                read(name)?
+            }
             None => {
                 let (st, names) = self.mapped.as_mut().ok_or_else(missing)?;
                 if !names.remove(name) {
@@ -130,8 +206,8 @@ impl Weights {
                     .map_err(|e| Error::model(&self.source, format!("tensor `{name}`: {e}")))?;
                 release_pages(view.data());
                 match t.dtype() {
-                    DType::F32 => t,
-                    _ => t.to_dtype(DType::F32)?,
+                    DType::F64 => t.to_dtype(DType::F32)?,
+                    _ => t,
                 }
             }
         };

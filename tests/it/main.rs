@@ -2,6 +2,7 @@
 
 mod cli;
 mod common;
+mod dtype;
 mod gguf_roundtrip;
 mod layering;
 mod nmf;

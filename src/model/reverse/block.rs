@@ -1,6 +1,6 @@
 //! A block as the reverse pass reads it: the model's own description (`model::block::Block`)
-//! with its weights borrowed as raw f32 slices for one pass (`BlockW`, `Lin`, `Norm`), linear
-//! layers' products included.
+//! with its weights borrowed as raw slices for one pass (`BlockW`, `Lin`, `Norm`; matrices in
+//! their storage dtype, `WSlice`), linear layers' products included.
 
 use candle_core::{Storage, Tensor};
 use rayon::prelude::*;
@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::model::Model;
 use crate::model::block::{self, Block, NormKind};
 use crate::model::ops::Linear;
-use crate::numerics::matrix::gemm_strided;
+use crate::numerics::wmat::{WSlice, gemm_w_strided};
 
 /// One block's weights, borrowed for a pass, beside its description `b`.
 pub(super) struct BlockW<'a> {
@@ -107,7 +107,8 @@ impl<'a> Lin<'a> {
         let (wt, b) = l.parts();
         let (inp, out) = wt.dims2()?;
         let b = b.map(Data::of).transpose()?;
-        let w_out_in = if out > inp {
+        // A half-precision weight is widened panel by panel in the layout gemm reads best anyway.
+        let w_out_in = if out > inp && wt.dtype() == candle_core::DType::F32 {
             Some(Data::of(l.weight_out_in()?)?)
         } else {
             None
@@ -128,9 +129,9 @@ impl<'a> Lin<'a> {
             Some(b) => {
                 y.par_chunks_mut(self.out)
                     .for_each(|r| r.copy_from_slice(b.s()));
-                gemm(m, self.out, self.inp, y, true, x, self.w.s(), self.out, 1);
+                gemm(m, self.out, self.inp, y, true, x, self.w.w(), self.out, 1);
             }
-            None => gemm(m, self.out, self.inp, y, false, x, self.w.s(), self.out, 1),
+            None => gemm(m, self.out, self.inp, y, false, x, self.w.w(), self.out, 1),
         }
     }
 
@@ -138,7 +139,7 @@ impl<'a> Lin<'a> {
     pub(super) fn backward(&self, dy: &[f32], dx: &mut [f32]) {
         let m = dy.len() / self.out;
         match &self.w_out_in {
-            Some(w) => gemm(m, self.inp, self.out, dx, false, dy, w.s(), self.inp, 1),
+            Some(w) => gemm(m, self.inp, self.out, dx, false, dy, w.w(), self.inp, 1),
             None => gemm(
                 m,
                 self.inp,
@@ -146,7 +147,7 @@ impl<'a> Lin<'a> {
                 dx,
                 false,
                 dy,
-                self.w.s(),
+                self.w.w(),
                 1,
                 self.out,
             ),
@@ -164,14 +165,15 @@ pub(super) fn gemm(
     dst: &mut [f32],
     acc: bool,
     lhs: &[f32],
-    rhs: &[f32],
+    rhs: WSlice,
     rs: usize,
     cs: usize,
 ) {
-    gemm_strided(m, n, k, dst, acc, lhs, k, 1, rhs, rs, cs)
+    gemm_w_strided(m, n, k, dst, acc, lhs, k, 1, rhs, rs, cs)
 }
 
-/// The f32 data of a contiguous CPU tensor, borrowed for as long as the guard lives.
+/// The data of a contiguous CPU tensor, borrowed for as long as the guard lives: f32 (`s`), or a
+/// weight matrix in any storage dtype (`w`).
 pub(super) struct Data<'a> {
     guard: Box<dyn std::ops::Deref<Target = Storage> + Sync + 'a>,
     range: (usize, usize),
@@ -183,8 +185,18 @@ impl Data<'_> {
         let range = layout
             .contiguous_offsets()
             .ok_or_else(|| Error::Input("reverse pass: weight is not contiguous".into()))?;
-        if !matches!(&*guard, Storage::Cpu(_)) {
-            return Err(Error::Input("the reverse pass runs on the CPU only".into()));
+        match &*guard {
+            Storage::Cpu(
+                candle_core::CpuStorage::F32(_)
+                | candle_core::CpuStorage::BF16(_)
+                | candle_core::CpuStorage::F16(_),
+            ) => {}
+            Storage::Cpu(_) => {
+                return Err(Error::Input(
+                    "reverse pass: tensors must be f32, bf16 or f16".into(),
+                ));
+            }
+            _ => return Err(Error::Input("the reverse pass runs on the CPU only".into())),
         }
         Ok(Data {
             guard: Box::new(guard),
@@ -192,13 +204,25 @@ impl Data<'_> {
         })
     }
 
+    /// The values, which must be f32 (norms, biases, tables: always loaded as f32).
     pub(super) fn s(&self) -> &[f32] {
-        match &**self.guard {
-            Storage::Cpu(c) => match c.as_slice::<f32>() {
-                Ok(s) => &s[self.range.0..self.range.1],
-                Err(_) => &[],
-            },
-            _ => &[],
+        match self.w() {
+            WSlice::F32(s) => s,
+            other => panic!("reverse pass: an f32 tensor expected, got {other:?}"),
+        }
+    }
+
+    /// The values of a weight matrix, in its storage dtype.
+    pub(super) fn w(&self) -> WSlice<'_> {
+        let Storage::Cpu(c) = &**self.guard else {
+            unreachable!("checked in Data::of")
+        };
+        let (a, b) = self.range;
+        match c {
+            candle_core::CpuStorage::F32(v) => WSlice::F32(&v[a..b]),
+            candle_core::CpuStorage::BF16(v) => WSlice::Bf16(&v[a..b]),
+            candle_core::CpuStorage::F16(v) => WSlice::F16(&v[a..b]),
+            _ => unreachable!("checked in Data::of"),
         }
     }
 }

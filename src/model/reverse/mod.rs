@@ -39,7 +39,7 @@ use rayon::prelude::*;
 
 use super::Model;
 use crate::error::{Error, Result};
-use crate::numerics::matrix::gemm_strided;
+use crate::numerics::wmat::gemm_w_strided;
 use backward::RowMap;
 use backward::Scratch;
 use block::{Data, Lin, Norm, gemm};
@@ -319,7 +319,7 @@ impl Model {
             });
         // logits [T, V] = hf . lm^T (lm is [V, d]) + bias, soft-capped if the model caps them.
         let mut logits = vec![0f32; n_targets * vocab];
-        gemm(n_targets, vocab, d, &mut logits, false, &hf, lm.s(), 1, d);
+        gemm(n_targets, vocab, d, &mut logits, false, &hf, lm.w(), 1, d);
         if let Some(b) = &self.body.lm_bias {
             let b = Data::of(b)?;
             logits
@@ -386,7 +386,7 @@ impl Model {
             .map(|v0| {
                 let len = per_v.min(vocab - v0);
                 let mut part = vec![0f32; ng * d];
-                gemm_strided(
+                gemm_w_strided(
                     ng,
                     d,
                     len,
@@ -395,7 +395,7 @@ impl Model {
                     &dl[v0..],
                     vocab,
                     1,
-                    &lm.s()[v0 * d..],
+                    lm.w().tail(v0 * d),
                     d,
                     1,
                 );

@@ -23,6 +23,7 @@ use std::path::PathBuf;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
+pub use crate::model::WeightDtype;
 use super::dataset::Format;
 
 /// A whole pipeline. After [`PipelineSpec::load`], every path is resolved and the values are
@@ -56,9 +57,9 @@ pub struct ModelSpec {
     pub path: ModelSource,
     /// A `tokenizer.json` to use instead of the checkpoint's own. Default: none.
     pub tokenizer: Option<PathBuf>,
-    /// Compute dtype. Default and only value so far: `f32` (weights of any stored dtype are
-    /// converted to f32 at load).
-    pub dtype: ComputeDtype,
+    /// The dtype the weights are held in: `auto` (default: the checkpoint's own), `f32`, `bf16`
+    /// or `f16`; activations are f32 whatever it is (see `model::precision`).
+    pub dtype: WeightDtype,
 }
 
 /// Where the model comes from, after resolution.
@@ -90,13 +91,6 @@ impl ModelSource {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ComputeDtype {
-    #[default]
-    F32,
-}
-
 /// The mapping form of `model:`; its `path` is still unresolved.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -105,7 +99,7 @@ struct ModelMapping {
     #[serde(default)]
     tokenizer: Option<PathBuf>,
     #[serde(default)]
-    dtype: ComputeDtype,
+    dtype: WeightDtype,
 }
 
 impl<'de> Deserialize<'de> for ModelSpec {
@@ -120,7 +114,7 @@ impl<'de> Deserialize<'de> for ModelSpec {
                 Ok(ModelSpec {
                     path: ModelSource::unresolved(s),
                     tokenizer: None,
-                    dtype: ComputeDtype::F32,
+                    dtype: WeightDtype::Auto,
                 })
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<ModelSpec, A::Error> {

@@ -16,7 +16,7 @@ fn err(text: &str) -> String {
 fn minimal_spec_gets_every_default() {
     let s = parse(MINIMAL).unwrap();
     assert_eq!(s.model.path, ModelSource::Default);
-    assert_eq!(s.model.dtype, ComputeDtype::F32);
+    assert_eq!(s.model.dtype, WeightDtype::Auto);
     // Relative paths resolve against the spec's directory.
     assert_eq!(s.dataset.path, Path::new("pipelines/data/p.jsonl"));
     assert_eq!(s.output.dir, Path::new("pipelines/out"));

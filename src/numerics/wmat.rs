@@ -1,0 +1,310 @@
+//! Weight matrices held as f32, bf16 or f16 (`WSlice`) and their products with f32 activations
+//! (`gemm_w`, `gemm_w_strided`). A half-precision matrix is widened to f32 one panel of output
+//! columns at a time (about 1 MB, in a per-thread scratch buffer) and multiplied by the f32 gemm:
+//! products accumulate in f32 and are exact with respect to the stored weights, and no f32 copy
+//! of a whole matrix ever exists. Why not half-precision kernels: the gemm crate has none for
+//! bf16, its f16 kernels on x86 also widen to f32 (native f16 arithmetic only on ARM), and both
+//! need the activations in half precision too, which rounds every intermediate value. Widening
+//! is memory-bound and costs about 1/m of the product for m activation rows; its loops are
+//! compiled for AVX-512F / AVX2 and chosen at run time (`simd_call!`), f16 through the F16C
+//! conversion the half crate selects at run time.
+
+use half::slice::HalfFloatSliceExt;
+use half::{bf16, f16};
+use rayon::prelude::*;
+
+use super::buffer::SharedMut;
+use super::matrix::{gemm_parallelism, gemm_raw};
+use super::simd::simd_call;
+
+/// A weight matrix's values in their storage type, row-major.
+#[derive(Debug, Clone, Copy)]
+pub enum WSlice<'a> {
+    F32(&'a [f32]),
+    Bf16(&'a [bf16]),
+    F16(&'a [f16]),
+}
+
+impl WSlice<'_> {
+    pub fn len(&self) -> usize {
+        match self {
+            WSlice::F32(s) => s.len(),
+            WSlice::Bf16(s) => s.len(),
+            WSlice::F16(s) => s.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The values from `start` on.
+    pub fn tail(&self, start: usize) -> Self {
+        match self {
+            WSlice::F32(s) => WSlice::F32(&s[start..]),
+            WSlice::Bf16(s) => WSlice::Bf16(&s[start..]),
+            WSlice::F16(s) => WSlice::F16(&s[start..]),
+        }
+    }
+
+    /// dst = the values at `start..start + dst.len()`, as f32 (exact: every bf16 and f16 value is
+    /// an f32 value).
+    pub fn widen(&self, start: usize, dst: &mut [f32]) {
+        let end = start + dst.len();
+        match self {
+            WSlice::F32(s) => dst.copy_from_slice(&s[start..end]),
+            WSlice::Bf16(s) => widen_bf16(s[start..end].reinterpret_cast(), dst),
+            WSlice::F16(s) => s[start..end].convert_to_f32_slice(dst),
+        }
+    }
+}
+
+#[inline(always)]
+fn widen_bf16_body(src: &[u16], dst: &mut [f32]) {
+    for (d, &s) in dst.iter_mut().zip(src) {
+        *d = f32::from_bits((s as u32) << 16);
+    }
+}
+
+fn widen_bf16(src: &[u16], dst: &mut [f32]) {
+    simd_call!(widen_bf16_body(src: &[u16], dst: &mut [f32]))
+}
+
+/// Elements of f32 scratch per widened panel (1 MB): large enough that gemm works on full
+/// blocks, small enough to stay in the cache until gemm packs it.
+const PANEL_ELEMS: usize = 1 << 18;
+
+thread_local! {
+    /// Each thread's panel buffer, taken out while in use (so a task stolen by a waiting thread
+    /// gets a fresh one instead of a borrow error).
+    static SCRATCH: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// dst [m, n] (row stride `dst_rs`) = dst (if `acc`) + lhs [m, k] . rhs [k, n], with lhs[i, kk] at
+/// `lhs[i * lrs + kk * lcs]` and rhs[kk, j] at `rhs[kk * rrs + j * rcs]`, on the threads
+/// `parallelism` gives. A half-precision rhs must be stored row-major either way round:
+/// `rcs == 1` ([k, n] rows) or `rrs == 1` ([n, k] rows).
+///
+/// # Safety
+/// dst and lhs must address the whole matrices their strides describe, dst must not alias lhs,
+/// and rhs must hold every element its strides address (checked by an assert).
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn gemm_w(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    dst_rs: usize,
+    acc: bool,
+    lhs: *const f32,
+    lrs: usize,
+    lcs: usize,
+    rhs: WSlice,
+    rrs: usize,
+    rcs: usize,
+    parallelism: gemm::Parallelism,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    let last = if k == 0 {
+        0
+    } else {
+        (k - 1) * rrs + (n - 1) * rcs + 1
+    };
+    assert!(rhs.len() >= last, "gemm: rhs size");
+    if let WSlice::F32(w) = rhs {
+        // SAFETY: forwarded from the caller; rhs checked above.
+        unsafe {
+            gemm_raw(
+                m,
+                n,
+                k,
+                dst,
+                dst_rs,
+                acc,
+                lhs,
+                lrs,
+                lcs,
+                w.as_ptr(),
+                rrs,
+                rcs,
+                1.0,
+                parallelism,
+            )
+        };
+        return;
+    }
+    assert!(
+        rcs == 1 || rrs == 1,
+        "gemm: a half-precision weight must be row-major"
+    );
+    let nb = if k == 0 {
+        n
+    } else {
+        ((PANEL_ELEMS / k).max(16) / 16 * 16).min(n)
+    };
+    let panels: Vec<usize> = (0..n).step_by(nb).collect();
+    let out = SharedMut(dst);
+    let lhs = lhs as usize;
+    let run = |j0: usize, inner: gemm::Parallelism| {
+        let w = (n - j0).min(nb);
+        let mut buf = SCRATCH.take();
+        buf.resize(k * w, 0.0);
+        // The panel as f32: [k, w] row-major (rs = w, cs = 1) from [k, n] rows, or [w, k]
+        // row-major (rs = 1, cs = k) from [n, k] rows.
+        let (prs, pcs) = if rcs == 1 {
+            for kk in 0..k {
+                rhs.widen(kk * rrs + j0, &mut buf[kk * w..(kk + 1) * w]);
+            }
+            (w, 1)
+        } else if rcs == k {
+            rhs.widen(j0 * k, &mut buf[..w * k]);
+            (1, k)
+        } else {
+            for j in 0..w {
+                rhs.widen((j0 + j) * rcs, &mut buf[j * k..(j + 1) * k]);
+            }
+            (1, k)
+        };
+        // SAFETY: the caller's promises for dst and lhs; columns j0..j0 + w of dst are this
+        // panel's alone; the panel buffer holds k x w values at (prs, pcs).
+        unsafe {
+            gemm_raw(
+                m,
+                w,
+                k,
+                out.ptr().add(j0),
+                dst_rs,
+                acc,
+                lhs as *const f32,
+                lrs,
+                lcs,
+                buf.as_ptr(),
+                prs,
+                pcs,
+                1.0,
+                inner,
+            )
+        };
+        SCRATCH.set(buf);
+    };
+    match parallelism {
+        gemm::Parallelism::Rayon(t) if t > 1 && panels.len() > 1 => panels
+            .par_iter()
+            .for_each(|&j0| run(j0, gemm::Parallelism::None)),
+        p if panels.len() == 1 => run(0, p),
+        _ => panels
+            .iter()
+            .for_each(|&j0| run(j0, gemm::Parallelism::None)),
+    }
+}
+
+/// `gemm_w` on slices: dst [m, n] contiguous (+)= lhs . rhs; multi-threaded unless already inside
+/// a rayon task. Panics if an operand is smaller than its strides say.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm_w_strided(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [f32],
+    acc: bool,
+    lhs: &[f32],
+    lrs: usize,
+    lcs: usize,
+    rhs: WSlice,
+    rrs: usize,
+    rcs: usize,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(dst.len() >= m * n, "gemm: dst size");
+    assert!(
+        k == 0 || lhs.len() > (m - 1) * lrs + (k - 1) * lcs,
+        "gemm: lhs size"
+    );
+    // SAFETY: checked above (rhs inside gemm_w).
+    unsafe {
+        gemm_w(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            n,
+            acc,
+            lhs.as_ptr(),
+            lrs,
+            lcs,
+            rhs,
+            rrs,
+            rcs,
+            gemm_parallelism(),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::numerics::rng::SplitMix64;
+
+    fn naive(m: usize, n: usize, k: usize, lhs: &[f32], rhs: &[f32], rrs: usize, rcs: usize) -> Vec<f32> {
+        let mut out = vec![0f64; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                for kk in 0..k {
+                    out[i * n + j] += lhs[i * k + kk] as f64 * rhs[kk * rrs + j * rcs] as f64;
+                }
+            }
+        }
+        out.into_iter().map(|v| v as f32).collect()
+    }
+
+    #[test]
+    fn half_weights_multiply_like_their_f32_values() {
+        let mut rng = SplitMix64::new(7);
+        let mut normal = move || (rng.next_f64() * 2.0 - 1.0) as f32;
+        // Shapes with one panel, several panels and a ragged last panel (k = 3000: 80 columns
+        // a panel), in both storage orders, with and without accumulation.
+        for &(m, n, k) in &[(3, 5, 7), (17, 200, 3000), (1, 33, 64), (40, 1000, 300)] {
+            let lhs: Vec<f32> = (0..m * k).map(|_| normal()).collect();
+            let w32: Vec<f32> = (0..k * n).map(|_| normal()).collect();
+            let wb: Vec<bf16> = w32.iter().map(|&v| bf16::from_f32(v)).collect();
+            let wh: Vec<f16> = w32.iter().map(|&v| f16::from_f32(v)).collect();
+            for (rrs, rcs) in [(n, 1), (1, k)] {
+                for (name, w, widened) in [
+                    ("bf16", WSlice::Bf16(&wb), wb.iter().map(|v| v.to_f32()).collect::<Vec<_>>()),
+                    ("f16", WSlice::F16(&wh), wh.iter().map(|v| v.to_f32()).collect()),
+                    ("f32", WSlice::F32(&w32), w32.clone()),
+                ] {
+                    let want = naive(m, n, k, &lhs, &widened, rrs, rcs);
+                    for acc in [false, true] {
+                        let mut got = vec![if acc { 1.0 } else { f32::NAN }; m * n];
+                        gemm_w_strided(m, n, k, &mut got, acc, &lhs, k, 1, w, rrs, rcs);
+                        let bias = if acc { 1.0 } else { 0.0 };
+                        for (g, w) in got.iter().zip(&want) {
+                            let err = (g - (w + bias)).abs();
+                            assert!(
+                                err <= 1e-4 * (1.0 + w.abs()) * (k as f32).sqrt(),
+                                "{name} {m}x{n}x{k} strides ({rrs},{rcs}) acc {acc}: {g} vs {}",
+                                w + bias
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn bf16_widening_is_exact() {
+        let vals = [0.0f32, -0.0, 1.0, -2.5, 3.0e38, 1.0e-40, f32::INFINITY, 0.1];
+        let b: Vec<bf16> = vals.iter().map(|&v| bf16::from_f32(v)).collect();
+        let mut out = vec![0f32; vals.len()];
+        WSlice::Bf16(&b).widen(0, &mut out);
+        for (o, b) in out.iter().zip(&b) {
+            assert_eq!(o.to_bits(), b.to_f32().to_bits());
+        }
+    }
+}
