@@ -33,7 +33,10 @@ pub fn load(cfg: &ModelConfig, w: &mut Weights, conv1d: bool) -> Result<Transfor
                 bias,
             ))
         } else {
-            Linear::from_out_in(w.take_matrix(&format!("{p}{name}.weight"), &[out, inp])?, bias)
+            Linear::from_out_in(
+                w.take_matrix(&format!("{p}{name}.weight"), &[out, inp])?,
+                bias,
+            )
         }
     };
     let wte = w.take_matrix(&format!("{p}wte.weight"), &[v, d])?;

@@ -50,9 +50,9 @@ use capture::gather_positions;
 pub use capture::{Capture, Captures, Layers, Logits};
 pub use config::{Arch, ModelConfig};
 pub use ops::{LayerCache, Mode};
+pub use precision::WeightDtype;
 pub use tokenizer::Tokenizer;
 pub use transformer::{LayerCtx, LayerOut, Rope, Transformer};
-pub use precision::WeightDtype;
 use weights::Weights;
 
 use crate::error::{Error, Result};

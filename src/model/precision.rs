@@ -61,7 +61,12 @@ impl FromStr for WeightDtype {
             "f32" | "float32" => WeightDtype::F32,
             "bf16" | "bfloat16" => WeightDtype::Bf16,
             "f16" | "float16" => WeightDtype::F16,
-            other => return Err(format!("unknown dtype `{other}` (expected one of: {})", Self::NAMES)),
+            other => {
+                return Err(format!(
+                    "unknown dtype `{other}` (expected one of: {})",
+                    Self::NAMES
+                ));
+            }
         })
     }
 }
@@ -91,7 +96,12 @@ mod tests {
 
     #[test]
     fn names_parse_and_print() {
-        for d in [WeightDtype::Auto, WeightDtype::F32, WeightDtype::Bf16, WeightDtype::F16] {
+        for d in [
+            WeightDtype::Auto,
+            WeightDtype::F32,
+            WeightDtype::Bf16,
+            WeightDtype::F16,
+        ] {
             assert_eq!(d.to_string().parse::<WeightDtype>(), Ok(d));
         }
         assert_eq!("bfloat16".parse::<WeightDtype>(), Ok(WeightDtype::Bf16));

@@ -144,11 +144,17 @@ impl Transformer {
         };
         let mut n = t(&self.embed) + self.pos_embed.as_ref().map_or(0, t) + norm(&self.embed_norm);
         for b in &self.blocks {
-            n += [&b.attn_in, &b.attn_out, &b.attn_res, &b.attn.q_norm, &b.attn.k_norm]
-                .into_iter()
-                .chain([&b.mlp_in, &b.mlp_out, &b.mlp_res])
-                .map(norm)
-                .sum::<usize>();
+            n += [
+                &b.attn_in,
+                &b.attn_out,
+                &b.attn_res,
+                &b.attn.q_norm,
+                &b.attn.k_norm,
+            ]
+            .into_iter()
+            .chain([&b.mlp_in, &b.mlp_out, &b.mlp_res])
+            .map(norm)
+            .sum::<usize>();
             n += lin(&b.attn.qkv) + lin(&b.attn.o) + lin(&b.mlp.up) + lin(&b.mlp.down);
         }
         n += self.head_transform.as_ref().map_or(0, |(l, _)| lin(l));

@@ -36,7 +36,11 @@ pub type LazyRead = Box<dyn FnMut(&str) -> Result<Tensor>>;
 
 impl Weights {
     /// Tensors already in memory; `stored` is the dtype the file holds its matrices in.
-    pub fn new(source: impl Into<PathBuf>, tensors: HashMap<String, Tensor>, stored: DType) -> Self {
+    pub fn new(
+        source: impl Into<PathBuf>,
+        tensors: HashMap<String, Tensor>,
+        stored: DType,
+    ) -> Self {
         Weights {
             source: source.into(),
             stored,

@@ -249,7 +249,15 @@ mod tests {
     use super::*;
     use crate::numerics::rng::SplitMix64;
 
-    fn naive(m: usize, n: usize, k: usize, lhs: &[f32], rhs: &[f32], rrs: usize, rcs: usize) -> Vec<f32> {
+    fn naive(
+        m: usize,
+        n: usize,
+        k: usize,
+        lhs: &[f32],
+        rhs: &[f32],
+        rrs: usize,
+        rcs: usize,
+    ) -> Vec<f32> {
         let mut out = vec![0f64; m * n];
         for i in 0..m {
             for j in 0..n {
@@ -274,8 +282,16 @@ mod tests {
             let wh: Vec<f16> = w32.iter().map(|&v| f16::from_f32(v)).collect();
             for (rrs, rcs) in [(n, 1), (1, k)] {
                 for (name, w, widened) in [
-                    ("bf16", WSlice::Bf16(&wb), wb.iter().map(|v| v.to_f32()).collect::<Vec<_>>()),
-                    ("f16", WSlice::F16(&wh), wh.iter().map(|v| v.to_f32()).collect()),
+                    (
+                        "bf16",
+                        WSlice::Bf16(&wb),
+                        wb.iter().map(|v| v.to_f32()).collect::<Vec<_>>(),
+                    ),
+                    (
+                        "f16",
+                        WSlice::F16(&wh),
+                        wh.iter().map(|v| v.to_f32()).collect(),
+                    ),
                     ("f32", WSlice::F32(&w32), w32.clone()),
                 ] {
                     let want = naive(m, n, k, &lhs, &widened, rrs, rcs);

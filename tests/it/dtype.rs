@@ -46,10 +46,14 @@ pub fn rounded_copy(name: &str, round: DType, store: DType) -> PathBuf {
 }
 
 fn prompts(model: &Model) -> Vec<Vec<u32>> {
-    ["The capital of France is", "Once upon a time there was a little", "x = 1"]
-        .iter()
-        .map(|p| model.encode(p).unwrap())
-        .collect()
+    [
+        "The capital of France is",
+        "Once upon a time there was a little",
+        "x = 1",
+    ]
+    .iter()
+    .map(|p| model.encode(p).unwrap())
+    .collect()
 }
 
 /// Every capture, the autograd gradients of p and log p at each row's last position and (for
@@ -73,7 +77,12 @@ fn check_same(what: &str, got: &Model, want: &Model) {
         worst = worst.max(assert_close(&format!("{what} resid {l}"), x, y, SAME_TOL));
     }
     for l in 0..want.config.n_layers {
-        worst = worst.max(assert_close(&format!("{what} mlp {l}"), &a.mlp[&l], &b.mlp[&l], SAME_TOL));
+        worst = worst.max(assert_close(
+            &format!("{what} mlp {l}"),
+            &a.mlp[&l],
+            &b.mlp[&l],
+            SAME_TOL,
+        ));
         worst = worst.max(assert_close(
             &format!("{what} attn {l}"),
             &a.attention[&l],
@@ -96,8 +105,12 @@ fn check_same(what: &str, got: &Model, want: &Model) {
         })
         .collect();
     for objective in [Objective::Prob, Objective::LogProb] {
-        let ga = got.embedding_gradients(&batch, None, &targets, objective).unwrap();
-        let gb = want.embedding_gradients(&batch, None, &targets, objective).unwrap();
+        let ga = got
+            .embedding_gradients(&batch, None, &targets, objective)
+            .unwrap();
+        let gb = want
+            .embedding_gradients(&batch, None, &targets, objective)
+            .unwrap();
         worst = worst.max(assert_close(
             &format!("{what} {objective:?} gradient"),
             &ga.grad,
@@ -160,16 +173,25 @@ const FAMILIES: &[&str] = &[
 #[test]
 fn half_weights_compute_what_f32_computes_on_the_rounded_weights() {
     for name in FAMILIES {
-        for (choice, dtype) in [(WeightDtype::Bf16, DType::BF16), (WeightDtype::F16, DType::F16)] {
+        for (choice, dtype) in [
+            (WeightDtype::Bf16, DType::BF16),
+            (WeightDtype::F16, DType::F16),
+        ] {
             let half = Model::load_as(&data_dir().join(name), None, choice).unwrap();
             assert_eq!(half.dtype, dtype);
-            let reference =
-                Model::load_as(&rounded_copy(name, dtype, DType::F32), None, WeightDtype::F32)
-                    .unwrap();
+            let reference = Model::load_as(
+                &rounded_copy(name, dtype, DType::F32),
+                None,
+                WeightDtype::F32,
+            )
+            .unwrap();
             assert_eq!(reference.dtype, DType::F32);
             // Matrices take half the bytes; the vectors (norms, biases) stay f32.
             assert!(half.weight_bytes() * 2 > reference.weight_bytes());
-            assert!(half.weight_bytes() * 10 < reference.weight_bytes() * 6, "{name}");
+            assert!(
+                half.weight_bytes() * 10 < reference.weight_bytes() * 6,
+                "{name}"
+            );
             check_same(&format!("{name} {dtype:?}"), &half, &reference);
         }
     }
@@ -185,7 +207,10 @@ fn auto_keeps_a_half_checkpoint_in_its_dtype() {
         assert_eq!(wide.dtype, DType::F32);
         check_same(&format!("{name} checkpoint, auto vs f32"), &auto, &wide);
         let json = BIN.ok(&["inspect", "--model", dir.to_str().unwrap()]);
-        assert!(json.contains(&format!("\"weights_dtype\": \"{name}\"")), "{json}");
+        assert!(
+            json.contains(&format!("\"weights_dtype\": \"{name}\"")),
+            "{json}"
+        );
     }
     // f32 checkpoints and quantized GGUF stay f32.
     let f32_model = Model::load(&data_dir().join("tiny-qwen3"), None).unwrap();
@@ -208,7 +233,9 @@ fn bad_dtypes_fail_with_the_field_named() {
     std::fs::write(dir.join("data.jsonl"), "{\"text\": \"hi\"}\n").unwrap();
     std::fs::write(
         &spec,
-        format!("model:\n  path: {m}\n  dtype: fp8\ndataset:\n  path: data.jsonl\noutput:\n  dir: out\n"),
+        format!(
+            "model:\n  path: {m}\n  dtype: fp8\ndataset:\n  path: data.jsonl\noutput:\n  dir: out\n"
+        ),
     )
     .unwrap();
     BIN.fails_mentioning(
@@ -222,7 +249,11 @@ fn bad_dtypes_fail_with_the_field_named() {
 fn a_pipeline_runs_in_bf16() {
     let dir = scratch("dtype-pipeline");
     let m = data_dir().join("tiny-llama");
-    std::fs::write(dir.join("data.jsonl"), "{\"text\": \"The capital of France is\"}\n").unwrap();
+    std::fs::write(
+        dir.join("data.jsonl"),
+        "{\"text\": \"The capital of France is\"}\n",
+    )
+    .unwrap();
     let spec = dir.join("spec.yaml");
     std::fs::write(
         &spec,
@@ -234,6 +265,9 @@ fn a_pipeline_runs_in_bf16() {
     .unwrap();
     BIN.ok(&["run", "--quiet", spec.to_str().unwrap()]);
     let manifest = std::fs::read_to_string(dir.join("out/manifest.json")).unwrap();
-    assert!(manifest.contains("\"weights_dtype\": \"bf16\""), "{manifest}");
+    assert!(
+        manifest.contains("\"weights_dtype\": \"bf16\""),
+        "{manifest}"
+    );
     assert!(Path::new(&dir.join("out/saliency")).exists());
 }

@@ -7,6 +7,7 @@ mod gguf_roundtrip;
 mod layering;
 mod nmf;
 mod parity;
+mod parity_dtype;
 mod quants;
 mod run;
 mod saliency;

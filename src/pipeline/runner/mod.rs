@@ -97,7 +97,11 @@ fn prepare(spec: &PipelineSpec) -> Result<Prepared> {
     spec.check_inputs(true)?;
     let summary = dataset::scan(&spec.dataset)?;
     let model_path = spec.model.path.load_path();
-    let model = Model::load_as(&model_path, spec.model.tokenizer.as_deref(), spec.model.dtype)?;
+    let model = Model::load_as(
+        &model_path,
+        spec.model.tokenizer.as_deref(),
+        spec.model.dtype,
+    )?;
     spec.validate_against(ModelDims::from(&model))?;
     let watch = watch_tokens(spec, &model)?;
     let watch_names: Vec<String> = watch.iter().map(|w| w.0.clone()).collect();

@@ -23,8 +23,8 @@ use std::path::PathBuf;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
-pub use crate::model::WeightDtype;
 use super::dataset::Format;
+pub use crate::model::WeightDtype;
 
 /// A whole pipeline. After [`PipelineSpec::load`], every path is resolved and the values are
 /// checked; checks that need the model are in [`PipelineSpec::validate_against`].
