@@ -159,10 +159,8 @@ impl Transformer {
         }
         n += self.head_transform.as_ref().map_or(0, |(l, _)| lin(l));
         n += norm(&self.final_norm) + self.lm_bias.as_ref().map_or(0, t);
-        if let Some(h) = &self.lm_head {
-            if h.id() != self.embed.id() {
-                n += t(h);
-            }
+        if let Some(h) = self.lm_head.as_ref().filter(|h| h.id() != self.embed.id()) {
+            n += t(h);
         }
         n
     }

@@ -74,10 +74,15 @@ fn widen_bf16(src: &[u16], dst: &mut [f32]) {
 /// blocks, small enough to stay in the cache until gemm packs it.
 const PANEL_ELEMS: usize = 1 << 18;
 
+/// Activation rows from which a weight stored [n, k] is transposed while widened.
+const TRANSPOSE_MIN_ROWS: usize = 64;
+
 thread_local! {
     /// Each thread's panel buffer, taken out while in use (so a task stolen by a waiting thread
     /// gets a fresh one instead of a borrow error).
     static SCRATCH: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+    /// Rows of a weight stored [n, k], widened before they are written into a panel.
+    static TILE: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 /// dst [m, n] (row stride `dst_rs`) = dst (if `acc`) + lhs [m, k] . rhs [k, n], with lhs[i, kk] at
@@ -139,11 +144,9 @@ pub(crate) unsafe fn gemm_w(
         rcs == 1 || rrs == 1,
         "gemm: a half-precision weight must be row-major"
     );
-    let nb = if k == 0 {
-        n
-    } else {
-        ((PANEL_ELEMS / k).max(16) / 16 * 16).min(n)
-    };
+    let nb = PANEL_ELEMS
+        .checked_div(k)
+        .map_or(n, |c| (c.max(16) / 16 * 16).min(n));
     let panels: Vec<usize> = (0..n).step_by(nb).collect();
     let out = SharedMut(dst);
     let lhs = lhs as usize;
@@ -151,21 +154,37 @@ pub(crate) unsafe fn gemm_w(
         let w = (n - j0).min(nb);
         let mut buf = SCRATCH.take();
         buf.resize(k * w, 0.0);
-        // The panel as f32: [k, w] row-major (rs = w, cs = 1) from [k, n] rows, or [w, k]
-        // row-major (rs = 1, cs = k) from [n, k] rows.
+        // The panel as f32. From [k, n] rows: [k, w] row-major (rs = w, cs = 1), a row segment
+        // per kk. From [n, k] rows: for few activation rows, the rows as they are ([w, k], rs =
+        // 1, cs = k: one contiguous widening); for many, transposed to [k, w] (the layout gemm
+        // packs fastest, worth its cost once m is large) through tiles of 16 rows.
         let (prs, pcs) = if rcs == 1 {
             for kk in 0..k {
                 rhs.widen(kk * rrs + j0, &mut buf[kk * w..(kk + 1) * w]);
             }
             (w, 1)
-        } else if rcs == k {
-            rhs.widen(j0 * k, &mut buf[..w * k]);
-            (1, k)
-        } else {
+        } else if m < TRANSPOSE_MIN_ROWS {
             for j in 0..w {
                 rhs.widen((j0 + j) * rcs, &mut buf[j * k..(j + 1) * k]);
             }
             (1, k)
+        } else {
+            let mut tile = TILE.take();
+            tile.resize(16 * k, 0.0);
+            for t0 in (0..w).step_by(16) {
+                let tw = (w - t0).min(16);
+                for j in 0..tw {
+                    rhs.widen((j0 + t0 + j) * rcs, &mut tile[j * k..(j + 1) * k]);
+                }
+                for kk in 0..k {
+                    let row = &mut buf[kk * w + t0..kk * w + t0 + tw];
+                    for (j, v) in row.iter_mut().enumerate() {
+                        *v = tile[j * k + kk];
+                    }
+                }
+            }
+            TILE.set(tile);
+            (w, 1)
         };
         // SAFETY: the caller's promises for dst and lhs; columns j0..j0 + w of dst are this
         // panel's alone; the panel buffer holds k x w values at (prs, pcs).
@@ -274,8 +293,15 @@ mod tests {
         let mut rng = SplitMix64::new(7);
         let mut normal = move || (rng.next_f64() * 2.0 - 1.0) as f32;
         // Shapes with one panel, several panels and a ragged last panel (k = 3000: 80 columns
-        // a panel), in both storage orders, with and without accumulation.
-        for &(m, n, k) in &[(3, 5, 7), (17, 200, 3000), (1, 33, 64), (40, 1000, 300)] {
+        // a panel), few and many rows (the [n, k] order widened as is, or transposed), in both
+        // storage orders, with and without accumulation.
+        for &(m, n, k) in &[
+            (3, 5, 7),
+            (17, 200, 3000),
+            (1, 33, 64),
+            (40, 1000, 300),
+            (70, 100, 50),
+        ] {
             let lhs: Vec<f32> = (0..m * k).map(|_| normal()).collect();
             let w32: Vec<f32> = (0..k * n).map(|_| normal()).collect();
             let wb: Vec<bf16> = w32.iter().map(|&v| bf16::from_f32(v)).collect();
