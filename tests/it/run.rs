@@ -538,6 +538,47 @@ fn every_analysis_runs_on_every_decoder_family() {
     }
 }
 
+/// Every analysis with the weights in bf16 and in f16 (soft-capped Gemma 2, Qwen3 with q/k norms,
+/// BERT): every table gets rows and the manifest records the dtype.
+#[test]
+fn every_analysis_runs_in_bf16_and_f16() {
+    for (name, data) in [
+        ("tiny-gemma2", DATA),
+        ("tiny-qwen3", DATA),
+        ("tiny-bert", MASKED),
+    ] {
+        for dtype in ["bf16", "f16"] {
+            let model = data_dir().join(name);
+            let mut spec_text = SPEC.replace(
+                "model: MODEL",
+                &format!("model: {{path: {}, dtype: {dtype}}}", model.display()),
+            );
+            if name == "tiny-bert" {
+                spec_text = spec_text
+                    .replace("max_new_tokens: 3", "max_new_tokens: 0")
+                    .replace(
+                        "  watch: {tokens: [' the', ' cat']}\n",
+                        "  watch: {tokens: [cat]}\n",
+                    );
+            }
+            let spec = tiny_spec(&format!("run-{name}-{dtype}"), data, &spec_text);
+            let out_dir = spec.parent().unwrap().join("out");
+            BIN.ok(&["run", "-q", spec.to_str().unwrap()]);
+            let manifest = json(&out_dir.join("manifest.json"));
+            assert_eq!(manifest["model"]["weights_dtype"], dtype, "{name}");
+            for t in ALL_TABLES.iter().map(|t| t.name) {
+                if name == "tiny-bert" && t == "generations" {
+                    continue;
+                }
+                assert!(
+                    !rows(&out_dir, t).is_empty(),
+                    "{name} {dtype}: {t} has no rows"
+                );
+            }
+        }
+    }
+}
+
 const MASKED: &str = "\
 {\"id\": \"a\", \"text\": \"The cat sat on the [MASK].\"}
 {\"id\": \"b\", \"text\": \"Once upon a [MASK] there was a [MASK] house.\"}
