@@ -155,15 +155,66 @@ pub struct BatchOut {
     pub rollout: Vec<AttentionRec>,
     /// Tokens processed (prompt + generated), for throughput figures.
     pub n_tokens: usize,
+    /// Seconds spent in each stage of `process` (`STAGES`).
+    pub stage_seconds: Vec<(&'static str, f64)>,
+}
+
+/// The stages of `process`, in order, as the manifest and the progress bar name them.
+pub const STAGES: &[&str] = &[
+    "generate",
+    "forward",
+    "predictions",
+    "lens_watch",
+    "activations",
+    "attention",
+    "saliency",
+];
+
+/// Times the stages of one batch and tells `on_stage` when one starts.
+struct StageClock<'a> {
+    on_stage: &'a dyn Fn(&'static str),
+    current: Option<(&'static str, std::time::Instant)>,
+    done: Vec<(&'static str, f64)>,
+}
+
+impl<'a> StageClock<'a> {
+    fn new(on_stage: &'a dyn Fn(&'static str)) -> Self {
+        StageClock {
+            on_stage,
+            current: None,
+            done: Vec::new(),
+        }
+    }
+
+    /// Ends the current stage (if any) and starts `stage`.
+    fn start(&mut self, stage: &'static str) {
+        self.stop();
+        (self.on_stage)(stage);
+        self.current = Some((stage, std::time::Instant::now()));
+    }
+
+    fn stop(&mut self) {
+        if let Some((s, t)) = self.current.take() {
+            self.done.push((s, t.elapsed().as_secs_f64()));
+        }
+    }
 }
 
 /// Runs `plan` over a batch of documents: generation, the token and generation records, one
-/// forward pass with every capture the analyses need, then each analysis.
-pub fn process(model: &Model, docs: &[Doc], plan: &Plan) -> Result<BatchOut> {
+/// forward pass with every capture the analyses need, then each analysis. `on_stage` is told
+/// each stage as it starts (`STAGES`); `BatchOut::stage_seconds` says how long each took.
+pub fn process(
+    model: &Model,
+    docs: &[Doc],
+    plan: &Plan,
+    on_stage: &dyn Fn(&'static str),
+) -> Result<BatchOut> {
     let mut out = BatchOut::default();
     if docs.is_empty() {
         return Ok(out);
     }
+    let mut clock = StageClock::new(on_stage);
+    clock.start("generate");
     let gens = generate(model, docs, plan)?;
     let seqs: Vec<Vec<u32>> = gens.iter().map(|g| g.sequence()).collect();
     let plens: Vec<usize> = docs.iter().map(|d| d.ids.len()).collect();
@@ -172,6 +223,7 @@ pub fn process(model: &Model, docs: &[Doc], plan: &Plan) -> Result<BatchOut> {
 
     // One forward pass over prompt + generated tokens with every capture the plan needs.
     if let Some(capture) = capture_for(plan) {
+        clock.start("forward");
         let batch = model.batch(&seqs)?;
         let caps = model.forward(&batch, &capture)?;
         let needs_targets =
@@ -184,18 +236,25 @@ pub fn process(model: &Model, docs: &[Doc], plan: &Plan) -> Result<BatchOut> {
             vec![]
         };
         if let Some(k) = plan.predictions {
+            clock.start("predictions");
             predictions(model, &batch, &caps, &targets, k, &mut out)?;
         }
-        lens_and_watch(model, plan, &batch, &caps, &seqs, &targets, &mut out)?;
+        if plan.lens.is_some() || !plan.watch.is_empty() {
+            clock.start("lens_watch");
+            lens_and_watch(model, plan, &batch, &caps, &seqs, &targets, &mut out)?;
+        }
         if let Some(a) = &plan.activations {
+            clock.start("activations");
             activations(a, &batch, &caps, &plens, &mut out)?;
         }
         if let Some(a) = &plan.attention {
+            clock.start("attention");
             attention(a, &batch, &caps, docs.len(), &mut out)?;
         }
     }
 
     if let Some(s) = &plan.saliency {
+        clock.start("saliency");
         let res = if model.config.is_encoder() {
             let targets = saliency::mask_targets(model, &seqs)?;
             Some(saliency::saliency_of(model, &seqs, &targets, s)?)
@@ -209,6 +268,8 @@ pub fn process(model: &Model, docs: &[Doc], plan: &Plan) -> Result<BatchOut> {
             out.completeness = res.completeness;
         }
     }
+    clock.stop();
+    out.stage_seconds = clock.done;
     Ok(out)
 }
 
@@ -569,7 +630,7 @@ mod tests {
                 rollout: true,
             }),
         };
-        let out = process(&model, &docs, &plan).unwrap();
+        let out = process(&model, &docs, &plan, &|_| {}).unwrap();
         let lens: Vec<usize> = docs.iter().map(|d| d.ids.len() + new).collect();
         let total: usize = lens.iter().sum();
         let (nl, h) = (cfg.n_layers, cfg.n_heads);

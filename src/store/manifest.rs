@@ -72,6 +72,18 @@ pub struct ShardStatus {
     pub rows: BTreeMap<String, u64>,
     /// Compute + write time of this shard, summed over its (resumed) runs.
     pub seconds: f64,
+    /// Seconds per stage (`load`, `tokenize`, `generate`, `forward`, each analysis, `write`,
+    /// `nmf`), summed over its (resumed) runs. Compute stages run on one thread and writing on
+    /// another, overlapped, so the stages add up to more than `seconds`.
+    #[serde(default)]
+    pub stage_seconds: BTreeMap<String, f64>,
+}
+
+impl ShardStatus {
+    /// Adds `seconds` to `stage`.
+    pub fn add_stage(&mut self, stage: &str, seconds: f64) {
+        *self.stage_seconds.entry(stage.to_string()).or_default() += seconds;
+    }
 }
 
 /// The run-level manifest (`manifest.json`): what was asked for and with what. Shard progress

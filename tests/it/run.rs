@@ -146,6 +146,29 @@ fn a_run_writes_every_table_and_its_manifest() {
     let shard = &manifest["shards"]["shard-000-of-001.json"];
     assert_eq!(shard["status"], "done");
     assert_eq!(shard["windows_done"], 3);
+    // Seconds per stage: every stage this spec has, and only those, each timed.
+    let stages = shard["stage_seconds"].as_object().unwrap();
+    let names: Vec<&str> = stages.keys().map(String::as_str).collect();
+    assert_eq!(
+        names,
+        [
+            "activations",
+            "attention",
+            "forward",
+            "generate",
+            "lens_watch",
+            "load",
+            "nmf",
+            "predictions",
+            "saliency",
+            "tokenize",
+            "write"
+        ]
+    );
+    for (stage, s) in stages {
+        let s = s.as_f64().unwrap();
+        assert!(s > 0.0 && s < 60.0, "stage {stage}: {s} s");
+    }
     let n_layers = 3; // tiny-llama
     let tokens = rows(&out_dir, "tokens");
     let gens = rows(&out_dir, "generations");

@@ -61,11 +61,13 @@ pub fn run(spec: &PipelineSpec, opts: &RunOptions) -> Result<RunReport> {
     let started = Instant::now();
     let shard = opts.shard;
     let prep = prepare(spec)?;
+    let load_seconds = started.elapsed().as_secs_f64();
     let root = spec.output.dir.clone();
     let (run_dir, mut status) = match open_run(spec, opts, &prep)? {
         Opened::Ready(run_dir, status) => (run_dir, status),
         Opened::AlreadyDone(report) => return Ok(report),
     };
+    status.add_stage("load", load_seconds);
     let bar = progress_bar(opts.quiet, prep.prompts, shard, spec, &status);
     compute_and_write(spec, shard, &prep, &run_dir, &mut status, &bar)?;
     bar.finish_and_clear();
@@ -237,7 +239,7 @@ fn progress_bar(
         let b = ProgressBar::new(shard_prompts);
         b.set_style(
             indicatif::ProgressStyle::with_template(
-                "{elapsed_precise} [{bar:30}] {pos}/{len} prompts  {per_sec}  ETA {eta}  {msg}",
+                "{elapsed_precise} [{bar:30}] {pos}/{len} prompts  {per_sec}  ETA {eta}  {prefix}  {msg}",
             )
             .expect("valid template")
             .progress_chars("=> "),
@@ -252,6 +254,8 @@ fn progress_bar(
 /// Messages from the compute thread to the writer.
 enum Msg {
     Batch(Vec<Doc>, Vec<DocMeta>, Box<BatchOut>),
+    /// Seconds the compute thread spent in a stage outside `process` (tokenizing a window).
+    Stage(&'static str, f64),
     /// Every batch of window `n` has been sent.
     WindowEnd(u64),
 }
@@ -270,12 +274,28 @@ fn compute_and_write(
     let (tx, rx) = mpsc::sync_channel::<Result<Msg>>(1);
     let skip_windows = status.windows_done;
     let result = std::thread::scope(|scope| -> Result<()> {
-        scope.spawn(move || compute(spec, shard, &prep.model, &prep.plan, skip_windows, tx));
+        let stage_bar = bar.clone();
+        scope.spawn(move || {
+            compute(
+                spec,
+                shard,
+                &prep.model,
+                &prep.plan,
+                skip_windows,
+                tx,
+                &stage_bar,
+            )
+        });
         let mut writers: Option<Writers> = None;
         let mut since = Instant::now();
         for msg in rx {
             match msg? {
+                Msg::Stage(stage, s) => status.add_stage(stage, s),
                 Msg::Batch(docs, meta, out) => {
+                    for &(stage, s) in &out.stage_seconds {
+                        status.add_stage(stage, s);
+                    }
+                    let t = Instant::now();
                     let w = match &mut writers {
                         Some(w) => w,
                         None => writers.insert(Writers::open(
@@ -286,17 +306,20 @@ fn compute_and_write(
                         )?),
                     };
                     w.append(&docs, &meta, &out, &prep.model, &prep.watch_names)?;
+                    status.add_stage("write", t.elapsed().as_secs_f64());
                     status.prompts_done += docs.len() as u64;
                     status.tokens_done += out.n_tokens as u64;
                     bar.inc(docs.len() as u64);
-                    bar.set_message(format!("{} tokens", status.tokens_done));
+                    bar.set_prefix(format!("{} tokens", status.tokens_done));
                 }
                 Msg::WindowEnd(n) => {
                     debug_assert_eq!(n, status.windows_done);
                     if let Some(w) = writers.take() {
+                        let t = Instant::now();
                         for (table, rows) in w.finish()? {
                             *status.rows.entry(table.to_string()).or_default() += rows;
                         }
+                        status.add_stage("write", t.elapsed().as_secs_f64());
                     }
                     status.windows_done = n + 1;
                     status.seconds += since.elapsed().as_secs_f64();
@@ -314,7 +337,8 @@ fn compute_and_write(
 
 /// The compute thread: reads this shard's prompts in windows, skips the first `skip_windows`,
 /// and sends every other window's batches through the model and the analyses, then the window's
-/// end. Stops at the first error (sent) or when the writer hangs up.
+/// end, showing the current stage on `bar`. Stops at the first error (sent) or when the writer
+/// hangs up.
 fn compute(
     spec: &PipelineSpec,
     shard: Shard,
@@ -322,7 +346,9 @@ fn compute(
     plan: &Plan,
     skip_windows: u64,
     tx: mpsc::SyncSender<Result<Msg>>,
+    bar: &ProgressBar,
 ) {
+    let on_stage = |s: &'static str| bar.set_message(s);
     let window = spec.batching.bucket_window.max(1);
     let send = |m: Result<Msg>| tx.send(m).is_ok();
     let mut prompts = match dataset::open(&spec.dataset) {
@@ -354,10 +380,16 @@ fn compute(
             return;
         }
         if w >= skip_windows {
-            match window_batches(model, spec, plan, chunk) {
+            on_stage("tokenize");
+            let t = Instant::now();
+            let batches = window_batches(model, spec, plan, chunk);
+            if !send(Ok(Msg::Stage("tokenize", t.elapsed().as_secs_f64()))) {
+                return;
+            }
+            match batches {
                 Ok(batches) => {
                     for (docs, meta) in batches {
-                        let out = process::process(model, &docs, plan);
+                        let out = process::process(model, &docs, plan, &on_stage);
                         let ok = match out {
                             Ok(out) => send(Ok(Msg::Batch(docs, meta, Box::new(out)))),
                             Err(e) => {
@@ -415,6 +447,7 @@ fn corpus_nmf(
         // Its row counts go to the manifest's `nmf_rows` (a corpus table, not a shard's).
         super::nmf_stage::run_stage(root, &nmf, opts.quiet)?;
         status.seconds += t.elapsed().as_secs_f64();
+        status.add_stage("nmf", t.elapsed().as_secs_f64());
     } else if !opts.quiet {
         eprintln!(
             "note: analyses.nmf runs over the whole corpus: once every shard is done, run \
