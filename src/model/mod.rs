@@ -1,13 +1,14 @@
 //! The model engine: loads real checkpoints (HF directories, GGUF files, hub ids `org/name`)
-//! into our own transformer implementations (`gpt2`, `llama`) and runs them on left-padded
-//! batches (`Batch`). A forward pass returns what its `Capture` asks for: residual stream, MLP
+//! into one transformer implementation (`transformer`, `block`; a weight-name mapping per family:
+//! `gpt2`, `llama`, `gemma`, `neox`, `phi3`, `bert`), with the weights in f32, bf16 or f16
+//! (`precision`), and runs it on left-padded batches (`Batch`). A forward pass returns what its `Capture` asks for: residual stream, MLP
 //! activations, attention probabilities, logits. `Model::lens_logits` projects residual states
 //! to the vocabulary, and `generate` continues prompts with a KV cache. Gradients with respect
 //! to the input embeddings come from candle's autograd through the differentiable path
 //! (`Model::embedding_gradients`) or, for saliency, from our multi-target reverse pass
 //! (`reverse`, `Model::prob_gradients`).
 //!
-//! Layout: `arch` is what an architecture provides, `ops` the layers' building blocks (each
+//! Layout: `ops` are the layers' building blocks (each
 //! with a fast and a differentiable path), `kernels` the fused CPU kernels of the fast path,
 //! `autodiff` the differentiable fused ops; `config`, `weights`, `gguf`, `hub` and `tokenizer`
 //! load a checkpoint.
@@ -137,7 +138,7 @@ pub struct EmbeddingGrad {
 pub enum Format {
     /// A directory with config.json, tokenizer.json and *.safetensors.
     Hf,
-    /// A single .gguf file (tensors dequantized to f32).
+    /// A single .gguf file (each tensor dequantized to f32, then held in the weights' dtype).
     Gguf,
 }
 
