@@ -62,11 +62,34 @@ pub enum Rule {
 #[derive(Debug, Clone)]
 pub struct SaliencyOptions {
     pub methods: Vec<Method>,
+    /// Integrated-gradients steps; with `ig_tolerance`, the most a target may use.
     pub n_steps: usize,
     pub rule: Rule,
+    /// Adaptive integrated gradients: each target's quadrature is refined (`ig_levels`: 4, 8,
+    /// 16, ... steps, then `n_steps`) until its completeness error |sum of attributions -
+    /// (p(input) - p(baseline))| is at most this fraction of |p(input) - p(baseline)| (or below
+    /// `COMPLETENESS_FLOOR`). None: every target takes `n_steps`.
+    pub ig_tolerance: Option<f64>,
     /// Upper bound on the rows of one chunk of the reverse pass: forward tokens plus, per target,
     /// its prefix length (memory bound, see `saliency`).
     pub chunk_tokens: usize,
+}
+
+/// A completeness error this small counts as converged whatever the tolerance: probabilities
+/// are f32, whose rounding leaves errors of this order.
+pub const COMPLETENESS_FLOOR: f64 = 1e-6;
+
+/// The step counts adaptive integrated gradients tries, in order: 4, 8, 16, ... below
+/// `n_steps`, then `n_steps` (just `n_steps` when it is at most 4).
+pub fn ig_levels(n_steps: usize) -> Vec<usize> {
+    let mut levels = Vec::new();
+    let mut n = 4;
+    while n < n_steps {
+        levels.push(n);
+        n *= 2;
+    }
+    levels.push(n_steps);
+    levels
 }
 
 impl Default for SaliencyOptions {
@@ -79,6 +102,7 @@ impl Default for SaliencyOptions {
             ],
             n_steps: 50,
             rule: Rule::GaussLegendre,
+            ig_tolerance: None,
             chunk_tokens: 2048,
         }
     }
@@ -113,6 +137,9 @@ pub struct Completeness {
     pub attribution_sum: f32,
     /// attribution_sum - (target_prob - baseline_prob).
     pub error: f32,
+    /// Quadrature steps of the attributions reported (adaptive IG: the level it stopped at;
+    /// the levels before it were evaluated too).
+    pub steps: u32,
 }
 
 #[derive(Debug, Default)]
@@ -197,6 +224,23 @@ struct TargetState {
     ig_sum: Vec<f64>,
     target_prob: f32,
     baseline_prob: f32,
+    /// Steps of the quadrature in `ig_sum`.
+    steps: usize,
+    /// Adaptive IG: still refining.
+    active: bool,
+}
+
+impl TargetState {
+    /// sum of attributions - (p(input) - p(baseline)) for the quadrature in `ig_sum`.
+    fn completeness_error(&self) -> f64 {
+        let sum: f64 = self
+            .ig_sum
+            .iter()
+            .zip(&self.embeds)
+            .map(|(s, x)| s * *x as f64)
+            .sum();
+        sum - (self.target_prob as f64 - self.baseline_prob as f64)
+    }
 }
 
 /// One forward pass: a document's embeddings scaled by `alpha`, with some of its targets.
@@ -365,41 +409,109 @@ pub fn saliency_of(
                 },
                 target_prob: f32::NAN,
                 baseline_prob: f32::NAN,
+                steps: 0,
+                active: true,
             });
         }
         docs.push((first..targets.len(), all));
     }
-    // The alphas of a document's forward passes; equal alphas share one pass (the trapezoid
-    // rule's end points are the input and the baseline).
-    let mut passes: Vec<(f64, bool, bool, Option<f64>)> = vec![(1.0, true, false, None)];
-    if wants_ig {
-        passes.push((0.0, false, true, None));
-        let (alphas, weights) = quadrature(opts.rule, opts.n_steps);
-        for (a, w) in alphas.into_iter().zip(weights) {
-            match passes.iter_mut().find(|p| p.0 == a) {
-                Some(p) => p.3 = Some(w),
-                None => passes.push((a, false, false, Some(w))),
+    let levels = match (wants_ig, opts.ig_tolerance) {
+        (false, _) => vec![0],
+        (true, None) => vec![opts.n_steps],
+        (true, Some(_)) => ig_levels(opts.n_steps),
+    };
+    for (li, &n) in levels.iter().enumerate() {
+        // The alphas of a document's forward passes; equal alphas share one pass (the
+        // trapezoid rule's end points are the input and the baseline). The input and the
+        // baseline are run once, with the first level.
+        let mut passes: Vec<(f64, bool, bool, Option<f64>)> = Vec::new();
+        if li == 0 {
+            passes.push((1.0, true, false, None));
+            if wants_ig {
+                passes.push((0.0, false, true, None));
             }
         }
+        if wants_ig {
+            let (alphas, weights) = quadrature(opts.rule, n);
+            for (a, w) in alphas.into_iter().zip(weights) {
+                match passes.iter_mut().find(|p| p.0 == a) {
+                    Some(p) => p.3 = Some(w),
+                    None => passes.push((a, false, false, Some(w))),
+                }
+            }
+        }
+        let units = plan_units(&docs, &targets, &passes, input_grad, opts.chunk_tokens);
+        run_units(
+            model,
+            &docs,
+            &mut targets,
+            &units,
+            input_grad,
+            opts.chunk_tokens,
+            d,
+        )?;
+        if !wants_ig {
+            break;
+        }
+        // Each target still refining now holds the n-step quadrature: keep it if it is
+        // complete enough (or the last level), else start the next level afresh.
+        let last = li + 1 == levels.len();
+        for t in targets.iter_mut().filter(|t| t.active) {
+            t.steps = n;
+            let done = last
+                || opts.ig_tolerance.is_some_and(|tol| {
+                    let err = t.completeness_error().abs();
+                    let delta = (t.target_prob as f64 - t.baseline_prob as f64).abs();
+                    err <= tol * delta || err <= COMPLETENESS_FLOOR
+                });
+            if done {
+                t.active = false;
+            } else {
+                t.ig_sum.iter_mut().for_each(|v| *v = 0.0);
+            }
+        }
+        if targets.iter().all(|t| !t.active) {
+            break;
+        }
     }
+    Ok(reduce(targets, opts, d))
+}
+
+/// The forward passes of `passes` (alpha, at input, baseline, IG weight) for every document's
+/// targets still `active`: one unit per run of consecutive active targets, split so that each
+/// fits a chunk of `chunk_tokens` rows (at least one target per unit).
+fn plan_units(
+    docs: &[(std::ops::Range<usize>, Vec<f32>)],
+    targets: &[TargetState],
+    passes: &[(f64, bool, bool, Option<f64>)],
+    input_grad: bool,
+    chunk_tokens: usize,
+) -> Vec<Unit> {
     let mut units = Vec::new();
     for (doc, (range, _)) in docs.iter().enumerate() {
-        for &(alpha, at_input, baseline, ig_weight) in &passes {
-            let mut unit = Unit {
+        for &(alpha, at_input, baseline, ig_weight) in passes {
+            let empty = |at: usize| Unit {
                 doc,
                 alpha,
-                targets: range.start..range.start,
+                targets: at..at,
                 at_input,
                 baseline,
                 ig_weight,
             };
-            // Split the document's targets so that each unit fits a chunk (at least one target).
+            let mut unit = empty(range.start);
             for t in range.clone() {
+                if !targets[t].active {
+                    if !unit.targets.is_empty() {
+                        units.push(unit);
+                    }
+                    unit = empty(t + 1);
+                    continue;
+                }
                 let mut grown = Unit {
                     targets: unit.targets.start..t + 1,
                     ..unit
                 };
-                if grown.targets.len() > 1 && grown.cost(&targets, input_grad) > opts.chunk_tokens {
+                if grown.targets.len() > 1 && grown.cost(targets, input_grad) > chunk_tokens {
                     units.push(unit);
                     grown.targets = t..t + 1;
                 }
@@ -410,29 +522,36 @@ pub fn saliency_of(
             }
         }
     }
+    units
+}
+
+/// Runs `units` in chunks of at most `chunk_tokens` rows (at least one unit per chunk).
+#[allow(clippy::too_many_arguments)]
+fn run_units(
+    model: &Model,
+    docs: &[(std::ops::Range<usize>, Vec<f32>)],
+    targets: &mut [TargetState],
+    units: &[Unit],
+    input_grad: bool,
+    chunk_tokens: usize,
+    d: usize,
+) -> Result<()> {
     let mut start = 0;
     while start < units.len() {
         let mut end = start;
         let mut cost = 0;
         while end < units.len() {
-            let c = units[end].cost(&targets, input_grad);
-            if end > start && cost + c > opts.chunk_tokens {
+            let c = units[end].cost(targets, input_grad);
+            if end > start && cost + c > chunk_tokens {
                 break;
             }
             cost += c;
             end += 1;
         }
-        run_chunk(
-            model,
-            &docs,
-            &mut targets,
-            &units[start..end],
-            input_grad,
-            d,
-        )?;
+        run_chunk(model, docs, targets, &units[start..end], input_grad, d)?;
         start = end;
     }
-    Ok(reduce(targets, opts, d))
+    Ok(())
 }
 
 /// One packed forward + backward over a chunk of units; accumulates into the targets.
@@ -549,6 +668,7 @@ fn reduce(targets: Vec<TargetState>, opts: &SaliencyOptions, d: usize) -> Salien
                     baseline_prob: t.baseline_prob,
                     attribution_sum: sum,
                     error: sum - (t.target_prob - t.baseline_prob),
+                    steps: t.steps as u32,
                 });
             }
             push_rows(&mut out.rows, t, m, &attr, d);

@@ -22,9 +22,14 @@ pub struct SaliencyArgs {
     /// gradient, grad_x_input, integrated_gradients (alias ig); comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "integrated_gradients")]
     method: Vec<String>,
-    /// Integrated-gradients steps.
+    /// Integrated-gradients steps; with --ig-tolerance, the most a target may use.
     #[arg(long, default_value_t = 50)]
     n_steps: usize,
+    /// Adaptive integrated gradients: refine each target's quadrature (4, 8, 16, ... steps, at
+    /// most --n-steps) until its completeness error is at most this fraction of |p(input) -
+    /// p(baseline)|; in (0, 1].
+    #[arg(long)]
+    ig_tolerance: Option<f64>,
     /// Integrated-gradients quadrature: gauss-legendre or trapezoid.
     #[arg(long, default_value = "gauss-legendre")]
     rule: String,
@@ -57,6 +62,11 @@ pub fn run(a: SaliencyArgs) -> Result<()> {
         "trapezoid" => Rule::Trapezoid,
         other => bail!("unknown --rule `{other}` (gauss-legendre, trapezoid)"),
     };
+    if let Some(t) = a.ig_tolerance
+        && !(t > 0.0 && t <= 1.0)
+    {
+        bail!("--ig-tolerance must be in (0, 1], got {t}");
+    }
     if a.generate == 0 {
         bail!("--generate must be at least 1: saliency explains generated tokens");
     }
@@ -74,6 +84,7 @@ pub fn run(a: SaliencyArgs) -> Result<()> {
         methods: methods.clone(),
         n_steps: a.n_steps,
         rule,
+        ig_tolerance: a.ig_tolerance,
         chunk_tokens: a.chunk_tokens,
     };
     // One-time model preparation (transposed weight copies), outside the timed stage like the
@@ -100,7 +111,8 @@ pub fn run(a: SaliencyArgs) -> Result<()> {
     if let Some(path) = a.json {
         let doc = serde_json::json!({
             "prompts": a.prompts, "sequences": sequences, "prompt_lens": prompt_lens,
-            "methods": methods, "n_steps": a.n_steps, "rule": rule, "seconds": elapsed,
+            "methods": methods, "n_steps": a.n_steps, "ig_tolerance": a.ig_tolerance,
+            "rule": rule, "seconds": elapsed,
             "prepare_seconds": prepare_seconds,
             "generated_tokens": n_targets, "threads": rayon::current_num_threads(),
             "rows": result.rows, "completeness": result.completeness,
@@ -135,12 +147,20 @@ fn print_saliency(
         );
         for method in &opts.methods {
             match method {
-                Method::IntegratedGradients => println!(
-                    "  [{}: {:?}, {} steps]",
-                    method.name(),
-                    opts.rule,
-                    opts.n_steps
-                ),
+                Method::IntegratedGradients => match opts.ig_tolerance {
+                    None => println!(
+                        "  [{}: {:?}, {} steps]",
+                        method.name(),
+                        opts.rule,
+                        opts.n_steps
+                    ),
+                    Some(t) => println!(
+                        "  [{}: {:?}, adaptive to {t} of the probability change, at most {} steps]",
+                        method.name(),
+                        opts.rule,
+                        opts.n_steps
+                    ),
+                },
                 _ => println!("  [{}]", method.name()),
             }
             for target in plen..seq.len() {
@@ -163,8 +183,8 @@ fn print_saliency(
                         .find(|c| c.doc == doc && c.target_position == target)
                 {
                     line.push_str(&format!(
-                        "   (p={:.3}, completeness error {:+.1e})",
-                        c.target_prob, c.error
+                        "   (p={:.3}, completeness error {:+.1e}, {} steps)",
+                        c.target_prob, c.error, c.steps
                     ));
                 }
                 println!("{line}");

@@ -541,6 +541,9 @@ table! {
         attribution_sum: Float32,
         /// attribution_sum - (target_prob - baseline_prob); near 0 when n_steps suffices.
         error: Float32,
+        /// Quadrature steps of the attributions (`n_steps`; adaptive IG, `ig_tolerance`: the
+        /// level where the target stopped, 4, 8, 16, ... or `n_steps`).
+        steps: Int32,
     }
 }
 

@@ -284,6 +284,7 @@ fn saliency_tables_with_nullable_signed() {
             baseline_prob: 1e-5,
             attribution_sum: 0.7,
             error: 0.7 - (0.77 - 1e-5),
+            steps: 16,
         }],
         &to,
         &wo,
@@ -552,6 +553,7 @@ fn parts_are_renamed_when_complete() {
         baseline_prob: 0.0,
         attribution_sum: 0.5,
         error: 0.0,
+        steps: 50,
     });
     let batch = b.finish();
 

@@ -2,7 +2,9 @@
 //! checkpoints, goldens by scripts/make_saliency_goldens.py.
 
 use candle_core::{D, IndexOp, Tensor};
-use tokenlens::analysis::saliency::{Method, Rule, SaliencyOptions, quadrature, saliency};
+use tokenlens::analysis::saliency::{
+    COMPLETENESS_FLOOR, Method, Rule, SaliencyOptions, ig_levels, quadrature, saliency,
+};
 use tokenlens::model::Model;
 
 use crate::common::{Golden, data_dir};
@@ -55,6 +57,7 @@ fn check(name: &str, rules: &[Rule]) {
             ],
             n_steps: 50,
             rule,
+            ig_tolerance: None,
             chunk_tokens: 64, // several chunks: exercises chunking and padding
         };
         let out = saliency(&model, &sequences, &prompt_lens, &opts).unwrap();
@@ -183,6 +186,7 @@ fn ig_completeness_improves_with_steps() {
             methods: vec![Method::IntegratedGradients],
             n_steps,
             rule,
+            ig_tolerance: None,
             chunk_tokens: 4096,
         };
         let out = saliency(&model, &seq, &plens, &opts).unwrap();
@@ -225,6 +229,7 @@ fn chunking_does_not_change_results() {
             ],
             n_steps: 7,
             rule,
+            ig_tolerance: None,
             chunk_tokens,
         };
         saliency(&model, &seq, &plens, &opts).unwrap()
@@ -256,4 +261,84 @@ fn chunking_does_not_change_results() {
             assert!(a.target_prob.is_finite() && a.baseline_prob.is_finite());
         }
     }
+}
+
+/// Adaptive integrated gradients: each target stops at the first level (4, 8, 16, ... steps, then
+/// n_steps) whose completeness error is within the tolerance, and its attributions are exactly
+/// those of a fixed run with that many steps; targets that never get there take n_steps.
+#[test]
+fn adaptive_ig_stops_each_target_at_the_first_level_within_tolerance() {
+    assert_eq!(ig_levels(50), [4, 8, 16, 32, 50]);
+    assert_eq!(ig_levels(64), [4, 8, 16, 32, 64]);
+    assert_eq!(ig_levels(3), [3]);
+    let model = Model::load(&data_dir().join("tiny-gpt2"), None).unwrap();
+    let seq = Golden::load("saliency-tiny-gpt2").ids("sequences");
+    let plens: Vec<usize> = seq.iter().map(|s| s.len() - 4).collect();
+    let run = |n_steps, ig_tolerance| {
+        let opts = SaliencyOptions {
+            methods: vec![Method::IntegratedGradients, Method::GradXInput],
+            n_steps,
+            rule: Rule::GaussLegendre,
+            ig_tolerance,
+            chunk_tokens: 64,
+        };
+        saliency(&model, &seq, &plens, &opts).unwrap()
+    };
+    let tol = 1e-3;
+    let adaptive = run(32, Some(tol));
+    let fixed: Vec<_> = ig_levels(32)
+        .into_iter()
+        .map(|n| (n, run(n, None)))
+        .collect();
+    let mut used = std::collections::BTreeSet::new();
+    for c in &adaptive.completeness {
+        let n = c.steps as usize;
+        used.insert(n);
+        let within = |e: f32, c: &tokenlens::analysis::saliency::Completeness| {
+            (e.abs() as f64) <= tol * ((c.target_prob - c.baseline_prob).abs() as f64)
+                || (e.abs() as f64) <= COMPLETENESS_FLOOR
+        };
+        // Each earlier level was not good enough (so it went on), this one is (or is the last).
+        for (m, f) in &fixed {
+            let fc = f
+                .completeness
+                .iter()
+                .find(|x| x.doc == c.doc && x.target_position == c.target_position)
+                .unwrap();
+            if *m < n {
+                assert!(
+                    !within(fc.error, fc),
+                    "stopped late at {n}: {m} steps gave {fc:?}"
+                );
+            }
+            if *m == n {
+                assert!(n == 32 || within(fc.error, fc), "{c:?}");
+                assert!(
+                    (fc.error - c.error).abs() <= 1e-6 * (1.0 + c.error.abs()),
+                    "{fc:?} vs {c:?}"
+                );
+                for r in adaptive
+                    .rows
+                    .iter()
+                    .filter(|r| r.doc == c.doc && r.target_position == c.target_position)
+                {
+                    let w = f
+                        .rows
+                        .iter()
+                        .find(|x| {
+                            (x.doc, x.method, x.target_position, x.source_position)
+                                == (r.doc, r.method, r.target_position, r.source_position)
+                        })
+                        .unwrap();
+                    assert!(
+                        (w.raw - r.raw).abs() <= 1e-5 * (1.0 + w.raw.abs()),
+                        "{w:?} vs {r:?}"
+                    );
+                }
+            }
+        }
+    }
+    // Not everything took the same number of steps on this model (the test would otherwise not
+    // show the adaptive bookkeeping).
+    assert!(used.len() >= 2, "steps used: {used:?}");
 }

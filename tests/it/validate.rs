@@ -200,7 +200,7 @@ fn bad_option_values_are_all_listed() {
             .replace("top_k: 3", "top_k: 0")
             .replace(
                 "output:",
-                "  saliency: {methods: [ig, ig], n_steps: 0}\n  nmf: {tolerance: -1}\nbatching: {batch_size: 0}\noutput:",
+                "  saliency: {methods: [ig, ig], n_steps: 0, ig_tolerance: 1.5}\n  nmf: {tolerance: -1}\nbatching: {batch_size: 0}\noutput:",
             ),
     );
     fails(
@@ -210,6 +210,7 @@ fn bad_option_values_are_all_listed() {
          DIR/spec.yaml: analyses.predictions.top_k: must be at least 1\n\
          DIR/spec.yaml: analyses.saliency.methods: lists a method twice\n\
          DIR/spec.yaml: analyses.saliency.n_steps: must be at least 1, got 0\n\
+         DIR/spec.yaml: analyses.saliency.ig_tolerance: must be in (0, 1], got 1.5\n\
          DIR/spec.yaml: analyses.nmf.tolerance: must be > 0, got -1",
     );
 }

@@ -54,7 +54,7 @@ export async function saliencyView(ctx, rerender) {
   }
   if (state.method === 'integrated_gradients' && run.has('saliency_completeness')) {
     const c = (await run.doc('saliency_completeness', undefined, id)).find(r => r.target_position === target)
-    if (c) parts.push(h('p', { class: 'note', id: 'completeness' }, `Target probability ${c.target_prob.toFixed(4)}, baseline ${c.baseline_prob.toFixed(4)}; attributions sum to ${c.attribution_sum.toFixed(4)} (completeness error ${c.error.toExponential(1)}).`))
+    if (c) parts.push(h('p', { class: 'note', id: 'completeness' }, `Target probability ${c.target_prob.toFixed(4)}, baseline ${c.baseline_prob.toFixed(4)}; attributions sum to ${c.attribution_sum.toFixed(4)} (completeness error ${c.error.toExponential(1)}${c.steps != null ? `, ${c.steps} steps` : ''}).`))
   }
   return h('div', { id: 'saliency' }, parts)
 }

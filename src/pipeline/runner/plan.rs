@@ -69,6 +69,7 @@ pub(super) fn plan(spec: &PipelineSpec, model: &Model, watch: Vec<(String, u32)>
                 IgRule::GaussLegendre => Rule::GaussLegendre,
                 IgRule::Trapezoid => Rule::Trapezoid,
             },
+            ig_tolerance: s.ig_tolerance,
             chunk_tokens: s.chunk_tokens,
         }),
         activations: match &a.activations {

@@ -197,6 +197,7 @@ impl Writers {
                     baseline_prob: c.baseline_prob,
                     attribution_sum: c.attribution_sum,
                     error: c.error,
+                    steps: c.steps as i32,
                 })?;
             }
         }

@@ -308,8 +308,12 @@ pub struct SaliencySpec {
     /// `gradient`, `grad_x_input`, `integrated_gradients` (alias `ig`). Default:
     /// `[integrated_gradients]`.
     pub methods: Vec<SaliencyMethod>,
-    /// Integrated-gradients steps. Default: 50.
+    /// Integrated-gradients steps; with `ig_tolerance`, the most a target may use. Default: 50.
     pub n_steps: usize,
+    /// Adaptive integrated gradients: refine each target's quadrature (4, 8, 16, ... steps, at
+    /// most `n_steps`) until its completeness error is at most this fraction of |p(input) -
+    /// p(baseline)|; in (0, 1]. Default: none (every target takes `n_steps`).
+    pub ig_tolerance: Option<f64>,
     /// Integrated-gradients quadrature: `gauss_legendre` (default) or `trapezoid`.
     pub rule: IgRule,
     /// Padded tokens per forward/backward chunk (bounds memory, ~3 MB per token). Default: 512.
@@ -321,6 +325,7 @@ impl Default for SaliencySpec {
         SaliencySpec {
             methods: vec![SaliencyMethod::IntegratedGradients],
             n_steps: 50,
+            ig_tolerance: None,
             rule: IgRule::GaussLegendre,
             chunk_tokens: 512,
         }

@@ -275,6 +275,13 @@ impl PipelineSpec {
                 "analyses.saliency.n_steps",
                 || "the trapezoid rule needs at least 2 steps".into(),
             );
+            if let Some(t) = s.ig_tolerance {
+                p.check(
+                    t > 0.0 && t <= 1.0,
+                    "analyses.saliency.ig_tolerance",
+                    || format!("must be in (0, 1], got {t}"),
+                );
+            }
             p.check(
                 s.chunk_tokens >= 1,
                 "analyses.saliency.chunk_tokens",
