@@ -313,8 +313,21 @@ fn watch_tokens_must_be_single_tokens() {
         Ok(if t == " Paris" { vec![7] } else { vec![7, 9] })
     };
     assert_eq!(
-        s.validate_watch_tokens(encode).unwrap_err().to_string(),
+        s.validate_watch_tokens(encode, 100)
+            .unwrap_err()
+            .to_string(),
         "pipelines/x.yaml: analyses.watch.tokens: \" Parisian\" is 2 tokens [7, 9], not one"
+    );
+    // One token, but past the model's rows.
+    let s = parse(&format!(
+        "{MINIMAL}analyses:\n  watch: {{tokens: [' Paris']}}\n"
+    ))
+    .unwrap();
+    assert!(s.validate_watch_tokens(encode, 8).is_ok());
+    assert_eq!(
+        s.validate_watch_tokens(encode, 7).unwrap_err().to_string(),
+        "pipelines/x.yaml: analyses.watch.tokens: \" Paris\" is token id 7, outside the model's \
+         vocabulary of 7 ids (0..=6)"
     );
 }
 

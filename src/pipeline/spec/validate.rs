@@ -416,17 +416,28 @@ impl PipelineSpec {
         p.into_result(&self.source)
     }
 
-    /// Checks the watched tokens against the model's tokenizer: each must be exactly one token.
-    /// `encode` tokenizes without special tokens.
+    /// Checks the watched tokens against the model's tokenizer and vocabulary: each must be
+    /// exactly one token, whose id is below `vocab` (the model's embedding and logit rows; a
+    /// tokenizer may know more ids than the model has). `encode` tokenizes without special tokens.
     pub fn validate_watch_tokens<E: fmt::Display>(
         &self,
         encode: impl Fn(&str) -> Result<Vec<u32>, E>,
+        vocab: usize,
     ) -> Result<(), SpecError> {
         let mut p = Problems::default();
         if let Some(w) = &self.analyses.watch {
             for t in &w.tokens {
                 match encode(t) {
-                    Ok(ids) if ids.len() == 1 => {}
+                    Ok(ids) if ids.len() == 1 && (ids[0] as usize) < vocab => {}
+                    Ok(ids) if ids.len() == 1 => p.add(
+                        "analyses.watch.tokens",
+                        format!(
+                            "{t:?} is token id {}, outside the model's vocabulary of {vocab} ids \
+                             (0..={})",
+                            ids[0],
+                            vocab.saturating_sub(1)
+                        ),
+                    ),
                     Ok(ids) => p.add(
                         "analyses.watch.tokens",
                         format!("{t:?} is {} tokens {ids:?}, not one", ids.len()),
