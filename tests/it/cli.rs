@@ -504,7 +504,7 @@ fn saliency_bad_options() {
     );
     BIN.fails_mentioning(
         &["saliency", "--model", &m, "--n-steps", "0", "x"],
-        &["n_steps >= 1"],
+        &["--n-steps must be in 1..=1000, got 0"],
     );
 }
 

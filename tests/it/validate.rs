@@ -206,11 +206,11 @@ fn bad_option_values_are_all_listed() {
     fails(
         &spec,
         "DIR/spec.yaml: generation.top_p: must be in (0, 1], got 0\n\
-         DIR/spec.yaml: batching.batch_size: must be at least 1\n\
-         DIR/spec.yaml: analyses.predictions.top_k: must be at least 1\n\
+         DIR/spec.yaml: batching.batch_size: must be in 1..=1024, got 0\n\
+         DIR/spec.yaml: analyses.predictions.top_k: must be in 1..=1000, got 0\n\
          DIR/spec.yaml: analyses.saliency.methods: lists a method twice\n\
-         DIR/spec.yaml: analyses.saliency.n_steps: must be at least 1, got 0\n\
-         DIR/spec.yaml: analyses.nmf.tolerance: must be > 0, got -1",
+         DIR/spec.yaml: analyses.saliency.n_steps: must be in 1..=1000, got 0\n\
+         DIR/spec.yaml: analyses.nmf.tolerance: must be in (0, 1], got -1",
     );
 }
 

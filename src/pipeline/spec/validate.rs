@@ -81,6 +81,31 @@ impl Problems {
     }
 }
 
+/// The range of every numeric option (docs/pipelines.md, "Ranges"): inclusive bounds. The tops
+/// keep a run finite and its memory bounded (integrated gradients' Gauss-Legendre nodes cost
+/// O(n_steps^2), every step a forward and backward pass).
+pub mod ranges {
+    pub const TEMPERATURE: (f64, f64) = (0.0, 100.0);
+    pub const BATCH_SIZE: (usize, usize) = (1, 1024);
+    pub const BUCKET_WINDOW: (usize, usize) = (1, 1_000_000);
+    pub const TOP_K: (usize, usize) = (1, 1000);
+    pub const IG_STEPS: (usize, usize) = (1, crate::analysis::saliency::MAX_IG_STEPS);
+    pub const CHUNK_TOKENS: (usize, usize) = (1, 65_536);
+    pub const NMF_COMPONENTS: (usize, usize) = (1, 1000);
+    pub const NMF_MAX_ITER: (usize, usize) = (1, 100_000);
+    /// Exclusive below: (0, 1].
+    pub const NMF_TOLERANCE_MAX: f64 = 1.0;
+    pub const NMF_TOP_CONTEXTS: (usize, usize) = (0, 1000);
+    pub const NMF_CONTEXT_TOKENS: (usize, usize) = (0, 1000);
+}
+
+/// `must be in LO..=HI, got V` unless `v` is in the range.
+fn in_range(p: &mut Problems, key: &str, v: usize, (lo, hi): (usize, usize)) {
+    p.check((lo..=hi).contains(&v), key, || {
+        format!("must be in {lo}..={hi}, got {v}")
+    });
+}
+
 fn no_duplicates<T: PartialEq>(v: &[T]) -> bool {
     v.iter().enumerate().all(|(i, x)| !v[..i].contains(x))
 }
@@ -209,10 +234,11 @@ impl PipelineSpec {
     fn check_generation(&self, p: &mut Problems) {
         let g = &self.generation;
         let greedy = g.temperature == 0.0;
+        let (lo, hi) = ranges::TEMPERATURE;
         p.check(
-            g.temperature.is_finite() && g.temperature >= 0.0,
+            g.temperature.is_finite() && (lo..=hi).contains(&g.temperature),
             "generation.temperature",
-            || format!("must be >= 0 (0 = greedy), got {}", g.temperature),
+            || format!("must be in {lo}..={hi} (0 = greedy), got {}", g.temperature),
         );
         if let Some(k) = g.top_k {
             p.check(k >= 1, "generation.top_k", || "must be at least 1".into());
@@ -232,12 +258,16 @@ impl PipelineSpec {
 
     fn check_batching(&self, p: &mut Problems) {
         let b = &self.batching;
-        p.check(b.batch_size >= 1, "batching.batch_size", || {
-            "must be at least 1".into()
-        });
+        in_range(p, "batching.batch_size", b.batch_size, ranges::BATCH_SIZE);
         p.check(b.max_tokens != Some(0), "batching.max_tokens", || {
             "must be at least 1 (omit it for no limit)".into()
         });
+        in_range(
+            p,
+            "batching.bucket_window",
+            b.bucket_window,
+            ranges::BUCKET_WINDOW,
+        );
         p.check(
             !b.bucket_by_length || b.bucket_window >= b.batch_size,
             "batching.bucket_window",
@@ -254,9 +284,7 @@ impl PipelineSpec {
         let a = &self.analyses;
         let generates = self.generation.max_new_tokens >= 1;
         if let Some(pr) = &a.predictions {
-            p.check(pr.top_k >= 1, "analyses.predictions.top_k", || {
-                "must be at least 1".into()
-            });
+            in_range(p, "analyses.predictions.top_k", pr.top_k, ranges::TOP_K);
         }
         if let Some(s) = &a.saliency {
             p.check(!s.methods.is_empty(), "analyses.saliency.methods", || {
@@ -267,24 +295,21 @@ impl PipelineSpec {
                 "analyses.saliency.methods",
                 || "lists a method twice".into(),
             );
-            p.check(s.n_steps >= 1, "analyses.saliency.n_steps", || {
-                format!("must be at least 1, got {}", s.n_steps)
-            });
+            in_range(p, "analyses.saliency.n_steps", s.n_steps, ranges::IG_STEPS);
             p.check(
                 s.rule != IgRule::Trapezoid || s.n_steps >= 2,
                 "analyses.saliency.n_steps",
                 || "the trapezoid rule needs at least 2 steps".into(),
             );
-            p.check(
-                s.chunk_tokens >= 1,
+            in_range(
+                p,
                 "analyses.saliency.chunk_tokens",
-                || "must be at least 1".into(),
+                s.chunk_tokens,
+                ranges::CHUNK_TOKENS,
             );
         }
         if let Some(l) = &a.lens {
-            p.check(l.top_k >= 1, "analyses.lens.top_k", || {
-                "must be at least 1".into()
-            });
+            in_range(p, "analyses.lens.top_k", l.top_k, ranges::TOP_K);
         }
         if let Some(w) = &a.watch {
             p.check(!w.tokens.is_empty(), "analyses.watch.tokens", || {
@@ -321,18 +346,32 @@ impl PipelineSpec {
             selection(p, "analyses.attention.heads", &at.heads);
         }
         if let Some(n) = &a.nmf {
-            p.check(n.n_components >= 1, "analyses.nmf.n_components", || {
-                "must be at least 1".into()
-            });
+            in_range(
+                p,
+                "analyses.nmf.n_components",
+                n.n_components,
+                ranges::NMF_COMPONENTS,
+            );
             selection(p, "analyses.nmf.layers", &n.layers);
             positions(p, "analyses.nmf.positions", n.positions);
-            p.check(n.max_iter >= 1, "analyses.nmf.max_iter", || {
-                "must be at least 1".into()
-            });
+            in_range(p, "analyses.nmf.max_iter", n.max_iter, ranges::NMF_MAX_ITER);
+            let top = ranges::NMF_TOLERANCE_MAX;
             p.check(
-                n.tolerance.is_finite() && n.tolerance > 0.0,
+                n.tolerance.is_finite() && n.tolerance > 0.0 && n.tolerance <= top,
                 "analyses.nmf.tolerance",
-                || format!("must be > 0, got {}", n.tolerance),
+                || format!("must be in (0, {top}], got {}", n.tolerance),
+            );
+            in_range(
+                p,
+                "analyses.nmf.top_contexts",
+                n.top_contexts,
+                ranges::NMF_TOP_CONTEXTS,
+            );
+            in_range(
+                p,
+                "analyses.nmf.context_tokens",
+                n.context_tokens,
+                ranges::NMF_CONTEXT_TOKENS,
             );
         }
     }
