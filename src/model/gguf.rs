@@ -31,11 +31,23 @@ const ROPE_SHORT: &str = "rope_factors_short.weight";
 /// architecture takes it (`Weights::lazy`), so loading never holds the whole file as f32.
 pub fn load(path: &Path) -> Result<GgufCheckpoint> {
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    if len == 0 {
+        return Err(Error::model(
+            path,
+            "the file is empty (0 bytes), not a GGUF model",
+        ));
+    }
     let mut reader = BufReader::new(file);
     let content = Content::read(&mut reader).map_err(|e| {
         // candle refuses a tensor type it cannot dequantize here, without naming the tensor.
-        let msg = super::gguf_types::unsupported_tensor_type(path)
-            .unwrap_or_else(|| format!("not a readable GGUF file: {e}"));
+        let msg = super::gguf_types::unsupported_tensor_type(path).unwrap_or_else(|| {
+            if e.to_string().contains("failed to fill whole buffer") {
+                format!("the file ends after {len} bytes, inside its GGUF header (truncated?)")
+            } else {
+                format!("not a readable GGUF file: {e}")
+            }
+        });
         Error::model(path, msg)
     })?;
     check_tensor_shapes(path, &content, &mut reader)?;

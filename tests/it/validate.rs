@@ -107,8 +107,8 @@ fn malformed_yaml() {
     );
     fails(
         &spec,
-        "DIR/spec.yaml:5:1: found unexpected end of stream at line 5 column 1, while scanning a \
-         quoted scalar at line 3 column 9",
+        "DIR/spec.yaml:5:1: found unexpected end of stream, while scanning a quoted scalar at \
+         line 3 column 9",
     );
     let spec = tiny_spec("validate-indent", DATA, "model: MODEL\n  dataset: x\n");
     fails(

@@ -128,8 +128,8 @@ fn malformed_yaml_and_empty_file() {
     let e = err("model: default\ndataset:\n  path: \"p.jsonl\noutput: {dir: o}\n");
     assert_eq!(
         e,
-        "pipelines/x.yaml:5:1: found unexpected end of stream at line 5 column 1, while \
-         scanning a quoted scalar at line 3 column 9"
+        "pipelines/x.yaml:5:1: found unexpected end of stream, while scanning a quoted scalar at \
+         line 3 column 9"
     );
     let e = err("model: default\n  dataset: x\n");
     assert_eq!(

@@ -135,11 +135,21 @@ impl PipelineSpec {
         let mut spec: PipelineSpec = serde_norway::from_str(text).map_err(|e| {
             let location = e.location().map(|l| (l.line(), l.column()));
             let mut msg = e.to_string();
-            // The library appends " at line L column C"; we put the location in front instead.
-            if let Some((line, col)) = location
-                && let Some(m) = msg.strip_suffix(&format!(" at line {line} column {col}"))
-            {
-                msg = m.to_string();
+            // The library writes " at line L column C" (at the end or mid-sentence); we put the
+            // location in front instead.
+            if let Some((line, col)) = location {
+                msg = msg.replace(&format!(" at line {line} column {col}"), "");
+                // A tab where YAML expects indentation or a token: say so (the library says
+                // "found character that cannot start any token").
+                let at = text
+                    .lines()
+                    .nth(line.saturating_sub(1))
+                    .and_then(|l| l.chars().nth(col.saturating_sub(1)));
+                if at == Some('\t') {
+                    msg = "a tab character; YAML indents with spaces only (replace the tab with \
+                           spaces)"
+                        .into();
+                }
             }
             SpecError::Parse {
                 path: path.to_path_buf(),
