@@ -449,4 +449,25 @@ fn malformed_gguf_tensor_shapes_are_errors() {
             &[file, expected],
         );
     }
+    // An element count that is not a whole number of its type's blocks: the F32 tensor's type
+    // id (after its dimensions) rewritten to Q4_K (id 12, blocks of 256), 3 x 64 elements.
+    let mut bytes = with_tensor_dims(&good, q, &[64, 3]);
+    let mut key = (q.len() as u64).to_le_bytes().to_vec();
+    key.extend(q.as_bytes());
+    let at = bytes
+        .windows(key.len())
+        .position(|w| w == key.as_slice())
+        .unwrap()
+        + key.len();
+    bytes[at + 4 + 16..at + 4 + 20].copy_from_slice(&12u32.to_le_bytes());
+    let path = dir.join("blocks.gguf");
+    std::fs::write(&path, bytes).unwrap();
+    bin.fails_mentioning(
+        &["predict", "--model", path.to_str().unwrap(), "x"],
+        &[
+            "blocks.gguf",
+            "tensor `blk.0.attn_q.weight`: shape [3, 64] has 192 elements, not a whole number \
+             of Q4K blocks of 256",
+        ],
+    );
 }
