@@ -437,6 +437,29 @@ fn bad_prompts_and_options() {
         &["generate", "--model", &m, "--top-p", "1.5", "x"],
         &["--top-p must be in (0, 1]"],
     );
+    // Numeric options out of their range (docs/pipelines.md, "Ranges"): NaN and 0 used to be
+    // taken silently.
+    BIN.fails_with(
+        &["generate", "--model", &m, "--temperature", "NaN", "x"],
+        "--temperature must be in 0..=100 (0 = greedy), got NaN",
+    );
+    BIN.fails_with(
+        &[
+            "generate",
+            "--model",
+            &m,
+            "--temperature",
+            "0.7",
+            "--top-k",
+            "0",
+            "x",
+        ],
+        "--top-k must be at least 1",
+    );
+    BIN.fails_with(
+        &["predict", "--model", &m, "--top-k", "0", "x"],
+        "--top-k must be in 1..=1000, got 0",
+    );
     // clap's own usage errors exit with 2.
     let o = BIN.output(&["predict", "--model", &m]);
     assert_eq!(o.status.code(), Some(2));
