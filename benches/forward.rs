@@ -3,7 +3,8 @@
 //! Shape from the issue: 8 prompts x 64 tokens. scripts/bench_forward.sh runs this next to the
 //! same work in transformers and prints the ratio.
 //!
-//! Needs the model (scripts/fetch-model.sh); skips with a note otherwise.
+//! Needs the model (scripts/fetch-model.sh): fails without it, unless
+//! `TOKENLENS_SKIP_REAL_MODELS=1` is set (then it skips, saying so), as the tests on real models.
 
 use std::path::PathBuf;
 
@@ -24,15 +25,27 @@ fn bench_ids() -> Vec<Vec<u32>> {
         .collect()
 }
 
+/// The default model, or `None` (with a note) when it is missing and
+/// `TOKENLENS_SKIP_REAL_MODELS=1`; a failure naming the fetch command otherwise.
 fn model_path() -> Option<PathBuf> {
     let p = tokenlens::model::default_model_path();
-    p.exists().then_some(p)
+    if p.exists() {
+        return Some(p);
+    }
+    let missing = format!(
+        "default model missing at {}: run `scripts/fetch-model.sh`",
+        p.display()
+    );
+    if std::env::var("TOKENLENS_SKIP_REAL_MODELS").is_ok_and(|v| v == "1") {
+        eprintln!("forward bench skipped: TOKENLENS_SKIP_REAL_MODELS=1 and the {missing}");
+        return None;
+    }
+    panic!("{missing}; TOKENLENS_SKIP_REAL_MODELS=1 skips this bench");
 }
 
 fn forward(c: &mut Criterion) {
     tokenlens::tune_allocator();
     let Some(path) = model_path() else {
-        eprintln!("forward bench: default model not fetched (scripts/fetch-model.sh); skipping");
         return;
     };
     let model = Model::load(&path, None).expect("load model");

@@ -8,6 +8,8 @@
 # what CI runs (.ci/run).
 # shellcheck source=scripts/lib.sh
 source "$(dirname "$0")/lib.sh"
+# Every real-model test runs here: none may skip (tests/it/real_models.rs).
+unset TOKENLENS_SKIP_REAL_MODELS
 fetch_model >/dev/null
 scripts/fetch-model.sh minilm >/dev/null
 scripts/fetch-model.sh gemma3 >/dev/null

@@ -59,6 +59,10 @@ pub enum Rule {
     Trapezoid,
 }
 
+/// The most integrated-gradients steps accepted: computing the Gauss-Legendre nodes costs
+/// O(n^2) and every step is a forward and backward pass, so a larger count would not answer.
+pub const MAX_IG_STEPS: usize = 1000;
+
 #[derive(Debug, Clone)]
 pub struct SaliencyOptions {
     pub methods: Vec<Method>,
@@ -361,10 +365,11 @@ pub fn saliency_of(
         return Ok(Saliency::default());
     }
     let wants_ig = opts.methods.contains(&Method::IntegratedGradients);
-    if wants_ig && opts.n_steps == 0 {
-        return Err(Error::Input(
-            "integrated gradients needs n_steps >= 1".into(),
-        ));
+    if wants_ig && !(1..=MAX_IG_STEPS).contains(&opts.n_steps) {
+        return Err(Error::Input(format!(
+            "integrated gradients needs n_steps in 1..={MAX_IG_STEPS}, got {}",
+            opts.n_steps
+        )));
     }
     let input_grad = opts
         .methods

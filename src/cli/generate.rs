@@ -36,8 +36,15 @@ pub fn run(a: GenerateArgs) -> Result<()> {
     {
         bail!("--top-p must be in (0, 1], got {p}");
     }
-    if a.temperature < 0.0 {
-        bail!("--temperature must be >= 0, got {}", a.temperature);
+    let (lo, hi) = tokenlens::pipeline::spec::ranges::TEMPERATURE;
+    if !(a.temperature.is_finite() && (lo..=hi).contains(&a.temperature)) {
+        bail!(
+            "--temperature must be in {lo}..={hi} (0 = greedy), got {}",
+            a.temperature
+        );
+    }
+    if a.top_k == Some(0) {
+        bail!("--top-k must be at least 1");
     }
     let model = a.model.load()?;
     let seqs = encode_all(&model, &a.prompts)?;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Result, bail};
 use clap::Args;
 use tokenlens::pipeline::nmf_stage::{NmfStageOptions, parse_layers, run_stage_with};
-use tokenlens::pipeline::spec::{NegativeHandling, NmfSpec, Positions};
+use tokenlens::pipeline::spec::{NegativeHandling, NmfSpec, Positions, ranges};
 use tokenlens::store::manifest::{Manifest, Shard, ShardStatus};
 
 #[derive(Args)]
@@ -121,18 +121,28 @@ pub fn run(a: NmfArgs) -> Result<()> {
             a.memory_budget
         );
     };
-    if a.components == 0 {
-        bail!("--components must be at least 1");
-    }
+    let within = |flag: &str, v: usize, (lo, hi): (usize, usize)| -> Result<()> {
+        if !(lo..=hi).contains(&v) {
+            bail!("{flag} must be in {lo}..={hi}, got {v}");
+        }
+        Ok(())
+    };
+    within("--components", a.components, ranges::NMF_COMPONENTS)?;
+    within("--max-iter", a.max_iter, ranges::NMF_MAX_ITER)?;
+    within("--top-contexts", a.top_contexts, ranges::NMF_TOP_CONTEXTS)?;
+    within(
+        "--context-tokens",
+        a.context_tokens,
+        ranges::NMF_CONTEXT_TOKENS,
+    )?;
     check_shards_done(&a.run_dir)?;
-    if a.sweeps == 0 {
-        bail!("--sweeps must be at least 1");
-    }
-    if a.max_iter == 0 {
-        bail!("--max-iter must be at least 1");
-    }
-    if !(a.tol.is_finite() && a.tol >= 0.0) {
-        bail!("--tol must be >= 0, got {}", a.tol);
+    within("--sweeps", a.sweeps, (1, 100))?;
+    if !(a.tol.is_finite() && a.tol >= 0.0 && a.tol <= ranges::NMF_TOLERANCE_MAX) {
+        bail!(
+            "--tol must be in 0..={}, got {}",
+            ranges::NMF_TOLERANCE_MAX,
+            a.tol
+        );
     }
     let spec = NmfSpec {
         n_components: a.components,

@@ -1,6 +1,6 @@
 //! `tokenlens predict`: the top-k next-token predictions for each prompt.
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use candle_core::D;
 use clap::Args;
 use tokenlens::model::{Capture, Logits};
@@ -20,6 +20,10 @@ pub struct PredictArgs {
 }
 
 pub fn run(a: PredictArgs) -> Result<()> {
+    let (lo, hi) = tokenlens::pipeline::spec::ranges::TOP_K;
+    if !(lo..=hi).contains(&a.top_k) {
+        bail!("--top-k must be in {lo}..={hi}, got {}", a.top_k);
+    }
     let model = a.model.load()?;
     let seqs = encode_all(&model, &a.prompts)?;
     let batch = model.batch(&seqs)?;

@@ -36,6 +36,7 @@ pub struct RunArgs {
 fn shard(a: &RunArgs) -> Result<Shard> {
     Ok(match (&a.shard, a.shards) {
         (Some(s), _) => Shard::parse(s)?,
+        (None, Some(0)) => bail!("--shards must be at least 1, got 0"),
         (None, Some(n)) => {
             let var = ["JOB_COMPLETION_INDEX", "SLURM_ARRAY_TASK_ID"]
                 .into_iter()

@@ -9,6 +9,7 @@ use clap::Args;
 use tokenlens::analysis::saliency::{Method, Rule, Saliency, SaliencyOptions, saliency};
 use tokenlens::model::Model;
 use tokenlens::model::generate::{Decoding, GenerateOptions};
+use tokenlens::pipeline::spec::ranges;
 
 use super::model_args::{ModelArgs, encode_all};
 
@@ -69,6 +70,17 @@ pub fn run(a: SaliencyArgs) -> Result<()> {
     }
     if a.generate == 0 {
         bail!("--generate must be at least 1: saliency explains generated tokens");
+    }
+    let (lo, hi) = ranges::IG_STEPS;
+    if !(lo..=hi).contains(&a.n_steps) {
+        bail!("--n-steps must be in {lo}..={hi}, got {}", a.n_steps);
+    }
+    let (lo, hi) = ranges::CHUNK_TOKENS;
+    if !(lo..=hi).contains(&a.chunk_tokens) {
+        bail!(
+            "--chunk-tokens must be in {lo}..={hi}, got {}",
+            a.chunk_tokens
+        );
     }
     let model = a.model.load()?;
     let seqs = encode_all(&model, &a.prompts)?;

@@ -31,7 +31,7 @@ pub fn run(a: ValidateArgs) -> Result<()> {
             .with_context(|| format!("loading model {}", path.display()))?;
         spec.validate_against(ModelDims::from(&model))?;
         // Tokens the tokenizer adds to any text (e.g. a BOS) are not part of a watched token.
-        spec.validate_watch_tokens(|t| model.tokenizer.encode_plain(t))?;
+        spec.validate_watch_tokens(|t| model.tokenizer.encode_plain(t), model.config.vocab_size)?;
         let c = &model.config;
         format!(
             "model {} ({} layers, {} heads, context {})",

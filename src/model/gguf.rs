@@ -31,13 +31,26 @@ const ROPE_SHORT: &str = "rope_factors_short.weight";
 /// architecture takes it (`Weights::lazy`), so loading never holds the whole file as f32.
 pub fn load(path: &Path) -> Result<GgufCheckpoint> {
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    if len == 0 {
+        return Err(Error::model(
+            path,
+            "the file is empty (0 bytes), not a GGUF model",
+        ));
+    }
     let mut reader = BufReader::new(file);
     let content = Content::read(&mut reader).map_err(|e| {
         // candle refuses a tensor type it cannot dequantize here, without naming the tensor.
-        let msg = super::gguf_types::unsupported_tensor_type(path)
-            .unwrap_or_else(|| format!("not a readable GGUF file: {e}"));
+        let msg = super::gguf_types::unsupported_tensor_type(path).unwrap_or_else(|| {
+            if e.to_string().contains("failed to fill whole buffer") {
+                format!("the file ends after {len} bytes, inside its GGUF header (truncated?)")
+            } else {
+                format!("not a readable GGUF file: {e}")
+            }
+        });
         Error::model(path, msg)
     })?;
+    check_tensor_shapes(path, &content, &mut reader)?;
     let mut config = config_from_metadata(path, &content.metadata)?;
     // Llama 3.x GGUFs carry their `llama3` RoPE scaling as per-frequency divisors.
     if content.tensor_infos.contains_key(ROPE_FREQS) {
@@ -60,7 +73,7 @@ pub fn load(path: &Path) -> Result<GgufCheckpoint> {
     }
     let arch = gguf_arch(&content.metadata).unwrap_or_default();
     if let Some(info) = content.tensor_infos.get("token_types.weight") {
-        config.type_vocab_size = info.shape.dims()[0];
+        config.type_vocab_size = info.shape.dims().first().copied().unwrap_or(0);
     }
     // Phi-3's LongRoPE: the short factors as a tensor (used within the original context).
     if content.tensor_infos.contains_key(ROPE_SHORT) {
@@ -144,6 +157,50 @@ pub fn load(path: &Path) -> Result<GgufCheckpoint> {
         weights: Weights::lazy(path, hf_names, stored, Box::new(read)),
         metadata,
     })
+}
+
+/// Checks every tensor's recorded shape before any is read: its element count must be
+/// addressable and a whole number of its type's blocks, and its bytes must lie inside the file.
+/// (The GGUF reader multiplies the dimensions unchecked and allocates what they ask for.)
+fn check_tensor_shapes<R: Read + Seek>(
+    path: &Path,
+    content: &Content,
+    reader: &mut R,
+) -> Result<()> {
+    let file_len = reader
+        .seek(std::io::SeekFrom::End(0))
+        .map_err(|e| Error::io(path, e))?;
+    let mut names: Vec<&String> = content.tensor_infos.keys().collect();
+    names.sort();
+    for name in names {
+        let info = &content.tensor_infos[name];
+        let dims = info.shape.dims();
+        let bad =
+            |msg: String| Error::model(path, format!("tensor `{name}`: shape {dims:?} {msg}"));
+        let elems = dims
+            .iter()
+            .try_fold(1usize, |n, &d| n.checked_mul(d))
+            .filter(|&n| n <= isize::MAX as usize)
+            .ok_or_else(|| bad("has more elements than can be addressed".into()))?;
+        let block = info.ggml_dtype.block_size();
+        if elems % block != 0 {
+            return Err(bad(format!(
+                "has {elems} elements, not a whole number of {:?} blocks of {block}",
+                info.ggml_dtype
+            )));
+        }
+        let bytes = (elems / block) as u128 * info.ggml_dtype.type_size() as u128;
+        let start = content.tensor_data_offset as u128 + info.offset as u128;
+        if start + bytes > file_len as u128 {
+            return Err(bad(format!(
+                "of type {:?} needs {bytes} bytes at offset {start}, only {} remaining in file \
+                 (truncated, or a bad shape)",
+                info.ggml_dtype,
+                (file_len as u128).saturating_sub(start)
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// One tensor of a GGUF file read (`content`, from `path`) and dequantized to f32 in its GGUF

@@ -536,27 +536,75 @@ fn softmax_masked(row: &mut [f32], visible: impl Fn(usize) -> bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::test_util::max_diff;
-    use candle_core::Device;
+    use crate::model::test_util::{max_diff, randn};
+
+    /// Row widths around the SIMD lane counts (8, 16) and the kernels' row-block sizes: most are
+    /// not multiples of 16, so every remainder loop runs.
+    const WIDTHS: [usize; 12] = [1, 3, 7, 8, 9, 15, 16, 17, 31, 33, 64, 100];
+    /// Row counts that are not multiples of the kernels' parallel row blocks (16, 32).
+    const ROWS: [usize; 3] = [1, 5, 37];
 
     #[test]
-    fn rms_norm_matches_candle() {
-        let x = Tensor::randn(0f32, 2., (3, 5, 16), &Device::Cpu).unwrap();
-        let w = Tensor::randn(1f32, 0.1, 16, &Device::Cpu).unwrap();
-        let want = candle_nn::ops::rms_norm_slow(&x, &w, 1e-5).unwrap();
-        let got = rms_norm(&x, &w, 1e-5).unwrap();
-        let d = max_diff(&got, &want);
-        assert!(d < 1e-5, "{d}");
+    fn rms_norm_matches_candle_at_every_width() {
+        for (i, &d) in WIDTHS.iter().enumerate() {
+            for &rows in &ROWS {
+                let seed = (i * 10 + rows) as u64;
+                let x = (randn(&[rows, d], seed) * 2.0).unwrap();
+                let w = randn(&[d], seed + 1).affine(0.1, 1.0).unwrap();
+                let want = candle_nn::ops::rms_norm_slow(&x, &w, 1e-5).unwrap();
+                let got = rms_norm(&x, &w, 1e-5).unwrap();
+                let diff = max_diff(&got, &want);
+                assert!(diff < 1e-5, "width {d}, {rows} rows: {diff}");
+            }
+        }
     }
 
     #[test]
-    fn swiglu_matches_candle() {
-        let x = Tensor::randn(0f32, 2., (3, 5, 8), &Device::Cpu).unwrap();
-        let g = x.narrow(2, 0, 4).unwrap();
-        let u = x.narrow(2, 4, 4).unwrap();
-        let want = (g.silu().unwrap() * u).unwrap();
-        let got = swiglu(&x).unwrap();
-        let d = max_diff(&got, &want);
-        assert!(d < 1e-5, "{d}");
+    fn swiglu_matches_candle_at_every_width() {
+        for (i, &f) in WIDTHS.iter().enumerate() {
+            for &rows in &ROWS {
+                let x = (randn(&[rows, 2 * f], (i * 10 + rows) as u64) * 4.0).unwrap();
+                let g = x.narrow(1, 0, f).unwrap();
+                let u = x.narrow(1, f, f).unwrap();
+                let want = (g.silu().unwrap() * u).unwrap();
+                let got = swiglu(&x).unwrap();
+                let diff = max_diff(&got, &want);
+                assert!(diff < 1e-5, "width {f}, {rows} rows: {diff}");
+            }
+        }
+    }
+
+    #[test]
+    fn masked_softmax_matches_a_plain_one_at_every_width() {
+        for (i, &n) in WIDTHS.iter().enumerate() {
+            let x = (randn(&[n], i as u64) * 8.0)
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            // Every third entry hidden, except when that would hide them all.
+            let visible = |j: usize| n == 1 || j % 3 != 1;
+            let mut got = x.clone();
+            softmax_masked(&mut got, visible);
+            let max = (0..n)
+                .filter(|&j| visible(j))
+                .map(|j| x[j] as f64)
+                .fold(f64::NEG_INFINITY, f64::max);
+            let sum: f64 = (0..n)
+                .filter(|&j| visible(j))
+                .map(|j| (x[j] as f64 - max).exp())
+                .sum();
+            for j in 0..n {
+                let want = if visible(j) {
+                    (x[j] as f64 - max).exp() / sum
+                } else {
+                    0.0
+                };
+                assert!(
+                    (got[j] as f64 - want).abs() < 1e-6,
+                    "width {n}, entry {j}: {} vs {want}",
+                    got[j]
+                );
+            }
+        }
     }
 }

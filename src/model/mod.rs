@@ -174,6 +174,13 @@ impl Model {
         }
         if path.is_dir() {
             let cfg_path = path.join("config.json");
+            if !cfg_path.exists() {
+                return Err(Error::model(
+                    path,
+                    "no config.json: an HF checkpoint directory holds config.json, \
+                     tokenizer.json and its *.safetensors weights",
+                ));
+            }
             let text = std::fs::read_to_string(&cfg_path).map_err(|e| Error::io(&cfg_path, e))?;
             let mut config = ModelConfig::from_hf_json(&cfg_path, &text)?;
             let tok_path = tokenizer

@@ -120,3 +120,82 @@ pub fn exp_shift_sum(row: &mut [f32], shift: f32) -> f32 {
     }
     exp_shift_sum_body(row, shift)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::numerics::rng::SplitMix64;
+
+    /// Seeded values in [-scale, scale).
+    fn values(n: usize, seed: u64, scale: f32) -> Vec<f32> {
+        let mut r = SplitMix64::new(seed);
+        (0..n)
+            .map(|_| (r.next_f64() as f32 * 2.0 - 1.0) * scale)
+            .collect()
+    }
+
+    /// Every length from 0 to 70 (all remainders of the 8- and 16-lane loops), seeded inputs:
+    /// the dispatched kernel gives the portable loop's bits and is close to f64.
+    #[test]
+    fn silu_mul_at_every_width() {
+        for n in 0..=70 {
+            let (g, u) = (values(n, n as u64, 8.0), values(n, 1000 + n as u64, 2.0));
+            let mut fast = vec![MaybeUninit::new(f32::NAN); n];
+            let mut plain = vec![MaybeUninit::new(f32::NAN); n];
+            silu_mul(&mut fast, &g, &u);
+            silu_mul_body(&mut plain, &g, &u);
+            for i in 0..n {
+                // SAFETY: both kernels write every element (and they start initialized).
+                let (a, b) = unsafe { (fast[i].assume_init(), plain[i].assume_init()) };
+                assert_eq!(a.to_bits(), b.to_bits(), "width {n}, element {i}");
+                let x = g[i] as f64;
+                let want = x / (1.0 + (-x).exp()) * u[i] as f64;
+                assert!(
+                    (a as f64 - want).abs() < 1e-5,
+                    "width {n}, element {i}: {a} vs {want}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn exp_shift_sum_at_every_width() {
+        for n in 0..=70 {
+            let mut row = values(n, 7 + n as u64, 20.0);
+            // Masked entries, as attention gives them.
+            for x in row.iter_mut().skip(2).step_by(5) {
+                *x = f32::NEG_INFINITY;
+            }
+            let shift = row
+                .iter()
+                .copied()
+                .fold(f32::NEG_INFINITY, f32::max)
+                .max(0.0);
+            let (mut fast, mut plain) = (row.clone(), row.clone());
+            let sum = exp_shift_sum(&mut fast, shift);
+            let sum_plain = exp_shift_sum_body(&mut plain, shift);
+            assert_eq!(sum.to_bits(), sum_plain.to_bits(), "width {n}");
+            let mut want_sum = 0f64;
+            for i in 0..n {
+                assert_eq!(
+                    fast[i].to_bits(),
+                    plain[i].to_bits(),
+                    "width {n}, element {i}"
+                );
+                // From the f32 difference the kernel exponentiates (its rounding is not the
+                // kernel's error).
+                let want = ((row[i] - shift) as f64).exp();
+                want_sum += want;
+                assert!(
+                    (fast[i] as f64 - want).abs() <= 1e-6 * want.max(1e-30) + 1e-37,
+                    "width {n}, element {i}: {} vs {want}",
+                    fast[i]
+                );
+            }
+            assert!(
+                (sum as f64 - want_sum).abs() <= 1e-5 * want_sum.max(1e-30),
+                "width {n}: sum {sum} vs {want_sum}"
+            );
+        }
+    }
+}

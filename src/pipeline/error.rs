@@ -54,6 +54,13 @@ pub enum Error {
         dir.display()
     )]
     OtherRun { dir: PathBuf },
+    /// `--resume` of an unsharded run in a directory that holds files but never a run.
+    #[error(
+        "--resume: {} holds no run to resume (no manifest.json); run without --resume to start \
+         one (output.overwrite: true replaces what the directory holds)",
+        dir.display()
+    )]
+    NothingToResume { dir: PathBuf },
     /// A layer or head selection the model does not have (`key` is the spec's key).
     #[error("{}: {key}: {msg}", spec.display())]
     Selection {

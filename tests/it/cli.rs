@@ -137,7 +137,7 @@ fn broken_hf_checkpoints() {
     std::fs::create_dir_all(dir.join("empty")).unwrap();
     BIN.fails_mentioning(
         &["predict", "--model", &d("empty"), "x"],
-        &["empty/config.json", "No such file"],
+        &["empty: no config.json: an HF checkpoint directory holds"],
     );
 
     copy_checkpoint("tiny-llama", &dir.join("no-tok"));
@@ -437,6 +437,29 @@ fn bad_prompts_and_options() {
         &["generate", "--model", &m, "--top-p", "1.5", "x"],
         &["--top-p must be in (0, 1]"],
     );
+    // Numeric options out of their range (docs/pipelines.md, "Ranges"): NaN and 0 used to be
+    // taken silently.
+    BIN.fails_with(
+        &["generate", "--model", &m, "--temperature", "NaN", "x"],
+        "--temperature must be in 0..=100 (0 = greedy), got NaN",
+    );
+    BIN.fails_with(
+        &[
+            "generate",
+            "--model",
+            &m,
+            "--temperature",
+            "0.7",
+            "--top-k",
+            "0",
+            "x",
+        ],
+        "--top-k must be at least 1",
+    );
+    BIN.fails_with(
+        &["predict", "--model", &m, "--top-k", "0", "x"],
+        "--top-k must be in 1..=1000, got 0",
+    );
     // clap's own usage errors exit with 2.
     let o = BIN.output(&["predict", "--model", &m]);
     assert_eq!(o.status.code(), Some(2));
@@ -504,7 +527,7 @@ fn saliency_bad_options() {
     );
     BIN.fails_mentioning(
         &["saliency", "--model", &m, "--n-steps", "0", "x"],
-        &["n_steps >= 1"],
+        &["--n-steps must be in 1..=1000, got 0"],
     );
 }
 
@@ -545,5 +568,100 @@ fn hub_id_loads_from_the_local_cache() {
         err.contains("tiny-org/absent: not in the local Hugging Face cache")
             && err.contains("HF_HUB_OFFLINE"),
         "{err}"
+    );
+}
+
+/// Messages that name the problem, each exactly, with exit code 1: a YAML file indented with a
+/// tab, an empty or cut-short .gguf, `--shards 0`, `--resume` on a directory that never held a
+/// run, an HF directory without config.json.
+#[test]
+fn messages_name_the_problem() {
+    let dir = scratch("messages");
+    let d = |s: &str| dir.join(s).to_string_lossy().into_owned();
+    let data = d("data.jsonl");
+    std::fs::write(&data, "{\"text\": \"hi\"}\n").unwrap();
+    let spec = |name: &str, body: &str| {
+        let p = d(name);
+        std::fs::write(
+            &p,
+            format!(
+                "model: {}\ndataset:\n{body}output:\n  dir: out\n",
+                tiny("tiny-llama")
+            ),
+        )
+        .unwrap();
+        p
+    };
+
+    let tab = spec("tab.yaml", "\tpath: data.jsonl\n");
+    BIN.fails_with(
+        &["validate", &tab],
+        &format!(
+            "{tab}:3:1: a tab character; YAML indents with spaces only (replace the tab with \
+             spaces)"
+        ),
+    );
+
+    std::fs::write(d("empty.gguf"), b"").unwrap();
+    BIN.fails_with(
+        &["predict", "--model", &d("empty.gguf"), "x"],
+        &format!(
+            "loading model {0}: {0}: the file is empty (0 bytes), not a GGUF model",
+            d("empty.gguf")
+        ),
+    );
+    std::fs::write(d("short.gguf"), b"GGUF\x03\x00\x00\x00\x01").unwrap();
+    BIN.fails_with(
+        &["predict", "--model", &d("short.gguf"), "x"],
+        &format!(
+            "loading model {0}: {0}: the file ends after 9 bytes, inside its GGUF header \
+             (truncated?)",
+            d("short.gguf")
+        ),
+    );
+
+    let ok = spec("ok.yaml", "  path: data.jsonl\n");
+    BIN.fails_with(
+        &["run", "--shards", "0", &ok],
+        "--shards must be at least 1, got 0",
+    );
+    let o = BIN
+        .cmd(&["run", "--shards", "0", &ok])
+        .env("JOB_COMPLETION_INDEX", "0")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stderr),
+        "error: --shards must be at least 1, got 0\n"
+    );
+
+    std::fs::create_dir_all(d("out")).unwrap();
+    std::fs::write(d("out/notes.txt"), "mine").unwrap();
+    BIN.fails_with(
+        &["run", "--quiet", "--resume", &ok],
+        &format!(
+            "--resume: {} holds no run to resume (no manifest.json); run without --resume to \
+             start one (output.overwrite: true replaces what the directory holds)",
+            d("out")
+        ),
+    );
+    assert_eq!(std::fs::read_to_string(d("out/notes.txt")).unwrap(), "mine");
+
+    std::fs::create_dir_all(d("hf")).unwrap();
+    for f in ["tokenizer.json", "model.safetensors"] {
+        std::fs::copy(
+            data_dir().join("tiny-llama").join(f),
+            dir.join("hf").join(f),
+        )
+        .unwrap();
+    }
+    BIN.fails_with(
+        &["predict", "--model", &d("hf"), "x"],
+        &format!(
+            "loading model {0}: {0}: no config.json: an HF checkpoint directory holds \
+             config.json, tokenizer.json and its *.safetensors weights",
+            d("hf")
+        ),
     );
 }

@@ -385,3 +385,89 @@ fn bert_gguf_loads_like_hf_encoder() {
         );
     }
 }
+
+/// `bytes` (a GGUF file) with the dimensions of tensor `name` replaced by `dims` (GGUF order,
+/// fastest first; as many as it had).
+fn with_tensor_dims(bytes: &[u8], name: &str, dims: &[u64]) -> Vec<u8> {
+    let mut key = (name.len() as u64).to_le_bytes().to_vec();
+    key.extend(name.as_bytes());
+    let at = bytes
+        .windows(key.len())
+        .position(|w| w == key.as_slice())
+        .unwrap_or_else(|| panic!("no tensor info for {name}"))
+        + key.len();
+    let n_dims = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+    assert_eq!(n_dims, dims.len(), "{name} has {n_dims} dimensions");
+    let mut out = bytes.to_vec();
+    for (i, d) in dims.iter().enumerate() {
+        let p = at + 4 + 8 * i;
+        out[p..p + 8].copy_from_slice(&d.to_le_bytes());
+    }
+    out
+}
+
+/// A tensor whose recorded shape is malformed — its element count overflows, needs more bytes
+/// than the file holds, or disagrees with the config — is an error naming the file and the
+/// tensor, never a panic (an overflowing shape used to panic inside the GGUF reader).
+#[test]
+fn malformed_gguf_tensor_shapes_are_errors() {
+    let dir = scratch("gguf-bad-shapes");
+    let good = std::fs::read(write_gguf("tiny-llama", &dir, true, &[])).unwrap();
+    let bin = crate::common::Tokenlens::NO_CACHE;
+    let q = "blk.0.attn_q.weight";
+    for (file, dims, expected) in [
+        (
+            "overflow.gguf",
+            [1u64 << 40, 1 << 40],
+            "tensor `blk.0.attn_q.weight`: shape [1099511627776, 1099511627776] has more \
+             elements than can be addressed",
+        ),
+        (
+            "too-big.gguf",
+            [64, 1 << 30],
+            "tensor `blk.0.attn_q.weight`: shape [1073741824, 64] of type F32 needs 274877906944 \
+             bytes at offset",
+        ),
+        (
+            "vs-config.gguf",
+            [64, 32],
+            "tensor `model.layers.0.self_attn.q_proj.weight` has shape [32, 64], expected [64, 64]",
+        ),
+    ] {
+        let path = dir.join(file);
+        std::fs::write(&path, with_tensor_dims(&good, q, &dims)).unwrap();
+        let err = Model::load(&path, None)
+            .err()
+            .unwrap_or_else(|| panic!("{file} loaded"))
+            .to_string();
+        assert!(
+            err.contains(file) && err.contains(expected),
+            "{file}: {err}"
+        );
+        bin.fails_mentioning(
+            &["predict", "--model", path.to_str().unwrap(), "x"],
+            &[file, expected],
+        );
+    }
+    // An element count that is not a whole number of its type's blocks: the F32 tensor's type
+    // id (after its dimensions) rewritten to Q4_K (id 12, blocks of 256), 3 x 64 elements.
+    let mut bytes = with_tensor_dims(&good, q, &[64, 3]);
+    let mut key = (q.len() as u64).to_le_bytes().to_vec();
+    key.extend(q.as_bytes());
+    let at = bytes
+        .windows(key.len())
+        .position(|w| w == key.as_slice())
+        .unwrap()
+        + key.len();
+    bytes[at + 4 + 16..at + 4 + 20].copy_from_slice(&12u32.to_le_bytes());
+    let path = dir.join("blocks.gguf");
+    std::fs::write(&path, bytes).unwrap();
+    bin.fails_mentioning(
+        &["predict", "--model", path.to_str().unwrap(), "x"],
+        &[
+            "blocks.gguf",
+            "tensor `blk.0.attn_q.weight`: shape [3, 64] has 192 elements, not a whole number \
+             of Q4K blocks of 256",
+        ],
+    );
+}

@@ -1,6 +1,7 @@
 //! The direction of imports (docs/architecture.md): model -> analysis -> pipeline -> store ->
 //! view, with the CLI on top. A file that names a part it must not depend on fails this test,
-//! so the engine keeps building without the pipeline, the store or the CLI.
+//! so the engine keeps building without the pipeline, the store or the CLI. Also a check on the
+//! viewer's browser test source: no check that passes whatever the page shows.
 
 use std::path::{Path, PathBuf};
 
@@ -124,4 +125,29 @@ fn the_checker_sees_every_form_of_import() {
     assert_eq!(named_parts("use tokenlens::view::Server;"), ["view"]);
     assert!(named_parts("// crate::store in a comment").is_empty());
     assert!(named_parts("use mycrate::store;").is_empty());
+}
+
+/// The viewer's browser test (viewer/test/browser.mjs, run by scripts/test.sh) asserts what each
+/// line claims: no `check(true, ...)` or other constant condition that passes whatever the page
+/// shows.
+#[test]
+fn the_browser_test_has_no_vacuous_checks() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("viewer/test/browser.mjs");
+    let js = std::fs::read_to_string(&path).unwrap();
+    let vacuous: Vec<(usize, &str)> = js
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| {
+            let l = l.replace(' ', "");
+            ["check(true", "check(1,", "check(!0", "check(!false"]
+                .iter()
+                .any(|c| l.contains(c))
+        })
+        .map(|(i, l)| (i + 1, l.trim()))
+        .collect();
+    assert!(
+        vacuous.is_empty(),
+        "{}: vacuous checks {vacuous:?}",
+        path.display()
+    );
 }

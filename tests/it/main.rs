@@ -9,6 +9,7 @@ mod nmf;
 mod parity;
 mod parity_dtype;
 mod quants;
+mod real_models;
 mod run;
 mod saliency;
 mod tokenizers;

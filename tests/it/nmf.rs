@@ -234,13 +234,13 @@ fn bad_inputs_exit_1_with_a_message() {
     );
     BIN.fails_with(
         &["nmf", d, "--components", "0"],
-        "--components must be at least 1",
+        "--components must be in 1..=1000, got 0",
     );
     BIN.fails_with(
         &["nmf", d, "--max-iter", "0"],
-        "--max-iter must be at least 1",
+        "--max-iter must be in 1..=100000, got 0",
     );
-    BIN.fails_with(&["nmf", d, "--tol=-1"], "--tol must be >= 0, got -1");
+    BIN.fails_with(&["nmf", d, "--tol=-1"], "--tol must be in 0..=1, got -1");
     BIN.fails_with(
         &["nmf", d, "--memory-budget", "lots"],
         "--memory-budget `lots` is not a size (e.g. 2G, 512M, 0)",

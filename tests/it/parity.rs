@@ -852,7 +852,8 @@ fn tiny_bert_matches_transformers() {
 /// capture against transformers on the same weights; what needs a head is refused by name.
 #[test]
 fn minilm_matches_transformers() {
-    let model = Model::load(&real_minilm(), None).unwrap();
+    let Some(path) = real_minilm() else { return };
+    let model = Model::load(&path, None).unwrap();
     let golden = Golden::load("minilm");
     check_encoder_captures("minilm", &model, &golden, false);
     // The tokenizer on harder texts (accents, CJK, emoji, whitespace runs, special tokens):
@@ -881,7 +882,10 @@ fn minilm_matches_transformers() {
 /// every layer and position, greedy continuations, and log-prob gradients.
 #[test]
 fn gemma3_270m_gguf_matches_transformers() {
-    let model = Model::load(&real_fetched("gemma3"), None).unwrap();
+    let Some(path) = real_fetched("gemma3") else {
+        return;
+    };
+    let model = Model::load(&path, None).unwrap();
     let golden = Golden::load("gemma3-270m");
     let c = &model.config;
     assert_eq!((c.n_layers, c.hidden_size, c.head_dim), (18, 640, 256));

@@ -237,7 +237,7 @@ fn tiny_models_in_f16_match_transformers() {
 /// GGUF load in that dtype: hidden states 0/10/20/30, attention of layers 0 and 29, last logits,
 /// the log-prob gradient and greedy.
 fn check_smollm2(dtype: &str) {
-    let path = real_model().unwrap();
+    let Some(path) = real_model() else { return };
     let golden = Golden::load(&format!("dtype/smollm2.{dtype}"));
     let model = Model::load_as(&path, None, weight_dtype(dtype)).unwrap();
     let ctx = format!("smollm2 {dtype}");

@@ -681,7 +681,9 @@ fn encoder_specs_name_what_they_cannot_do() {
 /// steps (the whole run takes ~15 min): every table gets rows.
 #[test]
 fn gemma3_pipeline_runs_every_analysis_on_the_real_model() {
-    real_fetched("gemma3");
+    if real_fetched("gemma3").is_none() {
+        return;
+    }
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(root.join("pipelines/gemma3.yaml")).unwrap();
     let dir = scratch("run-gemma3");
@@ -710,7 +712,9 @@ fn gemma3_pipeline_runs_every_analysis_on_the_real_model() {
 /// (with rollout) and NMF; what needs a head is refused by key before anything runs.
 #[test]
 fn minilm_pipeline_runs_what_needs_no_head() {
-    let model = real_fetched("minilm");
+    let Some(model) = real_fetched("minilm") else {
+        return;
+    };
     let spec = format!(
         "model: {}\ndataset:\n  path: data.jsonl\n  id_field: id\ngeneration:\n  max_new_tokens: 0\n\
          analyses:\n  activations: {{layers: all}}\n  attention: {{layers: all, rollout: true}}\n\

@@ -342,3 +342,60 @@ fn adaptive_ig_stops_each_target_at_the_first_level_within_tolerance() {
     // show the adaptive bookkeeping).
     assert!(used.len() >= 2, "steps used: {used:?}");
 }
+
+/// `tokenlens ARGS` that must fail within `secs` seconds (killed and failed otherwise): exit code
+/// 1 and exactly `error: <expected>`.
+fn fails_quickly(args: &[&str], secs: u64, expected: &str) {
+    let mut child = crate::common::Tokenlens::NO_CACHE
+        .cmd(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed().as_secs() >= secs {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{args:?} still running after {secs} s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(1), "{args:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&o.stderr).trim_end(),
+        format!("error: {expected}"),
+        "{args:?}"
+    );
+}
+
+/// Integrated gradients' step count has a range (the Gauss-Legendre nodes cost O(n^2)): a huge
+/// one is refused at once, by the command line and by a pipeline spec, instead of never
+/// answering.
+#[test]
+fn a_huge_step_count_is_refused_at_once() {
+    let m = data_dir().join("tiny-llama");
+    fails_quickly(
+        &[
+            "saliency",
+            "--model",
+            m.to_str().unwrap(),
+            "--n-steps",
+            "100000000",
+            "x",
+        ],
+        60,
+        "--n-steps must be in 1..=1000, got 100000000",
+    );
+    let spec = crate::common::tiny_spec(
+        "saliency-huge-steps",
+        "{\"text\": \"The cat sat\"}\n",
+        "model: MODEL\ndataset:\n  path: data.jsonl\ngeneration:\n  max_new_tokens: 1\n\
+         analyses:\n  saliency: {n_steps: 100000000}\noutput:\n  dir: out\n",
+    );
+    let s = spec.to_str().unwrap();
+    let expected = format!("{s}: analyses.saliency.n_steps: must be in 1..=1000, got 100000000");
+    fails_quickly(&["validate", s], 60, &expected);
+    fails_quickly(&["run", "--quiet", s], 60, &expected);
+}

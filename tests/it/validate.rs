@@ -107,8 +107,8 @@ fn malformed_yaml() {
     );
     fails(
         &spec,
-        "DIR/spec.yaml:5:1: found unexpected end of stream at line 5 column 1, while scanning a \
-         quoted scalar at line 3 column 9",
+        "DIR/spec.yaml:5:1: found unexpected end of stream, while scanning a quoted scalar at \
+         line 3 column 9",
     );
     let spec = tiny_spec("validate-indent", DATA, "model: MODEL\n  dataset: x\n");
     fails(
@@ -206,12 +206,12 @@ fn bad_option_values_are_all_listed() {
     fails(
         &spec,
         "DIR/spec.yaml: generation.top_p: must be in (0, 1], got 0\n\
-         DIR/spec.yaml: batching.batch_size: must be at least 1\n\
-         DIR/spec.yaml: analyses.predictions.top_k: must be at least 1\n\
+         DIR/spec.yaml: batching.batch_size: must be in 1..=1024, got 0\n\
+         DIR/spec.yaml: analyses.predictions.top_k: must be in 1..=1000, got 0\n\
          DIR/spec.yaml: analyses.saliency.methods: lists a method twice\n\
-         DIR/spec.yaml: analyses.saliency.n_steps: must be at least 1, got 0\n\
+         DIR/spec.yaml: analyses.saliency.n_steps: must be in 1..=1000, got 0\n\
          DIR/spec.yaml: analyses.saliency.ig_tolerance: must be in (0, 1], got 1.5\n\
-         DIR/spec.yaml: analyses.nmf.tolerance: must be > 0, got -1",
+         DIR/spec.yaml: analyses.nmf.tolerance: must be in (0, 1], got -1",
     );
 }
 
@@ -258,5 +258,48 @@ fn bad_dataset_records() {
     fails(
         &spec,
         "DIR/data.jsonl:2: doc_id `a` is already used at line 1",
+    );
+}
+
+/// A tokenizer (here `model.tokenizer`) may know ids the model's embedding and logits do not
+/// have: a watched token with such an id is a validation error naming the field and the id, for
+/// `validate` and for `run` (it used to pass `validate` and reach the lens).
+#[test]
+fn a_watched_token_outside_the_models_vocabulary_is_refused() {
+    let spec = tiny_spec(
+        "validate-watch-vocab",
+        DATA,
+        &GOOD
+            .replace(
+                "model: MODEL",
+                "model:\n  path: MODEL\n  tokenizer: tokenizer.json",
+            )
+            .replace(
+                "  predictions: {top_k: 3}",
+                "  predictions: {top_k: 3}\n  watch: {tokens: ['<extra>']}",
+            ),
+    );
+    // The tiny model's tokenizer plus one added token: the tokenizer gives it id 512, one past
+    // the model's 512 embedding rows.
+    let dir = spec.parent().unwrap();
+    let mut tok: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(data_dir().join("tiny-llama/tokenizer.json")).unwrap(),
+    )
+    .unwrap();
+    tok["added_tokens"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({
+            "id": 512, "content": "<extra>", "single_word": false, "lstrip": false,
+            "rstrip": false, "normalized": false, "special": false
+        }));
+    std::fs::write(dir.join("tokenizer.json"), tok.to_string()).unwrap();
+    let expected = "DIR/spec.yaml: analyses.watch.tokens: \"<extra>\" is token id 512, outside \
+                    the model's vocabulary of 512 ids (0..=511)";
+    fails(&spec, expected);
+    let err = Tokenlens::RUN.fails(&["run", "--quiet", spec.to_str().unwrap()]);
+    assert_eq!(
+        err.replace(dir.to_str().unwrap(), "DIR").trim_end(),
+        format!("error: {expected}")
     );
 }

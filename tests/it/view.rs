@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use tokenlens::store::schema::{
@@ -67,10 +67,11 @@ fn copy_of_tiny_run(name: &str) -> PathBuf {
     dir
 }
 
-/// A running `tokenlens view`, killed on drop.
+/// A running `tokenlens view`, killed on drop. Its stderr is passed on to the test's and kept.
 struct Viewer {
     child: Child,
     port: u16,
+    stderr: Arc<Mutex<String>>,
 }
 
 impl Viewer {
@@ -84,9 +85,20 @@ impl Viewer {
                 "--no-open",
             ])
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap();
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let (pipe, kept) = (child.stderr.take().unwrap(), Arc::clone(&stderr));
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines() {
+                let Ok(line) = line else { break };
+                eprintln!("{line}");
+                let mut k = kept.lock().unwrap();
+                k.push_str(&line);
+                k.push('\n');
+            }
+        });
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut line)
@@ -100,7 +112,16 @@ impl Viewer {
             .parse()
             .unwrap();
         eprintln!("tokenlens view listening on port {port}");
-        Viewer { child, port }
+        Viewer {
+            child,
+            port,
+            stderr,
+        }
+    }
+
+    /// What the server printed to stderr so far.
+    fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
     }
 
     /// Sends raw bytes, reads until the server closes: (status, head, body).
@@ -372,21 +393,34 @@ fn view_answers_garbage_without_dying() {
         let _ = s.shutdown(std::net::Shutdown::Write);
         let mut out = Vec::new();
         let _ = s.read_to_end(&mut out);
-        if !out.is_empty() {
-            let (status, _, _) = parse_response(&out);
-            eprintln!(
-                "{:?} -> {status}",
-                String::from_utf8_lossy(&g[..g.len().min(40)])
-            );
-            assert!(status == 200 || (400..500).contains(&status));
+        let shown = String::from_utf8_lossy(&g[..g.len().min(40)]).into_owned();
+        // Blank lines alone are no request (RFC 9112 2.2): the server just closes. Everything
+        // else is answered; a connection closed without an answer is a handler that died.
+        if g.iter().all(|&b| b == b'\r' || b == b'\n') {
+            assert!(out.is_empty(), "{shown:?}: answered {out:?}");
+            continue;
         }
+        assert!(!out.is_empty(), "{shown:?}: closed without an answer");
+        let (status, _, _) = parse_response(&out);
+        eprintln!("{shown:?} -> {status}");
+        assert!(
+            status == 200 || (400..500).contains(&status),
+            "{shown:?} -> {status}"
+        );
     }
     // A connection that sends half a request and hangs up.
     drop(TcpStream::connect(("127.0.0.1", v.port)).map(|mut s| s.write_all(b"GET / HT")));
-    // Still serving.
+    // Still serving, after every one of them.
     let (status, _, body) = v.get("/run/manifest.json", "");
     assert_eq!(status, 200);
     assert_eq!(body, std::fs::read(run.join("manifest.json")).unwrap());
+    let (status, _, body) = v.get("/", "");
+    assert_eq!(status, 200);
+    assert!(!body.is_empty());
+    // And no handler thread panicked (the server would go on serving after one).
+    std::thread::sleep(Duration::from_millis(200));
+    let err = v.stderr();
+    assert!(!err.contains("panicked"), "the server panicked: {err}");
 }
 
 #[test]

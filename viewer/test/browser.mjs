@@ -126,8 +126,9 @@ try {
     await page.click(`#doc-list tbody tr[data-doc="${gens[20].doc_id}"]`)
     await page.waitForSelector(`#document[data-doc="${gens[20].doc_id}"]`, { timeout: 20000 })
     await page.click('#back')
-    await page.waitForFunction(() => document.querySelector('#doc-count')?.textContent.startsWith('21–30'), null, { timeout: 20000 })
-    check(true, 'the back link returns to page 3 of the list')
+    const backed = await page.waitForFunction(() => document.querySelector('#doc-count')?.textContent.startsWith('21–30'), null, { timeout: 20000 }).then(() => true, () => false)
+    const back = await page.$$eval('#doc-list tbody tr', trs => trs.map(tr => tr.dataset.doc))
+    check(backed && JSON.stringify(back) === JSON.stringify(gens.slice(20, 30).map(g => g.doc_id)) && page.url().includes('page=3'), `the back link returns to page 3 of the list: documents 21-30 (${page.url().split('#')[1]})`)
     await page.goto(`${url}#/`)
     await ready()
   }
@@ -166,8 +167,11 @@ try {
     const other = methods.find(m => m !== method)
     if (other) {
       await page.click(`.seg[data-name="method"] button[data-value="${other}"]`)
-      await page.waitForSelector(`#saliency-tokens[data-method="${other}"]`)
-      check(true, `method switch ${method} -> ${other}`)
+      const switched = await page.waitForSelector(`#saliency-tokens[data-method="${other}"]`, { timeout: 20000 }).then(() => true, () => false)
+      const target = Number(await page.getAttribute('#saliency-tokens', 'data-target'))
+      const otherRows = (await table('saliency', { doc_id: doc.doc_id })).filter(r => r.method === other && r.target_position === target)
+      const otherScores = await page.$$eval('#saliency-tokens .tok[data-score]', els => els.map(e => [Number(e.dataset.pos), Number(e.dataset.score)]))
+      check(switched && otherRows.length > 0 && otherRows.length === otherScores.length && otherScores.every(([p, s]) => Math.abs((otherRows.find(r => r.source_position === p)?.score ?? NaN) - s) < 1e-6), `method switch ${method} -> ${other}: the shares shown are ${other}'s in the table (target ${target}, ${otherRows.length} sources)`)
     }
   }
 

@@ -135,6 +135,11 @@ fn open_run(spec: &PipelineSpec, opts: &RunOptions, prep: &Prepared) -> Result<O
     let status_path = shard.status_path(&root);
     let run_dir;
     let mut status;
+    let holds_files = || std::fs::read_dir(&root).is_ok_and(|mut d| d.next().is_some());
+    if opts.resume && shard.count == 1 && !manifest_path.exists() && holds_files() {
+        // Nothing to resume, and starting afresh would refuse the files as strays.
+        return Err(Error::NothingToResume { dir: root });
+    }
     if opts.resume && manifest_path.exists() {
         let m = Manifest::read(&root)?;
         if m.spec_yaml != prep.spec_yaml {

@@ -90,10 +90,11 @@ pub(super) fn plan(spec: &PipelineSpec, model: &Model, watch: Vec<(String, u32)>
     })
 }
 
-/// Watched tokens as (text, id); each must be one token (checked by `validate_watch_tokens`).
+/// Watched tokens as (text, id); each must be one token of the model's vocabulary (checked by
+/// `validate_watch_tokens`).
 pub(super) fn watch_tokens(spec: &PipelineSpec, model: &Model) -> Result<Vec<(String, u32)>> {
     let encode = |t: &str| -> Result<Vec<u32>> { Ok(model.tokenizer.encode_plain(t)?) };
-    spec.validate_watch_tokens(encode)?;
+    spec.validate_watch_tokens(encode, model.config.vocab_size)?;
     let Some(w) = &spec.analyses.watch else {
         return Ok(vec![]);
     };

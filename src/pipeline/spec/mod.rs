@@ -646,4 +646,4 @@ mod tests;
 mod validate;
 
 pub use error::{Problem, SpecError};
-pub use validate::ModelDims;
+pub use validate::{ModelDims, ranges};

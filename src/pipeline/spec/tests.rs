@@ -128,8 +128,8 @@ fn malformed_yaml_and_empty_file() {
     let e = err("model: default\ndataset:\n  path: \"p.jsonl\noutput: {dir: o}\n");
     assert_eq!(
         e,
-        "pipelines/x.yaml:5:1: found unexpected end of stream at line 5 column 1, while \
-         scanning a quoted scalar at line 3 column 9"
+        "pipelines/x.yaml:5:1: found unexpected end of stream, while scanning a quoted scalar at \
+         line 3 column 9"
     );
     let e = err("model: default\n  dataset: x\n");
     assert_eq!(
@@ -226,13 +226,13 @@ fn semantic_problems_are_all_listed_with_their_keys() {
     let expected = [
         "pipelines/x.yaml: generation.top_p: must be in (0, 1], got 1.5",
         "pipelines/x.yaml: generation.top_p: has no effect with greedy decoding; set temperature > 0 to sample",
-        "pipelines/x.yaml: batching.batch_size: must be at least 1",
+        "pipelines/x.yaml: batching.batch_size: must be in 1..=1024, got 0",
         "pipelines/x.yaml: analyses.saliency.methods: list at least one of gradient, grad_x_input, integrated_gradients",
-        "pipelines/x.yaml: analyses.saliency.n_steps: must be at least 1, got 0",
+        "pipelines/x.yaml: analyses.saliency.n_steps: must be in 1..=1000, got 0",
         "pipelines/x.yaml: analyses.watch.tokens: list at least one token",
         "pipelines/x.yaml: analyses.attention.layers: lists an index twice",
         "pipelines/x.yaml: analyses.nmf.positions: `generated` needs generation.max_new_tokens >= 1",
-        "pipelines/x.yaml: analyses.nmf.tolerance: must be > 0, got 0",
+        "pipelines/x.yaml: analyses.nmf.tolerance: must be in (0, 1], got 0",
     ];
     assert_eq!(lines, expected, "{e}");
     // The bucket window must hold a batch, unless there is no bucketing.
@@ -313,8 +313,21 @@ fn watch_tokens_must_be_single_tokens() {
         Ok(if t == " Paris" { vec![7] } else { vec![7, 9] })
     };
     assert_eq!(
-        s.validate_watch_tokens(encode).unwrap_err().to_string(),
+        s.validate_watch_tokens(encode, 100)
+            .unwrap_err()
+            .to_string(),
         "pipelines/x.yaml: analyses.watch.tokens: \" Parisian\" is 2 tokens [7, 9], not one"
+    );
+    // One token, but past the model's rows.
+    let s = parse(&format!(
+        "{MINIMAL}analyses:\n  watch: {{tokens: [' Paris']}}\n"
+    ))
+    .unwrap();
+    assert!(s.validate_watch_tokens(encode, 8).is_ok());
+    assert_eq!(
+        s.validate_watch_tokens(encode, 7).unwrap_err().to_string(),
+        "pipelines/x.yaml: analyses.watch.tokens: \" Paris\" is token id 7, outside the model's \
+         vocabulary of 7 ids (0..=6)"
     );
 }
 
@@ -425,4 +438,35 @@ fn encoder_and_headless_models() {
         "{e}"
     );
     assert!(e.contains("needs a language-model head"), "{e}");
+}
+
+/// Every numeric option has a range (docs/pipelines.md), checked by `validate`: values past the
+/// top, which would make a run take forever or allocate without bound, are refused with the key,
+/// the range and the value.
+#[test]
+fn numeric_options_past_their_range_are_refused() {
+    let e = err(&format!(
+        "{MINIMAL}generation:\n  temperature: 1000\nbatching:\n  batch_size: 100000\n  bucket_window: 100000000\nanalyses:\n  predictions: {{top_k: 100000}}\n  lens: {{top_k: 100000}}\n  saliency: {{n_steps: 100000000, chunk_tokens: 100000000}}\n  nmf: {{n_components: 100000, max_iter: 100000000, tolerance: 2, top_contexts: 100000, context_tokens: 100000}}\n"
+    ));
+    let lines: Vec<&str> = e.lines().collect();
+    let expected = [
+        "pipelines/x.yaml: generation.temperature: must be in 0..=100 (0 = greedy), got 1000",
+        "pipelines/x.yaml: batching.batch_size: must be in 1..=1024, got 100000",
+        "pipelines/x.yaml: batching.bucket_window: must be in 1..=1000000, got 100000000",
+        "pipelines/x.yaml: analyses.predictions.top_k: must be in 1..=1000, got 100000",
+        "pipelines/x.yaml: analyses.saliency.n_steps: must be in 1..=1000, got 100000000",
+        "pipelines/x.yaml: analyses.saliency.chunk_tokens: must be in 1..=65536, got 100000000",
+        "pipelines/x.yaml: analyses.lens.top_k: must be in 1..=1000, got 100000",
+        "pipelines/x.yaml: analyses.nmf.n_components: must be in 1..=1000, got 100000",
+        "pipelines/x.yaml: analyses.nmf.max_iter: must be in 1..=100000, got 100000000",
+        "pipelines/x.yaml: analyses.nmf.tolerance: must be in (0, 1], got 2",
+        "pipelines/x.yaml: analyses.nmf.top_contexts: must be in 0..=1000, got 100000",
+        "pipelines/x.yaml: analyses.nmf.context_tokens: must be in 0..=1000, got 100000",
+    ];
+    assert_eq!(lines, expected, "{e}");
+    // The tops themselves are accepted.
+    parse(&format!(
+        "{MINIMAL}generation:\n  temperature: 100\nbatching:\n  batch_size: 1024\n  bucket_window: 1000000\nanalyses:\n  predictions: {{top_k: 1000}}\n  lens: {{top_k: 1000}}\n  saliency: {{n_steps: 1000, chunk_tokens: 65536}}\n  nmf: {{n_components: 1000, max_iter: 100000, tolerance: 1, top_contexts: 1000, context_tokens: 1000}}\n"
+    ))
+    .unwrap();
 }

@@ -81,6 +81,31 @@ impl Problems {
     }
 }
 
+/// The range of every numeric option (docs/pipelines.md, "Ranges"): inclusive bounds. The tops
+/// keep a run finite and its memory bounded (integrated gradients' Gauss-Legendre nodes cost
+/// O(n_steps^2), every step a forward and backward pass).
+pub mod ranges {
+    pub const TEMPERATURE: (f64, f64) = (0.0, 100.0);
+    pub const BATCH_SIZE: (usize, usize) = (1, 1024);
+    pub const BUCKET_WINDOW: (usize, usize) = (1, 1_000_000);
+    pub const TOP_K: (usize, usize) = (1, 1000);
+    pub const IG_STEPS: (usize, usize) = (1, crate::analysis::saliency::MAX_IG_STEPS);
+    pub const CHUNK_TOKENS: (usize, usize) = (1, 65_536);
+    pub const NMF_COMPONENTS: (usize, usize) = (1, 1000);
+    pub const NMF_MAX_ITER: (usize, usize) = (1, 100_000);
+    /// Exclusive below: (0, 1].
+    pub const NMF_TOLERANCE_MAX: f64 = 1.0;
+    pub const NMF_TOP_CONTEXTS: (usize, usize) = (0, 1000);
+    pub const NMF_CONTEXT_TOKENS: (usize, usize) = (0, 1000);
+}
+
+/// `must be in LO..=HI, got V` unless `v` is in the range.
+fn in_range(p: &mut Problems, key: &str, v: usize, (lo, hi): (usize, usize)) {
+    p.check((lo..=hi).contains(&v), key, || {
+        format!("must be in {lo}..={hi}, got {v}")
+    });
+}
+
 fn no_duplicates<T: PartialEq>(v: &[T]) -> bool {
     v.iter().enumerate().all(|(i, x)| !v[..i].contains(x))
 }
@@ -110,11 +135,21 @@ impl PipelineSpec {
         let mut spec: PipelineSpec = serde_norway::from_str(text).map_err(|e| {
             let location = e.location().map(|l| (l.line(), l.column()));
             let mut msg = e.to_string();
-            // The library appends " at line L column C"; we put the location in front instead.
-            if let Some((line, col)) = location
-                && let Some(m) = msg.strip_suffix(&format!(" at line {line} column {col}"))
-            {
-                msg = m.to_string();
+            // The library writes " at line L column C" (at the end or mid-sentence); we put the
+            // location in front instead.
+            if let Some((line, col)) = location {
+                msg = msg.replace(&format!(" at line {line} column {col}"), "");
+                // A tab where YAML expects indentation or a token: say so (the library says
+                // "found character that cannot start any token").
+                let at = text
+                    .lines()
+                    .nth(line.saturating_sub(1))
+                    .and_then(|l| l.chars().nth(col.saturating_sub(1)));
+                if at == Some('\t') {
+                    msg = "a tab character; YAML indents with spaces only (replace the tab with \
+                           spaces)"
+                        .into();
+                }
             }
             SpecError::Parse {
                 path: path.to_path_buf(),
@@ -209,10 +244,11 @@ impl PipelineSpec {
     fn check_generation(&self, p: &mut Problems) {
         let g = &self.generation;
         let greedy = g.temperature == 0.0;
+        let (lo, hi) = ranges::TEMPERATURE;
         p.check(
-            g.temperature.is_finite() && g.temperature >= 0.0,
+            g.temperature.is_finite() && (lo..=hi).contains(&g.temperature),
             "generation.temperature",
-            || format!("must be >= 0 (0 = greedy), got {}", g.temperature),
+            || format!("must be in {lo}..={hi} (0 = greedy), got {}", g.temperature),
         );
         if let Some(k) = g.top_k {
             p.check(k >= 1, "generation.top_k", || "must be at least 1".into());
@@ -232,12 +268,16 @@ impl PipelineSpec {
 
     fn check_batching(&self, p: &mut Problems) {
         let b = &self.batching;
-        p.check(b.batch_size >= 1, "batching.batch_size", || {
-            "must be at least 1".into()
-        });
+        in_range(p, "batching.batch_size", b.batch_size, ranges::BATCH_SIZE);
         p.check(b.max_tokens != Some(0), "batching.max_tokens", || {
             "must be at least 1 (omit it for no limit)".into()
         });
+        in_range(
+            p,
+            "batching.bucket_window",
+            b.bucket_window,
+            ranges::BUCKET_WINDOW,
+        );
         p.check(
             !b.bucket_by_length || b.bucket_window >= b.batch_size,
             "batching.bucket_window",
@@ -254,9 +294,7 @@ impl PipelineSpec {
         let a = &self.analyses;
         let generates = self.generation.max_new_tokens >= 1;
         if let Some(pr) = &a.predictions {
-            p.check(pr.top_k >= 1, "analyses.predictions.top_k", || {
-                "must be at least 1".into()
-            });
+            in_range(p, "analyses.predictions.top_k", pr.top_k, ranges::TOP_K);
         }
         if let Some(s) = &a.saliency {
             p.check(!s.methods.is_empty(), "analyses.saliency.methods", || {
@@ -267,9 +305,7 @@ impl PipelineSpec {
                 "analyses.saliency.methods",
                 || "lists a method twice".into(),
             );
-            p.check(s.n_steps >= 1, "analyses.saliency.n_steps", || {
-                format!("must be at least 1, got {}", s.n_steps)
-            });
+            in_range(p, "analyses.saliency.n_steps", s.n_steps, ranges::IG_STEPS);
             p.check(
                 s.rule != IgRule::Trapezoid || s.n_steps >= 2,
                 "analyses.saliency.n_steps",
@@ -282,16 +318,15 @@ impl PipelineSpec {
                     || format!("must be in (0, 1], got {t}"),
                 );
             }
-            p.check(
-                s.chunk_tokens >= 1,
+            in_range(
+                p,
                 "analyses.saliency.chunk_tokens",
-                || "must be at least 1".into(),
+                s.chunk_tokens,
+                ranges::CHUNK_TOKENS,
             );
         }
         if let Some(l) = &a.lens {
-            p.check(l.top_k >= 1, "analyses.lens.top_k", || {
-                "must be at least 1".into()
-            });
+            in_range(p, "analyses.lens.top_k", l.top_k, ranges::TOP_K);
         }
         if let Some(w) = &a.watch {
             p.check(!w.tokens.is_empty(), "analyses.watch.tokens", || {
@@ -328,18 +363,32 @@ impl PipelineSpec {
             selection(p, "analyses.attention.heads", &at.heads);
         }
         if let Some(n) = &a.nmf {
-            p.check(n.n_components >= 1, "analyses.nmf.n_components", || {
-                "must be at least 1".into()
-            });
+            in_range(
+                p,
+                "analyses.nmf.n_components",
+                n.n_components,
+                ranges::NMF_COMPONENTS,
+            );
             selection(p, "analyses.nmf.layers", &n.layers);
             positions(p, "analyses.nmf.positions", n.positions);
-            p.check(n.max_iter >= 1, "analyses.nmf.max_iter", || {
-                "must be at least 1".into()
-            });
+            in_range(p, "analyses.nmf.max_iter", n.max_iter, ranges::NMF_MAX_ITER);
+            let top = ranges::NMF_TOLERANCE_MAX;
             p.check(
-                n.tolerance.is_finite() && n.tolerance > 0.0,
+                n.tolerance.is_finite() && n.tolerance > 0.0 && n.tolerance <= top,
                 "analyses.nmf.tolerance",
-                || format!("must be > 0, got {}", n.tolerance),
+                || format!("must be in (0, {top}], got {}", n.tolerance),
+            );
+            in_range(
+                p,
+                "analyses.nmf.top_contexts",
+                n.top_contexts,
+                ranges::NMF_TOP_CONTEXTS,
+            );
+            in_range(
+                p,
+                "analyses.nmf.context_tokens",
+                n.context_tokens,
+                ranges::NMF_CONTEXT_TOKENS,
             );
         }
     }
@@ -423,17 +472,28 @@ impl PipelineSpec {
         p.into_result(&self.source)
     }
 
-    /// Checks the watched tokens against the model's tokenizer: each must be exactly one token.
-    /// `encode` tokenizes without special tokens.
+    /// Checks the watched tokens against the model's tokenizer and vocabulary: each must be
+    /// exactly one token, whose id is below `vocab` (the model's embedding and logit rows; a
+    /// tokenizer may know more ids than the model has). `encode` tokenizes without special tokens.
     pub fn validate_watch_tokens<E: fmt::Display>(
         &self,
         encode: impl Fn(&str) -> Result<Vec<u32>, E>,
+        vocab: usize,
     ) -> Result<(), SpecError> {
         let mut p = Problems::default();
         if let Some(w) = &self.analyses.watch {
             for t in &w.tokens {
                 match encode(t) {
-                    Ok(ids) if ids.len() == 1 => {}
+                    Ok(ids) if ids.len() == 1 && (ids[0] as usize) < vocab => {}
+                    Ok(ids) if ids.len() == 1 => p.add(
+                        "analyses.watch.tokens",
+                        format!(
+                            "{t:?} is token id {}, outside the model's vocabulary of {vocab} ids \
+                             (0..={})",
+                            ids[0],
+                            vocab.saturating_sub(1)
+                        ),
+                    ),
                     Ok(ids) => p.add(
                         "analyses.watch.tokens",
                         format!("{t:?} is {} tokens {ids:?}, not one", ids.len()),
