@@ -19,8 +19,11 @@ Tasks (the same work as tokenlens' side; BENCHMARKS.md, "1B-class models", lists
                         target in one batch [n_steps, p, d] (captum's default internal batch), one
                         forward + backward; plus f(e) and f(0) without gradients (tokenlens computes
                         both for its completeness check). Timed: the whole attribution stage
-                        (embeddings, passes, attributions and their per-position reductions);
-                        reported as seconds per generated token.
+                        (embeddings, passes, attributions and their per-position reductions),
+                        after one untimed warm-up attribution of the first target; reported as
+                        seconds per generated token. Each target's probability, attribution sum
+                        and per-position scores are printed, for the parity check against
+                        tokenlens' --json output (scripts/bench_1b_report.py).
 
 The model is loaded in --dtype (bf16: torch computes in bf16; f32), eager attention, eval mode,
 parameters frozen (requires_grad False: input gradients only, as tokenlens). Gradients come from
