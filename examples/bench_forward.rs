@@ -4,8 +4,7 @@
 //! warm-up pass. Prints one JSON line. Settings from the environment:
 //!
 //!   TOKENLENS_BENCH_MODEL    checkpoint (HF directory or .gguf); required
-//!   TOKENLENS_BENCH_DTYPE    f32 (default). Anything else is refused until the library holds
-//!                            weights in other dtypes (issue 14).
+//!   TOKENLENS_BENCH_DTYPE    the weights' dtype, as `--dtype`: auto (default), f32, bf16, f16
 //!   TOKENLENS_BENCH_BATCH    prompts per batch (default 4)
 //!   TOKENLENS_BENCH_TOKENS   tokens per prompt (default 64)
 //!   TOKENLENS_BENCH_REPS     timed passes after the warm-up (default 3)
@@ -22,7 +21,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use tokenlens::model::{Capture, Captures, Layers, Logits, Model};
+use tokenlens::model::{Capture, Captures, Layers, Logits, Model, WeightDtype};
 
 fn env_or(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_string())
@@ -58,20 +57,15 @@ fn main() -> Result<()> {
     tokenlens::tune_allocator();
     let model_path =
         PathBuf::from(std::env::var("TOKENLENS_BENCH_MODEL").context("set TOKENLENS_BENCH_MODEL")?);
-    let dtype = env_or("TOKENLENS_BENCH_DTYPE", "f32");
+    let dtype: WeightDtype = env_or("TOKENLENS_BENCH_DTYPE", "auto")
+        .parse()
+        .map_err(|e: String| anyhow::anyhow!("TOKENLENS_BENCH_DTYPE: {e}"))?;
     let batch = env_usize("TOKENLENS_BENCH_BATCH", 4)?;
     let tokens = env_usize("TOKENLENS_BENCH_TOKENS", 64)?;
     let reps = env_usize("TOKENLENS_BENCH_REPS", 3)?.max(1);
     let mode = env_or("TOKENLENS_BENCH_CAPTURE", "all");
-    // Where the weights' dtype goes once the library has one (issue 14: `--dtype`).
-    if dtype != "f32" {
-        bail!(
-            "TOKENLENS_BENCH_DTYPE={dtype}: this build of tokenlens holds every model in f32 \
-             (dtype support, issue 14, is not merged yet); use f32"
-        );
-    }
     let t0 = Instant::now();
-    let model = Model::load(&model_path, None)
+    let model = Model::load_as(&model_path, None, dtype)
         .with_context(|| format!("loading {}", model_path.display()))?;
     let load_s = t0.elapsed().as_secs_f64();
     let capture = match mode.as_str() {
@@ -114,7 +108,9 @@ fn main() -> Result<()> {
     println!(
         "{}",
         serde_json::json!({
-            "impl": "tokenlens", "task": "forward", "capture": mode, "dtype": dtype,
+            "impl": "tokenlens", "task": "forward", "capture": mode, "dtype": dtype.to_string(),
+            "weights_dtype": tokenlens::model::precision::dtype_name(model.dtype),
+            "weight_bytes": model.weight_bytes(),
             "model": model_path, "batch": batch, "tokens": tokens,
             "threads": rayon::current_num_threads(), "load_s": load_s, "warmup_s": warmup_s,
             "times_s": times, "best_s": best, "median_s": median,

@@ -100,7 +100,7 @@ def working_set(task, m, run):
 
 
 def transposed_copies(m):
-    """Parameters of the [out, in] copies tokenlens' reverse pass keeps of widening layers
+    """Parameters of the [out, in] copies tokenlens' reverse pass keeps of f32 widening layers
     (q|k|v and gate|up: out > in), made by Model::prepare_reverse."""
     k = model_dims(m)
     return k["L"] * k["d"] * (k["qkv"] + 2 * k["ffn"])
@@ -180,7 +180,7 @@ print()
 print(f"peak RSS (GNU time, max over rounds; GB = 1e9 bytes) and tokenlens' target, 1.3 x weights ({dtype}) + working set,")
 print("with the working set of this workload (tight) and the bound chunk_tokens / the batch put on it (bound)")
 print(f"{'model':11s} {'task':21s} {'weights':>7s} {'ws':>5s} {'bound':>5s} {'target':>13s} {'tokenlens':>9s} "
-      f"{'met':>7s} {'transformers':>12s}  (saliency: of tokenlens' RSS, transposed copies in f32)")
+      f"{'met':>7s} {'transformers':>12s}" + ("  (saliency: of which transposed weight copies)" if dtype == "f32" else ""))
 for m, task, _, by_round in summary:
     w = model_dims(m)["params"] * BYTES[dtype]
     first = next(iter(by_round.values()))
@@ -189,7 +189,9 @@ for m, task, _, by_round in summary:
     rss_o = max(s["tokenlens"]["rss_kb"] for s in by_round.values()) * 1024
     rss_t = max(s["transformers"]["rss_kb"] for s in by_round.values()) * 1024
     met = "/".join("yes" if rss_o <= t else "NO" for t in (t_tight, t_bound))
-    extra = "" if task == "forward" else f"  {4 * transposed_copies(m) / GB:.2f}"
+    # Only f32 weights get transposed copies (src/model/reverse/block.rs, Lin::of): bf16/f16
+    # matrices are widened panel by panel in the layout the gemm reads.
+    extra = "" if task == "forward" or dtype != "f32" else f"  {4 * transposed_copies(m) / GB:.2f}"
     print(f"{m:11s} {task:21s} {w / GB:7.2f} {ws / GB:5.2f} {bound / GB:5.2f} {t_tight / GB:6.2f}/{t_bound / GB:6.2f} "
           f"{rss_o / GB:9.2f} {met:>7s} {rss_t / GB:12.2f}{extra}")
 
