@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# 1B-class benchmark (issue 14): tokenlens vs transformers on random-weight checkpoints of
+# Llama-3.2-1B's and Qwen2.5-0.5B's shapes (scripts/make_bench_models.py, bf16 safetensors, made
+# once in $TOKENLENS_CACHE/bench-models), in the same dtype and thread count:
+#   forward               B x T tokens, one forward pass with every capture   -> tokens/s
+#   grad_x_input          S prompts of P tokens, G greedy tokens each          -> s per generated token
+#   integrated_gradients  the same, N Gauss-Legendre steps, zero baseline      -> s per generated token
+# Every (model, task, side) is its own process under GNU time (peak RSS per task). Per round and
+# model, each task runs tokenlens and then transformers, back to back; ratios are taken within a
+# round (this machine drifts) and their median over ROUNDS is printed, with each side's peak RSS
+# and tokenlens' memory target: 1.3 x the weights' bytes in DTYPE + the working set (BENCHMARKS.md,
+# "1B-class models", says how both are computed).
+#
+# Usage: [DTYPE=bf16] [ROUNDS=2] [THREADS=2] scripts/bench_1b.sh [MODEL...]
+#   MODEL: llama-1b, qwen2-0.5b (default: both)
+#   DTYPE: bf16 (default; needs tokenlens' --dtype, issue 14) or f32
+#   TASKS="forward grad_x_input integrated_gradients" (default: all three)
+#   sizes: BATCH=4 TOKENS=64 REPS=3 (forward); PROMPTS=2 PROMPT_LEN=16 GENERATE=8 N_STEPS=16
+#          CHUNK_TOKENS=2048 (saliency; tokenlens' default chunk)
+# Outputs (every JSON line and log): target/bench-1b/<UTC time>/; the table goes to stdout.
+# Needs the reference venv ($REFENV_PY; scripts/README.md) and GNU time (apt-get install time).
+# shellcheck source=scripts/lib.sh
+source "$(dirname "$0")/lib.sh"
+need_refenv
+DTYPE=${DTYPE:-bf16}
+ROUNDS=${ROUNDS:-2}
+THREADS=${THREADS:-2}
+TASKS=${TASKS:-forward grad_x_input integrated_gradients}
+BATCH=${BATCH:-4} TOKENS=${TOKENS:-64} REPS=${REPS:-3}
+PROMPTS=${PROMPTS:-2} PROMPT_LEN=${PROMPT_LEN:-16} GENERATE=${GENERATE:-8} N_STEPS=${N_STEPS:-16}
+CHUNK_TOKENS=${CHUNK_TOKENS:-2048}
+if [ $# -gt 0 ]; then models=("$@"); else models=(llama-1b qwen2-0.5b); fi
+case $DTYPE in bf16 | f32) ;; *) echo "error: DTYPE=$DTYPE (bf16 or f32)" >&2; exit 1 ;; esac
+/usr/bin/time --version 2>&1 | grep -q GNU ||
+  { echo "error: GNU time not found at /usr/bin/time (apt-get install time)" >&2; exit 1; }
+
+started=$(date +%s)
+build_release
+cargo build --release --quiet --example bench_forward
+forward_bin=target/release/examples/bench_forward
+# tokenlens' dtype flag: passed when the binary has it; without it only f32 can be measured.
+dtype_args=()
+if "$TOKENLENS_BIN" saliency --help | grep -q -- '--dtype'; then
+  dtype_args=(--dtype "$DTYPE")
+elif [ "$DTYPE" != f32 ]; then
+  echo "error: $TOKENLENS_BIN has no --dtype option (dtype support, issue 14, not merged yet):" \
+    "it holds every model in f32. Run with DTYPE=f32, or build a tokenlens that has --dtype." >&2
+  exit 1
+fi
+"$REFENV_PY" scripts/make_bench_models.py --only "$(IFS=,; echo "${models[*]}")" >&2
+prepared=$(date +%s)
+
+out=target/bench-1b/$(date -u +%Y%m%dT%H%M%SZ)
+mkdir -p "$out"
+machine_line "threads $THREADS, dtype $DTYPE, $ROUNDS round(s)"
+echo "started $(date -u '+%F %T') UTC; outputs in $out"
+echo "forward: $BATCH x $TOKENS tokens, all captures, median of $REPS passes after a warm-up;" \
+  "saliency: $PROMPTS prompts x $PROMPT_LEN tokens + $GENERATE generated, $N_STEPS IG steps, chunk $CHUNK_TOKENS"
+
+# The saliency prompts as text: prompt r is "t<id> t<id> ..." with the forward ids' formula (the
+# WordLevel tokenizer maps "t<id>" to <id>; scripts/make_bench_models.py).
+mapfile -t prompts < <(python3 -c "
+for r in range($PROMPTS):
+    print(' '.join(f't{1000 + (r * 104729 + i * 7919) % 48000}' for i in range($PROMPT_LEN)))")
+
+# timed NAME CMD...: runs CMD under GNU time with the thread settings; stdout -> $out/NAME.json,
+# stderr -> $out/NAME.log, "peak_kb wall_s" -> $out/NAME.time, the 1-minute load average just
+# before -> $out/NAME.load (the machine is shared: a load above THREADS means others were running).
+timed() {
+  local name=$1
+  shift
+  local t0=$SECONDS
+  cut -d' ' -f1 /proc/loadavg >"$out/$name.load"
+  if ! /usr/bin/time -f "%M %e" -o "$out/$name.time" env RAYON_NUM_THREADS="$THREADS" \
+    OMP_NUM_THREADS="$THREADS" MKL_NUM_THREADS="$THREADS" "$@" >"$out/$name.json" 2>"$out/$name.log"; then
+    echo "error: $name failed; its log ($out/$name.log) ends with:" >&2
+    tail -n 20 "$out/$name.log" >&2
+    exit 1
+  fi
+  echo "  $name: $((SECONDS - t0)) s" >&2
+}
+
+for round in $(seq 1 "$ROUNDS"); do
+  for m in "${models[@]}"; do
+    dir=$TOKENLENS_CACHE/bench-models/$m
+    for task in $TASKS; do
+      base="$out/r$round.$m.$task"
+      case $task in
+        forward)
+          timed "r$round.$m.$task.tokenlens" env TOKENLENS_BENCH_MODEL="$dir" TOKENLENS_BENCH_DTYPE="$DTYPE" \
+            TOKENLENS_BENCH_BATCH="$BATCH" TOKENLENS_BENCH_TOKENS="$TOKENS" TOKENLENS_BENCH_REPS="$REPS" \
+            "$forward_bin"
+          ;;
+        grad_x_input | integrated_gradients)
+          timed "r$round.$m.$task.tokenlens" "$TOKENLENS_BIN" saliency -m "$dir" "${dtype_args[@]}" \
+            --generate "$GENERATE" --ignore-eos --method "$task" --n-steps "$N_STEPS" \
+            --chunk-tokens "$CHUNK_TOKENS" --json "$base.tokenlens.out.json" "${prompts[@]}"
+          ;;
+        *) echo "error: unknown task $task" >&2; exit 1 ;;
+      esac
+      timed "r$round.$m.$task.transformers" "$REFENV_PY" scripts/bench_1b_transformers.py --model "$dir" \
+        --task "$task" --dtype "$DTYPE" --threads "$THREADS" --batch "$BATCH" --tokens "$TOKENS" \
+        --reps "$REPS" --prompts "$PROMPTS" --prompt-len "$PROMPT_LEN" --generate "$GENERATE" --n-steps "$N_STEPS"
+    done
+  done
+done
+
+python3 scripts/bench_1b_report.py "$out" "$TOKENLENS_CACHE/bench-models" "$DTYPE" "$CHUNK_TOKENS"
+now=$(date +%s)
+echo "wall: $((now - started)) s in all ($((prepared - started)) s build and checkpoints, $((now - prepared)) s measuring)"
