@@ -59,6 +59,8 @@ if not generated:
                 f.write(json.dumps({**r, "id": f"{r['id']}-{k}"}) + "\n")
 text = text.replace(m.group(1), str(data.resolve()), 1)
 text = re.sub(r"^(\s*dir:\s*)\S+", lambda g: g.group(1) + str(run.resolve()), text, flags=re.M)
+# A model given as a relative path (e.g. ../tests/data/tiny-llama) is relative to the spec's folder.
+text = re.sub(r"^(model:\s*)(\.\S*)", lambda g: g.group(1) + str((spec_path.parent / g.group(2)).resolve()), text, flags=re.M)
 out_spec.write_text(text)
 PY
   rm -rf "$run"
@@ -160,8 +162,9 @@ spread = f"{min(per_window):,.0f}-{max(per_window):,.0f} MB" if per_window else 
 print(f"{x}: RSS sampled ({len(samples)} samples): peak windows 1-{half} {peak(first)}, "
       f"windows {half + 1}-{windows} {peak(second)}, NMF and finish {peak(after)}; "
       f"per-window peaks {spread} ({len(per_window)} windows sampled)")
-print(f"{x}: VmHWM (exact peak so far) after window {half}: {hwm(first)}, after window "
-      f"{windows}: {hwm(second)}, at exit: {hwm(samples)}")
+print(f"{x}: VmHWM (exact peak so far) at the last sample before window {half} was done: "
+      f"{hwm(first)}, before window {windows} was done: {hwm(second)}, at the last sample: "
+      f"{hwm(samples)}; whole run (GNU time): {rss_mb:,.0f} MB")
 if samples:
     loads = [s[4] for s in samples]
     print(f"{x}: machine load average (1 min) during the run: mean {sum(loads) / len(loads):.1f}, "
