@@ -489,3 +489,33 @@ pub fn write_gguf_with(
     gguf_file::write(&mut f, &md_refs, &t_refs).unwrap();
     path
 }
+
+/// One reverse-pass segment per sequence (its token embeddings, unpadded) with one target each:
+/// `(position read, token)`; the prefix is the whole sequence.
+pub fn single_target_segments(
+    model: &tokenlens::model::Model,
+    ids: &[Vec<u32>],
+    targets: &[(usize, u32)],
+) -> Vec<tokenlens::model::reverse::Segment> {
+    ids.iter()
+        .zip(targets)
+        .map(|(row, &(at, token))| {
+            let t = candle_core::Tensor::from_slice(row, (1, row.len()), model.device()).unwrap();
+            tokenlens::model::reverse::Segment {
+                embeds: model
+                    .embed(&t)
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1()
+                    .unwrap(),
+                targets: vec![tokenlens::model::reverse::SegTarget {
+                    prefix: row.len(),
+                    at,
+                    token,
+                    grad: true,
+                }],
+            }
+        })
+        .collect()
+}

@@ -7,10 +7,9 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, IndexOp, Tensor};
-use tokenlens::model::reverse::{SegTarget, Segment};
 use tokenlens::model::{Capture, Layers, Logits, Model, Objective, Target, WeightDtype};
 
-use crate::common::{Tokenlens, assert_close, data_dir, scratch};
+use crate::common::{Tokenlens, assert_close, data_dir, scratch, single_target_segments};
 
 const BIN: Tokenlens = Tokenlens::RUN;
 
@@ -119,26 +118,12 @@ fn check_same(what: &str, got: &Model, want: &Model) {
         ));
     }
     if !want.config.is_encoder() {
-        let segments = |m: &Model| -> Vec<Segment> {
-            ids.iter()
-                .zip(&targets)
-                .map(|(row, t)| Segment {
-                    embeds: m
-                        .embed(&Tensor::from_slice(row, (1, row.len()), m.device()).unwrap())
-                        .unwrap()
-                        .flatten_all()
-                        .unwrap()
-                        .to_vec1()
-                        .unwrap(),
-                    targets: vec![SegTarget {
-                        prefix: row.len(),
-                        at: row.len() - 1,
-                        token: t.token,
-                        grad: true,
-                    }],
-                })
-                .collect()
-        };
+        let pairs: Vec<(usize, u32)> = ids
+            .iter()
+            .zip(&targets)
+            .map(|(row, t)| (row.len() - 1, t.token))
+            .collect();
+        let segments = |m: &Model| single_target_segments(m, &ids, &pairs);
         let ra = got.prob_gradients(&segments(got)).unwrap();
         let rb = want.prob_gradients(&segments(want)).unwrap();
         for (r, (x, y)) in ra.iter().zip(&rb).enumerate() {

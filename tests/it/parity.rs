@@ -6,7 +6,9 @@ use tokenlens::model::generate::{Decoding, GenerateOptions};
 use tokenlens::model::reverse::{SegTarget, Segment};
 use tokenlens::model::{Capture, Layers, LensNorm, Logits, Model, Objective, Target};
 
-use crate::common::{Golden, assert_close, data_dir, real_fetched, real_minilm, real_model};
+use crate::common::{
+    Golden, assert_close, data_dir, real_fetched, real_minilm, real_model, single_target_segments,
+};
 
 /// Forward tolerance (max abs error scaled by the reference's magnitude) and gradient tolerance.
 const FWD_TOL: f32 = 1e-4;
@@ -20,36 +22,6 @@ fn all_captures() -> Capture {
         final_hidden: true,
         logits: Logits::All,
     }
-}
-
-/// One reverse-pass segment per sequence (its token embeddings, unpadded) with one target each:
-/// `(position read, token)`; the prefix is the whole sequence.
-fn single_target_segments(
-    model: &Model,
-    ids: &[Vec<u32>],
-    targets: &[(usize, u32)],
-) -> Vec<Segment> {
-    ids.iter()
-        .zip(targets)
-        .map(|(row, &(at, token))| {
-            let t = Tensor::from_slice(row, (1, row.len()), model.device()).unwrap();
-            Segment {
-                embeds: model
-                    .embed(&t)
-                    .unwrap()
-                    .flatten_all()
-                    .unwrap()
-                    .to_vec1()
-                    .unwrap(),
-                targets: vec![SegTarget {
-                    prefix: row.len(),
-                    at,
-                    token,
-                    grad: true,
-                }],
-            }
-        })
-        .collect()
 }
 
 /// Gradients of each objective (with its golden key) for one target per row, one backward pass

@@ -12,10 +12,9 @@
 
 use candle_core::{IndexOp, Tensor};
 use tokenlens::model::generate::{Decoding, GenerateOptions};
-use tokenlens::model::reverse::{SegTarget, Segment};
 use tokenlens::model::{Capture, Layers, Logits, Model, Objective, Target, WeightDtype};
 
-use crate::common::{Golden, assert_close, data_dir, real_model};
+use crate::common::{Golden, assert_close, data_dir, real_model, single_target_segments};
 
 const ROUNDED_FWD: f32 = 1e-4;
 const ROUNDED_GRAD: f32 = 1e-3;
@@ -133,25 +132,12 @@ fn check_tiny_dtype(name: &str, dtype: &str) {
     }
     if !encoder {
         // The reverse pass (saliency's engine) on the same weights.
-        let segments: Vec<Segment> = ids
+        let pairs: Vec<(usize, u32)> = ids
             .iter()
             .zip(&targets)
-            .map(|(row, t)| Segment {
-                embeds: model
-                    .embed(&Tensor::from_slice(row, (1, row.len()), model.device()).unwrap())
-                    .unwrap()
-                    .flatten_all()
-                    .unwrap()
-                    .to_vec1()
-                    .unwrap(),
-                targets: vec![SegTarget {
-                    prefix: row.len(),
-                    at: row.len() - 1,
-                    token: t.token,
-                    grad: true,
-                }],
-            })
+            .map(|(row, t)| (row.len() - 1, t.token))
             .collect();
+        let segments = single_target_segments(&model, &ids, &pairs);
         let res = model.prob_gradients(&segments).unwrap();
         for (r, res) in res.iter().enumerate() {
             let got = Tensor::from_vec(
