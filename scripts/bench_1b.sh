@@ -50,6 +50,12 @@ fi
 "$REFENV_PY" scripts/make_bench_models.py --only "$(IFS=,; echo "${models[*]}")" >&2
 prepared=$(date +%s)
 
+load=$(cut -d' ' -f1 /proc/loadavg)
+if awk -v l="$load" -v n="$(nproc)" 'BEGIN { exit !(l > 0.5 * n) }'; then
+  echo "warning: load average $load on $(nproc) cores before starting: other processes are running, and" \
+    "torch's OpenMP threads likely lose more than tokenlens' on a shared machine (the ratios may overstate" \
+    "tokenlens' lead). The report prints the load before every process." >&2
+fi
 out=target/bench-1b/$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p "$out"
 machine_line "threads $THREADS, dtype $DTYPE, $ROUNDS round(s)"

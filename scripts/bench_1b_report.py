@@ -200,6 +200,11 @@ if loads:
     print()
     print(f"1-minute load average before each process: {min(loads):.1f} .. {max(loads):.1f} "
           "(includes the previous process' own threads; much above the thread count: the machine was shared)")
+    threads = next(iter(next(iter(runs.values())).values()))["transformers"].get("threads", 2)
+    if max(loads) > threads + 1:
+        print(f"WARNING: the load exceeded {threads} threads + 1: other processes shared the cores. torch's OpenMP "
+              "threads likely lose more than tokenlens' on an oversubscribed machine (each parallel region waits for "
+              "a descheduled thread), so the speed ratios above may overstate tokenlens' lead; RSS is unaffected.")
 print()
 print("checks and one-time costs (outside both timers):")
 for m, task, _, by_round in summary:

@@ -26,7 +26,7 @@ left as it is (--force rebuilds). Each model is written to a temporary directory
 
   "$REFENV_PY" scripts/make_bench_models.py [--only llama-1b,qwen2-0.5b] [--force]
 
-~1 min and ~3.5 GB of disk for both (llama-1b: 2.5 GB, qwen2-0.5b: 1.0 GB of bf16 weights).
+~1.5 min and ~3.5 GB of disk for both (llama-1b: 2.5 GB, qwen2-0.5b: 1.0 GB of bf16 weights).
 """
 import argparse
 import json
