@@ -22,7 +22,7 @@ use indicatif::ProgressBar;
 use super::dataset::{self, Prompt};
 use super::error::{Error, Result};
 use super::process::{self, BatchOut, Doc, Plan};
-use super::spec::{ModelDims, PipelineSpec, Selection};
+use super::spec::{ModelDims, NmfSpec, PipelineSpec, Selection};
 use crate::model::Model;
 use crate::store::StoreError;
 use crate::store::manifest::{Manifest, SHARDS_DIR, Shard, ShardStatus};
@@ -30,6 +30,8 @@ use crate::store::writer::RunDir;
 
 mod batches;
 mod plan;
+#[cfg(test)]
+mod tests;
 mod writers;
 
 use batches::{DocMeta, window_batches};
@@ -71,7 +73,17 @@ pub fn run(spec: &PipelineSpec, opts: &RunOptions) -> Result<RunReport> {
     let bar = progress_bar(opts.quiet, prep.prompts, shard, spec, &status);
     compute_and_write(spec, shard, &prep, &run_dir, &mut status, &bar)?;
     bar.finish_and_clear();
-    corpus_nmf(spec, opts, &prep.model, &mut status)?;
+    // The NMF stage needs only the model's layer count. The model itself (its weights as f32,
+    // plus the reverse pass's transposed copies once saliency ran: ~0.8 GB for the default
+    // model) is released, and the freed heap returned to the OS, before the stage reads X into
+    // memory (up to its 2 GiB budget): the two are never resident together, so a larger corpus
+    // does not add X on top of the model.
+    let nmf = nmf_spec(spec, prep.model.config.n_layers)?;
+    drop(prep);
+    if nmf.is_some() {
+        crate::release_free_memory();
+    }
+    corpus_nmf(spec, opts, nmf, &mut status)?;
     finish(&root, shard, &mut status)?;
     Ok(RunReport {
         run_dir: root,
@@ -420,35 +432,44 @@ fn compute(
     }
 }
 
-/// Corpus-level NMF: it needs every prompt's activations, so only an unsharded run does it
-/// here; a sharded run's last step is `tokenlens nmf RUN_DIR` once every shard is done.
+/// The spec's `analyses.nmf` with its layers resolved against the model's `n_layers` blocks
+/// (negative layers count from the model's last block; the stage alone only knows the table's
+/// layers); None without NMF.
+fn nmf_spec(spec: &PipelineSpec, n_layers: usize) -> Result<Option<NmfSpec>> {
+    let Some(nmf) = &spec.analyses.nmf else {
+        return Ok(None);
+    };
+    let mut nmf = nmf.clone();
+    nmf.layers = Selection::List(
+        nmf.layers
+            .resolve(n_layers)
+            .map_err(|msg| Error::Selection {
+                spec: spec.source.clone(),
+                key: "analyses.nmf.layers",
+                msg,
+            })?
+            .into_iter()
+            .map(|l| l as i64)
+            .collect(),
+    );
+    Ok(Some(nmf))
+}
+
+/// Corpus-level NMF (`nmf` from [`nmf_spec`]): it needs every prompt's activations, so only an
+/// unsharded run does it here; a sharded run's last step is `tokenlens nmf RUN_DIR` once every
+/// shard is done.
 fn corpus_nmf(
     spec: &PipelineSpec,
     opts: &RunOptions,
-    model: &Model,
+    nmf: Option<NmfSpec>,
     status: &mut ShardStatus,
 ) -> Result<()> {
-    let Some(nmf) = &spec.analyses.nmf else {
+    let Some(nmf) = nmf else {
         return Ok(());
     };
     let root = &spec.output.dir;
     if opts.shard.count == 1 {
         let t = Instant::now();
-        // Negative layers count from the model's last block (the stage alone only knows the
-        // table's layers).
-        let mut nmf = nmf.clone();
-        nmf.layers = Selection::List(
-            nmf.layers
-                .resolve(model.config.n_layers)
-                .map_err(|msg| Error::Selection {
-                    spec: spec.source.clone(),
-                    key: "analyses.nmf.layers",
-                    msg,
-                })?
-                .into_iter()
-                .map(|l| l as i64)
-                .collect(),
-        );
         // Its row counts go to the manifest's `nmf_rows` (a corpus table, not a shard's).
         super::nmf_stage::run_stage(root, &nmf, opts.quiet)?;
         status.seconds += t.elapsed().as_secs_f64();
