@@ -152,18 +152,22 @@ pub(crate) unsafe fn mm(
 
 /// `src` [rows, cols] row-major, transposed to [cols, rows]: 32 x 32 tiles, one band of output
 /// rows per task.
-pub(crate) fn transpose(src: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    const T: usize = 32;
+pub(crate) fn transpose<T: Copy + Default + Send + Sync>(
+    src: &[T],
+    rows: usize,
+    cols: usize,
+) -> Vec<T> {
+    const TILE: usize = 32;
     assert_eq!(src.len(), rows * cols, "transpose: size");
-    let mut dst = vec![0f32; rows * cols];
-    dst.par_chunks_mut(T * rows.max(1))
+    let mut dst = vec![T::default(); rows * cols];
+    dst.par_chunks_mut(TILE * rows.max(1))
         .enumerate()
         .for_each(|(band, out)| {
-            let c0 = band * T;
+            let c0 = band * TILE;
             let nc = out.len() / rows.max(1);
-            for r0 in (0..rows).step_by(T) {
+            for r0 in (0..rows).step_by(TILE) {
                 for c in c0..c0 + nc {
-                    for r in r0..(r0 + T).min(rows) {
+                    for r in r0..(r0 + TILE).min(rows) {
                         out[(c - c0) * rows + r] = src[r * cols + c];
                     }
                 }

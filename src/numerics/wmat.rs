@@ -74,6 +74,9 @@ fn widen_bf16(src: &[u16], dst: &mut [f32]) {
 /// blocks, small enough to stay in the cache until gemm packs it.
 const PANEL_ELEMS: usize = 1 << 18;
 
+/// The narrowest panel (output columns) when n allows: gemm's widest micro-kernel covers 64.
+const MIN_PANEL_COLS: usize = 128;
+
 /// Activation rows from which a weight stored [n, k] is transposed while widened.
 const TRANSPOSE_MIN_ROWS: usize = 64;
 
@@ -144,68 +147,79 @@ pub(crate) unsafe fn gemm_w(
         rcs == 1 || rrs == 1,
         "gemm: a half-precision weight must be row-major"
     );
+    // A panel is `kb` rows of k by `nb` output columns: at least MIN_PANEL_COLS columns, so
+    // that gemm runs its widest micro-kernels (a 16-column panel of a [16384, 2048] weight ran
+    // the 16-lane kernel at a third of the speed), and k split into blocks when the panel would
+    // exceed PANEL_ELEMS; the blocks of one panel accumulate into its columns in turn.
     let nb = PANEL_ELEMS
         .checked_div(k)
-        .map_or(n, |c| (c.max(16) / 16 * 16).min(n));
+        .map_or(n, |c| (c / 16 * 16).max(MIN_PANEL_COLS).min(n));
+    let kb = if k == 0 { 0 } else { (PANEL_ELEMS / nb).clamp(1, k) };
     let panels: Vec<usize> = (0..n).step_by(nb).collect();
     let out = SharedMut(dst);
     let lhs = lhs as usize;
     let run = |j0: usize, inner: gemm::Parallelism| {
         let w = (n - j0).min(nb);
         let mut buf = SCRATCH.take();
-        buf.resize(k * w, 0.0);
-        // The panel as f32. From [k, n] rows: [k, w] row-major (rs = w, cs = 1), a row segment
-        // per kk. From [n, k] rows: for few activation rows, the rows as they are ([w, k], rs =
-        // 1, cs = k: one contiguous widening); for many, transposed to [k, w] (the layout gemm
-        // packs fastest, worth its cost once m is large) through tiles of 16 rows.
-        let (prs, pcs) = if rcs == 1 {
-            for kk in 0..k {
-                rhs.widen(kk * rrs + j0, &mut buf[kk * w..(kk + 1) * w]);
-            }
-            (w, 1)
-        } else if m < TRANSPOSE_MIN_ROWS {
-            for j in 0..w {
-                rhs.widen((j0 + j) * rcs, &mut buf[j * k..(j + 1) * k]);
-            }
-            (1, k)
-        } else {
-            let mut tile = TILE.take();
-            tile.resize(16 * k, 0.0);
-            for t0 in (0..w).step_by(16) {
-                let tw = (w - t0).min(16);
-                for j in 0..tw {
-                    rhs.widen((j0 + t0 + j) * rcs, &mut tile[j * k..(j + 1) * k]);
+        let mut k0 = 0;
+        loop {
+            let kw = (k - k0).min(kb);
+            buf.resize(kw * w, 0.0);
+            let (prs, pcs) = if rcs == 1 {
+                for kk in 0..kw {
+                    rhs.widen((k0 + kk) * rrs + j0, &mut buf[kk * w..(kk + 1) * w]);
                 }
-                for kk in 0..k {
-                    let row = &mut buf[kk * w + t0..kk * w + t0 + tw];
-                    for (j, v) in row.iter_mut().enumerate() {
-                        *v = tile[j * k + kk];
+                (w, 1)
+            } else if m < TRANSPOSE_MIN_ROWS {
+                for j in 0..w {
+                    rhs.widen((j0 + j) * rcs + k0, &mut buf[j * kw..(j + 1) * kw]);
+                }
+                (1, kw)
+            } else {
+                let mut tile = TILE.take();
+                tile.resize(16 * kw, 0.0);
+                for t0 in (0..w).step_by(16) {
+                    let tw = (w - t0).min(16);
+                    for j in 0..tw {
+                        rhs.widen(
+                            (j0 + t0 + j) * rcs + k0,
+                            &mut tile[j * kw..(j + 1) * kw],
+                        );
+                    }
+                    for kk in 0..kw {
+                        let row = &mut buf[kk * w + t0..kk * w + t0 + tw];
+                        for (j, v) in row.iter_mut().enumerate() {
+                            *v = tile[j * kw + kk];
+                        }
                     }
                 }
+                TILE.set(tile);
+                (w, 1)
+            };
+            // SAFETY: panels write disjoint column ranges of dst; lhs is only read.
+            unsafe {
+                gemm_raw(
+                    m,
+                    w,
+                    kw,
+                    out.ptr().add(j0),
+                    dst_rs,
+                    acc || k0 > 0,
+                    (lhs as *const f32).add(k0 * lcs),
+                    lrs,
+                    lcs,
+                    buf.as_ptr(),
+                    prs,
+                    pcs,
+                    1.0,
+                    inner,
+                )
+            };
+            k0 += kw;
+            if k0 >= k {
+                break;
             }
-            TILE.set(tile);
-            (w, 1)
-        };
-        // SAFETY: the caller's promises for dst and lhs; columns j0..j0 + w of dst are this
-        // panel's alone; the panel buffer holds k x w values at (prs, pcs).
-        unsafe {
-            gemm_raw(
-                m,
-                w,
-                k,
-                out.ptr().add(j0),
-                dst_rs,
-                acc,
-                lhs as *const f32,
-                lrs,
-                lcs,
-                buf.as_ptr(),
-                prs,
-                pcs,
-                1.0,
-                inner,
-            )
-        };
+        }
         SCRATCH.set(buf);
     };
     match parallelism {
@@ -292,15 +306,19 @@ mod tests {
     fn half_weights_multiply_like_their_f32_values() {
         let mut rng = SplitMix64::new(7);
         let mut normal = move || (rng.next_f64() * 2.0 - 1.0) as f32;
-        // Shapes with one panel, several panels and a ragged last panel (k = 3000: 80 columns
-        // a panel), few and many rows (the [n, k] order widened as is, or transposed), in both
-        // storage orders, with and without accumulation.
+        // Shapes with one panel, several panels and a ragged last panel (k = 300: 864 columns
+        // a panel), k split into blocks (k = 3000 and 5000 > 2048 rows a 128-column panel, the
+        // last block ragged), few and many rows (the [n, k] order widened as is, or
+        // transposed), in both storage orders, with and without accumulation.
         for &(m, n, k) in &[
             (3, 5, 7),
             (17, 200, 3000),
             (1, 33, 64),
             (40, 1000, 300),
             (70, 100, 50),
+            (70, 300, 5000),
+            (0, 10, 10),
+            (5, 10, 0),
         ] {
             let lhs: Vec<f32> = (0..m * k).map(|_| normal()).collect();
             let w32: Vec<f32> = (0..k * n).map(|_| normal()).collect();
