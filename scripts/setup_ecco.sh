@@ -8,8 +8,10 @@
 #      0.1.2 and the old stack it needs, all pinned and installed with --no-deps:
 #        ecco 0.1.2, transformers 4.40.2, tokenizers 0.19.1, huggingface-hub 0.23.5,
 #        captum 0.9.0, matplotlib 3.8.4, seaborn 0.13.2, pandas 2.3.3, scikit-learn 1.7.2,
-#        scipy 1.15.3, joblib 1.4.2, ipython 8.25.0 and ipython's pure-Python deps.
-#      torch, numpy, safetensors, PyYAML, requests, regex, tqdm, pillow, ... come from the
+#        scipy 1.15.3, joblib 1.4.2, ipython 8.25.0 and ipython's pure-Python deps, and
+#        matplotlib's (pillow, pyparsing, cycler, kiwisolver, fonttools, dateutil, six, contourpy:
+#        the reference venv does not have them).
+#      torch, numpy, safetensors, PyYAML, requests, regex, tqdm, ... come from the
 #      reference venv ($TOKENLENS_REFENV, see scripts/README.md), which must exist first.
 #      Use it as:  PYTHONPATH=$ECCO_PKGS $REFENV_PY ...
 #   2. $ECCO_MODEL (default ~/.cache/tokenlens/ecco-model, ~515 MB): SmolLM2-135M-Instruct as an f32
@@ -43,6 +45,8 @@ PKGS=(
   ipython==8.25.0 decorator==5.3.1 jedi==0.20.1 parso==0.8.7 matplotlib-inline==0.2.2
   traitlets==5.16.1 prompt_toolkit==3.0.53 wcwidth==0.9.4 pexpect==4.9.0 ptyprocess==0.7.0
   stack_data==0.6.3 executing==2.3.0 asttokens==3.0.2 pure_eval==0.2.4
+  pillow==13.0.0 pyparsing==3.3.3 cycler==0.12.1 kiwisolver==1.5.1 fonttools==4.68.0
+  python-dateutil==4.0.0 six==1.17.0 contourpy==1.3.3
 )
 STACK_STAMP="v1 ${PKGS[*]}"
 MODEL_STAMP_NAME=.tokenlens-ecco-model

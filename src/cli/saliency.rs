@@ -99,11 +99,6 @@ pub fn run(a: SaliencyArgs) -> Result<()> {
         ig_tolerance: a.ig_tolerance,
         chunk_tokens: a.chunk_tokens,
     };
-    // One-time model preparation (transposed weight copies), outside the timed stage like the
-    // model load; its time is reported on its own.
-    let prep = std::time::Instant::now();
-    model.prepare_reverse()?;
-    let prepare_seconds = prep.elapsed().as_secs_f64();
     let started = std::time::Instant::now();
     let result = saliency(&model, &sequences, &prompt_lens, &sopts)?;
     let elapsed = started.elapsed().as_secs_f64();
@@ -125,7 +120,6 @@ pub fn run(a: SaliencyArgs) -> Result<()> {
             "prompts": a.prompts, "sequences": sequences, "prompt_lens": prompt_lens,
             "methods": methods, "n_steps": a.n_steps, "ig_tolerance": a.ig_tolerance,
             "rule": rule, "seconds": elapsed,
-            "prepare_seconds": prepare_seconds,
             "generated_tokens": n_targets, "threads": rayon::current_num_threads(),
             "rows": result.rows, "completeness": result.completeness,
         });
@@ -133,7 +127,7 @@ pub fn run(a: SaliencyArgs) -> Result<()> {
             .with_context(|| format!("writing {}", path.display()))?;
     }
     eprintln!(
-        "saliency: {n_targets} generated tokens, {} method(s), {elapsed:.2} s ({:.3} s per generated token; model preparation {prepare_seconds:.2} s before)",
+        "saliency: {n_targets} generated tokens, {} method(s), {elapsed:.2} s ({:.3} s per generated token)",
         methods.len(),
         elapsed / n_targets.max(1) as f64
     );

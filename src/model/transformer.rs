@@ -130,8 +130,8 @@ impl Transformer {
     }
 
     /// The unembedding, or an error saying the checkpoint has none.
-    /// Bytes of every parameter as held (a tied unembedding counted once; RoPE tables and the
-    /// reverse pass's transposed copies not counted).
+    /// Bytes of every parameter as held (a tied unembedding counted once; RoPE tables not
+    /// counted).
     pub fn weight_bytes(&self) -> usize {
         let t = |t: &Tensor| t.elem_count() * t.dtype().size_in_bytes();
         let norm = |n: &Option<super::block::Norm>| {

@@ -7,7 +7,10 @@
 //! need the activations in half precision too, which rounds every intermediate value. Widening
 //! is memory-bound and costs about 1/m of the product for m activation rows; its loops are
 //! compiled for AVX-512F / AVX2 and chosen at run time (`simd_call!`), f16 through the F16C
-//! conversion the half crate selects at run time.
+//! conversion the half crate selects at run time. A weight stored [n, k] (the reverse pass's
+//! input-gradient product reads every weight that way) multiplying many rows is transposed into
+//! the panels while widened, f32 too (a panel copy): gemm reads [k, n] panels faster, and no
+//! transposed copy of a whole matrix is kept.
 
 use half::slice::HalfFloatSliceExt;
 use half::{bf16, f16};
@@ -77,7 +80,8 @@ const PANEL_ELEMS: usize = 1 << 18;
 /// The narrowest panel (output columns) when n allows: gemm's widest micro-kernel covers 64.
 const MIN_PANEL_COLS: usize = 128;
 
-/// Activation rows from which a weight stored [n, k] is transposed while widened.
+/// Activation rows from which a weight stored [n, k] is transposed while widened (or, in f32,
+/// copied): below that, gemm reads it in place.
 const TRANSPOSE_MIN_ROWS: usize = 64;
 
 thread_local! {
@@ -121,7 +125,11 @@ pub(crate) unsafe fn gemm_w(
         (k - 1) * rrs + (n - 1) * rcs + 1
     };
     assert!(rhs.len() >= last, "gemm: rhs size");
-    if let WSlice::F32(w) = rhs {
+    // f32 goes straight to gemm, except a weight stored [n, k] multiplying many rows: that one
+    // is copied into transposed panels like a half-precision one (gemm reads [k, n] panels
+    // faster, and no transposed copy of the whole matrix is kept).
+    let f32_panels = rrs == 1 && rcs != 1 && m >= TRANSPOSE_MIN_ROWS;
+    if let (WSlice::F32(w), false) = (rhs, f32_panels) {
         // SAFETY: forwarded from the caller; rhs checked above.
         unsafe {
             gemm_raw(

@@ -95,8 +95,6 @@ impl<'a> Norm<'a> {
 /// A linear layer's weight [in, out] and bias, borrowed.
 pub(super) struct Lin<'a> {
     w: Data<'a>,
-    /// The weight as [out, in], for widening layers (see `Linear::weight_out_in`).
-    w_out_in: Option<Data<'a>>,
     b: Option<Data<'a>>,
     inp: usize,
     out: usize,
@@ -107,15 +105,8 @@ impl<'a> Lin<'a> {
         let (wt, b) = l.parts();
         let (inp, out) = wt.dims2()?;
         let b = b.map(Data::of).transpose()?;
-        // A half-precision weight is widened panel by panel in the layout gemm reads best anyway.
-        let w_out_in = if out > inp && wt.dtype() == candle_core::DType::F32 {
-            Some(Data::of(l.weight_out_in()?)?)
-        } else {
-            None
-        };
         Ok(Lin {
             w: Data::of(wt)?,
-            w_out_in,
             b,
             inp,
             out,
@@ -135,23 +126,11 @@ impl<'a> Lin<'a> {
         }
     }
 
-    /// dx [m, in] = dy [m, out] W^T.
+    /// dx [m, in] = dy [m, out] W^T: W read as stored, [in, out], i.e. transposed; `gemm_w`
+    /// copies (or widens) it into [out, in] panels when there are enough rows for that to pay.
     pub(super) fn backward(&self, dy: &[f32], dx: &mut [f32]) {
         let m = dy.len() / self.out;
-        match &self.w_out_in {
-            Some(w) => gemm(m, self.inp, self.out, dx, false, dy, w.w(), self.inp, 1),
-            None => gemm(
-                m,
-                self.inp,
-                self.out,
-                dx,
-                false,
-                dy,
-                self.w.w(),
-                1,
-                self.out,
-            ),
-        }
+        gemm(m, self.inp, self.out, dx, false, dy, self.w.w(), 1, self.out)
     }
 }
 

@@ -124,17 +124,6 @@ struct Packing {
 }
 
 impl Model {
-    /// Makes the [out, in] weight copies the reverse pass reads for widening layers (otherwise
-    /// made on first use), all layers in parallel: a timed first call then does not pay for them.
-    pub fn prepare_reverse(&self) -> Result<()> {
-        self.body.blocks.par_iter().try_for_each(|b| {
-            for lin in [&b.attn.qkv, &b.attn.o, &b.mlp.up, &b.mlp.down] {
-                Lin::of(lin)?;
-            }
-            Ok(())
-        })
-    }
-
     /// For every segment and target: the target token's probability and, where asked, its
     /// gradient with respect to the prefix's input token embeddings (see the module docs).
     /// Memory grows with the total tokens and the total prefix rows of the segments given: the

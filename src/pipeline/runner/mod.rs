@@ -73,9 +73,8 @@ pub fn run(spec: &PipelineSpec, opts: &RunOptions) -> Result<RunReport> {
     let bar = progress_bar(opts.quiet, prep.prompts, shard, spec, &status);
     compute_and_write(spec, shard, &prep, &run_dir, &mut status, &bar)?;
     bar.finish_and_clear();
-    // The NMF stage needs only the model's layer count. The model itself (its weights as f32,
-    // plus the reverse pass's transposed copies once saliency ran: ~0.8 GB for the default
-    // model) is released, and the freed heap returned to the OS, before the stage reads X into
+    // The NMF stage needs only the model's layer count. The model itself (its weights as f32:
+    // ~0.5 GB for the default model) is released, and the freed heap returned to the OS, before the stage reads X into
     // memory (up to its 2 GiB budget): the two are never resident together, so a larger corpus
     // does not add X on top of the model.
     let nmf = nmf_spec(spec, prep.model.config.n_layers)?;

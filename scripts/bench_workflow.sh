@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# The whole workflow vs Ecco (issue 15, BENCHMARKS.md "The whole workflow vs Ecco"): Ecco 0.1.2's
+# complete per-prompt workflow (scripts/bench_workflow_ecco.py: generate with activations,
+# attention, grad x input and integrated gradients, layer_predictions at every generated
+# position, rankings, rankings_watch at every generated position, NMF) against `tokenlens run` of
+# pipelines/bench-workflow.yaml, which computes the same analyses, on the 42 quickstart prompts,
+# 12 tokens each (EOS ignored), SmolLM2-135M-Instruct, THREADS threads.
+#
+# Per round, each side runs as its own process under GNU time (peak RSS, wall); the order
+# alternates between rounds (odd: tokenlens first). tokenlens runs twice per round: with
+# integrated gradients (50 Gauss-Legendre steps, as Ecco/captum) and without (grad x input only);
+# with IG_TOLERANCE set, a third time with adaptive integrated gradients at that tolerance
+# (`saliency.ig_tolerance`, steps up to 50). Ecco runs once (its time without integrated
+# gradients is its total minus its timed IG attribution).
+# scripts/bench_workflow_report.py then checks that both sides generated the same tokens and
+# that their saliency scores agree (it exits 1 otherwise, and so does this script), and prints
+# the ratios (computations only, and whole processes), peak RSS, and both sides' IG completeness
+# errors per target.
+#
+# Usage: [ROUNDS=1] [THREADS=2] [IG_TOLERANCE=T] [LIMIT=N] scripts/bench_workflow.sh
+# Needs: the reference venv and Ecco (scripts/setup_ecco.sh, run here if needed), GNU time.
+# Outputs: target/bench-workflow/<UTC time>/ (JSON, runs, logs, results.json); the tables go
+# to stdout.
+# shellcheck source=scripts/lib.sh
+source "$(dirname "$0")/lib.sh"
+need_refenv
+ROUNDS=${ROUNDS:-1}
+THREADS=${THREADS:-2}
+IG_TOLERANCE=${IG_TOLERANCE:-}
+LIMIT=${LIMIT:-}
+/usr/bin/time --version 2>&1 | grep -q GNU ||
+  { echo "error: GNU time not found at /usr/bin/time (apt-get install time)" >&2; exit 1; }
+scripts/setup_ecco.sh >&2
+build_release
+interop=target/interop-venv
+if [ ! -x "$interop/bin/python" ] || ! "$interop/bin/python" -c 'import pyarrow' 2>/dev/null; then
+  python3 -m venv "$interop"
+  "$interop/bin/pip" install --quiet --disable-pip-version-check polars pandas pyarrow duckdb
+fi
+
+out=target/bench-workflow/$(date -u +%Y%m%dT%H%M%SZ)
+mkdir -p "$out"
+machine_line "threads $THREADS, $ROUNDS round(s)" | tee "$out/machine.txt"
+grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' | grep -E '^(avx2|avx512f|avx512_bf16|fma|f16c|amx_tile)$' |
+  paste -sd' ' | sed 's/^/cpu flags: /' | tee -a "$out/machine.txt"
+echo "started $(date -u '+%F %T') UTC; outputs in $out"
+
+# The tokenlens specs: the committed one, and variants (no IG; adaptive IG) written as JSON
+# (YAML's subset) with absolute paths.
+variants=(ig noig)
+[ -n "$IG_TOLERANCE" ] && variants+=(adaptive)
+python3 - "$out" "$IG_TOLERANCE" "$LIMIT" <<'PY'
+import json, os, sys
+out, tol, limit = sys.argv[1], sys.argv[2], sys.argv[3]
+root = os.getcwd()
+base = {
+    "model": "default",
+    "dataset": {"path": f"{root}/datasets/quickstart.jsonl", "text_field": "text", "id_field": "id"},
+    "generation": {"max_new_tokens": 12, "temperature": 0, "stop_at_eos": False},
+    "batching": {"batch_size": 8},
+    "analyses": {
+        "predictions": {"top_k": 10},
+        "saliency": {"methods": ["grad_x_input", "integrated_gradients"], "n_steps": 50,
+                     "rule": "gauss_legendre"},
+        "lens": {"top_k": 10, "final_norm": True},
+        "watch": {"tokens": [" Paris", " Jupiter", " the", " and"], "final_norm": True},
+        "activations": {"layers": "all"},
+        "attention": {"layers": "all"},
+        "nmf": {"n_components": 8, "layers": "all"},
+    },
+}
+if limit:
+    base["dataset"]["limit"] = int(limit)
+specs = {"ig": base}
+noig = json.loads(json.dumps(base))
+noig["analyses"]["saliency"]["methods"] = ["grad_x_input"]
+specs["noig"] = noig
+if tol:
+    ad = json.loads(json.dumps(base))
+    ad["analyses"]["saliency"]["ig_tolerance"] = float(tol)
+    specs["adaptive"] = ad
+for name, spec in specs.items():
+    spec["output"] = {"dir": f"{root}/{out}/run-{name}", "overwrite": True}
+    with open(f"{out}/spec-{name}.yaml", "w") as fh:
+        json.dump(spec, fh, indent=1)
+PY
+# The committed spec and the generated one must describe the same work.
+"$TOKENLENS_BIN" validate --no-model pipelines/bench-workflow.yaml >/dev/null
+
+timed() {
+  local name=$1
+  shift
+  local t0=$SECONDS
+  cut -d' ' -f1 /proc/loadavg >"$out/$name.load"
+  if ! /usr/bin/time -f "%M %e" -o "$out/$name.time" env RAYON_NUM_THREADS="$THREADS" \
+    OMP_NUM_THREADS="$THREADS" MKL_NUM_THREADS="$THREADS" "$@" >"$out/$name.out" 2>"$out/$name.log"; then
+    echo "error: $name failed; its log ($out/$name.log) ends with:" >&2
+    tail -n 20 "$out/$name.log" >&2
+    exit 1
+  fi
+  echo "  $name: $((SECONDS - t0)) s" >&2
+}
+ecco_args=(--threads "$THREADS")
+[ -n "$LIMIT" ] && ecco_args+=(--limit "$LIMIT")
+run_tokenlens() {
+  local r=$1 v
+  for v in "${variants[@]}"; do
+    timed "r$r.tokenlens-$v" "$TOKENLENS_BIN" run --quiet "$out/spec-$v.yaml"
+    mv "$out/run-$v" "$out/r$r.run-$v"
+  done
+}
+run_ecco() {
+  timed "r$1.ecco" env PYTHONPATH="$ECCO_PKGS" "$REFENV_PY" scripts/bench_workflow_ecco.py \
+    "${ecco_args[@]}" --model-dir "$ECCO_MODEL" --out "$out/r$1.ecco.json"
+}
+for r in $(seq 1 "$ROUNDS"); do
+  if [ $((r % 2)) = 1 ]; then run_tokenlens "$r"; run_ecco "$r"; else run_ecco "$r"; run_tokenlens "$r"; fi
+done
+"$interop/bin/python" scripts/bench_workflow_report.py "$out" "$ROUNDS" "${variants[@]}"
