@@ -99,13 +99,6 @@ def working_set(task, m, run):
     return ws, chunk * max(per_token, per_row)
 
 
-def transposed_copies(m):
-    """Parameters of the [out, in] copies tokenlens' reverse pass keeps of f32 widening layers
-    (q|k|v and gate|up: out > in), made by Model::prepare_reverse."""
-    k = model_dims(m)
-    return k["L"] * k["d"] * (k["qkv"] + 2 * k["ffn"])
-
-
 runs = defaultdict(dict)  # (model, task) -> round -> side -> record
 for f in sorted(out.glob("r*.time")):
     mt = re.match(r"r(\d+)\.(.+)\.(forward|grad_x_input|integrated_gradients)\.(tokenlens|transformers)\.time$", f.name)
@@ -118,7 +111,7 @@ for f in sorted(out.glob("r*.time")):
     stem = f.name[: -len(".time")]
     if task != "forward" and side == "tokenlens":
         j = json.loads((out / f"{stem.rsplit('.', 1)[0]}.tokenlens.out.json").read_text())
-        rec.update(value=j["seconds"] / j["generated_tokens"], prepare_s=j.get("prepare_seconds", 0.0),
+        rec.update(value=j["seconds"] / j["generated_tokens"],
                    sequences=j["sequences"], rows=j["rows"], completeness=j["completeness"],
                    prompt_lens=j["prompt_lens"], n_steps=j["n_steps"],
                    max_len=max(len(s) for s in j["sequences"]) - 1)
@@ -180,7 +173,7 @@ print()
 print(f"peak RSS (GNU time, max over rounds; GB = 1e9 bytes) and tokenlens' target, 1.3 x weights ({dtype}) + working set,")
 print("with the working set of this workload (tight) and the bound chunk_tokens / the batch put on it (bound)")
 print(f"{'model':11s} {'task':21s} {'weights':>7s} {'ws':>5s} {'bound':>5s} {'target':>13s} {'tokenlens':>9s} "
-      f"{'met':>7s} {'transformers':>12s}" + ("  (saliency: of which transposed weight copies)" if dtype == "f32" else ""))
+      f"{'met':>7s} {'transformers':>12s}")
 for m, task, _, by_round in summary:
     w = model_dims(m)["params"] * BYTES[dtype]
     first = next(iter(by_round.values()))
@@ -189,11 +182,8 @@ for m, task, _, by_round in summary:
     rss_o = max(s["tokenlens"]["rss_kb"] for s in by_round.values()) * 1024
     rss_t = max(s["transformers"]["rss_kb"] for s in by_round.values()) * 1024
     met = "/".join("yes" if rss_o <= t else "NO" for t in (t_tight, t_bound))
-    # Only f32 weights get transposed copies (src/model/reverse/block.rs, Lin::of): bf16/f16
-    # matrices are widened panel by panel in the layout the gemm reads.
-    extra = "" if task == "forward" or dtype != "f32" else f"  {4 * transposed_copies(m) / GB:.2f}"
     print(f"{m:11s} {task:21s} {w / GB:7.2f} {ws / GB:5.2f} {bound / GB:5.2f} {t_tight / GB:6.2f}/{t_bound / GB:6.2f} "
-          f"{rss_o / GB:9.2f} {met:>7s} {rss_t / GB:12.2f}{extra}")
+          f"{rss_o / GB:9.2f} {met:>7s} {rss_t / GB:12.2f}")
 
 loads = [s["load"] for _, _, _, br in summary for sides in br.values() for s in sides.values() if s["load"] == s["load"]]
 if loads:
@@ -214,7 +204,6 @@ for m, task, _, by_round in summary:
             note = (f"captures {o['capture_bytes'] / 1e6:.0f} MB vs {t['capture_bytes'] / 1e6:.0f} MB; model load "
                     f"{o['load_s']:.1f} s vs {t['load_s']:.1f} s")
         else:
-            note = (parity(o, t, task) + f"; tokenlens preparation {o['prepare_s']:.1f} s, "
-                    f"transformers warm-up target {t['warmup_s']:.1f} s")
+            note = parity(o, t, task) + f"; transformers warm-up target {t['warmup_s']:.1f} s"
         print(f"  r{rnd} {m:11s} {task:21s} {note}")
         print(f"     wall (load, generation, everything): tokenlens {o['wall_s']:.0f} s, transformers {t['wall_s']:.0f} s")

@@ -57,7 +57,7 @@ for name, ours_file, ecco_key in [("grad_x_input", "ours_gxi.json", "grad_x_inpu
         e = m["s_per_generated_token"]
         ratios.append(e / o)
         same = sum(s[p:] == x["generated_ids"] for s, p, x in zip(ours["sequences"], ours["prompt_lens"], ecco["prompts"]))
-        print(f"round {r} {name:22s} tokenlens {o:7.4f} s/token (+{ours.get('prepare_seconds', 0):.2f} s model preparation)"
+        print(f"round {r} {name:22s} tokenlens {o:7.4f} s/token"
               f"   Ecco {e:7.3f} s/token   speed-up {e / o:5.1f}x   same tokens {same}/{len(ecco['prompts'])}")
     print(f"{name:22s} median speed-up over {rounds} round(s): {statistics.median(ratios):.1f}x")
 PY

@@ -137,7 +137,17 @@ def main():
     lm = ecco.from_pretrained(a.model_dir, model_config=dict(ECCO_MODEL_CONFIG), activations=True,
                               attention=True, hidden_states=True, verbose=False, gpu=False)
     lm.model.eval()
+    # attention=True makes transformers 4.40's sdpa layers fall back to eager attention, but
+    # the mask was prepared for sdpa (None when nothing is padded: sdpa's is_causal), so the
+    # fallback attends to every position, future ones included, and generates garbage. Telling
+    # the model it is eager makes it build the causal mask (Ecco's era defaulted to eager).
+    lm.model.config._attn_implementation = "eager"
     lm.model.generation_config.eos_token_id = None
+    # Ecco passes hidden_states / attention to the model's config, which transformers < 4.3x
+    # also read in generate; 4.40 reads the generation config (from generation_config.json), so
+    # the same flags are set there, or generate returns neither and layer_predictions fails.
+    lm.model.generation_config.output_hidden_states = True
+    lm.model.generation_config.output_attentions = True
     load_s = time.perf_counter() - t0
     watch_ids = []
     for w in a.watch.split(","):

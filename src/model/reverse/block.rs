@@ -130,7 +130,17 @@ impl<'a> Lin<'a> {
     /// copies (or widens) it into [out, in] panels when there are enough rows for that to pay.
     pub(super) fn backward(&self, dy: &[f32], dx: &mut [f32]) {
         let m = dy.len() / self.out;
-        gemm(m, self.inp, self.out, dx, false, dy, self.w.w(), 1, self.out)
+        gemm(
+            m,
+            self.inp,
+            self.out,
+            dx,
+            false,
+            dy,
+            self.w.w(),
+            1,
+            self.out,
+        )
     }
 }
 
