@@ -69,22 +69,6 @@ mapfile -t prompts < <(python3 -c "
 for r in range($PROMPTS):
     print(' '.join(f't{1000 + (r * 104729 + i * 7919) % 48000}' for i in range($PROMPT_LEN)))")
 
-# timed NAME CMD...: runs CMD under GNU time with the thread settings; stdout -> $out/NAME.json,
-# stderr -> $out/NAME.log, "peak_kb wall_s" -> $out/NAME.time, the 1-minute load average just
-# before -> $out/NAME.load (the machine is shared: a load above THREADS means others were running).
-timed() {
-  local name=$1
-  shift
-  local t0=$SECONDS
-  cut -d' ' -f1 /proc/loadavg >"$out/$name.load"
-  if ! /usr/bin/time -f "%M %e" -o "$out/$name.time" env RAYON_NUM_THREADS="$THREADS" \
-    OMP_NUM_THREADS="$THREADS" MKL_NUM_THREADS="$THREADS" "$@" >"$out/$name.json" 2>"$out/$name.log"; then
-    echo "error: $name failed; its log ($out/$name.log) ends with:" >&2
-    tail -n 20 "$out/$name.log" >&2
-    exit 1
-  fi
-  echo "  $name: $((SECONDS - t0)) s" >&2
-}
 
 for round in $(seq 1 "$ROUNDS"); do
   for m in "${models[@]}"; do
@@ -93,18 +77,18 @@ for round in $(seq 1 "$ROUNDS"); do
       base="$out/r$round.$m.$task"
       case $task in
         forward)
-          timed "r$round.$m.$task.tokenlens" env TOKENLENS_BENCH_MODEL="$dir" TOKENLENS_BENCH_DTYPE="$DTYPE" \
+          timed "$out" "r$round.$m.$task.tokenlens" json env TOKENLENS_BENCH_MODEL="$dir" TOKENLENS_BENCH_DTYPE="$DTYPE" \
             TOKENLENS_BENCH_BATCH="$BATCH" TOKENLENS_BENCH_TOKENS="$TOKENS" TOKENLENS_BENCH_REPS="$REPS" \
             "$forward_bin"
           ;;
         grad_x_input | integrated_gradients)
-          timed "r$round.$m.$task.tokenlens" "$TOKENLENS_BIN" saliency -m "$dir" "${dtype_args[@]}" \
+          timed "$out" "r$round.$m.$task.tokenlens" json "$TOKENLENS_BIN" saliency -m "$dir" "${dtype_args[@]}" \
             --generate "$GENERATE" --ignore-eos --method "$task" --n-steps "$N_STEPS" \
             --chunk-tokens "$CHUNK_TOKENS" --json "$base.tokenlens.out.json" "${prompts[@]}"
           ;;
         *) echo "error: unknown task $task" >&2; exit 1 ;;
       esac
-      timed "r$round.$m.$task.transformers" "$REFENV_PY" scripts/bench_1b_transformers.py --model "$dir" \
+      timed "$out" "r$round.$m.$task.transformers" json "$REFENV_PY" scripts/bench_1b_transformers.py --model "$dir" \
         --task "$task" --dtype "$DTYPE" --threads "$THREADS" --batch "$BATCH" --tokens "$TOKENS" \
         --reps "$REPS" --prompts "$PROMPTS" --prompt-len "$PROMPT_LEN" --generate "$GENERATE" --n-steps "$N_STEPS"
     done

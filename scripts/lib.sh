@@ -182,3 +182,22 @@ machine_line() {
   [ -n "$1" ] && extra="$1; "
   echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); $extra$(date -u +%F)"
 }
+
+# timed DIR NAME EXT CMD...: runs CMD under GNU time with $THREADS (default 2) threads for rayon,
+# OpenMP and MKL; stdout -> DIR/NAME.EXT, stderr -> DIR/NAME.log, "peak_kb wall_s" ->
+# DIR/NAME.time, the 1-minute load average just before -> DIR/NAME.load (a load above THREADS
+# means other processes shared the cores). On failure prints the log's end and exits 1. Used by
+# the benchmark scripts that compare whole processes.
+timed() {
+  local dir=$1 name=$2 ext=$3 threads=${THREADS:-2}
+  shift 3
+  local t0=$SECONDS
+  cut -d' ' -f1 /proc/loadavg >"$dir/$name.load"
+  if ! /usr/bin/time -f "%M %e" -o "$dir/$name.time" env RAYON_NUM_THREADS="$threads" \
+    OMP_NUM_THREADS="$threads" MKL_NUM_THREADS="$threads" "$@" >"$dir/$name.$ext" 2>"$dir/$name.log"; then
+    echo "error: $name failed; its log ($dir/$name.log) ends with:" >&2
+    tail -n 20 "$dir/$name.log" >&2
+    exit 1
+  fi
+  echo "  $name: $((SECONDS - t0)) s" >&2
+}
