@@ -26,9 +26,9 @@ pub struct SaliencyArgs {
     /// Integrated-gradients steps; with --ig-tolerance, the most a target may use.
     #[arg(long, default_value_t = 50)]
     n_steps: usize,
-    /// Adaptive integrated gradients: refine each target's quadrature (4, 8, 16, ... steps, at
-    /// most --n-steps) until its completeness error is at most this fraction of |p(input) -
-    /// p(baseline)|; in (0, 1].
+    /// Adaptive integrated gradients: refine each target's nested quadrature (3, 7, 15, 31, ...
+    /// nodes, at most --n-steps) until its completeness error is at most this fraction of
+    /// |p(input) - p(baseline)|; in (0, 1].
     #[arg(long)]
     ig_tolerance: Option<f64>,
     /// Integrated-gradients quadrature: gauss-legendre or trapezoid.
@@ -63,10 +63,15 @@ pub fn run(a: SaliencyArgs) -> Result<()> {
         "trapezoid" => Rule::Trapezoid,
         other => bail!("unknown --rule `{other}` (gauss-legendre, trapezoid)"),
     };
-    if let Some(t) = a.ig_tolerance
-        && !(t > 0.0 && t <= 1.0)
-    {
-        bail!("--ig-tolerance must be in (0, 1], got {t}");
+    if let Some(t) = a.ig_tolerance {
+        if !(t > 0.0 && t <= 1.0) {
+            bail!("--ig-tolerance must be in (0, 1], got {t}");
+        }
+        if rule == Rule::Trapezoid {
+            bail!(
+                "--ig-tolerance uses its own nested rule (docs/saliency.md): drop --rule trapezoid"
+            );
+        }
     }
     if a.generate == 0 {
         bail!("--generate must be at least 1: saliency explains generated tokens");
@@ -161,9 +166,9 @@ fn print_saliency(
                         opts.n_steps
                     ),
                     Some(t) => println!(
-                        "  [{}: {:?}, adaptive to {t} of the probability change, at most {} steps]",
+                        "  [{}: nested Fejer levels, adaptive to {t} of the probability change, \
+                         at most {} steps]",
                         method.name(),
-                        opts.rule,
                         opts.n_steps
                     ),
                 },

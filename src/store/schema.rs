@@ -541,8 +541,8 @@ table! {
         attribution_sum: Float32,
         /// attribution_sum - (target_prob - baseline_prob); near 0 when n_steps suffices.
         error: Float32,
-        /// Quadrature steps of the attributions (`n_steps`; adaptive IG, `ig_tolerance`: the
-        /// level where the target stopped, 4, 8, 16, ... or `n_steps`).
+        /// Gradient evaluations of the attributions (`n_steps`; adaptive IG, `ig_tolerance`:
+        /// the nested level where the target stopped, 3, 7, 15, 31, ..., at most `n_steps`).
         steps: Int32,
     }
 }

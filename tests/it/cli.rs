@@ -529,6 +529,19 @@ fn saliency_bad_options() {
         &["saliency", "--model", &m, "--n-steps", "0", "x"],
         &["--n-steps must be in 1..=1000, got 0"],
     );
+    BIN.fails_mentioning(
+        &[
+            "saliency",
+            "--model",
+            &m,
+            "--ig-tolerance",
+            "0.01",
+            "--rule",
+            "trapezoid",
+            "x",
+        ],
+        &["--ig-tolerance uses its own nested rule (docs/saliency.md): drop --rule trapezoid"],
+    );
 }
 
 /// Hub ids resolve from the local Hugging Face cache without the network (HF_HUB_OFFLINE=1).

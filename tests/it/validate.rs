@@ -215,6 +215,25 @@ fn bad_option_values_are_all_listed() {
     );
 }
 
+/// Adaptive integrated gradients has its own nested rule: asking for the trapezoid with it is
+/// refused, not silently ignored.
+#[test]
+fn adaptive_ig_refuses_the_trapezoid_rule() {
+    let spec = tiny_spec(
+        "validate-adaptive-rule",
+        DATA,
+        &GOOD.replace(
+            "output:",
+            "  saliency: {methods: [ig], ig_tolerance: 0.01, rule: trapezoid}\noutput:",
+        ),
+    );
+    fails(
+        &spec,
+        "DIR/spec.yaml: analyses.saliency.rule: adaptive integrated gradients (ig_tolerance) uses \
+         its own nested rule (docs/saliency.md): remove `rule: trapezoid` or `ig_tolerance`",
+    );
+}
+
 #[test]
 fn checks_against_the_model() {
     let spec = tiny_spec(

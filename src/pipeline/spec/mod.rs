@@ -310,11 +310,12 @@ pub struct SaliencySpec {
     pub methods: Vec<SaliencyMethod>,
     /// Integrated-gradients steps; with `ig_tolerance`, the most a target may use. Default: 50.
     pub n_steps: usize,
-    /// Adaptive integrated gradients: refine each target's quadrature (4, 8, 16, ... steps, at
-    /// most `n_steps`) until its completeness error is at most this fraction of |p(input) -
-    /// p(baseline)|; in (0, 1]. Default: none (every target takes `n_steps`).
+    /// Adaptive integrated gradients: refine each target's nested quadrature (3, 7, 15, 31, ...
+    /// nodes, at most `n_steps`) until its completeness error is at most this fraction of
+    /// |p(input) - p(baseline)|; in (0, 1]. Default: none (every target takes `n_steps`).
     pub ig_tolerance: Option<f64>,
-    /// Integrated-gradients quadrature: `gauss_legendre` (default) or `trapezoid`.
+    /// Integrated-gradients quadrature: `gauss_legendre` (default) or `trapezoid`; fixed steps
+    /// only (`ig_tolerance` has its own rule).
     pub rule: IgRule,
     /// Padded tokens per forward/backward chunk (bounds memory, ~3 MB per token). Default: 512.
     pub chunk_tokens: usize,

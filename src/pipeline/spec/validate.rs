@@ -317,6 +317,15 @@ impl PipelineSpec {
                     "analyses.saliency.ig_tolerance",
                     || format!("must be in (0, 1], got {t}"),
                 );
+                p.check(
+                    s.rule != IgRule::Trapezoid,
+                    "analyses.saliency.rule",
+                    || {
+                        "adaptive integrated gradients (ig_tolerance) uses its own nested rule \
+                         (docs/saliency.md): remove `rule: trapezoid` or `ig_tolerance`"
+                            .into()
+                    },
+                );
             }
             in_range(
                 p,

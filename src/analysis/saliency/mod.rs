@@ -21,6 +21,9 @@ use crate::error::{Error, Result};
 use crate::model::Model;
 use crate::model::reverse::{SegTarget, Segment};
 
+mod adaptive;
+pub use adaptive::{fejer, fejer_levels};
+
 /// An attribution method.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, PartialOrd, Ord)]
 #[serde(rename_all = "snake_case")]
@@ -69,10 +72,11 @@ pub struct SaliencyOptions {
     /// Integrated-gradients steps; with `ig_tolerance`, the most a target may use.
     pub n_steps: usize,
     pub rule: Rule,
-    /// Adaptive integrated gradients: each target's quadrature is refined (`ig_levels`: 4, 8,
-    /// 16, ... steps, then `n_steps`) until its completeness error |sum of attributions -
-    /// (p(input) - p(baseline))| is at most this fraction of |p(input) - p(baseline)| (or below
-    /// `COMPLETENESS_FLOOR`). None: every target takes `n_steps`.
+    /// Adaptive integrated gradients (`adaptive`): each target's path is split into intervals,
+    /// refined where the quadrature misses the exact integral that forward passes give, until its
+    /// completeness error |sum of attributions - (p(input) - p(baseline))| is at most this
+    /// fraction of |p(input) - p(baseline)| (or below `COMPLETENESS_FLOOR`), using at most
+    /// `n_steps` gradient evaluations. None: every target takes `n_steps` (`rule`).
     pub ig_tolerance: Option<f64>,
     /// Upper bound on the rows of one chunk of the reverse pass: forward tokens plus, per target,
     /// its prefix length (memory bound, see `saliency`).
@@ -82,19 +86,6 @@ pub struct SaliencyOptions {
 /// A completeness error this small counts as converged whatever the tolerance: probabilities
 /// are f32, whose rounding leaves errors of this order.
 pub const COMPLETENESS_FLOOR: f64 = 1e-6;
-
-/// The step counts adaptive integrated gradients tries, in order: 4, 8, 16, ... below
-/// `n_steps`, then `n_steps` (just `n_steps` when it is at most 4).
-pub fn ig_levels(n_steps: usize) -> Vec<usize> {
-    let mut levels = Vec::new();
-    let mut n = 4;
-    while n < n_steps {
-        levels.push(n);
-        n *= 2;
-    }
-    levels.push(n_steps);
-    levels
-}
 
 impl Default for SaliencyOptions {
     fn default() -> Self {
@@ -228,58 +219,109 @@ struct TargetState {
     ig_sum: Vec<f64>,
     target_prob: f32,
     baseline_prob: f32,
-    /// Steps of the quadrature in `ig_sum`.
+    /// Gradient evaluations behind `ig_sum` (adaptive IG: all of them, also those of
+    /// intervals it refined).
     steps: usize,
-    /// Adaptive IG: still refining.
-    active: bool,
 }
 
-impl TargetState {
-    /// sum of attributions - (p(input) - p(baseline)) for the quadrature in `ig_sum`.
-    fn completeness_error(&self) -> f64 {
-        let sum: f64 = self
-            .ig_sum
-            .iter()
-            .zip(&self.embeds)
-            .map(|(s, x)| s * *x as f64)
-            .sum();
-        sum - (self.target_prob as f64 - self.baseline_prob as f64)
-    }
-}
-
-/// One forward pass: a document's embeddings scaled by `alpha`, with some of its targets.
-struct Unit {
+/// One forward pass: a document's embeddings scaled by `alpha`; for each listed target (an index
+/// into the target list, with whether its gradient is needed), its probability there.
+struct Pass {
     doc: usize,
     alpha: f64,
-    /// Indices into the target list (consecutive, increasing positions).
-    targets: std::ops::Range<usize>,
-    /// The at-input row (alpha = 1): records each target's probability, and its gradient if
-    /// `gradient` or `grad_x_input` is asked for.
-    at_input: bool,
-    /// The baseline row (alpha = 0): records the baseline probability.
-    baseline: bool,
-    /// IG quadrature weight of this node, if it is one.
-    ig_weight: Option<f64>,
+    targets: Vec<(usize, bool)>,
 }
 
-impl Unit {
-    fn needs_grad(&self, input_grad: bool) -> bool {
-        (self.at_input && input_grad) || self.ig_weight.is_some()
-    }
+/// Rows of the reverse pass for `list` (targets of one document): forward tokens (the longest
+/// prefix) plus the prefix of every target whose gradient is needed.
+fn pass_cost(targets: &[TargetState], list: &[(usize, bool)]) -> usize {
+    let forward = list.iter().map(|&(t, _)| targets[t].sources).max();
+    let rows: usize = list
+        .iter()
+        .filter(|x| x.1)
+        .map(|&(t, _)| targets[t].sources)
+        .sum();
+    forward.unwrap_or(0) + rows
+}
 
-    /// Rows of the reverse pass: forward tokens plus every target's prefix.
-    fn cost(&self, targets: &[TargetState], input_grad: bool) -> usize {
-        let last = targets[self.targets.end - 1].sources;
-        let rows: usize = if self.needs_grad(input_grad) {
-            targets[self.targets.clone()]
-                .iter()
-                .map(|t| t.sources)
-                .sum()
-        } else {
-            0
-        };
-        last + rows
+/// Runs `passes` in chunks of at most `chunk_tokens` rows: a pass too big for one chunk is split
+/// between its targets (at least one per piece), and pieces are packed into chunks in order (at
+/// least one per chunk). For every target of every pass, `each(targets, pass index, target,
+/// probability, gradient if asked)`.
+fn run_passes(
+    model: &Model,
+    docs: &[(std::ops::Range<usize>, Vec<f32>)],
+    targets: &mut [TargetState],
+    passes: &[Pass],
+    chunk_tokens: usize,
+    d: usize,
+    mut each: impl FnMut(&mut [TargetState], usize, usize, f32, Option<Vec<f32>>),
+) -> Result<()> {
+    let mut pieces: Vec<(usize, Vec<(usize, bool)>)> = Vec::new();
+    for (i, p) in passes.iter().enumerate() {
+        let mut piece: Vec<(usize, bool)> = Vec::new();
+        for &x in &p.targets {
+            piece.push(x);
+            if piece.len() > 1 && pass_cost(targets, &piece) > chunk_tokens {
+                piece.pop();
+                pieces.push((i, std::mem::replace(&mut piece, vec![x])));
+            }
+        }
+        if !piece.is_empty() {
+            pieces.push((i, piece));
+        }
     }
+    let encoder = model.config.is_encoder();
+    let mut start = 0;
+    while start < pieces.len() {
+        let mut end = start;
+        let mut cost = 0;
+        while end < pieces.len() {
+            let c = pass_cost(targets, &pieces[end].1);
+            if end > start && cost + c > chunk_tokens {
+                break;
+            }
+            cost += c;
+            end += 1;
+        }
+        let chunk = &pieces[start..end];
+        let segments: Vec<Segment> = chunk
+            .iter()
+            .map(|(i, list)| {
+                let p = &passes[*i];
+                let len = list
+                    .iter()
+                    .map(|&(t, _)| targets[t].sources)
+                    .max()
+                    .unwrap_or(0);
+                let alpha = p.alpha as f32;
+                Segment {
+                    embeds: docs[p.doc].1[..len * d].iter().map(|x| x * alpha).collect(),
+                    targets: list
+                        .iter()
+                        .map(|&(t, grad)| {
+                            let t = &targets[t];
+                            SegTarget {
+                                prefix: t.sources,
+                                at: if encoder { t.position } else { t.position - 1 },
+                                token: t.token,
+                                grad,
+                            }
+                        })
+                        .collect(),
+                }
+            })
+            .collect();
+        let results = model.prob_gradients(&segments)?;
+        drop(segments);
+        for ((i, list), res) in chunk.iter().zip(results) {
+            for ((&(t, _), prob), grad) in list.iter().zip(res.probs).zip(res.grads) {
+                each(targets, *i, t, prob, grad);
+            }
+        }
+        start = end;
+    }
+    Ok(())
 }
 
 /// Saliency of every generated token of every sequence. `sequences[i]` is prompt + generated
@@ -415,204 +457,83 @@ pub fn saliency_of(
                 target_prob: f32::NAN,
                 baseline_prob: f32::NAN,
                 steps: 0,
-                active: true,
             });
         }
         docs.push((first..targets.len(), all));
     }
-    let levels = match (wants_ig, opts.ig_tolerance) {
-        (false, _) => vec![0],
-        (true, None) => vec![opts.n_steps],
-        (true, Some(_)) => ig_levels(opts.n_steps),
-    };
-    for (li, &n) in levels.iter().enumerate() {
-        // The alphas of a document's forward passes; equal alphas share one pass (the
-        // trapezoid rule's end points are the input and the baseline). The input and the
-        // baseline are run once, with the first level.
-        let mut passes: Vec<(f64, bool, bool, Option<f64>)> = Vec::new();
-        if li == 0 {
-            passes.push((1.0, true, false, None));
-            if wants_ig {
-                passes.push((0.0, false, true, None));
-            }
-        }
-        if wants_ig {
-            let (alphas, weights) = quadrature(opts.rule, n);
-            for (a, w) in alphas.into_iter().zip(weights) {
-                match passes.iter_mut().find(|p| p.0 == a) {
-                    Some(p) => p.3 = Some(w),
-                    None => passes.push((a, false, false, Some(w))),
-                }
-            }
-        }
-        let units = plan_units(&docs, &targets, &passes, input_grad, opts.chunk_tokens);
-        run_units(
+    if let (true, Some(tol)) = (wants_ig, opts.ig_tolerance) {
+        adaptive::run(
             model,
             &docs,
             &mut targets,
-            &units,
-            input_grad,
-            opts.chunk_tokens,
+            &adaptive::Settings {
+                input_grad,
+                tolerance: tol,
+                max_evals: opts.n_steps,
+                chunk_tokens: opts.chunk_tokens,
+            },
             d,
         )?;
-        if !wants_ig {
-            break;
-        }
-        // Each target still refining now holds the n-step quadrature: keep it if it is
-        // complete enough (or the last level), else start the next level afresh.
-        let last = li + 1 == levels.len();
-        for t in targets.iter_mut().filter(|t| t.active) {
-            t.steps = n;
-            let done = last
-                || opts.ig_tolerance.is_some_and(|tol| {
-                    let err = t.completeness_error().abs();
-                    let delta = (t.target_prob as f64 - t.baseline_prob as f64).abs();
-                    err <= tol * delta || err <= COMPLETENESS_FLOOR
-                });
-            if done {
-                t.active = false;
-            } else {
-                t.ig_sum.iter_mut().for_each(|v| *v = 0.0);
+        return Ok(reduce(targets, opts, d));
+    }
+    // The forward passes of every document, by alpha: (alpha, at input, baseline, IG weight).
+    // Equal alphas share one pass (the trapezoid rule's end points are the input and the
+    // baseline).
+    let mut specs: Vec<(f64, bool, bool, Option<f64>)> = vec![(1.0, true, false, None)];
+    if wants_ig {
+        specs.push((0.0, false, true, None));
+        let (alphas, weights) = quadrature(opts.rule, opts.n_steps);
+        for (a, w) in alphas.into_iter().zip(weights) {
+            match specs.iter_mut().find(|p| p.0 == a) {
+                Some(p) => p.3 = Some(w),
+                None => specs.push((a, false, false, Some(w))),
             }
         }
-        if targets.iter().all(|t| !t.active) {
-            break;
-        }
     }
-    Ok(reduce(targets, opts, d))
-}
-
-/// The forward passes of `passes` (alpha, at input, baseline, IG weight) for every document's
-/// targets still `active`: one unit per run of consecutive active targets, split so that each
-/// fits a chunk of `chunk_tokens` rows (at least one target per unit).
-fn plan_units(
-    docs: &[(std::ops::Range<usize>, Vec<f32>)],
-    targets: &[TargetState],
-    passes: &[(f64, bool, bool, Option<f64>)],
-    input_grad: bool,
-    chunk_tokens: usize,
-) -> Vec<Unit> {
-    let mut units = Vec::new();
+    let mut passes = Vec::new();
+    let mut spec_of = Vec::new();
     for (doc, (range, _)) in docs.iter().enumerate() {
-        for &(alpha, at_input, baseline, ig_weight) in passes {
-            let empty = |at: usize| Unit {
+        for (i, &(alpha, at_input, _, ig_weight)) in specs.iter().enumerate() {
+            let grad = (at_input && input_grad) || ig_weight.is_some();
+            passes.push(Pass {
                 doc,
                 alpha,
-                targets: at..at,
-                at_input,
-                baseline,
-                ig_weight,
-            };
-            let mut unit = empty(range.start);
-            for t in range.clone() {
-                if !targets[t].active {
-                    if !unit.targets.is_empty() {
-                        units.push(unit);
-                    }
-                    unit = empty(t + 1);
-                    continue;
-                }
-                let mut grown = Unit {
-                    targets: unit.targets.start..t + 1,
-                    ..unit
-                };
-                if grown.targets.len() > 1 && grown.cost(targets, input_grad) > chunk_tokens {
-                    units.push(unit);
-                    grown.targets = t..t + 1;
-                }
-                unit = grown;
-            }
-            if !unit.targets.is_empty() {
-                units.push(unit);
-            }
+                targets: range.clone().map(|t| (t, grad)).collect(),
+            });
+            spec_of.push(i);
         }
     }
-    units
-}
-
-/// Runs `units` in chunks of at most `chunk_tokens` rows (at least one unit per chunk).
-#[allow(clippy::too_many_arguments)]
-fn run_units(
-    model: &Model,
-    docs: &[(std::ops::Range<usize>, Vec<f32>)],
-    targets: &mut [TargetState],
-    units: &[Unit],
-    input_grad: bool,
-    chunk_tokens: usize,
-    d: usize,
-) -> Result<()> {
-    let mut start = 0;
-    while start < units.len() {
-        let mut end = start;
-        let mut cost = 0;
-        while end < units.len() {
-            let c = units[end].cost(targets, input_grad);
-            if end > start && cost + c > chunk_tokens {
-                break;
-            }
-            cost += c;
-            end += 1;
-        }
-        run_chunk(model, docs, targets, &units[start..end], input_grad, d)?;
-        start = end;
-    }
-    Ok(())
-}
-
-/// One packed forward + backward over a chunk of units; accumulates into the targets.
-fn run_chunk(
-    model: &Model,
-    docs: &[(std::ops::Range<usize>, Vec<f32>)],
-    targets: &mut [TargetState],
-    units: &[Unit],
-    input_grad: bool,
-    d: usize,
-) -> Result<()> {
-    let encoder = model.config.is_encoder();
-    let segments: Vec<Segment> = units
-        .iter()
-        .map(|u| {
-            let len = targets[u.targets.end - 1].sources;
-            let alpha = u.alpha as f32;
-            Segment {
-                embeds: docs[u.doc].1[..len * d].iter().map(|x| x * alpha).collect(),
-                targets: targets[u.targets.clone()]
-                    .iter()
-                    .map(|t| SegTarget {
-                        prefix: t.sources,
-                        at: if encoder { t.position } else { t.position - 1 },
-                        token: t.token,
-                        grad: u.needs_grad(input_grad),
-                    })
-                    .collect(),
-            }
-        })
-        .collect();
-    let results = model.prob_gradients(&segments)?;
-    for (u, res) in units.iter().zip(results) {
-        for ((t, prob), grad) in targets[u.targets.clone()]
-            .iter_mut()
-            .zip(res.probs)
-            .zip(res.grads)
-        {
-            if u.at_input {
+    run_passes(
+        model,
+        &docs,
+        &mut targets,
+        &passes,
+        opts.chunk_tokens,
+        d,
+        |ts, pass, t, prob, grad| {
+            let (_, at_input, baseline, ig_weight) = specs[spec_of[pass]];
+            let t = &mut ts[t];
+            if at_input {
                 t.target_prob = prob;
             }
-            if u.baseline {
+            if baseline {
                 t.baseline_prob = prob;
             }
-            let Some(grad) = grad else { continue };
-            if let Some(w) = u.ig_weight {
+            let Some(grad) = grad else { return };
+            if let Some(w) = ig_weight {
                 for (acc, g) in t.ig_sum.iter_mut().zip(&grad) {
                     *acc += w * *g as f64;
                 }
             }
-            if u.at_input && input_grad {
+            if at_input && input_grad {
                 t.grad_at_input = Some(grad);
             }
-        }
+        },
+    )?;
+    for t in &mut targets {
+        t.steps = opts.n_steps;
     }
-    Ok(())
+    Ok(reduce(targets, opts, d))
 }
 
 /// Per-source reductions of the attributions [p * d] of one target and method.
