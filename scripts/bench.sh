@@ -28,8 +28,9 @@
 #      its figures mean nothing), WORKFLOW_LIMIT (the workflow's first N prompts; default 14, as
 #      BENCHMARKS.md's figures; 0: all 42), VIEWER_PROMPTS (default 10000), and the scripts' own
 #      variables whose names are theirs alone: DTYPE, TASKS (1b), IG_TOLERANCE (workflow), SAMPLE
-#      (memory). The generic ones (LIMIT, GENERATE, PROMPTS, ...) are cleared, so that one meant for
-#      one script cannot change another's work.
+#      (memory), NMF_RUNS (nmf: factorize these runs instead of making the inputs). The generic
+#      ones (LIMIT, GENERATE, PROMPTS, ...) are cleared, so that one meant for one script cannot
+#      change another's work.
 # Writes target/bench/<UTC time>/: results.json (per comparison: status, command, seconds, figures
 #   and ratios as the script wrote them; the machine: CPU model, cores, flags, RAM; the date and
 #   commit), results.md (the tables), and one directory per comparison (its outputs and logs).
@@ -47,7 +48,7 @@ export THREADS
 WORKFLOW_LIMIT=${WORKFLOW_LIMIT:-14}
 [ "$WORKFLOW_LIMIT" = 0 ] && WORKFLOW_LIMIT=
 unset LIMIT GENERATE PROMPTS PROMPT_LEN BATCH TOKENS REPS N_STEPS CHUNK_TOKENS SCALES MAX_ITER K OUT WORK \
-  MEASURE_S REPEAT NMF_RUNS GENERATOR
+  MEASURE_S REPEAT GENERATOR
 out=target/bench/$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p "$out"
 started=$(date -u +%FT%TZ)

@@ -24,19 +24,18 @@ MAX_ITER=${MAX_ITER:-200}
 K=${K:-10}
 NMF_RUNS=${NMF_RUNS:-}
 out=${OUT:-target/bench-nmf/$(date -u +%Y%m%dT%H%M%SZ)}
+inputs=()
+for run in $NMF_RUNS; do  # checked first: a missing input fails at once
+  [ -d "$run/activations" ] ||
+    { echo "error: NMF_RUNS: $run has no activations table ($run/activations/ missing)" >&2; exit 1; }
+  inputs+=("$run")
+done
 refenv_pkgs sklearn:scikit-learn pyarrow:pyarrow
 build_release
 mkdir -p "$out"
 seeds=$(seq -s, 0 $((ROUNDS - 1)))
 
-inputs=()
-if [ -n "$NMF_RUNS" ]; then
-  for run in $NMF_RUNS; do
-    [ -d "$run/activations" ] ||
-      { echo "error: NMF_RUNS: $run has no activations table ($run/activations/ missing)" >&2; exit 1; }
-    inputs+=("$run")
-  done
-else
+if [ -z "$NMF_RUNS" ]; then
   fetch_model >/dev/null
   for scale in $SCALES; do
     run=$out/input-$scale
