@@ -84,7 +84,12 @@ run_comparison() {
     echo "-- $name FAILED (exit $rc); $dir/stderr.log ends with:"
     tail -n 15 "$dir/stderr.log" | sed 's/^/   /'
   fi
-  python3 - "$dir/status.json" "$name" "$rc" "$((SECONDS - t0))" "$*" <<'PY'
+  # The command as run: the variables that passed through from the environment, then the line.
+  local var passed=""
+  for var in THREADS DTYPE TASKS IG_TOLERANCE SAMPLE NMF_RUNS; do
+    [ -n "${!var:-}" ] && passed+="$var='${!var}' "
+  done
+  python3 - "$dir/status.json" "$name" "$rc" "$((SECONDS - t0))" "$passed$*" <<'PY'
 import json, sys
 path, name, rc, seconds, command = sys.argv[1:6]
 json.dump({"name": name, "exit_code": int(rc), "seconds": int(seconds), "command": command}, open(path, "w"), indent=1)
