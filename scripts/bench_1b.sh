@@ -6,7 +6,9 @@
 #   grad_x_input          S prompts of P tokens, G greedy tokens each          -> s per generated token
 #   integrated_gradients  the same, N Gauss-Legendre steps, zero baseline      -> s per generated token
 # Every (model, task, side) is its own process under GNU time (peak RSS per task). Per round and
-# model, each task runs tokenlens and then transformers, back to back; ratios are taken within a
+# model, each task runs both sides back to back, tokenlens first in odd rounds and transformers
+# first in even ones; transformers runs eager attention for the forward (it returns the
+# attention probabilities) and its default, sdpa, for saliency. Ratios are taken within a
 # round (this machine drifts) and their median over ROUNDS is printed, with each side's peak RSS
 # and tokenlens' memory target: 1.3 x the weights' bytes in DTYPE + the working set (BENCHMARKS.md,
 # "1B-class models", says how both are computed).
@@ -17,7 +19,8 @@
 #   TASKS="forward grad_x_input integrated_gradients" (default: all three)
 #   sizes: BATCH=4 TOKENS=64 REPS=3 (forward); PROMPTS=2 PROMPT_LEN=16 GENERATE=8 N_STEPS=16
 #          CHUNK_TOKENS=2048 (saliency; tokenlens' default chunk)
-# Outputs (every JSON line and log): target/bench-1b/<UTC time>/; the table goes to stdout.
+# Outputs (every JSON line and log, results.json with every figure): OUT (default
+# target/bench-1b/<UTC time>/); the table goes to stdout.
 # Needs the reference venv ($REFENV_PY; scripts/README.md) and GNU time (apt-get install time).
 # shellcheck source=scripts/lib.sh
 source "$(dirname "$0")/lib.sh"
@@ -56,7 +59,7 @@ if awk -v l="$load" -v n="$(nproc)" 'BEGIN { exit !(l > 0.5 * n) }'; then
     "torch's OpenMP threads likely lose more than tokenlens' on a shared machine (the ratios may overstate" \
     "tokenlens' lead). The report prints the load before every process." >&2
 fi
-out=target/bench-1b/$(date -u +%Y%m%dT%H%M%SZ)
+out=${OUT:-target/bench-1b/$(date -u +%Y%m%dT%H%M%SZ)}
 mkdir -p "$out"
 machine_line "threads $THREADS, dtype $DTYPE, $ROUNDS round(s)"
 echo "started $(date -u '+%F %T') UTC; outputs in $out"
@@ -69,32 +72,43 @@ mapfile -t prompts < <(python3 -c "
 for r in range($PROMPTS):
     print(' '.join(f't{1000 + (r * 104729 + i * 7919) % 48000}' for i in range($PROMPT_LEN)))")
 
+run_tokenlens() {  # round model dir task
+  local base="$out/r$1.$2.$4"
+  case $4 in
+    forward)
+      timed "$out" "r$1.$2.$4.tokenlens" json env TOKENLENS_BENCH_MODEL="$3" TOKENLENS_BENCH_DTYPE="$DTYPE" \
+        TOKENLENS_BENCH_BATCH="$BATCH" TOKENLENS_BENCH_TOKENS="$TOKENS" TOKENLENS_BENCH_REPS="$REPS" \
+        "$forward_bin"
+      ;;
+    grad_x_input | integrated_gradients)
+      timed "$out" "r$1.$2.$4.tokenlens" json "$TOKENLENS_BIN" saliency -m "$3" "${dtype_args[@]}" \
+        --generate "$GENERATE" --ignore-eos --method "$4" --n-steps "$N_STEPS" \
+        --chunk-tokens "$CHUNK_TOKENS" --json "$base.tokenlens.out.json" "${prompts[@]}"
+      ;;
+    *) echo "error: unknown task $4" >&2; exit 1 ;;
+  esac
+}
+run_transformers() {  # round model dir task
+  timed "$out" "r$1.$2.$4.transformers" json "$REFENV_PY" scripts/bench_1b_transformers.py --model "$3" \
+    --task "$4" --dtype "$DTYPE" --threads "$THREADS" --batch "$BATCH" --tokens "$TOKENS" \
+    --reps "$REPS" --prompts "$PROMPTS" --prompt-len "$PROMPT_LEN" --generate "$GENERATE" --n-steps "$N_STEPS"
+}
 
 for round in $(seq 1 "$ROUNDS"); do
   for m in "${models[@]}"; do
     dir=$TOKENLENS_CACHE/bench-models/$m
     for task in $TASKS; do
-      base="$out/r$round.$m.$task"
-      case $task in
-        forward)
-          timed "$out" "r$round.$m.$task.tokenlens" json env TOKENLENS_BENCH_MODEL="$dir" TOKENLENS_BENCH_DTYPE="$DTYPE" \
-            TOKENLENS_BENCH_BATCH="$BATCH" TOKENLENS_BENCH_TOKENS="$TOKENS" TOKENLENS_BENCH_REPS="$REPS" \
-            "$forward_bin"
-          ;;
-        grad_x_input | integrated_gradients)
-          timed "$out" "r$round.$m.$task.tokenlens" json "$TOKENLENS_BIN" saliency -m "$dir" "${dtype_args[@]}" \
-            --generate "$GENERATE" --ignore-eos --method "$task" --n-steps "$N_STEPS" \
-            --chunk-tokens "$CHUNK_TOKENS" --json "$base.tokenlens.out.json" "${prompts[@]}"
-          ;;
-        *) echo "error: unknown task $task" >&2; exit 1 ;;
-      esac
-      timed "$out" "r$round.$m.$task.transformers" json "$REFENV_PY" scripts/bench_1b_transformers.py --model "$dir" \
-        --task "$task" --dtype "$DTYPE" --threads "$THREADS" --batch "$BATCH" --tokens "$TOKENS" \
-        --reps "$REPS" --prompts "$PROMPTS" --prompt-len "$PROMPT_LEN" --generate "$GENERATE" --n-steps "$N_STEPS"
+      if [ $((round % 2)) = 1 ]; then
+        run_tokenlens "$round" "$m" "$dir" "$task"; run_transformers "$round" "$m" "$dir" "$task"
+      else
+        run_transformers "$round" "$m" "$dir" "$task"; run_tokenlens "$round" "$m" "$dir" "$task"
+      fi
     done
   done
 done
 
-python3 scripts/bench_1b_report.py "$out" "$TOKENLENS_CACHE/bench-models" "$DTYPE" "$CHUNK_TOKENS"
+cmd="DTYPE=$DTYPE ROUNDS=$ROUNDS THREADS=$THREADS TASKS='$TASKS' BATCH=$BATCH TOKENS=$TOKENS REPS=$REPS PROMPTS=$PROMPTS"
+cmd+=" PROMPT_LEN=$PROMPT_LEN GENERATE=$GENERATE N_STEPS=$N_STEPS CHUNK_TOKENS=$CHUNK_TOKENS scripts/bench_1b.sh ${models[*]}"
+python3 scripts/bench_1b_report.py "$out" "$TOKENLENS_CACHE/bench-models" "$DTYPE" "$CHUNK_TOKENS" "$cmd"
 now=$(date +%s)
 echo "wall: $((now - started)) s in all ($((prepared - started)) s build and checkpoints, $((now - prepared)) s measuring)"

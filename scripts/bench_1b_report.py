@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """The tables of scripts/bench_1b.sh, from the files it wrote (standard library only).
 
-  python3 scripts/bench_1b_report.py OUT_DIR BENCH_MODELS_DIR DTYPE CHUNK_TOKENS
+  python3 scripts/bench_1b_report.py OUT_DIR BENCH_MODELS_DIR DTYPE CHUNK_TOKENS [COMMAND]
+
+Writes OUT_DIR/results.json with every figure of the tables (COMMAND: the command line recorded
+there); exits 1 when OUT_DIR holds no complete (tokenlens, transformers) pair.
 
 OUT_DIR holds, per round r, model m, task t and side s: r{r}.{m}.{t}.{s}.json (stdout),
 .time ("peak_kb wall_s" from GNU time), .log, and for tokenlens' saliency .out.json (--json).
@@ -26,6 +29,10 @@ from collections import defaultdict
 from pathlib import Path
 
 out, models_dir, dtype, chunk = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+command = sys.argv[5] if len(sys.argv) > 5 else None
+results = {"comparison": "1b", "command": command, "dtype": dtype, "chunk_tokens": chunk,
+           "ratio": "forward: tokenlens tok/s / transformers tok/s; saliency: transformers s/token / "
+                    "tokenlens s/token (>1: tokenlens faster)", "cases": []}
 BYTES = {"bf16": 2, "f16": 2, "f32": 4}
 GB = 1e9
 
@@ -154,16 +161,29 @@ print(f"{'model':11s} {'task':21s} {'round':>5s} {'tokenlens':>11s} {'transforme
 summary = []
 for (m, task), by_round in sorted(runs.items()):
     ratios = []
+    case = {"model": m, "task": task, "unit": UNIT[task], "rounds": []}
     for rnd, sides in sorted(by_round.items()):
         if set(sides) != {"tokenlens", "transformers"}:
             continue
         o, t = sides["tokenlens"]["value"], sides["transformers"]["value"]
         ratio = o / t if task == "forward" else t / o
         ratios.append(ratio)
+        case["rounds"].append({"round": rnd, "first": "tokenlens" if rnd % 2 else "transformers",
+                               "tokenlens": o, "transformers": t, "ratio": ratio,
+                               "tokenlens_peak_rss_mb": sides["tokenlens"]["rss_kb"] / 1024,
+                               "transformers_peak_rss_mb": sides["transformers"]["rss_kb"] / 1024,
+                               "load_before": {k: sides[k]["load"] for k in sides},
+                               "transformers_attn_implementation": sides["transformers"].get("attn_implementation"),
+                               "transformers_output_attentions": sides["transformers"].get("output_attentions")})
         fmt = "{:11.1f} {:12.1f}" if task == "forward" else "{:11.3f} {:12.3f}"
         print(f"{m:11s} {task:21s} {rnd:5d} " + fmt.format(o, t) + f" {ratio:6.2f}  {UNIT[task]}")
     if ratios:
         summary.append((m, task, ratios, by_round))
+        case["ratios"] = ratios
+        case["median_ratio"] = statistics.median(ratios)
+        results["cases"].append(case)
+if not summary:
+    sys.exit(f"error: {out} holds no complete (tokenlens, transformers) pair of results")
 print()
 print("median ratio over rounds (tokenlens vs transformers; targets: forward >= 1.0, IG >= 3x):")
 for m, task, ratios, _ in summary:
@@ -182,6 +202,11 @@ for m, task, _, by_round in summary:
     rss_o = max(s["tokenlens"]["rss_kb"] for s in by_round.values()) * 1024
     rss_t = max(s["transformers"]["rss_kb"] for s in by_round.values()) * 1024
     met = "/".join("yes" if rss_o <= t else "NO" for t in (t_tight, t_bound))
+    case = next(c for c in results["cases"] if (c["model"], c["task"]) == (m, task))
+    case["memory"] = {"weights_bytes": w, "working_set_bytes": ws, "working_set_bound_bytes": bound,
+                      "target_tight_bytes": t_tight, "target_bound_bytes": t_bound,
+                      "tokenlens_peak_rss_bytes": rss_o, "transformers_peak_rss_bytes": rss_t,
+                      "met_tight": rss_o <= t_tight, "met_bound": rss_o <= t_bound}
     print(f"{m:11s} {task:21s} {w / GB:7.2f} {ws / GB:5.2f} {bound / GB:5.2f} {t_tight / GB:6.2f}/{t_bound / GB:6.2f} "
           f"{rss_o / GB:9.2f} {met:>7s} {rss_t / GB:12.2f}")
 
@@ -205,5 +230,10 @@ for m, task, _, by_round in summary:
                     f"{o['load_s']:.1f} s vs {t['load_s']:.1f} s")
         else:
             note = parity(o, t, task) + f"; transformers warm-up target {t['warmup_s']:.1f} s"
+            case = next(c for c in results["cases"] if (c["model"], c["task"]) == (m, task))
+            case.setdefault("parity", {})[str(rnd)] = parity(o, t, task)
         print(f"  r{rnd} {m:11s} {task:21s} {note}")
         print(f"     wall (load, generation, everything): tokenlens {o['wall_s']:.0f} s, transformers {t['wall_s']:.0f} s")
+
+results["load_average_range"] = [min(loads), max(loads)] if loads else None
+(out / "results.json").write_text(json.dumps(results, indent=1))

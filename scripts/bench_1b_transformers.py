@@ -6,7 +6,7 @@ Tasks (the same work as tokenlens' side; BENCHMARKS.md, "1B-class models", lists
 
   forward               B prompts x T tokens (ids 1000 + (r * 104729 + i * 7919) % 48000, as
                         examples/bench_forward.rs), one forward pass with every capture: eager
-                        attention, output_hidden_states, output_attentions, forward pre-hooks on
+                        attention (below), output_hidden_states, output_attentions, forward pre-hooks on
                         every mlp.down_proj (the MLP activations), logits at every position.
                         One warm-up pass, then --reps timed passes: best and median tokens/s.
   grad_x_input          S prompts of P tokens (prompt r: the forward formula's first P ids),
@@ -25,7 +25,11 @@ Tasks (the same work as tokenlens' side; BENCHMARKS.md, "1B-class models", lists
                         and per-position scores are printed, for the parity check against
                         tokenlens' --json output (scripts/bench_1b_report.py).
 
-The model is loaded in --dtype (bf16: torch computes in bf16; f32), eager attention, eval mode,
+Attention (--attn auto, the default): eager for `forward`, which asks for the attention
+probabilities (sdpa cannot return them); transformers' default, sdpa, for the saliency tasks,
+which do not. The JSON says which one ran ("attn_implementation").
+
+The model is loaded in --dtype (bf16: torch computes in bf16; f32), eval mode,
 parameters frozen (requires_grad False: input gradients only, as tokenlens). Gradients come from
 torch.autograd.grad (as captum's). The LM head runs at the target's position only
 (logits_to_keep=1); captum/Ecco's forward function computes it at every position.
@@ -34,6 +38,7 @@ torch.autograd.grad (as captum's). The LM head runs at the target's position onl
 """
 import argparse
 import json
+import os
 import resource
 import statistics
 import sys
@@ -171,18 +176,24 @@ def main():
     ap.add_argument("--prompt-len", type=int, default=16)
     ap.add_argument("--generate", type=int, default=8)
     ap.add_argument("--n-steps", type=int, default=16)
+    ap.add_argument("--attn", choices=["auto", "eager", "sdpa"], default="auto",
+                    help="auto: eager when attention probabilities are captured (forward), else sdpa")
     a = ap.parse_args()
     warnings.filterwarnings("ignore", message=".*past_key_values.*")
     torch.set_num_threads(a.threads)
     transformers.logging.set_verbosity_error()
     dtype = {"bf16": torch.bfloat16, "f32": torch.float32}[a.dtype]
     t0 = time.perf_counter()
-    model = AutoModelForCausalLM.from_pretrained(a.model, dtype=dtype, attn_implementation="eager").eval()
+    if not os.path.isfile(os.path.join(a.model, "config.json")):
+        raise SystemExit(f"error: no checkpoint at {a.model} (scripts/make_bench_models.py makes it)")
+    attn = a.attn if a.attn != "auto" else ("eager" if a.task == "forward" else "sdpa")
+    model = AutoModelForCausalLM.from_pretrained(a.model, dtype=dtype, attn_implementation=attn).eval()
     model.requires_grad_(False)
     load_s = time.perf_counter() - t0
     res = forward_task(model, a) if a.task == "forward" else saliency_task(model, a)
     out = {"impl": "transformers", "task": a.task, "dtype": a.dtype, "threads": torch.get_num_threads(),
-           "model": a.model, "load_s": load_s, **res,
+           "model": a.model, "load_s": load_s, "attn_implementation": model.config._attn_implementation,
+           "output_attentions": a.task == "forward", **res,
            "peak_rss_mb_self": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
            "versions": {"python": sys.version.split()[0], "torch": torch.__version__,
                         "transformers": transformers.__version__}}

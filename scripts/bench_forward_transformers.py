@@ -2,9 +2,14 @@
 """transformers side of the forward benchmark (see benches/forward.rs and scripts/bench_forward.sh).
 
 SmolLM2-135M-Instruct loaded from the same GGUF (dequantized to f32), 8 prompts x 64 tokens (the
-same ids as the Rust bench), eager attention, one forward with every capture tokenlens makes:
-hidden states of every layer, attention probabilities of every layer, the MLP activations
-(input of down_proj, via forward pre-hooks) and logits at all positions. Prints JSON.
+same ids as the Rust bench), one forward with the captures tokenlens makes: `--mode all`: hidden
+states of every layer, attention probabilities of every layer, the MLP activations (input of
+down_proj, via forward pre-hooks) and logits at all positions; `--mode logits`: logits at all
+positions only. Prints one JSON line.
+
+Attention (`--attn auto`, the default): transformers' default implementation (sdpa) when no
+attention probabilities are asked for (`logits`), eager when they are (`all`: sdpa cannot return
+them). The JSON says which one ran ("attn_implementation").
 
 Run with the reference venv ($REFENV_PY, see scripts/lib.sh), normally through scripts/bench_forward.sh:
   $REFENV_PY scripts/bench_forward_transformers.py --gguf "$(scripts/fetch-model.sh)" --threads 1
@@ -16,6 +21,7 @@ import statistics
 import time
 
 import torch
+import transformers
 from transformers import AutoModelForCausalLM
 
 BATCH, TOKENS = 8, 64
@@ -31,10 +37,15 @@ def main():
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--repeat", type=int, default=7)
     ap.add_argument("--mode", choices=["all", "logits"], default="all")
+    ap.add_argument("--attn", choices=["auto", "eager", "sdpa"], default="auto",
+                    help="auto: eager when attention probabilities are captured (--mode all), else sdpa")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
+    if not os.path.isfile(a.gguf):
+        raise SystemExit(f"error: model {a.gguf} not found (scripts/fetch-model.sh fetches it)")
+    attn = a.attn if a.attn != "auto" else ("eager" if a.mode == "all" else "sdpa")
     d, f = os.path.split(a.gguf)
-    model = AutoModelForCausalLM.from_pretrained(d, gguf_file=f, torch_dtype=torch.float32, attn_implementation="eager")
+    model = AutoModelForCausalLM.from_pretrained(d, gguf_file=f, dtype=torch.float32, attn_implementation=attn)
     model.eval()
     acts = []
     if a.mode == "all":
@@ -54,7 +65,10 @@ def main():
             if i > 0:  # first run is warm-up
                 times.append(dt)
     med = statistics.median(times)
-    print(json.dumps({"impl": "transformers", "torch": torch.__version__, "threads": a.threads, "mode": a.mode,
+    print(json.dumps({"impl": "transformers", "torch": torch.__version__, "transformers": transformers.__version__,
+                      "threads": a.threads, "mode": a.mode,
+                      "attn_implementation": model.config._attn_implementation,
+                      "output_attentions": a.mode == "all",
                       "median_s": med, "tokens_per_s": BATCH * TOKENS / med, "runs": len(times)}))
 
 

@@ -6,8 +6,9 @@
 # over the first and second half of the windows and during NMF, what NMF held, rows per table.
 #
 # Usage: scripts/bench_memory.sh [SCALES...]     (default: 1 10)
-# Env: THREADS (default 2), SAMPLE (seconds between RSS samples, default 1).
-# Outputs in target/bench-memory/ (datasets, specs, runs, rss-xS.tsv).
+# Env: THREADS (default 2), SAMPLE (seconds between RSS samples, default 1), LIMIT (first N
+# prompts of each scale, for smoke runs), WORK (output directory).
+# Outputs in WORK (default target/bench-memory/: datasets, specs, runs, rss-xS.tsv, results.json).
 # shellcheck source=scripts/lib.sh
 source "$(dirname "$0")/lib.sh"
 gen="python3 scripts/make_bench_dataset.py"

@@ -15,6 +15,10 @@
 #              repeated S times, ids made unique.
 #   WORK       where datasets, specs, runs and logs go (default target/bench-pipeline).
 #   SAMPLE     seconds between RSS samples (default 1).
+#   LIMIT      only the first N prompts of each scale's dataset (the spec's dataset.limit; for
+#              smoke runs).
+# Writes WORK/results.json (per scale: prompts, tokens, windows, wall, rates, peak RSS, the RSS
+# phases, rows per table; the 10x/1x-style peak RSS ratio of the last scale to the first).
 # Needs /usr/bin/time (GNU time: `apt-get install time`).
 #
 # The RSS samples (WORK/rss-xS.tsv: seconds, VmRSS, VmHWM, windows done, load average) are taken
@@ -29,10 +33,12 @@ scales=("${@:-1}")
 threads=${THREADS:-2}
 work=${WORK:-target/bench-pipeline}
 sample=${SAMPLE:-1}
+limit=${LIMIT:-}
 [ -x /usr/bin/time ] || { echo "error: /usr/bin/time (GNU time) is missing: apt-get install time" >&2; exit 1; }
 fetch_model >/dev/null
 build_release
 mkdir -p "$work"
+rm -f "$work"/results*.json  # never a previous run's figures
 machine_line "threads $threads"
 echo "pipeline: $spec${GENERATOR:+; datasets from: $GENERATOR}"
 "$TOKENLENS_BIN" schema > "$work/schema.json"
@@ -43,11 +49,11 @@ for s in "${scales[@]}"; do
     # shellcheck disable=SC2086  # GENERATOR is a command line
     $GENERATOR --scale "$s" --out "$data" 2>/dev/null
   fi
-  python3 - "$spec" "$s" "$data" "$run" "$work/spec-x$s.yaml" "${GENERATOR:+generated}" <<'PY'
+  python3 - "$spec" "$s" "$data" "$run" "$work/spec-x$s.yaml" "${GENERATOR:+generated}" "$limit" <<'PY'
 import json, re, sys
 from pathlib import Path
 spec_path, scale, data, run, out_spec = Path(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4]), Path(sys.argv[5])
-generated = sys.argv[6] == "generated"
+generated, limit = sys.argv[6] == "generated", sys.argv[7]
 text = spec_path.read_text()
 m = re.search(r"^\s*path:\s*(\S+)", text.split("dataset:", 1)[1], re.M)
 if not generated:
@@ -58,6 +64,9 @@ if not generated:
             for r in rows:
                 f.write(json.dumps({**r, "id": f"{r['id']}-{k}"}) + "\n")
 text = text.replace(m.group(1), str(data.resolve()), 1)
+if limit:
+    text = re.sub(r"^(dataset:\s*\n)", lambda g: g.group(1) + f"  limit: {int(limit)}\n", text, count=1, flags=re.M)
+    assert f"limit: {int(limit)}" in text, "LIMIT: no block-style `dataset:` line in the spec"
 text = re.sub(r"^(\s*dir:\s*)\S+", lambda g: g.group(1) + str(run.resolve()), text, flags=re.M)
 # A model given as a relative path (e.g. ../tests/data/tiny-llama) is relative to the spec's folder.
 text = re.sub(r"^(model:\s*)(\.\S*)", lambda g: g.group(1) + str((spec_path.parent / g.group(2)).resolve()), text, flags=re.M)
@@ -125,6 +134,7 @@ import json, sys
 from pathlib import Path
 scale, work, run, data, threads = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4]), sys.argv[5]
 x = f"x{scale}"
+rec = {"scale": int(scale)}
 rss_kb, wall, user, sys_s = (work / f"time-{x}").read_text().split()[-4:]
 rss_mb, wall, cpu = int(rss_kb) / 1024, float(wall), float(user) + float(sys_s)
 m = json.loads((run / "manifest.json").read_text())
@@ -143,6 +153,9 @@ ds = f" ({ds_tokens:,} prompt tokens in the dataset)" if ds_tokens else ""
 print(f"{x}: {prompts:,} prompts, {tokens:,} tokens{ds}, {windows} windows of {window}, "
       f"wall {wall:.0f} s, {prompts / wall:.3f} prompts/s, {tokens / wall:.2f} tokens/s, "
       f"peak RSS {rss_mb:,.0f} MB (GNU time), CPU {cpu:.0f} s ({cpu / wall:.2f} of {threads} threads)")
+rec.update(prompts=prompts, tokens=tokens, windows=windows, bucket_window=window, wall_s=wall,
+           prompts_per_s=prompts / wall, tokens_per_s=tokens / wall, peak_rss_mb=rss_mb, cpu_s=cpu,
+           threads=int(threads))
 
 # RSS over the run.
 samples = []
@@ -159,6 +172,10 @@ def hwm(ss):
     return f"{ss[-1][2]:,.0f} MB" if ss else "-"
 per_window = [max(s[1] for s in phase(w, w + 1)) for w in range(windows) if phase(w, w + 1)]
 spread = f"{min(per_window):,.0f}-{max(per_window):,.0f} MB" if per_window else "-"
+def peak_mb(ss):
+    return max(s[1] for s in ss) if ss else None
+rec.update(rss_samples=len(samples), rss_peak_first_half_mb=peak_mb(first), rss_peak_second_half_mb=peak_mb(second),
+           rss_peak_after_windows_mb=peak_mb(after))
 print(f"{x}: RSS sampled ({len(samples)} samples): peak windows 1-{half} {peak(first)}, "
       f"windows {half + 1}-{windows} {peak(second)}, NMF and finish {peak(after)}; "
       f"per-window peaks {spread} ({len(per_window)} windows sampled)")
@@ -169,6 +186,7 @@ if samples:
     loads = [s[4] for s in samples]
     print(f"{x}: machine load average (1 min) during the run: mean {sum(loads) / len(loads):.1f}, "
           f"max {max(loads):.1f}")
+    rec["load_average"] = {"mean": sum(loads) / len(loads), "max": max(loads)}
 
 # What NMF held: X is positions x columns; the pipeline's NMF stage reads it into memory when it
 # fits its budget (2 GiB, NmfStageOptions::new), else streams it.
@@ -187,5 +205,19 @@ missing = [t for t in tables if t not in rows]
 print(f"{x}: rows ({len(written)} of {len(tables)} tables): "
       + ", ".join(f"{t} {rows[t]:,}" for t in written)
       + (f"; not written: {', '.join(missing)}" if missing else ""))
+rec["rows"] = {t: rows[t] for t in written}
+rec["tables_not_written"] = missing
+(work / f"results-{x}.json").write_text(json.dumps(rec, indent=1))
 PY
 done
+python3 - "$work" "$spec" "LIMIT=$limit THREADS=$threads scripts/bench_pipeline.sh $spec ${scales[*]}" "${scales[@]}" <<'PY'
+import json, sys
+from pathlib import Path
+work, spec, command, scales = Path(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4:]
+per = [json.loads((work / f"results-x{s}.json").read_text()) for s in scales]
+res = {"comparison": "pipeline", "command": command, "pipeline": spec, "scales": per}
+if len(per) > 1:
+    res["peak_rss_ratio_last_to_first"] = per[-1]["peak_rss_mb"] / per[0]["peak_rss_mb"]
+    print(f"peak RSS x{scales[-1]} / x{scales[0]}: {res['peak_rss_ratio_last_to_first']:.3f}")
+(work / "results.json").write_text(json.dumps(res, indent=1))
+PY

@@ -51,11 +51,12 @@ type 'causal', activations ['mlp\\.down_proj'], token_prefix 'Ġ', partial_token
 import argparse
 import json
 import os
-import platform
 import resource
-import sys
 import time
 import warnings
+
+from ecco_util import (default_model_dir, import_ecco, load, log, versions,
+                      warn_transformers_version)
 
 DEFAULT_PROMPTS = [
     "The capital of France is Paris, the capital of Italy is",
@@ -72,17 +73,7 @@ DEFAULT_PROMPTS = [
 
 METHODS = ("grad_x_input", "saliency", "ig")
 
-ECCO_MODEL_CONFIG = {
-    "embedding": "model.embed_tokens.weight",
-    "type": "causal",
-    "activations": [r"mlp\.down_proj"],
-    "token_prefix": "Ġ",
-    "partial_token_prefix": "",
-}
 
-
-def log(*a):
-    print(*a, file=sys.stderr, flush=True)
 
 
 def load_prompts(path):
@@ -102,18 +93,10 @@ def load_prompts(path):
     return out
 
 
-def pkg_version(name):
-    try:
-        from importlib.metadata import version
-        return version(name)
-    except Exception:  # noqa: BLE001
-        return None
-
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    cache = os.environ.get("TOKENLENS_CACHE") or os.path.expanduser("~/.cache/tokenlens")
-    ap.add_argument("--model-dir", default=os.environ.get("ECCO_MODEL", os.path.join(cache, "ecco-model")),
+    ap.add_argument("--model-dir", default=default_model_dir(),
                     help="HF checkpoint made by scripts/setup_ecco.sh "
                          "(default: $ECCO_MODEL or $TOKENLENS_CACHE/ecco-model, as in scripts/lib.sh)")
     ap.add_argument("--prompts-file", help="JSON list of prompt strings (default: 10 built-in prompts)")
@@ -145,19 +128,12 @@ def main():
     torch.set_num_threads(a.threads)
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
-    try:
-        import ecco
-        import ecco.attribution as ecco_attribution
-        import ecco.lm as ecco_lm
-    except ImportError as e:
-        raise SystemExit(f"cannot import ecco ({e}): run scripts/setup_ecco.sh and use "
-                         f"PYTHONPATH=$ECCO_PKGS $REFENV_PY {sys.argv[0]} (see scripts/lib.sh)")
-    import captum
+    ecco = import_ecco(__file__)
+    ecco_attribution, ecco_lm = ecco.attribution, ecco.lm
     import numpy as np
     import transformers
 
-    if not transformers.__version__.startswith("4.40."):
-        log(f"warning: transformers {transformers.__version__}; Ecco 0.1.2 is set up here with 4.40.2")
+    warn_transformers_version()
 
     # Time Ecco's attribution stage directly: _analyze_token calls the module-level name
     # ecco.lm.compute_primary_attributions_scores once per (generated token, method).
@@ -184,13 +160,8 @@ def main():
         ecco_attribution.ATTR_NAME_TO_CLASS["integrated_gradients"] = IGSteps
         log(f"note: IG patched to n_steps={n_steps} (captum default is 50): not a comparison run")
 
-    t_load = time.perf_counter()
-    lm = ecco.from_pretrained(a.model_dir, model_config=dict(ECCO_MODEL_CONFIG), activations=False,
-                              attention=False, hidden_states=a.ecco_hidden_states, verbose=False, gpu=False)
-    lm.model.eval()
-    if not a.stop_at_eos:
-        lm.model.generation_config.eos_token_id = None  # HF 4.40 greedy falls back to it otherwise
-    load_s = time.perf_counter() - t_load
+    lm, load_s = load(a.model_dir, activations=False, attention=False, hidden_states=a.ecco_hidden_states,
+                      stop_at_eos=a.stop_at_eos)
     log(f"loaded {a.model_dir} in {load_s:.1f} s; transformers {transformers.__version__}, "
         f"attn {getattr(lm.model.config, '_attn_implementation', '?')}, threads {torch.get_num_threads()}")
 
@@ -267,17 +238,7 @@ def main():
         "methods": res_methods,
         "prompts": prompt_rows,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
-        "versions": {
-            "python": platform.python_version(),
-            "ecco": getattr(ecco, "__version__", pkg_version("ecco")),
-            "torch": torch.__version__,
-            "transformers": transformers.__version__,
-            "tokenizers": pkg_version("tokenizers"),
-            "captum": getattr(captum, "__version__", pkg_version("captum")),
-            "numpy": np.__version__,
-            "attn_implementation": getattr(lm.model.config, "_attn_implementation", None),
-            "ecco_hidden_states": a.ecco_hidden_states,
-        },
+        "versions": versions(lm, ecco_hidden_states=a.ecco_hidden_states),
     }
     line = json.dumps(result, ensure_ascii=False)
     print(line, flush=True)

@@ -17,10 +17,11 @@
 # the ratios (computations only, and whole processes), peak RSS, and both sides' IG completeness
 # errors per target.
 #
-# Usage: [ROUNDS=1] [THREADS=2] [IG_TOLERANCE=T] [LIMIT=N] scripts/bench_workflow.sh
+# Usage: [ROUNDS=1] [THREADS=2] [IG_TOLERANCE=T] [LIMIT=N] [GENERATE=12] [OUT=DIR] scripts/bench_workflow.sh
+#   LIMIT: the first N prompts only; GENERATE: tokens generated per prompt.
 # Needs: the reference venv and Ecco (scripts/setup_ecco.sh, run here if needed), GNU time.
-# Outputs: target/bench-workflow/<UTC time>/ (JSON, runs, logs, results.json); the tables go
-# to stdout.
+# Outputs: OUT (default target/bench-workflow/<UTC time>/: JSON, runs, logs, results.json); the
+# tables go to stdout.
 # shellcheck source=scripts/lib.sh
 source "$(dirname "$0")/lib.sh"
 need_refenv
@@ -28,35 +29,33 @@ ROUNDS=${ROUNDS:-1}
 THREADS=${THREADS:-2}
 IG_TOLERANCE=${IG_TOLERANCE:-}
 LIMIT=${LIMIT:-}
+GENERATE=${GENERATE:-12}
 /usr/bin/time --version 2>&1 | grep -q GNU ||
   { echo "error: GNU time not found at /usr/bin/time (apt-get install time)" >&2; exit 1; }
 scripts/setup_ecco.sh >&2
 build_release
-interop=target/interop-venv
-if [ ! -x "$interop/bin/python" ] || ! "$interop/bin/python" -c 'import pyarrow' 2>/dev/null; then
-  python3 -m venv "$interop"
-  "$interop/bin/pip" install --quiet --disable-pip-version-check polars pandas pyarrow duckdb
-fi
+interop_py=$(interop_venv)
 
-out=target/bench-workflow/$(date -u +%Y%m%dT%H%M%SZ)
+out=${OUT:-target/bench-workflow/$(date -u +%Y%m%dT%H%M%SZ)}
 mkdir -p "$out"
 machine_line "threads $THREADS, $ROUNDS round(s)" | tee "$out/machine.txt"
 grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' | grep -E '^(avx2|avx512f|avx512_bf16|fma|f16c|amx_tile)$' |
   paste -sd' ' | sed 's/^/cpu flags: /' | tee -a "$out/machine.txt"
 echo "started $(date -u '+%F %T') UTC; outputs in $out"
+echo "ROUNDS=$ROUNDS THREADS=$THREADS IG_TOLERANCE=$IG_TOLERANCE LIMIT=$LIMIT GENERATE=$GENERATE scripts/bench_workflow.sh" >"$out/command.txt"
 
 # The tokenlens specs: the committed one, and variants (no IG; adaptive IG) written as JSON
 # (YAML's subset) with absolute paths.
 variants=(ig noig)
 [ -n "$IG_TOLERANCE" ] && variants+=(adaptive)
-python3 - "$out" "$IG_TOLERANCE" "$LIMIT" <<'PY'
+python3 - "$out" "$IG_TOLERANCE" "$LIMIT" "$GENERATE" <<'PY'
 import json, os, sys
-out, tol, limit = sys.argv[1], sys.argv[2], sys.argv[3]
+out, tol, limit, generate = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 root = os.getcwd()
 base = {
     "model": "default",
     "dataset": {"path": f"{root}/datasets/quickstart.jsonl", "text_field": "text", "id_field": "id"},
-    "generation": {"max_new_tokens": 12, "temperature": 0, "stop_at_eos": False},
+    "generation": {"max_new_tokens": generate, "temperature": 0, "stop_at_eos": False},
     "batching": {"batch_size": 8},
     "analyses": {
         "predictions": {"top_k": 10},
@@ -87,7 +86,7 @@ PY
 # The committed spec (the same settings as spec-ig, with relative paths) stays valid.
 "$TOKENLENS_BIN" validate --no-model pipelines/bench-workflow.yaml >/dev/null
 
-ecco_args=(--threads "$THREADS")
+ecco_args=(--threads "$THREADS" --generate "$GENERATE")
 [ -n "$LIMIT" ] && ecco_args+=(--limit "$LIMIT")
 run_tokenlens() {
   local r=$1 v
@@ -103,4 +102,4 @@ run_ecco() {
 for r in $(seq 1 "$ROUNDS"); do
   if [ $((r % 2)) = 1 ]; then run_tokenlens "$r"; run_ecco "$r"; else run_ecco "$r"; run_tokenlens "$r"; fi
 done
-"$interop/bin/python" scripts/bench_workflow_report.py "$out" "$ROUNDS" "${variants[@]}"
+"$interop_py" scripts/bench_workflow_report.py "$out" "$ROUNDS" "${variants[@]}"

@@ -34,33 +34,20 @@ Run (paths as in scripts/lib.sh; set up once with scripts/setup_ecco.sh):
 import argparse
 import json
 import os
-import platform
 import resource
-import sys
 import time
 import warnings
 
-ECCO_MODEL_CONFIG = {
-    "embedding": "model.embed_tokens.weight",
-    "type": "causal",
-    "activations": [r"mlp\.down_proj"],
-    "token_prefix": "Ġ",
-    "partial_token_prefix": "",
-}
+from ecco_util import check_model_dir, default_model_dir, import_ecco, load, log, versions
 
 STEPS = ("generate", "grad_x_input", "integrated_gradients", "layer_predictions", "rankings",
          "rankings_watch", "nmf")
 
 
-def log(*a):
-    print(*a, file=sys.stderr, flush=True)
-
-
 def main():
     here = os.path.dirname(os.path.abspath(__file__))
-    cache = os.environ.get("TOKENLENS_CACHE") or os.path.expanduser("~/.cache/tokenlens")
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--model-dir", default=os.environ.get("ECCO_MODEL", os.path.join(cache, "ecco-model")))
+    ap.add_argument("--model-dir", default=default_model_dir())
     ap.add_argument("--dataset", default=os.path.join(here, "..", "datasets", "quickstart.jsonl"),
                     help="JSONL with a 'text' field per line (default: datasets/quickstart.jsonl)")
     ap.add_argument("--limit", type=int, default=None, help="first N prompts only")
@@ -80,21 +67,13 @@ def main():
         rows = rows[: a.limit]
     if not rows:
         raise SystemExit(f"{a.dataset}: no prompts")
-    if not os.path.isdir(a.model_dir):
-        raise SystemExit(f"{a.model_dir}: no Ecco model (run scripts/setup_ecco.sh)")
+    check_model_dir(a.model_dir)
 
     import torch
     torch.set_num_threads(a.threads)
     warnings.filterwarnings("ignore")
-    try:
-        import ecco
-        import ecco.lm as ecco_lm
-        import ecco.lm_plots as lm_plots
-        import ecco.output as ecco_output
-        import ecco.attribution as ecco_attribution
-    except ImportError as e:
-        raise SystemExit(f"cannot import ecco ({e}): run scripts/setup_ecco.sh and use "
-                         f"PYTHONPATH=$ECCO_PKGS $REFENV_PY {sys.argv[0]}")
+    ecco = import_ecco(__file__)
+    ecco_lm, lm_plots, ecco_output, ecco_attribution = ecco.lm, ecco.lm_plots, ecco.output, ecco.attribution
     import numpy as np
     import transformers
     from captum.attr import IntegratedGradients
@@ -133,22 +112,16 @@ def main():
 
     ecco_attribution.ATTR_NAME_TO_CLASS["integrated_gradients"] = IGWithDelta
 
-    t0 = time.perf_counter()
-    lm = ecco.from_pretrained(a.model_dir, model_config=dict(ECCO_MODEL_CONFIG), activations=True,
-                              attention=True, hidden_states=True, verbose=False, gpu=False)
-    lm.model.eval()
     # attention=True makes transformers 4.40's sdpa layers fall back to eager attention, but
     # the mask was prepared for sdpa (None when nothing is padded: sdpa's is_causal), so the
     # fallback attends to every position, future ones included, and generates garbage. Telling
     # the model it is eager makes it build the causal mask (Ecco's era defaulted to eager).
-    lm.model.config._attn_implementation = "eager"
-    lm.model.generation_config.eos_token_id = None
+    lm, load_s = load(a.model_dir, activations=True, attention=True, hidden_states=True, eager=True)
     # Ecco passes hidden_states / attention to the model's config, which transformers < 4.3x
     # also read in generate; 4.40 reads the generation config (from generation_config.json), so
     # the same flags are set there, or generate returns neither and layer_predictions fails.
     lm.model.generation_config.output_hidden_states = True
     lm.model.generation_config.output_attentions = True
-    load_s = time.perf_counter() - t0
     watch_ids = []
     for w in a.watch.split(","):
         ids = lm.tokenizer(w, add_special_tokens=False)["input_ids"]
@@ -226,14 +199,7 @@ def main():
         "total_without_ig_s": sum(v for k, v in totals.items() if k != "integrated_gradients"),
         "prompts": prompts,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
-        "versions": {
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "transformers": transformers.__version__,
-            "ecco": getattr(ecco, "__version__", None),
-            "numpy": np.__version__,
-            "attn_implementation": getattr(lm.model.config, "_attn_implementation", None),
-        },
+        "versions": versions(lm),
     }
     line = json.dumps(result, ensure_ascii=False)
     print(line, flush=True)

@@ -58,7 +58,10 @@ def quantiles(xs):
 def main():
     out, rounds, variants = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
     failures = []
-    results = {"machine": open(os.path.join(out, "machine.txt")).read().strip(), "rounds": []}
+    results = {"comparison": "workflow", "machine": open(os.path.join(out, "machine.txt")).read().strip(),
+               "score_tolerance": SCORE_TOL, "rounds": []}
+    if os.path.exists(os.path.join(out, "command.txt")):
+        results["command"] = open(os.path.join(out, "command.txt")).read().strip()
     for r in range(1, rounds + 1):
         ecco = json.load(open(os.path.join(out, f"r{r}.ecco.json")))
         e_rss, e_wall = time_file(out, f"r{r}.ecco")
@@ -165,8 +168,11 @@ def main():
                 print(f"   tokenlens' error <= Ecco's on {100 * comp['share_no_worse']:.1f}% of targets; "
                       f"steps per target: mean {comp['mean_steps']:.1f}, {f(comp['steps'])}")
         results["rounds"].append(rnd)
+    results["median"] = {}
     for v in variants:
         rs = [x["tokenlens"][v]["ratio_compute"] for x in results["rounds"]]
+        results["median"][v] = {"ratio_compute": statistics.median(rs), "ratio_process": statistics.median(
+            x["tokenlens"][v]["ratio_process"] for x in results["rounds"])}
         print(f"\nmedian ratio over {len(rs)} round(s), {v}: computations {statistics.median(rs):.1f}x, "
               f"processes {statistics.median(x['tokenlens'][v]['ratio_process'] for x in results['rounds']):.1f}x")
     results["failures"] = failures

