@@ -10,7 +10,7 @@
 # alternates between rounds (odd: tokenlens first). tokenlens runs twice per round: with
 # integrated gradients (50 Gauss-Legendre steps, as Ecco/captum) and without (grad x input only);
 # with IG_TOLERANCE set, a third time with adaptive integrated gradients at that tolerance
-# (`saliency.ig_tolerance`, steps up to 50). Ecco runs once (its time without integrated
+# (`saliency.ig_tolerance`: nested levels of 3, 7, 15, 31 nodes within n_steps 50). Ecco runs once (its time without integrated
 # gradients is its total minus its timed IG attribution).
 # scripts/bench_workflow_report.py then checks that both sides generated the same tokens and
 # that their saliency scores agree (it exits 1 otherwise, and so does this script), and prints
