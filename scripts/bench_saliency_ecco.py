@@ -55,7 +55,7 @@ import resource
 import time
 import warnings
 
-from ecco_util import (default_model_dir, import_ecco, load, log, versions,
+from ecco_util import (default_model_dir, emit, import_ecco, load, log, versions,
                       warn_transformers_version)
 
 DEFAULT_PROMPTS = [
@@ -240,11 +240,7 @@ def main():
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
         "versions": versions(lm, ecco_hidden_states=a.ecco_hidden_states),
     }
-    line = json.dumps(result, ensure_ascii=False)
-    print(line, flush=True)
-    if a.out:
-        with open(a.out, "w", encoding="utf-8") as fh:
-            fh.write(line + "\n")
+    emit(result, a.out)
 
 
 if __name__ == "__main__":

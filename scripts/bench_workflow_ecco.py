@@ -38,7 +38,7 @@ import resource
 import time
 import warnings
 
-from ecco_util import check_model_dir, default_model_dir, import_ecco, load, log, versions
+from ecco_util import check_model_dir, default_model_dir, emit, import_ecco, load, log, versions
 
 STEPS = ("generate", "grad_x_input", "integrated_gradients", "layer_predictions", "rankings",
          "rankings_watch", "nmf")
@@ -201,11 +201,7 @@ def main():
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
         "versions": versions(lm),
     }
-    line = json.dumps(result, ensure_ascii=False)
-    print(line, flush=True)
-    if a.out:
-        with open(a.out, "w", encoding="utf-8") as fh:
-            fh.write(line + "\n")
+    emit(result, a.out)
 
 
 if __name__ == "__main__":

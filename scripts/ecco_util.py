@@ -108,3 +108,14 @@ def warn_transformers_version():
 
     if not transformers.__version__.startswith("4.40."):
         log(f"warning: transformers {transformers.__version__}; Ecco 0.1.2 is set up here with 4.40.2")
+
+
+def emit(result, out=None):
+    """Prints the result as one JSON line, and writes it to `out` too if given."""
+    import json
+
+    line = json.dumps(result, ensure_ascii=False)
+    print(line, flush=True)
+    if out:
+        with open(out, "w", encoding="utf-8") as fh:
+            fh.write(line + "\n")
