@@ -147,7 +147,7 @@ pub(super) fn run(
             if !active[t] {
                 continue;
             }
-            let sum = std::mem::take(&mut sums[t][li]);
+            let sum = sums[t].get_mut(li).map(std::mem::take).unwrap_or_default();
             let attributed: f64 = sum
                 .iter()
                 .zip(&target.embeds)
