@@ -22,12 +22,13 @@ fn main() -> Result<()> {
         .lines()
         .take(n)
         .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).unwrap()["text"]
+            let row: serde_json::Value = serde_json::from_str(l)?;
+            row["text"]
                 .as_str()
-                .unwrap()
-                .to_string()
+                .map(str::to_string)
+                .context("a quickstart row without text")
         })
-        .collect();
+        .collect::<Result<_>>()?;
     let seqs: Vec<Vec<u32>> = prompts
         .iter()
         .map(|p| model.encode(p))

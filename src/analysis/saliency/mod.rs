@@ -8,7 +8,7 @@
 //! - `gradient`: |d target / d embedding| (captum's Saliency);
 //! - `grad_x_input`: gradient * embedding (captum's InputXGradient);
 //! - `integrated_gradients`: (x - 0) * sum_k w_k grad(alpha_k x), zero-embedding baseline,
-//!   Gauss-Legendre (captum's default) or trapezoid nodes.
+//!   Gauss-Legendre (captum's default) or trapezoid nodes; or adaptive (`adaptive`).
 //!
 //! Attention is causal, so one forward pass per (document, alpha) serves all of the document's
 //! targets; one packed backward pass (`Model::prob_gradients`) carries all their cotangents at
@@ -72,11 +72,11 @@ pub struct SaliencyOptions {
     /// Integrated-gradients steps; with `ig_tolerance`, the most a target may use.
     pub n_steps: usize,
     pub rule: Rule,
-    /// Adaptive integrated gradients (`adaptive`): each target's path is split into intervals,
-    /// refined where the quadrature misses the exact integral that forward passes give, until its
-    /// completeness error |sum of attributions - (p(input) - p(baseline))| is at most this
-    /// fraction of |p(input) - p(baseline)| (or below `COMPLETENESS_FLOOR`), using at most
-    /// `n_steps` gradient evaluations. None: every target takes `n_steps` (`rule`).
+    /// Adaptive integrated gradients (`adaptive`): each target's quadrature goes through nested
+    /// levels (3, 7, 15, ... nodes, at most `n_steps`) until its completeness error |sum of
+    /// attributions - (p(input) - p(baseline))| is at most this fraction of |p(input) -
+    /// p(baseline)| (or below `COMPLETENESS_FLOOR`). None: every target takes `n_steps` of
+    /// `rule`.
     pub ig_tolerance: Option<f64>,
     /// Upper bound on the rows of one chunk of the reverse pass: forward tokens plus, per target,
     /// its prefix length (memory bound, see `saliency`).
@@ -132,8 +132,8 @@ pub struct Completeness {
     pub attribution_sum: f32,
     /// attribution_sum - (target_prob - baseline_prob).
     pub error: f32,
-    /// Quadrature steps of the attributions reported (adaptive IG: the level it stopped at;
-    /// the levels before it were evaluated too).
+    /// Gradient evaluations of the attributions reported (adaptive IG: the nested level it
+    /// stopped at, which holds every node of the levels before).
     pub steps: u32,
 }
 
@@ -219,8 +219,7 @@ struct TargetState {
     ig_sum: Vec<f64>,
     target_prob: f32,
     baseline_prob: f32,
-    /// Gradient evaluations behind `ig_sum` (adaptive IG: all of them, also those of
-    /// intervals it refined).
+    /// Gradient evaluations behind `ig_sum` (adaptive IG: the nested level it stopped at).
     steps: usize,
 }
 
