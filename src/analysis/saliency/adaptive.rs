@@ -16,7 +16,7 @@
 //! |sum of attributions - (f(x) - f(0))| is at most `tolerance * |f(x) - f(0)|` (or below
 //! `COMPLETENESS_FLOOR`), or at the last level within `max_evals`.
 
-use super::{COMPLETENESS_FLOOR, Pass, TargetState, run_passes};
+use super::{COMPLETENESS_FLOOR, TargetState, doc_passes, run_passes};
 use crate::error::Result;
 use crate::model::Model;
 
@@ -88,26 +88,13 @@ pub(super) fn run(
             specs.push((0.0, false, true, None));
         }
         specs.extend(new.iter().map(|&(j, a)| (a, false, false, Some(j))));
-        let mut passes = Vec::new();
-        let mut spec_of = Vec::new();
-        for (doc, (range, _)) in docs.iter().enumerate() {
-            for (i, &(alpha, at_input, _, node)) in specs.iter().enumerate() {
-                let grad = (at_input && s.input_grad) || node.is_some();
-                let list: Vec<(usize, bool)> = range
-                    .clone()
-                    .filter(|&t| active[t])
-                    .map(|t| (t, grad))
-                    .collect();
-                if !list.is_empty() {
-                    passes.push(Pass {
-                        doc,
-                        alpha,
-                        targets: list,
-                    });
-                    spec_of.push(i);
-                }
-            }
-        }
+        let (passes, spec_of) = doc_passes(
+            docs,
+            specs
+                .iter()
+                .map(|&(a, at_input, _, node)| (a, (at_input && s.input_grad) || node.is_some())),
+            |t| active[t],
+        );
         run_passes(
             model,
             docs,

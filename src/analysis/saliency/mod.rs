@@ -243,6 +243,35 @@ fn pass_cost(targets: &[TargetState], list: &[(usize, bool)]) -> usize {
     forward.unwrap_or(0) + rows
 }
 
+/// One pass per document and (alpha, gradients needed) spec, over the document's targets that
+/// `keep` accepts (none: no pass); with each pass's spec index.
+fn doc_passes(
+    docs: &[(std::ops::Range<usize>, Vec<f32>)],
+    specs: impl Iterator<Item = (f64, bool)> + Clone,
+    keep: impl Fn(usize) -> bool,
+) -> (Vec<Pass>, Vec<usize>) {
+    let mut passes = Vec::new();
+    let mut spec_of = Vec::new();
+    for (doc, (range, _)) in docs.iter().enumerate() {
+        for (i, (alpha, grad)) in specs.clone().enumerate() {
+            let targets: Vec<(usize, bool)> = range
+                .clone()
+                .filter(|&t| keep(t))
+                .map(|t| (t, grad))
+                .collect();
+            if !targets.is_empty() {
+                passes.push(Pass {
+                    doc,
+                    alpha,
+                    targets,
+                });
+                spec_of.push(i);
+            }
+        }
+    }
+    (passes, spec_of)
+}
+
 /// Runs `passes` in chunks of at most `chunk_tokens` rows: a pass too big for one chunk is split
 /// between its targets (at least one per piece), and pieces are packed into chunks in order (at
 /// least one per chunk). For every target of every pass, `each(targets, pass index, target,
@@ -489,19 +518,13 @@ pub fn saliency_of(
             }
         }
     }
-    let mut passes = Vec::new();
-    let mut spec_of = Vec::new();
-    for (doc, (range, _)) in docs.iter().enumerate() {
-        for (i, &(alpha, at_input, _, ig_weight)) in specs.iter().enumerate() {
-            let grad = (at_input && input_grad) || ig_weight.is_some();
-            passes.push(Pass {
-                doc,
-                alpha,
-                targets: range.clone().map(|t| (t, grad)).collect(),
-            });
-            spec_of.push(i);
-        }
-    }
+    let (passes, spec_of) = doc_passes(
+        &docs,
+        specs
+            .iter()
+            .map(|&(a, at_input, _, w)| (a, (at_input && input_grad) || w.is_some())),
+        |_| true,
+    );
     run_passes(
         model,
         &docs,
