@@ -329,8 +329,10 @@ def contrast_golden(name):
         "first tokens of ' Paris' and ' Tokyo'). With random weights the objectives carry no meaning; the "
         "goldens only pin the arithmetic.",
         f"log_prob_ratio vs logit_diff (equal in exact arithmetic): max |difference| over both pairs, per "
-        f"quantity: {json.dumps({k: float(f'{v:.3e}') for k, v in lpr_vs_ld.items()})}. They are computed "
-        f"separately (log_softmax then subtract vs subtract logits) so they differ only by float32 rounding.",
+        f"quantity: {json.dumps({k: float(f'{v:.3e}') for k, v in lpr_vs_ld.items()})}. The values (f, f_B, "
+        f"deltas) differ by float32 rounding (log_softmax then subtract vs subtract logits); the gradients, and "
+        f"so every attribution, are bit-identical: log_softmax's backward subtracts softmax * sum(upstream "
+        f"gradient), and that sum (1 - 1) is exactly 0.",
         f"baseline_token_id = {tok_id} ({tok_src}); that row is the token's embedding, repeated at every "
         f"position (for GPT-2 the model still adds position embeddings).",
         f"max |delta| per objective and baseline (both pairs): {json.dumps({o: {bl: float(f'{v:.3e}') for bl, v in t.items()} for o, t in table.items()})}; "
