@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use candle_core::Tensor;
 use tokenlens::model::Model;
 use tokenlens::model::generate::{Decoding, GenerateOptions};
-use tokenlens::model::reverse::{SegTarget, Segment};
+use tokenlens::model::reverse::{Metric, SegTarget, Segment};
 
 fn main() -> Result<()> {
     let path = std::env::var("TOKENLENS_STUDY_MODEL").context("TOKENLENS_STUDY_MODEL")?;
@@ -62,15 +62,15 @@ fn main() -> Result<()> {
                     .map(|p| SegTarget {
                         prefix: p,
                         at: p - 1,
-                        token: seq[p],
+                        metric: Metric::Prob(seq[p]),
                         grad: false,
                     })
                     .collect(),
             })
             .collect();
-        let res = model.prob_gradients(&segs)?;
+        let res = model.metric_gradients(&segs)?;
         let f: Vec<Vec<f32>> = (0..seq.len() - plen)
-            .map(|t| res.iter().map(|r| r.probs[t]).collect())
+            .map(|t| res.iter().map(|r| r.values[t]).collect())
             .collect();
         out.push(serde_json::json!({"seq": seq, "plen": plen, "f": f}));
     }

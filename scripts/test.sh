@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Runs every tokenlens test: fetches the real models (cached: the default SmolLM2, the BERT
 # encoder all-MiniLM-L6-v2 and Gemma 3 270M, whose tests fail without them), runs the Rust unit and
-# integration tests, then the quickstart pipeline on the real model (release build) and reads
-# every table it wrote with Python polars, pandas and duckdb (wheels installed into
-# target/interop-venv), runs a sharded pipeline under a real Slurm (scripts/slurm.sh), and tests
-# the viewer in headless Chromium on the quickstart run. This is exactly
+# integration tests, then the quickstart pipeline and the paired IOI pipeline on the real model
+# (release build) and reads every table they wrote with Python polars, pandas and duckdb (wheels
+# installed into target/interop-venv), runs a sharded pipeline under a real Slurm
+# (scripts/slurm.sh), and tests the viewer in headless Chromium on both runs. This is exactly
 # what CI runs (.ci/run).
 # shellcheck source=scripts/lib.sh
 source "$(dirname "$0")/lib.sh"
@@ -25,6 +25,10 @@ build_release
 "$TOKENLENS_BIN" run --quiet --overwrite pipelines/quickstart.yaml
 "$TOKENLENS_BIN" schema > target/tokenlens-schema.json
 "$venv/bin/python" tests/interop/check_tables.py runs/quickstart target/tokenlens-schema.json
+# A paired dataset on the real model: contrastive saliency from the corrupted baseline, the
+# `pairs` table (pipelines/ioi.yaml, ~70 s).
+"$TOKENLENS_BIN" run --quiet --overwrite pipelines/ioi.yaml
+"$venv/bin/python" tests/interop/check_tables.py runs/ioi target/tokenlens-schema.json
 
 # Shards under a real scheduler: Slurm on this machine (installed from Debian if missing), an
 # array of 4 shards, the NMF step depending on it, a cancelled task resumed (~45 s).
@@ -37,3 +41,4 @@ if [ ! -x /usr/bin/chromium ]; then
 fi
 (cd viewer && npm ci --silent --no-audit --no-fund)
 node viewer/test/browser.mjs "$TOKENLENS_BIN" runs/quickstart target/viewer-screenshots
+node viewer/test/browser.mjs "$TOKENLENS_BIN" runs/ioi target/viewer-screenshots/ioi

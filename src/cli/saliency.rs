@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use tokenlens::analysis::saliency::{Method, Rule, Saliency, SaliencyOptions, saliency};
+use tokenlens::analysis::saliency::{Baseline, Method, Rule, Saliency, SaliencyOptions, saliency};
 use tokenlens::model::Model;
 use tokenlens::model::generate::{Decoding, GenerateOptions};
 use tokenlens::pipeline::spec::ranges;
@@ -38,6 +38,13 @@ pub struct SaliencyArgs {
     /// (bounds memory; SmolLM2: ~0.65 MB per forward token, ~30 KB per prefix row).
     #[arg(long, default_value_t = 2048)]
     chunk_tokens: usize,
+    /// Integrated gradients' baseline: zero, eos, bos (that token's embedding at every
+    /// position), mean (the mean embedding over the vocabulary), or token with --baseline-token.
+    #[arg(long, default_value = "zero")]
+    baseline: String,
+    /// With --baseline token: the token, by its vocabulary text ("<pad>") or a text of one token.
+    #[arg(long)]
+    baseline_token: Option<String>,
     /// Keep generating after an EOS token (always explain --generate tokens).
     #[arg(long)]
     ignore_eos: bool,
@@ -87,7 +94,41 @@ pub fn run(a: SaliencyArgs) -> Result<()> {
             a.chunk_tokens
         );
     }
+    if a.baseline_token.is_some() != (a.baseline == "token") {
+        bail!("--baseline token and --baseline-token TEXT go together");
+    }
     let model = a.model.load()?;
+    let tokenizer = &model.tokenizer;
+    let baseline = match a.baseline.as_str() {
+        "zero" => Baseline::Zero,
+        "mean" => Baseline::MeanEmbedding,
+        "eos" => Baseline::Token(
+            *tokenizer
+                .eos_token_ids
+                .first()
+                .context("--baseline eos: the model has no EOS token")?,
+        ),
+        "bos" => Baseline::Token(
+            tokenizer
+                .bos_token_id
+                .context("--baseline bos: the model has no BOS token")?,
+        ),
+        "token" => {
+            let text = a.baseline_token.as_deref().unwrap_or_default();
+            match tokenizer.token_to_id(text) {
+                Some(id) => Baseline::Token(id),
+                None => match tokenizer.encode_plain(text)?.as_slice() {
+                    [id] => Baseline::Token(*id),
+                    ids => bail!(
+                        "--baseline-token {text:?} is neither a vocabulary entry nor one token \
+                         ({} tokens)",
+                        ids.len()
+                    ),
+                },
+            }
+        }
+        other => bail!("unknown --baseline `{other}` (zero, eos, bos, mean, token)"),
+    };
     let seqs = encode_all(&model, &a.prompts)?;
     let opts = GenerateOptions {
         max_new_tokens: a.generate,
@@ -103,6 +144,7 @@ pub fn run(a: SaliencyArgs) -> Result<()> {
         rule,
         ig_tolerance: a.ig_tolerance,
         chunk_tokens: a.chunk_tokens,
+        baseline,
     };
     let started = std::time::Instant::now();
     let result = saliency(&model, &sequences, &prompt_lens, &sopts)?;
@@ -195,7 +237,7 @@ fn print_saliency(
                 {
                     line.push_str(&format!(
                         "   (p={:.3}, completeness error {:+.1e}, {} steps)",
-                        c.target_prob, c.error, c.steps
+                        c.value, c.error, c.steps
                     ));
                 }
                 println!("{line}");

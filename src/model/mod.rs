@@ -6,7 +6,7 @@
 //! to the vocabulary, and `generate` continues prompts with a KV cache. Gradients with respect
 //! to the input embeddings come from candle's autograd through the differentiable path
 //! (`Model::embedding_gradients`) or, for saliency, from our multi-target reverse pass
-//! (`reverse`, `Model::prob_gradients`).
+//! (`reverse`, `Model::metric_gradients`).
 //!
 //! Layout: `ops` are the layers' building blocks (each
 //! with a fast and a differentiable path), `kernels` the fused CPU kernels of the fast path,
@@ -295,6 +295,24 @@ impl Model {
         let e = self.body.embed.index_select(&ids.flatten_all()?, 0)?;
         Ok(e.to_dtype(DType::F32)?
             .reshape((b, t, self.config.hidden_size))?)
+    }
+
+    /// The mean of the input-embedding matrix's rows, over the whole vocabulary [d]: summed in
+    /// f64 in blocks of rows, then rounded to f32.
+    pub fn mean_embedding(&self) -> Result<Vec<f32>> {
+        let (v, d) = self.body.embed.dims2()?;
+        let mut sum = vec![0f64; d];
+        for start in (0..v).step_by(4096) {
+            let rows = self
+                .body
+                .embed
+                .narrow(0, start, 4096.min(v - start))?
+                .to_dtype(DType::F64)?
+                .sum(0)?
+                .to_vec1::<f64>()?;
+            sum.iter_mut().zip(rows).for_each(|(s, r)| *s += r);
+        }
+        Ok(sum.iter().map(|s| (s / v as f64) as f32).collect())
     }
 
     /// A forward pass over `batch` from its token ids.

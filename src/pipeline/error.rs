@@ -68,6 +68,13 @@ pub enum Error {
         key: &'static str,
         msg: String,
     },
+    /// A value of the spec this model cannot satisfy (e.g. a baseline token it lacks).
+    #[error("{}: {key}: {msg}", spec.display())]
+    ModelValue {
+        spec: PathBuf,
+        key: &'static str,
+        msg: String,
+    },
     /// More windows than part file names can number.
     #[error("too many windows for part numbering")]
     TooManyWindows,

@@ -5,7 +5,7 @@
 use candle_core::{DType, IndexOp, Tensor};
 
 use crate::analysis::lens::{self, Reduce};
-use crate::analysis::saliency::{self, Completeness, SaliencyOptions, SaliencyRow};
+use crate::analysis::saliency::{self, Completeness, Metric, SaliencyOptions, SaliencyRow};
 use crate::error::Result;
 use crate::model::generate::{GenerateOptions, Generation};
 use crate::model::{Batch, Capture, Captures, Layers, LensNorm, Model};
@@ -19,6 +19,28 @@ pub struct Doc {
     pub ids: Vec<u32>,
     /// Seed of this document's sampling (depends on the document, never on its batch).
     pub seed: u64,
+    /// A paired row's other fields, tokenized.
+    pub pair: DocPair,
+}
+
+/// A paired row's corrupted prompt (as many tokens as the prompt), answer and foil (text, first
+/// token); None where the dataset has no such field.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DocPair {
+    pub corrupted: Option<(String, Vec<u32>)>,
+    pub answer: Option<(String, u32)>,
+    pub foil: Option<(String, u32)>,
+}
+
+/// Saliency's options and what it explains.
+#[derive(Debug, Clone)]
+pub struct SaliencyPlan {
+    pub options: SaliencyOptions,
+    /// Each generated token's probability.
+    pub generated: bool,
+    /// Contrasts of each document's answer and foil after its prompt, as metrics of (answer,
+    /// foil).
+    pub contrasts: Vec<fn(u32, u32) -> Metric>,
 }
 
 /// Which MLP positions the activations table keeps.
@@ -71,7 +93,7 @@ pub struct Plan {
     pub watch: Vec<(String, u32)>,
     /// Whether the watched tokens' lens applies the final norm.
     pub watch_norm: LensNorm,
-    pub saliency: Option<SaliencyOptions>,
+    pub saliency: Option<SaliencyPlan>,
     pub activations: Option<ActivationsPlan>,
     pub attention: Option<AttentionPlan>,
 }
@@ -255,15 +277,9 @@ pub fn process(
 
     if let Some(s) = &plan.saliency {
         clock.start("saliency");
-        let res = if model.config.is_encoder() {
-            let targets = saliency::mask_targets(model, &seqs)?;
-            Some(saliency::saliency_of(model, &seqs, &targets, s)?)
-        } else if plan.generation.max_new_tokens > 0 {
-            Some(saliency::saliency(model, &seqs, &plens, s)?)
-        } else {
-            None
-        };
-        if let Some(res) = res {
+        let inputs = saliency_inputs(model, docs, &seqs, &plens, s)?;
+        if inputs.iter().any(|d| !d.targets.is_empty()) {
+            let res = saliency::saliency_of(model, &inputs, &s.options)?;
             out.saliency = res.rows;
             out.completeness = res.completeness;
         }
@@ -271,6 +287,50 @@ pub fn process(
     clock.stop();
     out.stage_seconds = clock.done;
     Ok(out)
+}
+
+/// What saliency explains in each document: an encoder's [MASK] predictions; a decoder's
+/// generated tokens and its contrasts after the prompt; with the corrupted prompt as the
+/// baseline's tokens when the baseline is `corrupted`.
+fn saliency_inputs(
+    model: &Model,
+    docs: &[Doc],
+    seqs: &[Vec<u32>],
+    plens: &[usize],
+    s: &SaliencyPlan,
+) -> Result<Vec<saliency::DocTargets>> {
+    let masks = if model.config.is_encoder() {
+        saliency::mask_targets(model, seqs)?
+    } else {
+        vec![vec![]; seqs.len()]
+    };
+    let corrupted = s.options.baseline == saliency::Baseline::Tokens;
+    Ok(docs
+        .iter()
+        .enumerate()
+        .map(|(i, doc)| {
+            let seq = &seqs[i];
+            let mut targets: Vec<(usize, Metric)> = masks[i]
+                .iter()
+                .map(|&(p, t)| (p, Metric::Prob(t)))
+                .collect();
+            if s.generated && !model.config.is_encoder() {
+                targets.extend((plens[i]..seq.len()).map(|p| (p, Metric::Prob(seq[p]))));
+            }
+            if let (Some((_, a)), Some((_, b))) = (&doc.pair.answer, &doc.pair.foil) {
+                targets.extend(s.contrasts.iter().map(|m| (plens[i], m(*a, *b))));
+            }
+            saliency::DocTargets {
+                tokens: seq.clone(),
+                targets,
+                baseline_tokens: if corrupted {
+                    doc.pair.corrupted.as_ref().map(|(_, ids)| ids.clone())
+                } else {
+                    None
+                },
+            }
+        })
+        .collect())
 }
 
 /// An encoder's target at each position, what the lens ranks and `predictions` are read
@@ -599,6 +659,16 @@ mod tests {
                 text: t.to_string(),
                 ids: model.encode(t).unwrap(),
                 seed: i as u64,
+                // The second document is paired: its contrast is explained too.
+                pair: if i == 1 {
+                    DocPair {
+                        corrupted: None,
+                        answer: Some((" a".into(), 5)),
+                        foil: Some((" b".into(), 6)),
+                    }
+                } else {
+                    DocPair::default()
+                },
             })
             .collect();
         let new = 3;
@@ -615,10 +685,14 @@ mod tests {
             }),
             watch: vec![("x".into(), 7), ("y".into(), 9)],
             watch_norm: LensNorm::Raw,
-            saliency: Some(SaliencyOptions {
-                methods: vec![Method::GradXInput, Method::IntegratedGradients],
-                n_steps: 4,
-                ..SaliencyOptions::default()
+            saliency: Some(SaliencyPlan {
+                options: SaliencyOptions {
+                    methods: vec![Method::GradXInput, Method::IntegratedGradients],
+                    n_steps: 4,
+                    ..SaliencyOptions::default()
+                },
+                generated: true,
+                contrasts: vec![Metric::LogitDiff],
             }),
             activations: Some(ActivationsPlan {
                 layers: vec![0, cfg.n_layers - 1],
@@ -678,13 +752,25 @@ mod tests {
             let s: f32 = a.weights.iter().sum();
             assert!((s - 1.0).abs() < 1e-4, "weights sum to {s}");
         }
-        // Saliency: one row per (method, target, source).
+        // Saliency: one row per (method, target, source); the paired document's contrast reads
+        // its prompt, and its target is where the answer would go.
         let pairs: usize = docs
             .iter()
             .map(|d| (0..new).map(|g| d.ids.len() + g).sum::<usize>())
             .sum();
-        assert_eq!(out.saliency.len(), 2 * pairs);
-        assert_eq!(out.completeness.len(), 2 * new);
+        let contrast = docs[1].ids.len();
+        assert_eq!(out.saliency.len(), 2 * (pairs + contrast));
+        assert_eq!(out.completeness.len(), 2 * new + 1);
+        let c: Vec<_> = out
+            .saliency
+            .iter()
+            .filter(|r| r.metric == Metric::LogitDiff(5, 6))
+            .collect();
+        assert_eq!(c.len(), 2 * contrast);
+        assert!(
+            c.iter()
+                .all(|r| r.doc == 1 && r.target_position == contrast)
+        );
         // The greedy next-token prediction is the generated token.
         for (i, d) in docs.iter().enumerate() {
             let p = d.ids.len() - 1;

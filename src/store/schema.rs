@@ -184,6 +184,20 @@ impl Push<Option<f32>> for Float32Builder {
     }
 }
 
+impl Push<Option<i32>> for Int32Builder {
+    fn push(&mut self, v: Option<i32>) -> usize {
+        self.append_option(v);
+        4
+    }
+}
+
+impl Push<Option<&str>> for StringBuilder {
+    fn push(&mut self, v: Option<&str>) -> usize {
+        self.append_option(v);
+        v.map_or(0, str::len) + 4
+    }
+}
+
 impl Push<&[f32]> for ListBuilder<Float32Builder> {
     fn push(&mut self, v: &[f32]) -> usize {
         self.values().append_slice(v);
@@ -232,6 +246,8 @@ impl Push<&[f32]> for FloatListBuilder {
 
 macro_rules! rust_type {
     (Utf8, $lt:lifetime) => { &$lt str };
+    (OptUtf8, $lt:lifetime) => { Option<&$lt str> };
+    (OptInt32, $lt:lifetime) => { Option<i32> };
     (Bool, $lt:lifetime) => { bool };
     (Int8, $lt:lifetime) => { i8 };
     (Int32, $lt:lifetime) => { i32 };
@@ -245,6 +261,8 @@ macro_rules! rust_type {
 
 macro_rules! builder_type {
     (Utf8) => { StringBuilder };
+    (OptUtf8) => { StringBuilder };
+    (OptInt32) => { Int32Builder };
     (Bool) => { BooleanBuilder };
     (Int8) => { Int8Builder };
     (Int32) => { Int32Builder };
@@ -278,6 +296,12 @@ macro_rules! col_type {
     (OptFloat32) => {
         ColType::Float32
     };
+    (OptUtf8) => {
+        ColType::Utf8
+    };
+    (OptInt32) => {
+        ColType::Int32
+    };
     ($t:ident) => {
         ColType::$t
     };
@@ -287,14 +311,20 @@ macro_rules! nullable {
     (OptFloat32) => {
         true
     };
+    (OptUtf8) => {
+        true
+    };
+    (OptInt32) => {
+        true
+    };
     ($t:ident) => {
         false
     };
 }
 
 /// Defines a table: its `TableDef` static, its row struct and its builder (see the module doc).
-/// Column kinds: Utf8, Bool, Int8, Int32, Int64, Float32, OptFloat32 (nullable), Float64,
-/// ListFloat32, ListFloat.
+/// Column kinds: Utf8, Bool, Int8, Int32, Int64, Float32, Float64, ListFloat32, ListFloat; and
+/// the nullable OptUtf8, OptInt32, OptFloat32.
 macro_rules! table {
     (
         $(#[doc = $tdoc:literal])+
@@ -418,6 +448,28 @@ table! {
 }
 
 table! {
+    /// One row per document of a paired dataset (`dataset.corrupted_field`, `answer_field`,
+    /// `foil_field`): the fields the spec names, and the answer's and foil's tokens; null where
+    /// the spec names no such field.
+    "pairs" => PAIRS, Pairs, PairsRow<'a> {
+        /// The document (see Conventions); its clean prompt is `generations.prompt`.
+        doc_id: Utf8,
+        /// The corrupted prompt, as in the dataset.
+        corrupted_prompt: OptUtf8,
+        /// Its length in tokens (equal to the clean prompt's).
+        corrupted_tokens: OptInt32,
+        /// The answer, as in the dataset.
+        answer: OptUtf8,
+        /// The answer's first token: what contrasts read.
+        answer_token_id: OptInt32,
+        /// The foil, as in the dataset.
+        foil: OptUtf8,
+        /// The foil's first token.
+        foil_token_id: OptInt32,
+    }
+}
+
+table! {
     /// Top-k next-token candidates at every position: the model's output distribution after
     /// reading tokens 0..=position. For an encoder (a masked LM), the distribution of the token
     /// at the position itself, read from the whole sequence (at a [MASK]: its fillers).
@@ -510,7 +562,13 @@ table! {
         doc_id: Utf8,
         /// `gradient`, `grad_x_input` or `integrated_gradients`.
         method: Utf8,
-        /// Position of the generated token explained (an encoder's: the [MASK]).
+        /// What the target measures: `prob` (the generated token's probability; an encoder's
+        /// [MASK] prediction's), or a contrast of the row's answer a and foil b after the
+        /// prompt (table `pairs`): `logit_diff` (z[a] - z[b]), `prob_diff` (p[a] - p[b]),
+        /// `log_prob_ratio` (log p[a] - log p[b]).
+        metric: Utf8,
+        /// Position of the generated token explained (an encoder's: the [MASK]; a contrast's:
+        /// the prompt's length, where the answer would go).
         target_position: Int32,
         /// Position of the earlier token (0..target_position; an encoder's: any position).
         source_position: Int32,
@@ -525,21 +583,26 @@ table! {
 }
 
 table! {
-    /// Integrated gradients' completeness check, one row per generated token (an encoder's: per
-    /// [MASK]).
+    /// Integrated gradients' completeness check, one row per target (generated token, an
+    /// encoder's [MASK], or contrast).
     "saliency_completeness" => SALIENCY_COMPLETENESS, SaliencyCompleteness,
         SaliencyCompletenessRow<'a> {
         /// The document (see Conventions).
         doc_id: Utf8,
-        /// Position of the generated token explained.
+        /// Position of the target (as in `saliency`).
         target_position: Int32,
-        /// Probability of the target at the input.
-        target_prob: Float32,
-        /// Probability of the target at the all-zero embedding baseline.
-        baseline_prob: Float32,
+        /// What the target measures (as in `saliency`).
+        metric: Utf8,
+        /// The baseline the path starts from: `zero`, `token` (eos, bos or `baseline_token`),
+        /// `mean` or `corrupted`.
+        baseline: Utf8,
+        /// The metric at the input.
+        value: Float32,
+        /// The metric at the baseline.
+        baseline_value: Float32,
         /// Sum of all attributions of the target.
         attribution_sum: Float32,
-        /// attribution_sum - (target_prob - baseline_prob); near 0 when n_steps suffices.
+        /// attribution_sum - (value - baseline_value); near 0 when n_steps suffices.
         error: Float32,
         /// Gradient evaluations of the attributions (`n_steps`; adaptive IG, `ig_tolerance`:
         /// the nested level where the target stopped, 3, 7, 15, 31, ..., at most `n_steps`).
@@ -660,6 +723,7 @@ table! {
 pub static ALL_TABLES: &[&TableDef] = &[
     &TOKENS,
     &GENERATIONS,
+    &PAIRS,
     &PREDICTIONS,
     &LENS,
     &LENS_TOPK,

@@ -254,6 +254,7 @@ fn saliency_tables_with_nullable_signed() {
         rows.iter().map(|&(method, signed)| SaliencyRow {
             doc_id: "d",
             method,
+            metric: "prob",
             target_position: 5,
             source_position: 2,
             score: 0.3,
@@ -280,8 +281,10 @@ fn saliency_tables_with_nullable_signed() {
         [SaliencyCompletenessRow {
             doc_id: "d",
             target_position: 5,
-            target_prob: 0.77,
-            baseline_prob: 1e-5,
+            metric: "prob",
+            baseline: "zero",
+            value: 0.77,
+            baseline_value: 1e-5,
             attribution_sum: 0.7,
             error: 0.7 - (0.77 - 1e-5),
             steps: 16,
@@ -289,7 +292,7 @@ fn saliency_tables_with_nullable_signed() {
         &to,
         &wo,
     );
-    assert_eq!(f32s(&b, "target_prob"), [0.77]);
+    assert_eq!(f32s(&b, "value"), [0.77]);
 }
 
 #[test]
@@ -448,10 +451,11 @@ fn all_tables_are_registered_and_unique() {
         NmfFactors::def(),
         NmfSummary::def(),
         NmfTopContexts::def(),
+        Pairs::def(),
     ] {
         assert_eq!(table_def(def.name), Some(def));
     }
-    assert_eq!(ALL_TABLES.len(), 15);
+    assert_eq!(ALL_TABLES.len(), 16);
     // Every table with documents joins on doc_id, a non-null string.
     for t in ALL_TABLES {
         if let Some(c) = t.column("doc_id") {
@@ -549,8 +553,10 @@ fn parts_are_renamed_when_complete() {
     b.append(SaliencyCompletenessRow {
         doc_id: "d",
         target_position: 1,
-        target_prob: 0.5,
-        baseline_prob: 0.0,
+        metric: "prob",
+        baseline: "zero",
+        value: 0.5,
+        baseline_value: 0.0,
         attribution_sum: 0.5,
         error: 0.0,
         steps: 50,

@@ -512,7 +512,7 @@ pub fn single_target_segments(
                 targets: vec![tokenlens::model::reverse::SegTarget {
                     prefix: row.len(),
                     at,
-                    token,
+                    metric: tokenlens::model::reverse::Metric::Prob(token),
                     grad: true,
                 }],
             }

@@ -124,8 +124,8 @@ fn check_same(what: &str, got: &Model, want: &Model) {
             .map(|(row, t)| (row.len() - 1, t.token))
             .collect();
         let segments = |m: &Model| single_target_segments(m, &ids, &pairs);
-        let ra = got.prob_gradients(&segments(got)).unwrap();
-        let rb = want.prob_gradients(&segments(want)).unwrap();
+        let ra = got.metric_gradients(&segments(got)).unwrap();
+        let rb = want.metric_gradients(&segments(want)).unwrap();
         for (r, (x, y)) in ra.iter().zip(&rb).enumerate() {
             let t = |v: &Vec<f32>| Tensor::from_slice(v, v.len(), want.device()).unwrap();
             worst = worst.max(assert_close(

@@ -3,7 +3,7 @@
 
 use candle_core::{D, IndexOp, Tensor};
 use tokenlens::model::generate::{Decoding, GenerateOptions};
-use tokenlens::model::reverse::{SegTarget, Segment};
+use tokenlens::model::reverse::{Metric, SegTarget, Segment};
 use tokenlens::model::{Capture, Layers, LensNorm, Logits, Model, Objective, Target};
 
 use crate::common::{
@@ -192,7 +192,7 @@ fn check_tiny_rows(name: &str, rows: &[usize]) {
         .map(|(row, t)| (row.len() - 1, t.token))
         .collect();
     let segments = single_target_segments(&model, &ids, &pairs);
-    let res = model.prob_gradients(&segments).unwrap();
+    let res = model.metric_gradients(&segments).unwrap();
     let mut worst = 0f32;
     for (r, res) in res.iter().enumerate() {
         let got = Tensor::from_vec(
@@ -527,8 +527,13 @@ fn smollm2_gguf_matches_transformers() {
         .collect();
     let segments = single_target_segments(&model, &ids, &pairs);
     let mut worst = 0f32;
-    for (r, res) in model.prob_gradients(&segments).unwrap().iter().enumerate() {
-        let p = res.probs[0];
+    for (r, res) in model
+        .metric_gradients(&segments)
+        .unwrap()
+        .iter()
+        .enumerate()
+    {
+        let p = res.values[0];
         let want: Vec<f32> = golden
             .t(&format!("p{r}.grad_logprob"))
             .flatten_all()
@@ -789,7 +794,7 @@ fn tiny_bert_matches_transformers() {
         .map(|(r, t)| (t.position - batch.pad(r), t.token))
         .collect();
     let segments = single_target_segments(&model, &ids, &pairs);
-    let res = model.prob_gradients(&segments).unwrap();
+    let res = model.metric_gradients(&segments).unwrap();
     let mut worst = 0f32;
     for (r, res) in res.iter().enumerate() {
         let got = Tensor::from_vec(
@@ -812,11 +817,11 @@ fn tiny_bert_matches_transformers() {
         targets: vec![SegTarget {
             prefix: 3,
             at: 2,
-            token: 1,
+            metric: Metric::Prob(1),
             grad: true,
         }],
     };
-    let e = model.prob_gradients(&[bad]).unwrap_err().to_string();
+    let e = model.metric_gradients(&[bad]).unwrap_err().to_string();
     assert!(e.contains("sees the whole segment"), "{e}");
 }
 

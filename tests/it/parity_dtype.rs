@@ -138,7 +138,7 @@ fn check_tiny_dtype(name: &str, dtype: &str) {
             .map(|(row, t)| (row.len() - 1, t.token))
             .collect();
         let segments = single_target_segments(&model, &ids, &pairs);
-        let res = model.prob_gradients(&segments).unwrap();
+        let res = model.metric_gradients(&segments).unwrap();
         for (r, res) in res.iter().enumerate() {
             let got = Tensor::from_vec(
                 res.grads[0].clone().unwrap(),

@@ -744,3 +744,133 @@ fn minilm_pipeline_runs_what_needs_no_head() {
         "{e}"
     );
 }
+
+const PAIRED_DATA: &str = "\
+{\"id\": \"p0\", \"clean\": \"The cat and the dog sat, and the dog gave a fish to the\", \"bad\": \"The cat and the dog sat, and the man gave a fish to the\", \"a\": \" cat\", \"b\": \" dog\"}
+{\"id\": \"p1\", \"clean\": \"The capital of France is\", \"bad\": \"The capital of Japan is\", \"a\": \" Paris\", \"b\": \" Tokyo\"}
+";
+
+const PAIRED_SPEC: &str = "\
+model: MODEL
+dataset:
+  path: data.jsonl
+  id_field: id
+  text_field: clean
+  corrupted_field: bad
+  answer_field: a
+  foil_field: b
+generation:
+  max_new_tokens: 2
+analyses:
+  saliency:
+    methods: [gradient, integrated_gradients]
+    targets: [generated, logit_diff]
+    baseline: corrupted
+    n_steps: 50
+output:
+  dir: out
+";
+
+/// A paired dataset: the `pairs` table, and saliency of each row's logit difference (answer vs
+/// foil, after the prompt) besides the generated tokens, integrated from the corrupted prompt.
+/// Its values at the input and the baseline are transformers' (the contrast golden's, same
+/// texts), and the IG attributions add up to their difference.
+#[test]
+fn a_paired_run_explains_contrasts_from_the_corrupted_baseline() {
+    let spec = tiny_spec("run-paired", PAIRED_DATA, PAIRED_SPEC);
+    let out = spec.parent().unwrap().join("out");
+    BIN.ok(&["run", "-q", spec.to_str().unwrap()]);
+    let t = |s: &str| Cell::Text(s.into());
+    let n = |v: f64| Cell::Num(v);
+    assert_eq!(
+        rows(&out, "pairs"),
+        [
+            vec![
+                t("p0"),
+                t("The cat and the dog sat, and the man gave a fish to the"),
+                n(18.0),
+                t(" cat"),
+                n(366.0),
+                t(" dog"),
+                n(405.0)
+            ],
+            vec![
+                t("p1"),
+                t("The capital of Japan is"),
+                n(8.0),
+                t(" Paris"),
+                n(466.0),
+                t(" Tokyo"),
+                n(467.0)
+            ],
+        ]
+    );
+    let golden = crate::common::Golden::load("saliency-contrast-tiny-llama");
+    let scalar = |k: &str| -> f64 { golden.t(k).to_vec1::<f32>().unwrap()[0] as f64 };
+    let completeness = rows(&out, "saliency_completeness");
+    for (doc, len) in [("p0", 18.0), ("p1", 8.0)] {
+        let i = if doc == "p0" { 0 } else { 1 };
+        let c = completeness
+            .iter()
+            .find(|r| r[0] == t(doc) && r[2] == t("logit_diff"))
+            .unwrap();
+        assert_eq!((&c[1], &c[3]), (&n(len), &t("corrupted")));
+        let num = |c: &Cell| match c {
+            Cell::Num(v) => *v,
+            _ => panic!("not a number"),
+        };
+        let (value, base, error) = (num(&c[4]), num(&c[5]), num(&c[7]));
+        let f = scalar(&format!("pair{i}.logit_diff.f"));
+        let fb = scalar(&format!("pair{i}.logit_diff.f_corrupted"));
+        assert!(
+            (value - f).abs() < 1e-4 && (base - fb).abs() < 1e-4,
+            "{doc}: {value} {base} vs {f} {fb}"
+        );
+        // The corrupted baseline integrates cleanly: captum leaves ~1e-5 here.
+        assert!(
+            error.abs() < 1e-3 * (f - fb).abs(),
+            "{doc}: completeness error {error}"
+        );
+        // One saliency row per method and prompt position, at the answer's position.
+        let sal: Vec<_> = rows(&out, "saliency")
+            .into_iter()
+            .filter(|r| r[0] == t(doc) && r[2] == t("logit_diff"))
+            .collect();
+        assert_eq!(sal.len(), 2 * len as usize);
+        assert!(sal.iter().all(|r| r[3] == n(len)));
+    }
+    // The generated tokens are explained too, each its probability, from the same baseline.
+    let generated = completeness.iter().filter(|r| r[2] == t("prob")).count();
+    assert_eq!(generated, 4);
+}
+
+/// Paired rows that cannot be compared are errors naming the row: prompts of different token
+/// counts, an answer and a foil with the same first token. Nothing is left looking finished.
+#[test]
+fn bad_pairs_fail_naming_the_row() {
+    for (name, data, expected) in [
+        (
+            "pair-lengths",
+            PAIRED_DATA.replace("The capital of Japan is", "The capital city of Japan is"),
+            "data.jsonl:2: prompt `p1`: the corrupted prompt has 11 tokens and the prompt 8; \
+             paired prompts must tokenize to the same length",
+        ),
+        (
+            "pair-same-token",
+            PAIRED_DATA.replace("\" Tokyo\"", "\" Paris\""),
+            "data.jsonl:2: prompt `p1`: the answer \" Paris\" and the foil \" Paris\" start with \
+             the same token (466); a contrast between them is always 0",
+        ),
+        (
+            "pair-missing-field",
+            PAIRED_DATA.replace(", \"b\": \" Tokyo\"", ""),
+            "data.jsonl:2: no field `b` (fields: a, bad, clean, id)",
+        ),
+    ] {
+        let spec = tiny_spec(name, &data, PAIRED_SPEC);
+        let err = BIN.fails(&["run", "-q", spec.to_str().unwrap()]);
+        assert!(err.contains(expected), "{name}: {err}");
+        let m = spec.parent().unwrap().join("out/manifest.json");
+        assert!(!m.exists() || json(&m)["status"] != "done", "{name}");
+    }
+}

@@ -3,7 +3,7 @@
 
 use candle_core::{D, IndexOp, Tensor};
 use tokenlens::analysis::saliency::{
-    COMPLETENESS_FLOOR, Method, Rule, SaliencyOptions, fejer_levels, quadrature, saliency,
+    Baseline, COMPLETENESS_FLOOR, Method, Rule, SaliencyOptions, fejer_levels, quadrature, saliency,
 };
 use tokenlens::model::Model;
 
@@ -59,6 +59,7 @@ fn check(name: &str, rules: &[Rule]) {
             rule,
             ig_tolerance: None,
             chunk_tokens: 64, // several chunks: exercises chunking and padding
+            baseline: Baseline::Zero,
         };
         let out = saliency(&model, &sequences, &prompt_lens, &opts).unwrap();
         // captum's trapezoid weights sum to (n-1)/n instead of 1 (its bug); ours are the textbook
@@ -125,14 +126,14 @@ fn check(name: &str, rules: &[Rule]) {
                     .to_scalar()
                     .unwrap();
                 assert!(
-                    (c.target_prob - f).abs() <= 1e-5 * f.max(1e-3),
+                    (c.value - f).abs() <= 1e-5 * f.max(1e-3),
                     "{name} p{doc} t{t}: f {} vs {f}",
-                    c.target_prob
+                    c.value
                 );
                 assert!(
-                    (c.baseline_prob - f0).abs() <= 1e-6,
+                    (c.baseline_value - f0).abs() <= 1e-6,
                     "{name} p{doc} t{t}: f0 {} vs {f0}",
-                    c.baseline_prob
+                    c.baseline_value
                 );
             }
         }
@@ -188,6 +189,7 @@ fn ig_completeness_improves_with_steps() {
             rule,
             ig_tolerance: None,
             chunk_tokens: 4096,
+            baseline: Baseline::Zero,
         };
         let out = saliency(&model, &seq, &plens, &opts).unwrap();
         out.completeness
@@ -231,6 +233,7 @@ fn chunking_does_not_change_results() {
             rule,
             ig_tolerance: None,
             chunk_tokens,
+            baseline: Baseline::Zero,
         };
         saliency(&model, &seq, &plens, &opts).unwrap()
     };
@@ -255,10 +258,10 @@ fn chunking_does_not_change_results() {
             // summed in another order when the rows are grouped differently): 1e-4 relative.
             let rel = |x: f32, y: f32, tol: f32| (x - y).abs() <= tol * (1.0 + x.abs());
             assert!(
-                rel(a.error, b.error, 1e-4) && rel(a.target_prob, b.target_prob, 1e-5),
+                rel(a.error, b.error, 1e-4) && rel(a.value, b.value, 1e-5),
                 "{a:?} vs {b:?}"
             );
-            assert!(a.target_prob.is_finite() && a.baseline_prob.is_finite());
+            assert!(a.value.is_finite() && a.baseline_value.is_finite());
         }
     }
 }
@@ -279,6 +282,7 @@ fn adaptive_ig_refines_until_complete_within_its_budget() {
             rule: Rule::GaussLegendre,
             ig_tolerance,
             chunk_tokens: 64,
+            baseline: Baseline::Zero,
         };
         saliency(&model, &seq, &plens, &opts).unwrap()
     };
@@ -302,7 +306,7 @@ fn adaptive_ig_refines_until_complete_within_its_budget() {
         let n = c.steps as usize;
         used.insert(n);
         assert!(fejer_levels(budget).contains(&n), "{c:?}");
-        let delta = (c.target_prob - c.baseline_prob).abs() as f64;
+        let delta = (c.value - c.baseline_value).abs() as f64;
         let within =
             (c.error.abs() as f64) <= tol * delta || (c.error.abs() as f64) <= COMPLETENESS_FLOOR;
         assert!(within || n == 31, "stopped early: {c:?}");
@@ -394,4 +398,134 @@ fn a_huge_step_count_is_refused_at_once() {
     let expected = format!("{s}: analyses.saliency.n_steps: must be in 1..=1000, got 100000000");
     fails_quickly(&["validate", s], 60, &expected);
     fails_quickly(&["run", "--quiet", s], 60, &expected);
+}
+
+/// Contrastive targets (logit / probability difference, log-probability ratio) and integrated
+/// gradients from every baseline (zero, a token's embedding, the mean embedding, the corrupted
+/// prompt) against captum, goldens by scripts/make_contrast_goldens.py: per pair, the metric
+/// after the whole clean prompt.
+fn check_contrast(name: &str) {
+    use tokenlens::analysis::saliency::{DocTargets, Metric, saliency_of};
+    let golden = Golden::load(&format!("saliency-contrast-{name}"));
+    let model = Model::load(&data_dir().join(name), None).unwrap();
+    let token = golden.meta["baseline_token_id"].as_u64().unwrap() as u32;
+    let pairs = golden.meta["pairs"].as_array().unwrap().len();
+    let ids = |key: &str| -> Vec<u32> {
+        golden
+            .t(key)
+            .to_vec1::<i64>()
+            .unwrap()
+            .iter()
+            .map(|&v| v as u32)
+            .collect()
+    };
+    let scalar = |key: &str| -> f32 { golden.t(key).i(0).unwrap().to_scalar().unwrap() };
+    let mut worst = 0f32;
+    for (baseline, bkey) in [
+        (Baseline::Zero, "zero"),
+        (Baseline::Token(token), "token"),
+        (Baseline::MeanEmbedding, "mean"),
+        (Baseline::Tokens, "corrupted"),
+    ] {
+        for (oi, okey) in ["prob", "logit_diff", "prob_diff", "log_prob_ratio"]
+            .into_iter()
+            .enumerate()
+        {
+            let docs: Vec<DocTargets> = (0..pairs)
+                .map(|i| {
+                    let clean = ids(&format!("pair{i}.clean"));
+                    let (a, b) = (
+                        ids(&format!("pair{i}.answer"))[0],
+                        ids(&format!("pair{i}.foil"))[0],
+                    );
+                    let metric = [
+                        Metric::Prob(a),
+                        Metric::LogitDiff(a, b),
+                        Metric::ProbDiff(a, b),
+                        Metric::LogProbRatio(a, b),
+                    ][oi];
+                    DocTargets {
+                        targets: vec![(clean.len(), metric)],
+                        tokens: clean,
+                        baseline_tokens: Some(ids(&format!("pair{i}.corrupted"))),
+                    }
+                })
+                .collect();
+            let opts = SaliencyOptions {
+                methods: vec![
+                    Method::Gradient,
+                    Method::GradXInput,
+                    Method::IntegratedGradients,
+                ],
+                baseline,
+                chunk_tokens: 24, // several chunks
+                ..SaliencyOptions::default()
+            };
+            let out = saliency_of(&model, &docs, &opts).unwrap();
+            for (doc, input) in docs.iter().enumerate() {
+                let len = input.tokens.len();
+                let pre = format!("pair{doc}.{okey}");
+                for (method, key) in [
+                    (Method::Gradient, "gradient".to_string()),
+                    (Method::GradXInput, "grad_x_input".to_string()),
+                    (Method::IntegratedGradients, format!("ig_{bkey}")),
+                ] {
+                    let (norm, sum) = reductions(golden.t(&format!("{pre}.{key}")));
+                    let rows: Vec<_> = out
+                        .rows
+                        .iter()
+                        .filter(|r| r.doc == doc && r.method == method)
+                        .collect();
+                    assert_eq!(rows.len(), len, "one row per source position");
+                    assert!(
+                        rows.iter()
+                            .all(|r| r.target_position == len && r.metric == input.targets[0].1)
+                    );
+                    let what = format!("{name} {pre} {key}");
+                    let raw: Vec<f32> = rows.iter().map(|r| r.raw).collect();
+                    worst = worst.max(close(&format!("{what} raw"), &raw, &norm, TOL));
+                    if method != Method::Gradient {
+                        let signed: Vec<f32> = rows.iter().map(|r| r.signed.unwrap()).collect();
+                        close(&format!("{what} signed"), &signed, &sum, TOL);
+                    }
+                }
+                let c = &out.completeness[doc];
+                assert_eq!((c.doc, c.baseline), (doc, baseline));
+                let (f, fb) = (
+                    scalar(&format!("{pre}.f")),
+                    scalar(&format!("{pre}.f_{bkey}")),
+                );
+                let delta = scalar(&format!("{pre}.ig_{bkey}_delta"));
+                let tol = |v: f32| 1e-5 * v.abs().max(1e-2);
+                assert!(
+                    (c.value - f).abs() <= tol(f),
+                    "{name} {pre}: f {} vs {f}",
+                    c.value
+                );
+                assert!(
+                    (c.baseline_value - fb).abs() <= tol(fb),
+                    "{name} {pre} {bkey}: f(baseline) {} vs {fb}",
+                    c.baseline_value
+                );
+                // The same completeness error as captum's convergence delta.
+                let scale = (f - fb).abs().max(delta.abs()).max(1e-4);
+                assert!(
+                    (c.error - delta).abs() <= 2e-3 * scale,
+                    "{name} {pre} {bkey}: completeness error {} vs captum's {delta}",
+                    c.error
+                );
+            }
+        }
+    }
+    eprintln!("{name}: contrastive saliency, worst relative error {worst:.2e}");
+}
+
+#[test]
+fn contrastive_saliency_and_baselines_match_captum_gpt2() {
+    check_contrast("tiny-gpt2");
+}
+
+#[test]
+fn contrastive_saliency_and_baselines_match_captum_llama() {
+    check_contrast("tiny-llama");
 }

@@ -142,7 +142,8 @@ try {
   check(shown === tokens.length, `document ${doc.doc_id} shows its ${tokens.length} tokens`)
 
   // Saliency: click a generated token, the display changes.
-  if (await table('saliency', { doc_id: doc.doc_id })) {
+  const salRows = (await table('saliency', { doc_id: doc.doc_id })) || []
+  if (salRows.some(r => (r.metric ?? 'prob') === 'prob')) {
     const scores = () => page.$$eval('#saliency-tokens .tok[data-score]', els => els.map(e => `${e.dataset.pos}:${e.dataset.score}:${e.style.background}`).join('|'))
     const target0 = await page.getAttribute('#saliency-tokens', 'data-target')
     const before = await scores()
@@ -173,6 +174,29 @@ try {
       const otherScores = await page.$$eval('#saliency-tokens .tok[data-score]', els => els.map(e => [Number(e.dataset.pos), Number(e.dataset.score)]))
       check(switched && otherRows.length > 0 && otherRows.length === otherScores.length && otherScores.every(([p, s]) => Math.abs((otherRows.find(r => r.source_position === p)?.score ?? NaN) - s) < 1e-6), `method switch ${method} -> ${other}: the shares shown are ${other}'s in the table (target ${target}, ${otherRows.length} sources)`)
     }
+  }
+
+  // Contrastive saliency (a paired run): the answer vs foil after the prompt, its shares, the
+  // pair's tokens and the completeness note with its baseline.
+  const contrastRow = salRows.find(r => r.metric && r.metric !== 'prob')
+  if (contrastRow) {
+    const metric = contrastRow.metric
+    if (await page.$('.seg[data-name="metric"]')) await page.click(`.seg[data-name="metric"] button[data-value="${metric}"]`)
+    const shownMetric = await page.waitForSelector(`#saliency-tokens[data-metric="${metric}"]`, { timeout: 20000 }).then(() => true, () => false)
+    if (await page.$('.seg[data-name="mode"] button[data-value="minimal"]')) await page.click('.seg[data-name="mode"] button[data-value="minimal"]')
+    const method = await page.getAttribute('#saliency-tokens', 'data-method')
+    const rows = salRows.filter(r => r.metric === metric && r.method === method)
+    const shownScores = await page.$$eval('#saliency-tokens .tok[data-score]', els => els.map(e => [Number(e.dataset.pos), Number(e.dataset.score)]))
+    check(shownMetric && rows.length > 0 && rows.length === shownScores.length && shownScores.every(([p, s]) => Math.abs((rows.find(r => r.source_position === p)?.score ?? NaN) - s) < 1e-6), `contrast ${metric}: the shares shown equal the table's (${method}, ${rows.length} prompt tokens)`)
+    const pair = ((await table('pairs', { doc_id: doc.doc_id })) || [])[0]
+    const chipText = (await page.textContent('#saliency-tokens .tok.contrast')) ?? ''
+    check(pair != null && chipText.includes(pair.answer.trim()) && chipText.includes(pair.foil.trim()), `the contrast is shown as the pair's answer and foil: ${chipText}`)
+    const comp = ((await table('saliency_completeness', { doc_id: doc.doc_id })) || []).find(r => r.metric === metric)
+    if (comp && method === 'integrated_gradients') {
+      const note = (await page.textContent('#completeness')) ?? ''
+      check(note.includes(`(${comp.baseline})`) && note.includes(comp.value.toFixed(4)) && note.includes(comp.baseline_value.toFixed(4)), `the completeness note gives the ${metric} at the input and at the ${comp.baseline} baseline: ${note.slice(0, 100)}`)
+    }
+    await page.screenshot({ path: join(shots, 'saliency-contrast.png'), fullPage: true })
   }
 
   // Predictions: the top-1 shown at every position equals the table's.

@@ -13,10 +13,10 @@
 //! weight. Levels are global (the same alphas for every target), so one forward pass per
 //! (document, alpha) serves every target of the document still refining; targets that are done
 //! drop out of later passes. A target is done at the first level whose completeness error
-//! |sum of attributions - (f(x) - f(0))| is at most `tolerance * |f(x) - f(0)|` (or below
+//! |sum of attributions - (f(x) - f(b))| is at most `tolerance * |f(x) - f(0)|` (or below
 //! `COMPLETENESS_FLOOR`), or at the last level within `max_evals`.
 
-use super::{COMPLETENESS_FLOOR, TargetState, doc_passes, run_passes};
+use super::{COMPLETENESS_FLOOR, DocInput, TargetState, doc_passes, run_passes};
 use crate::error::Result;
 use crate::model::Model;
 
@@ -60,10 +60,10 @@ pub fn fejer(n: usize) -> Vec<(usize, f64, f64)> {
 }
 
 /// Adaptive integrated gradients for every target: fills `ig_sum`, `steps`, the input and
-/// baseline probabilities, and (if `input_grad`) the gradient at the input.
+/// baseline values, and (if `input_grad`) the gradient at the input.
 pub(super) fn run(
     model: &Model,
-    docs: &[(std::ops::Range<usize>, Vec<f32>)],
+    docs: &[DocInput],
     targets: &mut [TargetState],
     s: &Settings,
     d: usize,
@@ -105,10 +105,10 @@ pub(super) fn run(
             |ts, pass, t, prob, grad| {
                 let (_, at_input, baseline, node) = specs[spec_of[pass]];
                 if at_input {
-                    ts[t].target_prob = prob;
+                    ts[t].value = prob;
                 }
                 if baseline {
-                    ts[t].baseline_prob = prob;
+                    ts[t].baseline_value = prob;
                 }
                 let Some(grad) = grad else { return };
                 if let Some(j) = node {
@@ -137,10 +137,10 @@ pub(super) fn run(
             let sum = sums[t].get_mut(li).map(std::mem::take).unwrap_or_default();
             let attributed: f64 = sum
                 .iter()
-                .zip(&target.embeds)
+                .zip(&target.path)
                 .map(|(g, x)| g * *x as f64)
                 .sum();
-            let delta = target.target_prob as f64 - target.baseline_prob as f64;
+            let delta = target.value as f64 - target.baseline_value as f64;
             let err = (attributed - delta).abs();
             if last || err <= s.tolerance * delta.abs() || err <= COMPLETENESS_FLOOR {
                 target.ig_sum = sum;

@@ -4,14 +4,17 @@
 //!
 //! Target of generated token t at sequence position p: the softmax probability of the produced
 //! token `s[p]` at the last position, given `s[..p]`; the inputs are the token embeddings of
-//! `s[..p]`. Methods:
+//! `s[..p]`. A target may instead measure a contrast between two tokens there ([`Metric`]:
+//! logit or probability difference, log-probability ratio), as inseq's contrastive attribution
+//! does. Methods:
 //! - `gradient`: |d target / d embedding| (captum's Saliency);
 //! - `grad_x_input`: gradient * embedding (captum's InputXGradient);
-//! - `integrated_gradients`: (x - 0) * sum_k w_k grad(alpha_k x), zero-embedding baseline,
-//!   Gauss-Legendre (captum's default) or trapezoid nodes; or adaptive (`adaptive`).
+//! - `integrated_gradients`: (x - b) * sum_k w_k grad(b + alpha_k (x - b)) from a [`Baseline`] b
+//!   (zero by default), Gauss-Legendre (captum's default) or trapezoid nodes; or adaptive
+//!   (`adaptive`).
 //!
 //! Attention is causal, so one forward pass per (document, alpha) serves all of the document's
-//! targets; one packed backward pass (`Model::prob_gradients`) carries all their cotangents at
+//! targets; one packed backward pass (`Model::metric_gradients`) carries all their cotangents at
 //! once. Chunks are bounded by a row budget, so memory does not grow with the number of targets.
 
 use candle_core::Tensor;
@@ -19,6 +22,7 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::model::Model;
+pub use crate::model::reverse::Metric;
 use crate::model::reverse::{SegTarget, Segment};
 
 mod adaptive;
@@ -81,6 +85,50 @@ pub struct SaliencyOptions {
     /// Upper bound on the rows of one chunk of the reverse pass: forward tokens plus, per target,
     /// its prefix length (memory bound, see `saliency`).
     pub chunk_tokens: usize,
+    /// Where integrated gradients' path starts.
+    pub baseline: Baseline,
+}
+
+/// Integrated gradients' baseline b: the embeddings the path b + alpha (x - b) starts from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Baseline {
+    /// All-zero embeddings (captum's and Ecco's default; degenerate for RMSNorm models, see
+    /// docs/saliency.md).
+    Zero,
+    /// One token's embedding at every position (e.g. eos, pad, unk).
+    Token(u32),
+    /// The mean of the embedding matrix's rows (over the vocabulary) at every position.
+    #[serde(rename = "mean")]
+    MeanEmbedding,
+    /// Each document's own baseline tokens ([`DocTargets::baseline_tokens`], e.g. a pair's
+    /// corrupted prompt) embedded at their positions; later positions keep the input's
+    /// embeddings, so they get no attribution.
+    #[serde(rename = "corrupted")]
+    Tokens,
+}
+
+impl Baseline {
+    pub fn name(self) -> &'static str {
+        match self {
+            Baseline::Zero => "zero",
+            Baseline::Token(_) => "token",
+            Baseline::MeanEmbedding => "mean",
+            Baseline::Tokens => "corrupted",
+        }
+    }
+}
+
+/// One document to explain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DocTargets {
+    pub tokens: Vec<u32>,
+    /// (position, metric): a decoder explains the metric of its prediction after `tokens[..position]`
+    /// (position may be `tokens.len()`: the prediction after the whole sequence); an encoder its
+    /// prediction at `position` (e.g. a [MASK]) from the whole sequence.
+    pub targets: Vec<(usize, Metric)>,
+    /// The baseline's tokens for [`Baseline::Tokens`] (at most `tokens.len()`).
+    pub baseline_tokens: Option<Vec<u32>>,
 }
 
 /// A completeness error this small counts as converged whatever the tolerance: probabilities
@@ -99,6 +147,7 @@ impl Default for SaliencyOptions {
             rule: Rule::GaussLegendre,
             ig_tolerance: None,
             chunk_tokens: 2048,
+            baseline: Baseline::Zero,
         }
     }
 }
@@ -108,8 +157,11 @@ impl Default for SaliencyOptions {
 pub struct SaliencyRow {
     pub doc: usize,
     pub method: Method,
-    /// Position of the generated token in its sequence.
+    /// Position of the generated token in its sequence (a contrast: the position its tokens would
+    /// take).
     pub target_position: usize,
+    /// What the target measures.
+    pub metric: Metric,
     pub source_position: usize,
     /// L2 norm over the embedding dimension, divided by the sum over source positions (Ecco's score).
     pub score: f32,
@@ -124,13 +176,15 @@ pub struct SaliencyRow {
 pub struct Completeness {
     pub doc: usize,
     pub target_position: usize,
-    /// Target probability at the input.
-    pub target_prob: f32,
-    /// Target probability at the zero baseline.
-    pub baseline_prob: f32,
+    pub metric: Metric,
+    pub baseline: Baseline,
+    /// The metric at the input.
+    pub value: f32,
+    /// The metric at the baseline.
+    pub baseline_value: f32,
     /// Sum of all attributions.
     pub attribution_sum: f32,
-    /// attribution_sum - (target_prob - baseline_prob).
+    /// attribution_sum - (value - baseline_value).
     pub error: f32,
     /// Gradient evaluations of the attributions reported (adaptive IG: the nested level it
     /// stopped at, which holds every node of the levels before).
@@ -204,31 +258,54 @@ fn gauss_legendre(n: usize) -> (Vec<f64>, Vec<f64>) {
     (x, w)
 }
 
-/// A generated token to explain.
+/// A target to explain.
 struct TargetState {
     doc: usize,
     /// The explained token's position (decoders: predicted from the positions before it;
     /// encoders: a [MASK] predicted from the whole sequence).
     position: usize,
-    token: u32,
+    metric: Metric,
     /// Source positions 0..sources: the prefix (decoders) or the whole sequence (encoders).
     sources: usize,
     /// Token embeddings of the prefix [p * d].
     embeds: Vec<f32>,
+    /// Integrated gradients' x - b over the prefix [p * d] (empty without IG).
+    path: Vec<f32>,
     grad_at_input: Option<Vec<f32>>,
     ig_sum: Vec<f64>,
-    target_prob: f32,
-    baseline_prob: f32,
+    value: f32,
+    baseline_value: f32,
     /// Gradient evaluations behind `ig_sum` (adaptive IG: the nested level it stopped at).
     steps: usize,
 }
 
-/// One forward pass: a document's embeddings scaled by `alpha`; for each listed target (an index
-/// into the target list, with whether its gradient is needed), its probability there.
+/// One forward pass: a document's point `alpha` of the path from its baseline to its embeddings;
+/// for each listed target (an index into the target list, with whether its gradient is
+/// needed), its metric there.
 struct Pass {
     doc: usize,
     alpha: f64,
     targets: Vec<(usize, bool)>,
+}
+
+/// A document's inputs to the passes: its range of targets, its token embeddings [len * d] and
+/// its integrated-gradients baseline [len * d] (None: zero).
+struct DocInput {
+    range: std::ops::Range<usize>,
+    embeds: Vec<f32>,
+    baseline: Option<Vec<f32>>,
+}
+
+impl DocInput {
+    /// b + alpha (x - b) over the first `len` positions.
+    fn point(&self, alpha: f64, len: usize, d: usize) -> Vec<f32> {
+        let x = &self.embeds[..len * d];
+        let a = alpha as f32;
+        match &self.baseline {
+            None => x.iter().map(|x| x * a).collect(),
+            Some(b) => x.iter().zip(b).map(|(x, b)| b + a * (x - b)).collect(),
+        }
+    }
 }
 
 /// Rows of the reverse pass for `list` (targets of one document): forward tokens (the longest
@@ -246,15 +323,16 @@ fn pass_cost(targets: &[TargetState], list: &[(usize, bool)]) -> usize {
 /// One pass per document and (alpha, gradients needed) spec, over the document's targets that
 /// `keep` accepts (none: no pass); with each pass's spec index.
 fn doc_passes(
-    docs: &[(std::ops::Range<usize>, Vec<f32>)],
+    docs: &[DocInput],
     specs: impl Iterator<Item = (f64, bool)> + Clone,
     keep: impl Fn(usize) -> bool,
 ) -> (Vec<Pass>, Vec<usize>) {
     let mut passes = Vec::new();
     let mut spec_of = Vec::new();
-    for (doc, (range, _)) in docs.iter().enumerate() {
+    for (doc, input) in docs.iter().enumerate() {
         for (i, (alpha, grad)) in specs.clone().enumerate() {
-            let targets: Vec<(usize, bool)> = range
+            let targets: Vec<(usize, bool)> = input
+                .range
                 .clone()
                 .filter(|&t| keep(t))
                 .map(|t| (t, grad))
@@ -275,10 +353,10 @@ fn doc_passes(
 /// Runs `passes` in chunks of at most `chunk_tokens` rows: a pass too big for one chunk is split
 /// between its targets (at least one per piece), and pieces are packed into chunks in order (at
 /// least one per chunk). For every target of every pass, `each(targets, pass index, target,
-/// probability, gradient if asked)`.
+/// metric value, gradient if asked)`.
 fn run_passes(
     model: &Model,
-    docs: &[(std::ops::Range<usize>, Vec<f32>)],
+    docs: &[DocInput],
     targets: &mut [TargetState],
     passes: &[Pass],
     chunk_tokens: usize,
@@ -322,9 +400,8 @@ fn run_passes(
                     .map(|&(t, _)| targets[t].sources)
                     .max()
                     .unwrap_or(0);
-                let alpha = p.alpha as f32;
                 Segment {
-                    embeds: docs[p.doc].1[..len * d].iter().map(|x| x * alpha).collect(),
+                    embeds: docs[p.doc].point(p.alpha, len, d),
                     targets: list
                         .iter()
                         .map(|&(t, grad)| {
@@ -332,7 +409,7 @@ fn run_passes(
                             SegTarget {
                                 prefix: t.sources,
                                 at: if encoder { t.position } else { t.position - 1 },
-                                token: t.token,
+                                metric: t.metric,
                                 grad,
                             }
                         })
@@ -340,10 +417,10 @@ fn run_passes(
                 }
             })
             .collect();
-        let results = model.prob_gradients(&segments)?;
+        let results = model.metric_gradients(&segments)?;
         drop(segments);
         for ((i, list), res) in chunk.iter().zip(results) {
-            for ((&(t, _), prob), grad) in list.iter().zip(res.probs).zip(res.grads) {
+            for ((&(t, _), prob), grad) in list.iter().zip(res.values).zip(res.grads) {
                 each(targets, *i, t, prob, grad);
             }
         }
@@ -353,11 +430,12 @@ fn run_passes(
 }
 
 /// Saliency of every generated token of every sequence. `sequences[i]` is prompt + generated
-/// tokens; `prompt_lens[i]` its prompt length: targets are positions prompt_len..len.
+/// tokens; `prompt_lens[i]` its prompt length: targets are positions prompt_len..len, each
+/// explaining its token's probability. The baseline must not be [`Baseline::Tokens`].
 ///
 /// Work is organized as one forward pass per (document, alpha) (alpha = 1 for the input, 0 for
 /// the baseline, and each IG node), shared by all the document's targets, and one packed backward
-/// pass per chunk of such passes (`Model::prob_gradients`). Chunks hold at most
+/// pass per chunk of such passes (`Model::metric_gradients`). Chunks hold at most
 /// `chunk_tokens` rows (forward tokens plus target-prefix rows); a document too long for one
 /// chunk has its targets split across several.
 pub fn saliency(
@@ -371,7 +449,7 @@ pub fn saliency(
             "one prompt length per sequence is needed".into(),
         ));
     }
-    let mut targets = Vec::with_capacity(sequences.len());
+    let mut docs = Vec::with_capacity(sequences.len());
     for (doc, (seq, &plen)) in sequences.iter().zip(prompt_lens).enumerate() {
         if plen == 0 || plen > seq.len() {
             return Err(Error::Input(format!(
@@ -379,9 +457,15 @@ pub fn saliency(
                 seq.len()
             )));
         }
-        targets.push((plen..seq.len()).map(|p| (p, seq[p])).collect());
+        docs.push(DocTargets {
+            tokens: seq.clone(),
+            targets: (plen..seq.len())
+                .map(|p| (p, Metric::Prob(seq[p])))
+                .collect(),
+            baseline_tokens: None,
+        });
     }
-    saliency_of(model, sequences, &targets, opts)
+    saliency_of(model, &docs, opts)
 }
 
 /// The [MASK] positions of an encoder's sequences and the model's top-1 prediction at each:
@@ -416,20 +500,14 @@ pub fn mask_targets(model: &Model, sequences: &[Vec<u32>]) -> Result<Vec<Vec<(us
         .collect()
 }
 
-/// Saliency toward explicit targets: per sequence, (position, token) pairs. A decoder explains
-/// the token at `position` from the positions before it; an encoder (bidirectional) explains
-/// its prediction at `position` (e.g. a [MASK]) from every position of the sequence.
+/// Saliency toward explicit targets (see [`DocTargets`]): a decoder explains the metric of its
+/// prediction after `tokens[..position]` from those positions; an encoder (bidirectional) its
+/// prediction at `position` (e.g. a [MASK]) from every position of the sequence.
 pub fn saliency_of(
     model: &Model,
-    sequences: &[Vec<u32>],
-    targets_of: &[Vec<(usize, u32)>],
+    inputs: &[DocTargets],
     opts: &SaliencyOptions,
 ) -> Result<Saliency> {
-    if sequences.len() != targets_of.len() {
-        return Err(Error::Input(
-            "one target list per sequence is needed".into(),
-        ));
-    }
     let encoder = model.config.is_encoder();
     if opts.methods.is_empty() {
         return Ok(Saliency::default());
@@ -446,12 +524,37 @@ pub fn saliency_of(
         .iter()
         .any(|m| matches!(m, Method::Gradient | Method::GradXInput));
     let d = model.config.hidden_size;
+    let vocab = model.config.vocab_size;
+    let embed = |ids: &[u32]| -> Result<Vec<f32>> {
+        Ok(model
+            .embed(&Tensor::from_slice(ids, (1, ids.len()), model.device())?)?
+            .flatten_all()?
+            .to_vec1::<f32>()?)
+    };
+    // A baseline row repeated at every position (token and mean baselines).
+    let row = match (wants_ig, opts.baseline) {
+        (true, Baseline::Token(t)) => {
+            if t as usize >= vocab {
+                return Err(Error::Input(format!(
+                    "baseline token {t} is outside the vocabulary ({vocab} tokens)"
+                )));
+            }
+            Some(embed(&[t])?)
+        }
+        (true, Baseline::MeanEmbedding) => Some(model.mean_embedding()?),
+        _ => None,
+    };
     let mut targets = Vec::new();
-    // Per document: its range of targets and its token embeddings.
-    let mut docs: Vec<(std::ops::Range<usize>, Vec<f32>)> = Vec::new();
-    for (doc, (seq, tlist)) in sequences.iter().zip(targets_of).enumerate() {
-        for &(p, _) in tlist {
-            if p >= seq.len() || (!encoder && p == 0) {
+    let mut docs: Vec<DocInput> = Vec::new();
+    for (doc, input) in inputs.iter().enumerate() {
+        let seq = &input.tokens;
+        for &(p, metric) in &input.targets {
+            let fits = if encoder {
+                p < seq.len()
+            } else {
+                p > 0 && p <= seq.len()
+            };
+            if !fits {
                 return Err(Error::Input(format!(
                     "sequence {doc}: target position {p} does not fit {} tokens{}",
                     seq.len(),
@@ -462,32 +565,69 @@ pub fn saliency_of(
                     }
                 )));
             }
+            if let Some(t) = metric.tokens().into_iter().find(|&t| t as usize >= vocab) {
+                return Err(Error::Input(format!(
+                    "sequence {doc}: target token {t} is outside the vocabulary ({vocab} tokens)"
+                )));
+            }
         }
-        let all = model
-            .embed(&Tensor::from_slice(seq, (1, seq.len()), model.device())?)?
-            .flatten_all()?
-            .to_vec1::<f32>()?;
+        let all = embed(seq)?;
+        let baseline = match (wants_ig, opts.baseline) {
+            (false, _) | (true, Baseline::Zero) => None,
+            (true, Baseline::Token(_) | Baseline::MeanEmbedding) => {
+                let row = row.as_deref().expect("made above");
+                Some(row.iter().copied().cycle().take(all.len()).collect())
+            }
+            (true, Baseline::Tokens) => {
+                let Some(b) = &input.baseline_tokens else {
+                    return Err(Error::Input(format!(
+                        "sequence {doc}: the corrupted baseline needs the document's baseline tokens"
+                    )));
+                };
+                if b.len() > seq.len() || b.is_empty() {
+                    return Err(Error::Input(format!(
+                        "sequence {doc}: {} baseline tokens for {} input tokens (1 to {} expected)",
+                        b.len(),
+                        seq.len(),
+                        seq.len()
+                    )));
+                }
+                let mut v = embed(b)?;
+                v.extend_from_slice(&all[b.len() * d..]);
+                Some(v)
+            }
+        };
         let first = targets.len();
-        for &(p, token) in tlist {
+        for &(p, metric) in &input.targets {
             let sources = if encoder { seq.len() } else { p };
+            let x = &all[..sources * d];
             targets.push(TargetState {
                 doc,
                 position: p,
-                token,
+                metric,
                 sources,
-                embeds: all[..sources * d].to_vec(),
+                embeds: x.to_vec(),
+                path: match (wants_ig, &baseline) {
+                    (false, _) => vec![],
+                    (true, None) => x.to_vec(),
+                    (true, Some(b)) => x.iter().zip(b).map(|(x, b)| x - b).collect(),
+                },
                 grad_at_input: None,
                 ig_sum: if wants_ig {
                     vec![0.0; sources * d]
                 } else {
                     vec![]
                 },
-                target_prob: f32::NAN,
-                baseline_prob: f32::NAN,
+                value: f32::NAN,
+                baseline_value: f32::NAN,
                 steps: 0,
             });
         }
-        docs.push((first..targets.len(), all));
+        docs.push(DocInput {
+            range: first..targets.len(),
+            embeds: all,
+            baseline,
+        });
     }
     if let (true, Some(tol)) = (wants_ig, opts.ig_tolerance) {
         adaptive::run(
@@ -536,10 +676,10 @@ pub fn saliency_of(
             let (_, at_input, baseline, ig_weight) = specs[spec_of[pass]];
             let t = &mut ts[t];
             if at_input {
-                t.target_prob = prob;
+                t.value = prob;
             }
             if baseline {
-                t.baseline_prob = prob;
+                t.baseline_value = prob;
             }
             let Some(grad) = grad else { return };
             if let Some(w) = ig_weight {
@@ -580,6 +720,7 @@ fn push_rows(out: &mut Vec<SaliencyRow>, t: &TargetState, method: Method, attr: 
             doc: t.doc,
             method,
             target_position: p,
+            metric: t.metric,
             source_position: s,
             score: if total > 0.0 { norms[s] / total } else { 0.0 },
             raw: norms[s],
@@ -603,7 +744,7 @@ fn reduce(targets: Vec<TargetState>, opts: &SaliencyOptions, d: usize) -> Salien
                 Method::IntegratedGradients => t
                     .ig_sum
                     .iter()
-                    .zip(&t.embeds)
+                    .zip(&t.path)
                     .map(|(s, x)| (*s as f32) * x)
                     .collect(),
             };
@@ -612,10 +753,12 @@ fn reduce(targets: Vec<TargetState>, opts: &SaliencyOptions, d: usize) -> Salien
                 out.completeness.push(Completeness {
                     doc: t.doc,
                     target_position: t.position,
-                    target_prob: t.target_prob,
-                    baseline_prob: t.baseline_prob,
+                    metric: t.metric,
+                    baseline: opts.baseline,
+                    value: t.value,
+                    baseline_value: t.baseline_value,
                     attribution_sum: sum,
-                    error: sum - (t.target_prob - t.baseline_prob),
+                    error: sum - (t.value - t.baseline_value),
                     steps: t.steps as u32,
                 });
             }

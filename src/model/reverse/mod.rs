@@ -2,9 +2,10 @@
 //! every target of that sequence, and one backward pass carries every target's cotangent at once.
 //!
 //! A *segment* is one sequence of input embeddings (a prompt plus its generated tokens, possibly
-//! scaled for an integrated-gradients step). A *target* asks for the probability of `token` after
-//! the first `prefix` positions of the segment, and optionally its gradient with respect to those
-//! positions' embeddings. Attention is causal, so the activations of one forward pass over the
+//! scaled for an integrated-gradients step). A *target* asks for a [`Metric`] of the output
+//! distribution after the first `prefix` positions of the segment (a token's probability, or a
+//! contrast between two tokens), and optionally its gradient with respect to those positions'
+//! embeddings. Attention is causal, so the activations of one forward pass over the
 //! whole segment are, at every position, exactly those of a forward pass over any prefix: the
 //! forward pass is shared by all the segment's targets. An encoder's target (a [MASK]
 //! prediction) depends on the whole segment: its prefix is the segment, its rows attend both
@@ -43,7 +44,7 @@ use crate::numerics::wmat::gemm_w_strided;
 use backward::RowMap;
 use backward::Scratch;
 use block::{Data, Lin, Norm, gemm};
-use rows::prob_cotangent_row;
+use rows::metric_cotangent_row;
 
 /// One sequence to explain.
 pub struct Segment {
@@ -52,22 +53,59 @@ pub struct Segment {
     pub targets: Vec<SegTarget>,
 }
 
-/// The probability of `token` at position `at` given the segment's first `prefix` positions
-/// (decoders: `at = prefix - 1`, the next-token prediction; encoders: `prefix` is the whole
-/// segment, every position seeing every other, and `at` e.g. a [MASK]).
+/// A metric of the output distribution at position `at` given the segment's first `prefix`
+/// positions (decoders: `at = prefix - 1`, the next-token prediction; encoders: `prefix` is the
+/// whole segment, every position seeing every other, and `at` e.g. a [MASK]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SegTarget {
     pub prefix: usize,
     pub at: usize,
-    pub token: u32,
+    pub metric: Metric,
     /// Whether to compute d prob / d embeds[..prefix] (otherwise only the value).
     pub grad: bool,
 }
 
-/// Per target of a segment: the probability, and the gradient [prefix, d] if asked for.
+/// What a target measures, from the logits z at its position (after a final soft-cap, where the
+/// model has one) and their softmax p.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Metric {
+    /// p[token]: Ecco's and captum's target.
+    Prob(u32),
+    /// z[a] - z[b].
+    LogitDiff(u32, u32),
+    /// p[a] - p[b].
+    ProbDiff(u32, u32),
+    /// log p[a] - log p[b]: equal to `LogitDiff` up to rounding (the log-sum-exp cancels).
+    LogProbRatio(u32, u32),
+}
+
+impl Metric {
+    /// Its name in tables and YAML: `prob`, `logit_diff`, `prob_diff`, `log_prob_ratio`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Metric::Prob(_) => "prob",
+            Metric::LogitDiff(..) => "logit_diff",
+            Metric::ProbDiff(..) => "prob_diff",
+            Metric::LogProbRatio(..) => "log_prob_ratio",
+        }
+    }
+
+    /// The tokens it reads.
+    pub fn tokens(self) -> Vec<u32> {
+        match self {
+            Metric::Prob(t) => vec![t],
+            Metric::LogitDiff(a, b) | Metric::ProbDiff(a, b) | Metric::LogProbRatio(a, b) => {
+                vec![a, b]
+            }
+        }
+    }
+}
+
+/// Per target of a segment: the metric's value, and its gradient [prefix, d] if asked for.
 #[derive(Debug, Default)]
 pub struct SegResult {
-    pub probs: Vec<f32>,
+    pub values: Vec<f32>,
     pub grads: Vec<Option<Vec<f32>>>,
 }
 
@@ -128,7 +166,7 @@ impl Model {
     /// gradient with respect to the prefix's input token embeddings (see the module docs).
     /// Memory grows with the total tokens and the total prefix rows of the segments given: the
     /// caller bounds it by chunking.
-    pub fn prob_gradients(&self, segments: &[Segment]) -> Result<Vec<SegResult>> {
+    pub fn metric_gradients(&self, segments: &[Segment]) -> Result<Vec<SegResult>> {
         let cfg = &self.config;
         let d = cfg.hidden_size;
         let dims = Dims {
@@ -173,14 +211,18 @@ impl Model {
                     || t.at >= t.prefix
                     || (encoder && t.prefix != len)
                     || (!encoder && t.at + 1 != t.prefix)
-                    || t.token as usize >= cfg.vocab_size
+                    || t.metric
+                        .tokens()
+                        .iter()
+                        .any(|&k| k as usize >= cfg.vocab_size)
                 {
                     return Err(Error::Input(format!(
-                        "segment {si}: target prefix {} / position {} / token {} does not fit \
-                         {len} positions{}",
+                        "segment {si}: target prefix {} / position {} / {:?} does not fit \
+                         {len} positions and {} tokens{}",
                         t.prefix,
                         t.at,
-                        t.token,
+                        t.metric,
+                        cfg.vocab_size,
                         if encoder {
                             " (an encoder's target sees the whole segment)"
                         } else {
@@ -272,11 +314,11 @@ impl Model {
                 }
             }
         }
-        let tokens: Vec<u32> = segments
+        let metrics: Vec<Metric> = segments
             .iter()
-            .flat_map(|s| s.targets.iter().map(|t| t.token))
+            .flat_map(|s| s.targets.iter().map(|t| t.metric))
             .collect();
-        let n_targets = tokens.len();
+        let n_targets = metrics.len();
         let final_norm = self.body.final_norm.as_ref().map(Norm::of).transpose()?;
         let lm = Data::of(self.body.lm_head()?)?;
         let vocab = cfg.vocab_size;
@@ -316,11 +358,11 @@ impl Model {
                 .for_each(|row| row.iter_mut().zip(b.s()).for_each(|(l, b)| *l += b));
         }
         let cap = self.body.final_softcap;
-        let probs: Vec<f32> = logits
+        let values: Vec<f32> = logits
             .par_chunks_mut(vocab)
-            .zip(&tokens)
-            .map(|(row, &tok)| match cap {
-                None => prob_cotangent_row(row, tok as usize),
+            .zip(&metrics)
+            .map(|(row, &metric)| match cap {
+                None => metric_cotangent_row(row, metric),
                 Some(c) => {
                     // d p / d raw = d p / d capped * (1 - tanh^2)
                     let mut deriv = Vec::with_capacity(row.len());
@@ -329,7 +371,7 @@ impl Model {
                         *v = c * t;
                         deriv.push(1.0 - t * t);
                     }
-                    let p = prob_cotangent_row(row, tok as usize);
+                    let p = metric_cotangent_row(row, metric);
                     row.iter_mut().zip(&deriv).for_each(|(v, k)| *v *= k);
                     p
                 }
@@ -340,7 +382,7 @@ impl Model {
             let mut k = 0;
             for s in segments {
                 results.push(SegResult {
-                    probs: probs[k..k + s.targets.len()].to_vec(),
+                    values: values[k..k + s.targets.len()].to_vec(),
                     grads: vec![None; s.targets.len()],
                 });
                 k += s.targets.len();

@@ -3,8 +3,8 @@
 //! softmax of attention scores and the cotangent of a target's probability at the LM head.
 //! Each is an `#[inline(always)]` body run through `simd_call!`, its sums in 16 lanes.
 
-use super::Dims;
 use super::block::Norm;
+use super::{Dims, Metric};
 use crate::model::block::ActKind;
 use crate::numerics::math::{fast_exp, lane_sum};
 use crate::numerics::simd::simd_call;
@@ -230,8 +230,36 @@ pub(super) fn prob_cotangent_row(row: &mut [f32], tok: usize) -> f32 {
     simd_call!(prob_cotangent_row_body(row: &mut [f32], tok: usize) -> f32)
 }
 
+/// The value of `metric` on one row of logits, the row replaced by d metric / d logits.
+pub(super) fn metric_cotangent_row(row: &mut [f32], metric: Metric) -> f32 {
+    match metric {
+        Metric::Prob(t) => prob_cotangent_row(row, t as usize),
+        Metric::ProbDiff(a, b) => {
+            let (a, b) = (a as usize, b as usize);
+            simd_call!(prob_diff_cotangent_row_body(row: &mut [f32], a: usize, b: usize) -> f32)
+        }
+        Metric::LogitDiff(a, b) | Metric::LogProbRatio(a, b) => {
+            let (a, b) = (a as usize, b as usize);
+            let value = if let Metric::LogProbRatio(..) = metric {
+                // log p[a] - log p[b], each through the log-sum-exp.
+                let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+                let sum: f64 = row.iter().map(|&v| ((v - max) as f64).exp()).sum();
+                let lse = max as f64 + sum.ln();
+                ((row[a] as f64 - lse) - (row[b] as f64 - lse)) as f32
+            } else {
+                row[a] - row[b]
+            };
+            row.fill(0.0);
+            row[a] += 1.0;
+            row[b] -= 1.0;
+            value
+        }
+    }
+}
+
+/// exp(row - max) in place; returns their sum.
 #[inline(always)]
-fn prob_cotangent_row_body(row: &mut [f32], tok: usize) -> f32 {
+fn exp_row(row: &mut [f32]) -> f32 {
     let mut mx = [f32::NEG_INFINITY; 16];
     let mut chunks = row.chunks_exact(16);
     for c in &mut chunks {
@@ -247,12 +275,30 @@ fn prob_cotangent_row_body(row: &mut [f32], tok: usize) -> f32 {
     for v in row.iter_mut() {
         *v = fast_exp(*v - max);
     }
-    let sum = lane_sum(row.len(), |i| row[i]);
+    lane_sum(row.len(), |i| row[i])
+}
+
+#[inline(always)]
+fn prob_cotangent_row_body(row: &mut [f32], tok: usize) -> f32 {
+    let sum = exp_row(row);
     let pt = row[tok] / sum;
     let c = -pt / sum;
     row.iter_mut().for_each(|v| *v *= c);
     row[tok] += pt;
     pt
+}
+
+/// d (p[a] - p[b]) / d z_j = p[a] [j = a] - p[b] [j = b] - (p[a] - p[b]) p_j.
+#[inline(always)]
+fn prob_diff_cotangent_row_body(row: &mut [f32], a: usize, b: usize) -> f32 {
+    let sum = exp_row(row);
+    let (pa, pb) = (row[a] / sum, row[b] / sum);
+    let v = pa - pb;
+    let c = -v / sum;
+    row.iter_mut().for_each(|x| *x *= c);
+    row[a] += pa;
+    row[b] -= pb;
+    v
 }
 
 /// In-place causal softmax of one score row over keys 0..=i (within the window).
@@ -365,6 +411,53 @@ mod tests {
         rope_rows(&mut q1, &[0, 2, 1], Some((&cos, &sin)), &dims, false);
         rope_rows_body(&mut q2, &[0, 2, 1], &cos, &sin, &dims, false);
         assert_eq!(q1, q2);
+    }
+
+    /// Every metric's value and cotangent against the metric computed in f64 and its central
+    /// differences.
+    #[test]
+    fn metric_cotangents_match_finite_differences() {
+        let z: Vec<f32> = (0..37)
+            .map(|i| ((i * 7919 % 97) as f32 / 97.0 - 0.5) * 6.0)
+            .collect();
+        let exact = |z: &[f64], m: Metric| -> f64 {
+            let max = z.iter().fold(f64::NEG_INFINITY, |a, &b| a.max(b));
+            let lse = max + z.iter().map(|v| (v - max).exp()).sum::<f64>().ln();
+            let p = |t: u32| (z[t as usize] - lse).exp();
+            match m {
+                Metric::Prob(t) => p(t),
+                Metric::ProbDiff(a, b) => p(a) - p(b),
+                Metric::LogitDiff(a, b) => z[a as usize] - z[b as usize],
+                Metric::LogProbRatio(a, b) => (z[a as usize] - lse) - (z[b as usize] - lse),
+            }
+        };
+        for m in [
+            Metric::Prob(5),
+            Metric::ProbDiff(5, 30),
+            Metric::LogitDiff(30, 5),
+            Metric::LogProbRatio(3, 36),
+        ] {
+            let mut row = z.clone();
+            let v = metric_cotangent_row(&mut row, m);
+            let z64: Vec<f64> = z.iter().map(|&v| v as f64).collect();
+            let want = exact(&z64, m);
+            assert!(
+                (v as f64 - want).abs() < 1e-5 * want.abs().max(1e-2),
+                "{m:?}: {v} vs {want}"
+            );
+            for j in 0..z.len() {
+                let h = 1e-5;
+                let (mut up, mut dn) = (z64.clone(), z64.clone());
+                up[j] += h;
+                dn[j] -= h;
+                let fd = (exact(&up, m) - exact(&dn, m)) / (2.0 * h);
+                assert!(
+                    (row[j] as f64 - fd).abs() < 1e-5,
+                    "{m:?} at {j}: {} vs {fd}",
+                    row[j]
+                );
+            }
+        }
     }
 
     #[test]

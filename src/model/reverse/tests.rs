@@ -8,7 +8,7 @@ use crate::model::test_util::tiny_model;
 use crate::model::{Objective, Target};
 
 /// Two segments (one scaled, as an IG step) with a target at every prefix, all but one
-/// with gradients.
+/// with gradients, the metrics taking turns.
 fn segments(model: &Model) -> Vec<Segment> {
     let seqs: Vec<Vec<u32>> = vec![vec![5, 17, 301, 44, 9, 120, 77], vec![3, 250, 11, 400]];
     let mut segments = Vec::new();
@@ -29,7 +29,12 @@ fn segments(model: &Model) -> Vec<Segment> {
             .map(|p| SegTarget {
                 prefix: p,
                 at: p - 1,
-                token: s[p],
+                metric: match p % 4 {
+                    0 => Metric::Prob(s[p]),
+                    1 => Metric::LogitDiff(s[p], 7),
+                    2 => Metric::ProbDiff(s[p], 7),
+                    _ => Metric::LogProbRatio(9, s[p]),
+                },
                 grad: p != 2,
             })
             .collect();
@@ -43,7 +48,7 @@ fn segments(model: &Model) -> Vec<Segment> {
 fn check(model: &Model) {
     let d = model.config.hidden_size;
     let segments = segments(model);
-    let got = model.prob_gradients(&segments).unwrap();
+    let got = model.metric_gradients(&segments).unwrap();
     for (seg, res) in segments.iter().zip(&got) {
         for (ti, t) in seg.targets.iter().enumerate() {
             let e = Tensor::from_slice(
@@ -53,23 +58,47 @@ fn check(model: &Model) {
             )
             .unwrap();
             let batch = model.batch(&[vec![0; t.prefix]]).unwrap();
-            let want = model
-                .embedding_gradients(
-                    &batch,
-                    Some(&e),
-                    &[Target {
-                        position: t.prefix - 1,
-                        token: t.token,
-                    }],
-                    Objective::Prob,
-                )
-                .unwrap();
-            let dv = (want.values[0] - res.probs[ti]).abs();
-            assert!(dv < 1e-5, "prob {} vs {}", res.probs[ti], want.values[0]);
+            // The metric as signed terms of one-token objectives candle's autograd differentiates.
+            let terms: Vec<(f32, u32, Objective)> = match t.metric {
+                Metric::Prob(k) => vec![(1.0, k, Objective::Prob)],
+                Metric::LogitDiff(a, b) => {
+                    vec![(1.0, a, Objective::Logit), (-1.0, b, Objective::Logit)]
+                }
+                Metric::ProbDiff(a, b) => {
+                    vec![(1.0, a, Objective::Prob), (-1.0, b, Objective::Prob)]
+                }
+                Metric::LogProbRatio(a, b) => {
+                    vec![(1.0, a, Objective::LogProb), (-1.0, b, Objective::LogProb)]
+                }
+            };
+            let mut value = 0f32;
+            let mut w = vec![0f32; t.prefix * d];
+            for (sign, token, objective) in terms {
+                let g = model
+                    .embedding_gradients(
+                        &batch,
+                        Some(&e),
+                        &[Target {
+                            position: t.prefix - 1,
+                            token,
+                        }],
+                        objective,
+                    )
+                    .unwrap();
+                value += sign * g.values[0];
+                let gv: Vec<f32> = g.grad.flatten_all().unwrap().to_vec1().unwrap();
+                w.iter_mut().zip(&gv).for_each(|(a, b)| *a += sign * b);
+            }
+            let dv = (value - res.values[ti]).abs();
+            assert!(
+                dv < 1e-5 * value.abs().max(1.0),
+                "{:?}: {} vs {value}",
+                t.metric,
+                res.values[ti]
+            );
             match &res.grads[ti] {
                 None => assert!(!t.grad),
                 Some(gv) => {
-                    let w: Vec<f32> = want.grad.flatten_all().unwrap().to_vec1().unwrap();
                     let scale = w.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
                     let err = gv
                         .iter()
@@ -77,8 +106,9 @@ fn check(model: &Model) {
                         .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
                     assert!(
                         err / scale < 1e-4,
-                        "prefix {}: max err {err:e} at scale {scale:e}",
-                        t.prefix
+                        "prefix {} {:?}: max err {err:e} at scale {scale:e}",
+                        t.prefix,
+                        t.metric
                     );
                 }
             }
@@ -97,10 +127,10 @@ fn thread_count_changes_only_rounding() {
             .num_threads(threads)
             .build()
             .unwrap();
-        let r = pool.install(|| model.prob_gradients(&segs).unwrap());
+        let r = pool.install(|| model.metric_gradients(&segs).unwrap());
         r.into_iter()
             .flat_map(|r| {
-                let mut v = r.probs;
+                let mut v = r.values;
                 v.extend(r.grads.into_iter().flatten().flatten());
                 v
             })

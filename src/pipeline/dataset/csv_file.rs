@@ -1,4 +1,4 @@
-//! csv datasets with a header row: the text (and id) fields looked up by column name, one record
+//! csv datasets with a header row: the text (id, pair) fields looked up by column name, one record
 //! at a time; errors name the line.
 
 use std::fs::File;
@@ -13,6 +13,7 @@ pub(super) struct CsvSource {
     record: csv::ByteRecord,
     text: (usize, String),
     id: Option<(usize, String)>,
+    extra: Vec<(usize, String)>,
 }
 
 impl CsvSource {
@@ -21,6 +22,7 @@ impl CsvSource {
         file: File,
         text: &str,
         id: Option<&str>,
+        extra: &[String],
     ) -> Result<Self, DatasetError> {
         let mut reader = csv::ReaderBuilder::new()
             .has_headers(true)
@@ -48,6 +50,7 @@ impl CsvSource {
             path: path.to_path_buf(),
             text: column(text)?,
             id: id.map(column).transpose()?,
+            extra: extra.iter().map(|n| column(n)).collect::<Result<_, _>>()?,
             reader,
             record: csv::ByteRecord::new(),
         })
@@ -120,6 +123,16 @@ impl Source for CsvSource {
             Some(c) => Some(self.field(c, at)?),
             None => None,
         };
-        Ok(Some(Record { id, text, at }))
+        let extra = self
+            .extra
+            .iter()
+            .map(|c| self.field(c, at))
+            .collect::<Result<_, _>>()?;
+        Ok(Some(Record {
+            id,
+            text,
+            extra,
+            at,
+        }))
     }
 }

@@ -22,6 +22,8 @@ pub(super) struct LineSource {
 pub(super) struct JsonFields {
     pub text: String,
     pub id: Option<String>,
+    /// Further string fields every record must have (a paired row's).
+    pub extra: Vec<String>,
 }
 
 impl LineSource {
@@ -81,6 +83,7 @@ impl Source for LineSource {
             return Ok(Some(Record {
                 id: None,
                 text: line,
+                extra: vec![],
                 at,
             }));
         };
@@ -106,22 +109,22 @@ impl Source for LineSource {
                 )
             })
         };
-        let text = match field(&fields.text)? {
+        let string = |name: &str| match field(name)? {
             Value::String(s) if s.is_empty() => {
-                return Err(self.err(None, format!("field `{}` is empty", fields.text)));
+                Err(self.err(None, format!("field `{name}` is empty")))
             }
-            Value::String(s) => s.clone(),
-            other => {
-                return Err(self.err(
-                    None,
-                    format!(
-                        "field `{}` is {}, expected a string",
-                        fields.text,
-                        json_kind(other)
-                    ),
-                ));
-            }
+            Value::String(s) => Ok(s.clone()),
+            other => Err(self.err(
+                None,
+                format!("field `{name}` is {}, expected a string", json_kind(other)),
+            )),
         };
+        let text = string(&fields.text)?;
+        let extra = fields
+            .extra
+            .iter()
+            .map(|name| string(name))
+            .collect::<Result<Vec<_>, _>>()?;
         let id = match &fields.id {
             None => None,
             Some(name) => Some(match field(name)? {
@@ -141,7 +144,12 @@ impl Source for LineSource {
                 }
             }),
         };
-        Ok(Some(Record { id, text, at }))
+        Ok(Some(Record {
+            id,
+            text,
+            extra,
+            at,
+        }))
     }
 }
 

@@ -1,5 +1,6 @@
 //! Prompt datasets: streaming readers for jsonl, csv, parquet and txt files that yield one
-//! [`Prompt`] (its `doc_id` and text) at a time. Owns format detection, field lookup, `limit`, and
+//! [`Prompt`] (its `doc_id`, text, and for paired datasets its corrupted prompt, answer and foil)
+//! at a time. Owns format detection, field lookup, `limit`, and
 //! errors that name the file and the line (jsonl, csv, txt) or row (parquet) of a bad record.
 //!
 //! Memory is bounded whatever the file size: one line (jsonl, txt), one record (csv) or one
@@ -21,6 +22,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::spec::DatasetSpec;
+pub use super::spec::PairField;
 
 /// Rows per record batch read from a parquet dataset.
 pub const PARQUET_BATCH_ROWS: usize = 1024;
@@ -60,8 +62,22 @@ pub struct Prompt {
     /// 0-based index among the dataset's prompts.
     pub index: u64,
     pub text: String,
+    /// A paired row's other fields (those the spec names).
+    pub pair: Pair,
     /// Where it is in the file (for messages).
     pub location: Location,
+}
+
+/// A paired row's fields besides the (clean) prompt: each Some when the spec names its field.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Pair {
+    /// The corrupted prompt (activation patching's other run; integrated gradients' `corrupted`
+    /// baseline).
+    pub corrupted: Option<String>,
+    /// The correct next token after the prompt, as text (e.g. `" Mary"`).
+    pub answer: Option<String>,
+    /// The contrasting wrong one (e.g. `" John"`).
+    pub foil: Option<String>,
 }
 
 /// A place in a dataset file.
@@ -129,6 +145,8 @@ fn at_message(path: &Path, at: &Location, msg: &str) -> String {
 struct Record {
     id: Option<String>,
     text: String,
+    /// The values of the source's extra string fields, in the order asked for.
+    extra: Vec<String>,
     at: Location,
 }
 
@@ -142,6 +160,8 @@ trait Source {
 pub struct Prompts {
     path: PathBuf,
     source: Box<dyn Source>,
+    /// Which pair field each of a record's extra values fills.
+    pair_fields: Vec<PairField>,
     limit: Option<u64>,
     count: u64,
     done: bool,
@@ -167,10 +187,19 @@ impl Iterator for Prompts {
             Ok(Some(r)) => {
                 let index = self.count;
                 self.count += 1;
+                let mut pair = Pair::default();
+                for (field, value) in self.pair_fields.iter().zip(r.extra) {
+                    *match field {
+                        PairField::Corrupted => &mut pair.corrupted,
+                        PairField::Answer => &mut pair.answer,
+                        PairField::Foil => &mut pair.foil,
+                    } = Some(value);
+                }
                 Some(Ok(Prompt {
                     doc_id: r.id.unwrap_or_else(|| index.to_string()),
                     index,
                     text: r.text,
+                    pair,
                     location: r.at,
                 }))
             }
@@ -207,6 +236,8 @@ pub fn open(spec: &DatasetSpec) -> Result<Prompts, DatasetError> {
     })?;
     let text_field = spec.text_field().to_string();
     let id_field = spec.id_field.clone();
+    let pairs = spec.pair_fields();
+    let extra: Vec<String> = pairs.iter().map(|(_, name)| name.to_string()).collect();
     let source: Box<dyn Source> = match format {
         Format::Jsonl | Format::Txt => Box::new(LineSource {
             path: path.clone(),
@@ -216,6 +247,7 @@ pub fn open(spec: &DatasetSpec) -> Result<Prompts, DatasetError> {
             json: (format == Format::Jsonl).then_some(JsonFields {
                 text: text_field,
                 id: id_field,
+                extra,
             }),
         }),
         Format::Csv => Box::new(CsvSource::new(
@@ -223,17 +255,20 @@ pub fn open(spec: &DatasetSpec) -> Result<Prompts, DatasetError> {
             file,
             &text_field,
             id_field.as_deref(),
+            &extra,
         )?),
         Format::Parquet => Box::new(ParquetSource::new(
             &path,
             file,
             &text_field,
             id_field.as_deref(),
+            &extra,
         )?),
     };
     Ok(Prompts {
         path,
         source,
+        pair_fields: pairs.iter().map(|(f, _)| *f).collect(),
         limit: spec.limit.map(|l| l as u64),
         count: 0,
         done: false,

@@ -1,4 +1,4 @@
-//! parquet datasets: the text (and id) columns only, one record batch of
+//! parquet datasets: the text (id, pair) columns only, one record batch of
 //! [`PARQUET_BATCH_ROWS`](super::PARQUET_BATCH_ROWS) rows at a time; errors name the row.
 
 use std::fs::File;
@@ -22,6 +22,7 @@ pub(super) struct ParquetSource {
     batch_start: u64,
     text: String,
     id: Option<String>,
+    extra: Vec<String>,
 }
 
 fn is_string(t: &DataType) -> bool {
@@ -38,6 +39,7 @@ impl ParquetSource {
         file: File,
         text: &str,
         id: Option<&str>,
+        extra: &[String],
     ) -> Result<Self, DatasetError> {
         let file_err = |msg: String| DatasetError::File {
             path: path.to_path_buf(),
@@ -63,6 +65,9 @@ impl ParquetSource {
             Ok(i)
         };
         let mut roots = vec![column(text, is_string, "a string")?];
+        for name in extra {
+            roots.push(column(name, is_string, "a string")?);
+        }
         if let Some(id) = id {
             roots.push(column(
                 id,
@@ -84,6 +89,7 @@ impl ParquetSource {
             batch_start: 0,
             text: text.to_string(),
             id: id.map(str::to_string),
+            extra: extra.to_vec(),
         })
     }
 }
@@ -149,6 +155,16 @@ impl Source for ParquetSource {
         };
         let text = get(&self.text)?;
         let id = self.id.as_deref().map(get).transpose()?;
-        Ok(Some(Record { id, text, at }))
+        let extra = self
+            .extra
+            .iter()
+            .map(|n| get(n))
+            .collect::<Result<_, _>>()?;
+        Ok(Some(Record {
+            id,
+            text,
+            extra,
+            at,
+        }))
     }
 }

@@ -341,3 +341,84 @@ fn quickstart_dataset() {
     let n = scan(&spec).unwrap().prompts;
     assert!((30..=60).contains(&n), "{n} prompts");
 }
+
+/// A spec naming the three pair fields.
+fn paired(mut spec: DatasetSpec) -> DatasetSpec {
+    spec.corrupted_field = Some("bad".into());
+    spec.answer_field = Some("a".into());
+    spec.foil_field = Some("b".into());
+    spec
+}
+
+fn read_pairs(spec: &DatasetSpec) -> Vec<Pair> {
+    open(spec).unwrap().map(|p| p.unwrap().pair).collect()
+}
+
+fn pair(bad: &str, a: &str, b: &str) -> Pair {
+    Pair {
+        corrupted: Some(bad.into()),
+        answer: Some(a.into()),
+        foil: Some(b.into()),
+    }
+}
+
+/// Paired rows read their corrupted prompt, answer and foil in every format with fields (leading
+/// spaces kept); a row missing one, or with an empty one, is an error naming the row.
+#[test]
+fn paired_rows_in_every_format() {
+    let want = vec![pair("B x", " A", " B"), pair("D y", " C", " D")];
+    let spec = paired(write(
+        "p.jsonl",
+        b"{\"text\": \"A x\", \"bad\": \"B x\", \"a\": \" A\", \"b\": \" B\"}\n{\"text\": \"C y\", \"bad\": \"D y\", \"a\": \" C\", \"b\": \" D\"}\n",
+    ));
+    assert_eq!(read_pairs(&spec), want);
+    let spec = paired(write(
+        "p.csv",
+        b"text,bad,a,b\nA x,B x, A, B\nC y,D y, C, D\n",
+    ));
+    assert_eq!(read_pairs(&spec), want);
+    let col = |v: [&str; 2]| Arc::new(StringArray::from(v.to_vec())) as ArrayRef;
+    let schema = Arc::new(Schema::new(
+        ["text", "bad", "a", "b"]
+            .map(|n| Field::new(n, DataType::Utf8, false))
+            .to_vec(),
+    ));
+    let batch = RecordBatch::try_new(
+        schema,
+        vec![
+            col(["A x", "C y"]),
+            col(["B x", "D y"]),
+            col([" A", " C"]),
+            col([" B", " D"]),
+        ],
+    )
+    .unwrap();
+    let spec = paired(write_parquet("p.parquet", &[batch]));
+    assert_eq!(read_pairs(&spec), want);
+    // Only the fields the spec names are read.
+    let mut only = write("q.jsonl", b"{\"text\": \"A x\", \"a\": \" A\"}\n");
+    only.answer_field = Some("a".into());
+    assert_eq!(
+        read_pairs(&only),
+        [Pair {
+            answer: Some(" A".into()),
+            ..Pair::default()
+        }]
+    );
+
+    let spec = paired(write(
+        "m.jsonl",
+        b"{\"text\": \"A x\", \"bad\": \"B x\", \"a\": \" A\", \"b\": \" B\"}\n{\"text\": \"C y\", \"bad\": \"D y\", \"a\": \" C\"}\n",
+    ));
+    assert_eq!(
+        read_err(&spec),
+        "DIR/m.jsonl:2: no field `b` (fields: a, bad, text)"
+    );
+    let spec = paired(write("m.csv", b"text,bad,a,b\nA x,B x, A,\n"));
+    assert_eq!(read_err(&spec), "DIR/m.csv:2: column `b` is empty");
+    let spec = paired(write("n.csv", b"text,bad,a\nA x,B x, A\n"));
+    assert_eq!(
+        read_err(&spec),
+        "DIR/n.csv:1: no column `b` (columns: text, bad, a)"
+    );
+}

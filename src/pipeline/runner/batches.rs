@@ -1,11 +1,12 @@
-//! A window of prompts made into batches: each prompt tokenized and checked against the model's
-//! context (an error naming the dataset row, or truncation as the spec asks), sorted by length
-//! when bucketing, and cut at `batch_size` prompts or `max_tokens` padded tokens.
+//! A window of prompts made into batches: each prompt (and a paired row's corrupted prompt,
+//! answer and foil) tokenized and checked against the model's context and each other (an error
+//! naming the dataset row, or truncation as the spec asks), sorted by length when bucketing, and
+//! cut at `batch_size` prompts or `max_tokens` padded tokens.
 
 use crate::model::Model;
 use crate::pipeline::dataset::{DatasetError, Prompt};
 use crate::pipeline::error::{Error, Result};
-use crate::pipeline::process::{Doc, Plan};
+use crate::pipeline::process::{Doc, DocPair, Plan};
 use crate::pipeline::spec::{PipelineSpec, TooLong};
 
 /// Per-document facts the tables need beyond `Doc`.
@@ -40,6 +41,45 @@ pub(super) fn window_batches(
         if ids.is_empty() {
             return Err(at(format!("prompt `{}` has no tokens", p.doc_id)));
         }
+        let mut pair = DocPair::default();
+        if let Some(text) = &p.pair.corrupted {
+            let c = model.tokenizer.encode(text)?;
+            if c.len() != ids.len() {
+                return Err(at(format!(
+                    "prompt `{}`: the corrupted prompt has {} tokens and the prompt {}; paired \
+                     prompts must tokenize to the same length (patching and the corrupted \
+                     baseline match them position by position)",
+                    p.doc_id,
+                    c.len(),
+                    ids.len()
+                )));
+            }
+            pair.corrupted = Some((text.clone(), c));
+        }
+        let first_token = |what: &str, text: &str| -> Result<u32> {
+            match model.tokenizer.encode_plain(text)?.first() {
+                Some(&t) => Ok(t),
+                None => Err(at(format!(
+                    "prompt `{}`: the {what} {text:?} has no tokens",
+                    p.doc_id
+                ))),
+            }
+        };
+        if let Some(text) = &p.pair.answer {
+            pair.answer = Some((text.clone(), first_token("answer", text)?));
+        }
+        if let Some(text) = &p.pair.foil {
+            pair.foil = Some((text.clone(), first_token("foil", text)?));
+        }
+        if let (Some((a, ta)), Some((f, tf))) = (&pair.answer, &pair.foil)
+            && ta == tf
+        {
+            return Err(at(format!(
+                "prompt `{}`: the answer {a:?} and the foil {f:?} start with the same token \
+                 ({ta}); a contrast between them is always 0",
+                p.doc_id
+            )));
+        }
         let mut truncated = 0;
         if ids.len() > room {
             match spec.dataset.too_long {
@@ -55,6 +95,9 @@ pub(super) fn window_batches(
                 TooLong::Truncate => {
                     truncated = ids.len() - room;
                     ids.drain(..truncated);
+                    if let Some((_, c)) = &mut pair.corrupted {
+                        c.drain(..truncated);
+                    }
                     if ids.is_empty() {
                         return Err(at(format!(
                             "prompt `{}`: max_new_tokens {new} leaves no room in the model's \
@@ -71,6 +114,7 @@ pub(super) fn window_batches(
                 text: p.text,
                 ids,
                 seed: spec.generation.seed.wrapping_add(p.index),
+                pair,
             },
             DocMeta {
                 index: p.index,

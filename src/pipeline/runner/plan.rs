@@ -1,12 +1,16 @@
 //! The spec turned into the engine's options for every batch ([`Plan`]): generation, the
 //! analyses with their layers and heads resolved against the model, and the watched tokens' ids.
 
-use crate::analysis::saliency::{Method, Rule, SaliencyOptions};
+use crate::analysis::saliency::{Baseline, Method, Metric, Rule, SaliencyOptions};
 use crate::model::generate::{Decoding, GenerateOptions};
 use crate::model::{LensNorm, Model};
 use crate::pipeline::error::{Error, Result};
-use crate::pipeline::process::{self, ActivationsPlan, AttentionPlan, LensPlan, Plan};
-use crate::pipeline::spec::{IgRule, PipelineSpec, Positions, SaliencyMethod, Selection};
+use crate::pipeline::process::{
+    self, ActivationsPlan, AttentionPlan, LensPlan, Plan, SaliencyPlan,
+};
+use crate::pipeline::spec::{
+    BaselineSpec, IgRule, PipelineSpec, Positions, SaliencyMethod, SaliencyTarget, Selection,
+};
 
 /// The spec as the engine's options.
 pub(super) fn plan(spec: &PipelineSpec, model: &Model, watch: Vec<(String, u32)>) -> Result<Plan> {
@@ -54,24 +58,47 @@ pub(super) fn plan(spec: &PipelineSpec, model: &Model, watch: Vec<(String, u32)>
         }),
         watch_norm: norm(a.watch.as_ref().is_none_or(|w| w.final_norm)),
         watch,
-        saliency: a.saliency.as_ref().map(|s| SaliencyOptions {
-            methods: s
-                .methods
-                .iter()
-                .map(|m| match m {
-                    SaliencyMethod::Gradient => Method::Gradient,
-                    SaliencyMethod::GradXInput => Method::GradXInput,
-                    SaliencyMethod::IntegratedGradients => Method::IntegratedGradients,
-                })
-                .collect(),
-            n_steps: s.n_steps,
-            rule: match s.rule {
-                IgRule::GaussLegendre => Rule::GaussLegendre,
-                IgRule::Trapezoid => Rule::Trapezoid,
-            },
-            ig_tolerance: s.ig_tolerance,
-            chunk_tokens: s.chunk_tokens,
-        }),
+        saliency: match &a.saliency {
+            Some(s) => Some(SaliencyPlan {
+                generated: s.targets.contains(&SaliencyTarget::Generated),
+                contrasts: s
+                    .targets
+                    .iter()
+                    .filter_map(|t| match t {
+                        SaliencyTarget::Generated => None,
+                        SaliencyTarget::LogitDiff => {
+                            Some(Metric::LogitDiff as fn(u32, u32) -> Metric)
+                        }
+                        SaliencyTarget::ProbDiff => {
+                            Some(Metric::ProbDiff as fn(u32, u32) -> Metric)
+                        }
+                        SaliencyTarget::LogProbRatio => {
+                            Some(Metric::LogProbRatio as fn(u32, u32) -> Metric)
+                        }
+                    })
+                    .collect(),
+                options: SaliencyOptions {
+                    methods: s
+                        .methods
+                        .iter()
+                        .map(|m| match m {
+                            SaliencyMethod::Gradient => Method::Gradient,
+                            SaliencyMethod::GradXInput => Method::GradXInput,
+                            SaliencyMethod::IntegratedGradients => Method::IntegratedGradients,
+                        })
+                        .collect(),
+                    n_steps: s.n_steps,
+                    rule: match s.rule {
+                        IgRule::GaussLegendre => Rule::GaussLegendre,
+                        IgRule::Trapezoid => Rule::Trapezoid,
+                    },
+                    ig_tolerance: s.ig_tolerance,
+                    chunk_tokens: s.chunk_tokens,
+                    baseline: baseline(spec, model)?,
+                },
+            }),
+            None => None,
+        },
         activations: match &a.activations {
             Some(x) => Some(ActivationsPlan {
                 layers: sel(&x.layers, n, "analyses.activations.layers")?,
@@ -88,6 +115,62 @@ pub(super) fn plan(spec: &PipelineSpec, model: &Model, watch: Vec<(String, u32)>
             None => None,
         },
     })
+}
+
+/// Integrated gradients' baseline, its token resolved against the model's vocabulary.
+fn baseline(spec: &PipelineSpec, model: &Model) -> Result<Baseline> {
+    let Some(s) = &spec.analyses.saliency else {
+        return Ok(Baseline::Zero);
+    };
+    let err = |msg: String| Error::ModelValue {
+        spec: spec.source.clone(),
+        key: "analyses.saliency.baseline",
+        msg,
+    };
+    Ok(match s.baseline {
+        BaselineSpec::Zero => Baseline::Zero,
+        BaselineSpec::Mean => Baseline::MeanEmbedding,
+        BaselineSpec::Corrupted => Baseline::Tokens,
+        BaselineSpec::Eos => Baseline::Token(
+            model
+                .tokenizer
+                .eos_token_ids
+                .first()
+                .copied()
+                .ok_or_else(|| err("the model has no EOS token; choose another baseline".into()))?,
+        ),
+        BaselineSpec::Bos => Baseline::Token(
+            model
+                .tokenizer
+                .bos_token_id
+                .ok_or_else(|| err("the model has no BOS token; choose another baseline".into()))?,
+        ),
+        BaselineSpec::Token => {
+            let text = s.baseline_token.as_deref().unwrap_or_default();
+            Baseline::Token(
+                baseline_token(model, text).map_err(|msg| Error::ModelValue {
+                    spec: spec.source.clone(),
+                    key: "analyses.saliency.baseline_token",
+                    msg,
+                })?,
+            )
+        }
+    })
+}
+
+/// A token by its text in the vocabulary, else a text of exactly one token.
+fn baseline_token(model: &Model, text: &str) -> std::result::Result<u32, String> {
+    if let Some(id) = model.tokenizer.token_to_id(text) {
+        return Ok(id);
+    }
+    match model.tokenizer.encode_plain(text) {
+        Ok(ids) if ids.len() == 1 => Ok(ids[0]),
+        Ok(ids) => Err(format!(
+            "{text:?} is neither a vocabulary entry nor one token (it is {} tokens {ids:?})",
+            ids.len()
+        )),
+        Err(e) => Err(format!("{text:?}: {e}")),
+    }
 }
 
 /// Watched tokens as (text, id); each must be one token of the model's vocabulary (checked by

@@ -15,6 +15,7 @@ use crate::store::writer::{RunDir, TableSummary, TableWriter, WriterOptions};
 pub(super) struct Writers {
     tokens: TableWriter<tables::Tokens>,
     generations: TableWriter<tables::Generations>,
+    pairs: Option<TableWriter<tables::Pairs>>,
     predictions: Option<TableWriter<tables::Predictions>>,
     lens: Option<TableWriter<tables::Lens>>,
     lens_topk: Option<TableWriter<tables::LensTopk>>,
@@ -81,6 +82,7 @@ impl Writers {
         Ok(Writers {
             tokens: o.table(&t)?,
             generations: o.table(&t)?,
+            pairs: o.if_written(&t)?,
             predictions: o.if_written(&t)?,
             lens: o.if_written(&t)?,
             lens_topk: o.if_written(&t)?,
@@ -124,6 +126,20 @@ impl Writers {
                 stopped_at_eos: g.stopped_at_eos,
                 truncated_tokens: meta[g.doc].truncated as i32,
             })?;
+        }
+        if let Some(w) = &mut self.pairs {
+            for d in docs {
+                let p = &d.pair;
+                w.append(tables::PairsRow {
+                    doc_id: &d.id,
+                    corrupted_prompt: p.corrupted.as_ref().map(|c| c.0.as_str()),
+                    corrupted_tokens: p.corrupted.as_ref().map(|c| c.1.len() as i32),
+                    answer: p.answer.as_ref().map(|a| a.0.as_str()),
+                    answer_token_id: p.answer.as_ref().map(|a| a.1 as i32),
+                    foil: p.foil.as_ref().map(|f| f.0.as_str()),
+                    foil_token_id: p.foil.as_ref().map(|f| f.1 as i32),
+                })?;
+            }
         }
         if let Some(w) = &mut self.predictions {
             for c in &out.predictions {
@@ -180,6 +196,7 @@ impl Writers {
                 w.append(tables::SaliencyRow {
                     doc_id: id(r.doc),
                     method: r.method.name(),
+                    metric: r.metric.name(),
                     target_position: r.target_position as i32,
                     source_position: r.source_position as i32,
                     score: r.score,
@@ -193,8 +210,10 @@ impl Writers {
                 w.append(tables::SaliencyCompletenessRow {
                     doc_id: id(c.doc),
                     target_position: c.target_position as i32,
-                    target_prob: c.target_prob,
-                    baseline_prob: c.baseline_prob,
+                    metric: c.metric.name(),
+                    baseline: c.baseline.name(),
+                    value: c.value,
+                    baseline_value: c.baseline_value,
                     attribution_sum: c.attribution_sum,
                     error: c.error,
                     steps: c.steps as i32,
@@ -249,6 +268,7 @@ impl Writers {
             };
         }
         finish_if_open!(
+            self.pairs,
             self.predictions,
             self.lens,
             self.lens_topk,

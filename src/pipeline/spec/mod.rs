@@ -162,6 +162,21 @@ pub struct DatasetSpec {
     /// txt.
     #[serde(default)]
     pub id_field: Option<String>,
+    /// Paired rows (contrastive saliency, the `corrupted` baseline): the field or column holding
+    /// each row's corrupted prompt, which must tokenize to as many tokens as the prompt. Default:
+    /// none. Not allowed for txt.
+    #[serde(default)]
+    pub corrupted_field: Option<String>,
+    /// The field or column holding each row's answer: the correct next token after the prompt,
+    /// as text with its leading space (`" Mary"`); its first token counts. Default: none. Not
+    /// allowed for txt.
+    #[serde(default)]
+    pub answer_field: Option<String>,
+    /// The field or column holding each row's foil: the wrong token the answer is contrasted with
+    /// (`" John"`); its first token counts, and must differ from the answer's. Default: none. Not
+    /// allowed for txt.
+    #[serde(default)]
+    pub foil_field: Option<String>,
     /// Read only the first `limit` prompts. Default: all.
     #[serde(default)]
     pub limit: Option<usize>,
@@ -179,6 +194,9 @@ impl DatasetSpec {
             format: None,
             text_field: None,
             id_field: None,
+            corrupted_field: None,
+            answer_field: None,
+            foil_field: None,
             limit: None,
             too_long: TooLong::Error,
         }
@@ -189,9 +207,45 @@ impl DatasetSpec {
         self.text_field.as_deref().unwrap_or("text")
     }
 
+    /// The pair fields the spec names, with their YAML key's field.
+    pub fn pair_fields(&self) -> Vec<(PairField, &str)> {
+        [
+            (PairField::Corrupted, &self.corrupted_field),
+            (PairField::Answer, &self.answer_field),
+            (PairField::Foil, &self.foil_field),
+        ]
+        .into_iter()
+        .filter_map(|(f, name)| name.as_deref().map(|n| (f, n)))
+        .collect()
+    }
+
+    /// Whether rows carry an answer and a foil (contrastive targets).
+    pub fn has_contrast(&self) -> bool {
+        self.answer_field.is_some() && self.foil_field.is_some()
+    }
+
     /// The format: as given, else from the file extension.
     pub fn format(&self) -> Option<Format> {
         self.format.or_else(|| Format::from_path(&self.path))
+    }
+}
+
+/// A paired row's field besides the prompt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PairField {
+    Corrupted,
+    Answer,
+    Foil,
+}
+
+impl PairField {
+    /// Its YAML key under `dataset`.
+    pub fn key(self) -> &'static str {
+        match self {
+            PairField::Corrupted => "dataset.corrupted_field",
+            PairField::Answer => "dataset.answer_field",
+            PairField::Foil => "dataset.foil_field",
+        }
     }
 }
 
@@ -300,14 +354,26 @@ impl Default for PredictionsSpec {
     }
 }
 
-/// Input saliency of every generated token (tables `saliency`, `saliency_completeness`); see
-/// docs/saliency.md.
+/// Input saliency of every generated token, or of a contrast between a paired row's answer and
+/// foil (tables `saliency`, `saliency_completeness`); see docs/saliency.md.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SaliencySpec {
     /// `gradient`, `grad_x_input`, `integrated_gradients` (alias `ig`). Default:
     /// `[integrated_gradients]`.
     pub methods: Vec<SaliencyMethod>,
+    /// What is explained: `generated` (each generated token's probability) and/or contrasts at
+    /// the end of each prompt between its answer a and foil b (`dataset.answer_field`,
+    /// `foil_field`): `logit_diff` (z[a] - z[b]), `prob_diff` (p[a] - p[b]), `log_prob_ratio`
+    /// (log p[a] - log p[b]). Default: `[generated]`.
+    pub targets: Vec<SaliencyTarget>,
+    /// Integrated gradients' baseline: `zero` (default), `eos` or `bos` (that token's embedding
+    /// at every position), `token` (`baseline_token`'s), `mean` (the mean embedding over the
+    /// vocabulary), `corrupted` (each row's corrupted prompt, `dataset.corrupted_field`).
+    pub baseline: BaselineSpec,
+    /// With `baseline: token`: the token, by its text in the vocabulary (`"<pad>"`, `"[UNK]"`)
+    /// or a text of exactly one token (`" the"`). Default: none.
+    pub baseline_token: Option<String>,
     /// Integrated-gradients steps; with `ig_tolerance`, the most a target may use. Default: 50.
     pub n_steps: usize,
     /// Adaptive integrated gradients: refine each target's nested quadrature (3, 7, 15, 31, ...
@@ -325,6 +391,9 @@ impl Default for SaliencySpec {
     fn default() -> Self {
         SaliencySpec {
             methods: vec![SaliencyMethod::IntegratedGradients],
+            targets: vec![SaliencyTarget::Generated],
+            baseline: BaselineSpec::Zero,
+            baseline_token: None,
             n_steps: 50,
             ig_tolerance: None,
             rule: IgRule::GaussLegendre,
@@ -349,6 +418,54 @@ impl SaliencyMethod {
             SaliencyMethod::Gradient => "gradient",
             SaliencyMethod::GradXInput => "grad_x_input",
             SaliencyMethod::IntegratedGradients => "integrated_gradients",
+        }
+    }
+}
+
+/// What saliency explains (`analyses.saliency.targets`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SaliencyTarget {
+    /// Each generated token's probability.
+    Generated,
+    LogitDiff,
+    ProbDiff,
+    LogProbRatio,
+}
+
+impl SaliencyTarget {
+    pub fn name(self) -> &'static str {
+        match self {
+            SaliencyTarget::Generated => "generated",
+            SaliencyTarget::LogitDiff => "logit_diff",
+            SaliencyTarget::ProbDiff => "prob_diff",
+            SaliencyTarget::LogProbRatio => "log_prob_ratio",
+        }
+    }
+}
+
+/// Integrated gradients' baseline (`analyses.saliency.baseline`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BaselineSpec {
+    #[default]
+    Zero,
+    Eos,
+    Bos,
+    Token,
+    Mean,
+    Corrupted,
+}
+
+impl BaselineSpec {
+    pub fn name(self) -> &'static str {
+        match self {
+            BaselineSpec::Zero => "zero",
+            BaselineSpec::Eos => "eos",
+            BaselineSpec::Bos => "bos",
+            BaselineSpec::Token => "token",
+            BaselineSpec::Mean => "mean",
+            BaselineSpec::Corrupted => "corrupted",
         }
     }
 }

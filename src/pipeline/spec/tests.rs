@@ -387,7 +387,9 @@ fn quickstart_spec_is_valid() {
             && a.attention.as_ref().is_some_and(|at| at.rollout)
             && a.nmf.is_some()
     );
-    assert_eq!(s.tables().len(), crate::store::schema::ALL_TABLES.len());
+    // Every table but `pairs` (the quickstart dataset is not paired).
+    assert_eq!(s.tables().len(), crate::store::schema::ALL_TABLES.len() - 1);
+    assert!(!s.tables().contains(&"pairs"));
     assert!(s.dataset.path.is_file(), "{}", s.dataset.path.display());
     // SmolLM2-135M: 30 layers, 9 heads, 8192 tokens of context.
     s.validate_against(ModelDims::decoder(30, 9, 8192)).unwrap();
@@ -405,8 +407,9 @@ fn encoder_and_headless_models() {
     let decoder = ModelDims::decoder(2, 2, 64);
     assert_eq!(
         sal.validate_against(decoder).unwrap_err().to_string(),
-        "pipelines/x.yaml: analyses.saliency: explains generated tokens: set \
-         generation.max_new_tokens >= 1"
+        "pipelines/x.yaml: analyses.saliency: explains generated tokens (targets: \
+         [generated]): set generation.max_new_tokens >= 1, or explain a contrast (targets: \
+         [logit_diff])"
     );
     let encoder = ModelDims {
         encoder: true,
@@ -469,4 +472,88 @@ fn numeric_options_past_their_range_are_refused() {
         "{MINIMAL}generation:\n  temperature: 100\nbatching:\n  batch_size: 1024\n  bucket_window: 1000000\nanalyses:\n  predictions: {{top_k: 1000}}\n  lens: {{top_k: 1000}}\n  saliency: {{n_steps: 1000, chunk_tokens: 65536}}\n  nmf: {{n_components: 1000, max_iter: 100000, tolerance: 1, top_contexts: 1000, context_tokens: 1000}}\n"
     ))
     .unwrap();
+}
+
+/// Paired datasets and contrastive saliency: pair fields need a format with fields and distinct
+/// names, answer and foil go together, contrasts need them, a non-zero baseline needs
+/// integrated gradients (and `corrupted` its field, `token` its text); each problem names its key.
+#[test]
+fn paired_datasets_and_contrasts() {
+    let paired = MINIMAL.replace(
+        "p.jsonl",
+        "p.jsonl\n  corrupted_field: bad\n  answer_field: a\n  foil_field: b",
+    );
+    let s = parse(&format!(
+        "{paired}generation: {{max_new_tokens: 0}}\nanalyses:\n  saliency: {{targets: [logit_diff, prob_diff], baseline: corrupted}}\n"
+    ))
+    .unwrap();
+    assert_eq!(
+        s.dataset.pair_fields(),
+        [
+            (PairField::Corrupted, "bad"),
+            (PairField::Answer, "a"),
+            (PairField::Foil, "b")
+        ]
+    );
+    assert!(s.tables().contains(&"pairs"));
+    // Contrasts read the prompt: no generation needed.
+    s.validate_against(ModelDims::decoder(2, 2, 64)).unwrap();
+    let encoder = ModelDims {
+        encoder: true,
+        ..ModelDims::decoder(2, 2, 64)
+    };
+    assert_eq!(
+        s.validate_against(encoder).unwrap_err().to_string(),
+        "pipelines/x.yaml: analyses.saliency.targets: an encoder explains its [MASK] predictions; \
+         contrasts are for decoders\n\
+         pipelines/x.yaml: analyses.saliency.baseline: `corrupted` is for decoders' paired prompts"
+    );
+
+    let e = err(&MINIMAL.replace(
+        "p.jsonl",
+        "p.txt\n  corrupted_field: bad\n  answer_field: text\n  foil_field: ''",
+    ));
+    assert_eq!(
+        e,
+        "pipelines/x.yaml: dataset.corrupted_field: a txt dataset has one prompt per line and no fields\n\
+         pipelines/x.yaml: dataset.answer_field: a txt dataset has one prompt per line and no fields\n\
+         pipelines/x.yaml: dataset.foil_field: a txt dataset has one prompt per line and no fields"
+    );
+    let e = err(&MINIMAL.replace("p.jsonl", "p.jsonl\n  answer_field: text\n  foil_field: ''"));
+    assert_eq!(
+        e,
+        "pipelines/x.yaml: dataset.answer_field: `text` is already the text, id or another pair field\n\
+         pipelines/x.yaml: dataset.foil_field: must not be empty"
+    );
+    let e = err(&MINIMAL.replace("p.jsonl", "p.jsonl\n  answer_field: a"));
+    assert_eq!(
+        e,
+        "pipelines/x.yaml: dataset.foil_field: answer_field and foil_field go together: a contrast needs both"
+    );
+    let e = err(&format!(
+        "{MINIMAL}analyses:\n  saliency: {{targets: [generated, logit_diff, generated], baseline: corrupted, baseline_token: x}}\n"
+    ));
+    assert_eq!(
+        e,
+        "pipelines/x.yaml: analyses.saliency.targets: lists a target twice\n\
+         pipelines/x.yaml: analyses.saliency.targets: `logit_diff` contrasts each row's answer with its foil: set dataset.answer_field and dataset.foil_field\n\
+         pipelines/x.yaml: analyses.saliency.baseline: `corrupted` needs each row's corrupted prompt: set dataset.corrupted_field\n\
+         pipelines/x.yaml: analyses.saliency.baseline_token: only used with `baseline: token` (baseline is `corrupted`)"
+    );
+    let e = err(&format!(
+        "{MINIMAL}analyses:\n  saliency: {{methods: [gradient], baseline: token, targets: []}}\n"
+    ));
+    assert_eq!(
+        e,
+        "pipelines/x.yaml: analyses.saliency.targets: list at least one of generated, logit_diff, prob_diff, log_prob_ratio\n\
+         pipelines/x.yaml: analyses.saliency.baseline: only integrated_gradients uses a baseline: add it to methods or remove baseline\n\
+         pipelines/x.yaml: analyses.saliency.baseline_token: `baseline: token` needs the token (e.g. baseline_token: \"<pad>\")"
+    );
+    let e = err(&format!(
+        "{MINIMAL}analyses:\n  saliency: {{baseline: average}}\n"
+    ));
+    assert!(
+        e.contains("analyses.saliency.baseline: unknown variant `average`, expected one of `zero`, `eos`, `bos`, `token`, `mean`, `corrupted`"),
+        "{e}"
+    );
 }

@@ -10,7 +10,7 @@ use super::*;
 use crate::model::ModelConfig;
 use crate::store::schema::{
     ACTIVATIONS, ALL_TABLES, ATTENTION, ATTENTION_ROLLOUT, GENERATIONS, LENS, LENS_TOPK,
-    NMF_COMPONENTS, NMF_FACTORS, NMF_SUMMARY, NMF_TOP_CONTEXTS, PREDICTIONS, SALIENCY,
+    NMF_COMPONENTS, NMF_FACTORS, NMF_SUMMARY, NMF_TOP_CONTEXTS, PAIRS, PREDICTIONS, SALIENCY,
     SALIENCY_COMPLETENESS, TOKENS, TableDef, WATCH,
 };
 
@@ -239,6 +239,33 @@ impl PipelineSpec {
         p.check(ds.limit != Some(0), "dataset.limit", || {
             "must be at least 1 (omit it to read every prompt)".into()
         });
+        let mut used = vec![ds.text_field()];
+        used.extend(ds.id_field.as_deref());
+        for (field, name) in ds.pair_fields() {
+            if ds.format() == Some(Format::Txt) {
+                p.add(
+                    field.key(),
+                    "a txt dataset has one prompt per line and no fields",
+                );
+            } else if name.is_empty() {
+                p.add(field.key(), "must not be empty");
+            } else if used.contains(&name) {
+                p.add(
+                    field.key(),
+                    format!("`{name}` is already the text, id or another pair field"),
+                );
+            }
+            used.push(name);
+        }
+        p.check(
+            ds.answer_field.is_some() == ds.foil_field.is_some(),
+            if ds.answer_field.is_some() {
+                "dataset.foil_field"
+            } else {
+                "dataset.answer_field"
+            },
+            || "answer_field and foil_field go together: a contrast needs both".into(),
+        );
     }
 
     fn check_generation(&self, p: &mut Problems) {
@@ -290,6 +317,63 @@ impl PipelineSpec {
         );
     }
 
+    /// `analyses.saliency.targets`, `baseline` and `baseline_token` against the dataset's
+    /// fields.
+    fn check_saliency_targets(&self, s: &SaliencySpec, p: &mut Problems) {
+        let ds = &self.dataset;
+        p.check(!s.targets.is_empty(), "analyses.saliency.targets", || {
+            "list at least one of generated, logit_diff, prob_diff, log_prob_ratio".into()
+        });
+        p.check(
+            no_duplicates(&s.targets),
+            "analyses.saliency.targets",
+            || "lists a target twice".into(),
+        );
+        if let Some(t) = s.targets.iter().find(|t| **t != SaliencyTarget::Generated) {
+            p.check(ds.has_contrast(), "analyses.saliency.targets", || {
+                format!(
+                    "`{}` contrasts each row's answer with its foil: set dataset.answer_field \
+                     and dataset.foil_field",
+                    t.name()
+                )
+            });
+        }
+        let ig = s.methods.contains(&SaliencyMethod::IntegratedGradients);
+        p.check(
+            ig || s.baseline == BaselineSpec::Zero,
+            "analyses.saliency.baseline",
+            || {
+                "only integrated_gradients uses a baseline: add it to methods or remove \
+                 baseline"
+                    .into()
+            },
+        );
+        p.check(
+            s.baseline != BaselineSpec::Corrupted || ds.corrupted_field.is_some(),
+            "analyses.saliency.baseline",
+            || "`corrupted` needs each row's corrupted prompt: set dataset.corrupted_field".into(),
+        );
+        match (&s.baseline_token, s.baseline) {
+            (None, BaselineSpec::Token) => p.add(
+                "analyses.saliency.baseline_token",
+                "`baseline: token` needs the token (e.g. baseline_token: \"<pad>\")",
+            ),
+            (Some(t), BaselineSpec::Token) => {
+                p.check(!t.is_empty(), "analyses.saliency.baseline_token", || {
+                    "must not be empty".into()
+                })
+            }
+            (Some(_), other) => p.add(
+                "analyses.saliency.baseline_token",
+                format!(
+                    "only used with `baseline: token` (baseline is `{}`)",
+                    other.name()
+                ),
+            ),
+            (None, _) => {}
+        }
+    }
+
     fn check_analyses(&self, p: &mut Problems) {
         let a = &self.analyses;
         let generates = self.generation.max_new_tokens >= 1;
@@ -333,6 +417,7 @@ impl PipelineSpec {
                 s.chunk_tokens,
                 ranges::CHUNK_TOKENS,
             );
+            self.check_saliency_targets(s, p);
         }
         if let Some(l) = &a.lens {
             in_range(p, "analyses.lens.top_k", l.top_k, ranges::TOP_K);
@@ -449,10 +534,29 @@ impl PipelineSpec {
                     g.max_new_tokens
                 )
             });
-        } else if a.saliency.is_some() {
-            p.check(g.max_new_tokens >= 1, "analyses.saliency", || {
-                "explains generated tokens: set generation.max_new_tokens >= 1".into()
-            });
+        } else if let Some(s) = &a.saliency {
+            p.check(
+                g.max_new_tokens >= 1 || !s.targets.contains(&SaliencyTarget::Generated),
+                "analyses.saliency",
+                || {
+                    "explains generated tokens (targets: [generated]): set \
+                     generation.max_new_tokens >= 1, or explain a contrast (targets: \
+                     [logit_diff])"
+                        .into()
+                },
+            );
+        }
+        if let Some(s) = &a.saliency {
+            p.check(
+                !dims.encoder || s.targets == [SaliencyTarget::Generated],
+                "analyses.saliency.targets",
+                || "an encoder explains its [MASK] predictions; contrasts are for decoders".into(),
+            );
+            p.check(
+                !dims.encoder || s.baseline != BaselineSpec::Corrupted,
+                "analyses.saliency.baseline",
+                || "`corrupted` is for decoders' paired prompts".into(),
+            );
         }
         if !dims.lm_head {
             for (key, on) in [
@@ -575,9 +679,10 @@ impl PipelineSpec {
         let a = &self.analyses;
         let ig = |s: &SaliencySpec| s.methods.contains(&SaliencyMethod::IntegratedGradients);
         let nmf = a.nmf.is_some();
-        let written: [(&TableDef, bool); 15] = [
+        let written: [(&TableDef, bool); 16] = [
             (&TOKENS, true),
             (&GENERATIONS, true),
+            (&PAIRS, !self.dataset.pair_fields().is_empty()),
             (&PREDICTIONS, a.predictions.is_some()),
             (&LENS, a.lens.is_some()),
             (&LENS_TOPK, a.lens.is_some()),
