@@ -58,6 +58,7 @@ fn forward(c: &mut Criterion) {
         mlp: Layers::All,
         attention: Layers::All,
         final_hidden: false,
+        sites: false,
         logits: Logits::All,
     };
     g.bench_function("forward_all_captures", |b| {

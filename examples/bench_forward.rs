@@ -74,6 +74,7 @@ fn main() -> Result<()> {
             mlp: Layers::All,
             attention: Layers::All,
             final_hidden: false,
+            sites: false,
             logits: Logits::All,
         },
         "logits" => Capture {

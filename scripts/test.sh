@@ -25,9 +25,9 @@ build_release
 "$TOKENLENS_BIN" run --quiet --overwrite pipelines/quickstart.yaml
 "$TOKENLENS_BIN" schema > target/tokenlens-schema.json
 "$venv/bin/python" tests/interop/check_tables.py runs/quickstart target/tokenlens-schema.json
-# A paired dataset on the real model: contrastive saliency from the corrupted baseline, the
-# `pairs` table (pipelines/ioi.yaml, ~70 s).
-"$TOKENLENS_BIN" run --quiet --overwrite pipelines/ioi.yaml
+# A paired dataset on the real model: activation patching, contrastive saliency from the
+# corrupted baseline, the `pairs` table (pipelines/ioi.yaml, its first 8 pairs: ~2 min).
+"$TOKENLENS_BIN" run --quiet --overwrite --limit 8 pipelines/ioi.yaml
 "$venv/bin/python" tests/interop/check_tables.py runs/ioi target/tokenlens-schema.json
 
 # Shards under a real scheduler: Slurm on this machine (installed from Debian if missing), an

@@ -3,4 +3,5 @@
 
 pub mod lens;
 pub mod nmf;
+pub mod patching;
 pub mod saliency;

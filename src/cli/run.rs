@@ -20,6 +20,10 @@ pub struct RunArgs {
     /// Replace an existing run directory (as output.overwrite: true does).
     #[arg(long)]
     overwrite: bool,
+    /// Read only the first N prompts (as dataset.limit: N does; recorded in the manifest's
+    /// spec, so a resume must give the same).
+    #[arg(long, value_name = "N")]
+    limit: Option<usize>,
     /// Run shard I of N (prompts whose dataset index is I mod N), e.g. --shard 3/16.
     #[arg(long, conflicts_with = "shards")]
     shard: Option<String>,
@@ -56,6 +60,12 @@ fn shard(a: &RunArgs) -> Result<Shard> {
 pub fn run(a: RunArgs) -> Result<()> {
     let mut spec = PipelineSpec::load(&a.pipeline)?;
     spec.output.overwrite |= a.overwrite;
+    if let Some(n) = a.limit {
+        if n == 0 {
+            bail!("--limit must be at least 1 (omit it to read every prompt)");
+        }
+        spec.dataset.limit = Some(n);
+    }
     let opts = RunOptions {
         resume: a.resume,
         shard: shard(&a)?,

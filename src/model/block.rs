@@ -10,6 +10,7 @@ use candle_core::Tensor;
 
 use super::kernels::{self, AttnMask, QkvLayout, Scores};
 use super::ops::{self, LayerCache, Linear, Mode};
+use super::patch::edited;
 use super::{LayerCtx, LayerOut};
 use crate::error::{Error, Result};
 
@@ -256,9 +257,12 @@ impl Block {
         cache: Option<&mut LayerCache>,
     ) -> Result<LayerOut> {
         let mode = ctx.mode;
+        let edit = ctx.edit;
+        let x = &edited(x.clone(), edit.and_then(|e| e.resid_pre.as_ref()))?;
         let h = apply(&self.attn_in, x.clone(), mode)?;
-        let (a, probs) = self.attn.forward(&h, ctx, cache)?;
-        let a = apply(&self.attn_out, self.attn.o.forward(&a, mode)?, mode)?;
+        let (z, probs) = self.attn.forward(&h, ctx, cache)?;
+        let z = edited(z, edit.and_then(|e| e.z.as_ref()))?;
+        let a = apply(&self.attn_out, self.attn.o.forward(&z, mode)?, mode)?;
         let (mid, mlp_in) = if self.parallel {
             (x.clone(), x.clone())
         } else {
@@ -271,6 +275,8 @@ impl Block {
             .act
             .forward(&self.mlp.up.forward(&h, mode)?, mode)?;
         let m = apply(&self.mlp_out, self.mlp.down.forward(&act, mode)?, mode)?;
+        let m = edited(m, edit.and_then(|e| e.mlp_out.as_ref()))?;
+        let sites = ctx.want_sites.then(|| (z, m.clone()));
         let out = if self.parallel {
             // transformers' order of the sum.
             ((m + a)? + mid)?
@@ -278,10 +284,13 @@ impl Block {
             (mid + m)?
         };
         let out = apply(&self.mlp_res, out, mode)?;
+        let (z, mlp_out) = sites.unzip();
         Ok(LayerOut {
             x: out,
             mlp: ctx.want_mlp.then_some(act),
             attn: probs,
+            z,
+            mlp_out,
         })
     }
 }

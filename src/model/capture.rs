@@ -52,6 +52,9 @@ pub struct Capture {
     pub attention: Layers,
     /// The last block's output after the final norm.
     pub final_hidden: bool,
+    /// Activation patching's sites at every block (`model::patch`): the heads' outputs z and
+    /// the MLP outputs (the blocks' inputs are `residual`).
+    pub sites: bool,
     pub logits: Logits,
 }
 
@@ -66,6 +69,10 @@ pub struct Captures {
     pub attention: BTreeMap<usize, Tensor>,
     pub final_hidden: Option<Tensor>,
     pub logits: Option<Tensor>,
+    /// Per layer, the heads' outputs [B, T, H * hd] (`sites`).
+    pub z: Vec<Tensor>,
+    /// Per layer, the MLP outputs [B, T, d] (`sites`).
+    pub mlp_out: Vec<Tensor>,
 }
 
 /// One position per row of x [B, T, d] -> [B, d] (differentiable).
@@ -134,12 +141,23 @@ impl Captures {
             .collect();
         let final_hidden = next();
         let logits = next();
+        // Patching's sites (rarely asked of a row-parallel pass): joined one layer at a time.
+        let sites = |get: fn(&Captures) -> &Vec<Tensor>| -> Result<Vec<Tensor>> {
+            (0..get(&parts[0]).len())
+                .map(|l| {
+                    let ts: Vec<Tensor> = parts.iter().map(|p| get(p)[l].clone()).collect();
+                    Ok(Tensor::cat(&ts, 0)?)
+                })
+                .collect()
+        };
         Ok(Captures {
             residual,
             mlp,
             attention,
             final_hidden,
             logits,
+            z: sites(|c| &c.z)?,
+            mlp_out: sites(|c| &c.mlp_out)?,
         })
     }
 }

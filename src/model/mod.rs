@@ -29,6 +29,7 @@ pub mod kernels;
 pub mod llama;
 pub mod neox;
 pub mod ops;
+pub mod patch;
 pub mod phi3;
 pub mod precision;
 pub mod reverse;
@@ -370,7 +371,25 @@ impl Model {
         batch: &Batch,
         capture: &Capture,
         mode: Mode,
+        cache: Option<&mut Vec<LayerCache>>,
+    ) -> Result<Captures> {
+        self.forward_edited(embeds, batch, capture, mode, cache, &[], None)
+    }
+
+    /// `forward_embeds` with activation patching's edits: `edits[l]` edits block l (`patch`);
+    /// blocks past the end of `edits` run unedited. With `from = (l, x)`, blocks before l are
+    /// skipped and block l reads `x` ([B or 1, T, d]: the residual stream those blocks would
+    /// have produced, e.g. a run's captured `residual[l]`); `residual` captures start there.
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward_edited(
+        &self,
+        embeds: &Tensor,
+        batch: &Batch,
+        capture: &Capture,
+        mode: Mode,
         mut cache: Option<&mut Vec<LayerCache>>,
+        edits: &[patch::LayerEdit],
+        from: Option<(usize, &Tensor)>,
     ) -> Result<Captures> {
         let (b, t, _) = embeds.dims3()?;
         let tk = batch.key_mask.len() / b;
@@ -412,11 +431,18 @@ impl Model {
             _ => None,
         };
         let (mut x, ropes) = self.body.input(embeds, &batch.positions, mode)?;
+        let first = match from {
+            Some((l, start)) => {
+                x = start.broadcast_as(x.shape())?.contiguous()?;
+                l
+            }
+            None => 0,
+        };
         let mut out = Captures::default();
         if capture.residual {
             out.residual.push(x.clone());
         }
-        for l in 0..self.config.n_layers {
+        for l in first..self.config.n_layers {
             let ctx = LayerCtx {
                 mask: &mask,
                 biases: biases.as_ref(),
@@ -424,6 +450,8 @@ impl Model {
                 mode,
                 want_mlp: capture.mlp.contains(l),
                 want_attn: capture.attention.contains(l),
+                want_sites: capture.sites,
+                edit: edits.get(l).filter(|e| !e.is_empty()),
             };
             let layer_cache = cache.as_deref_mut().map(|c| &mut c[l]);
             let o = self.body.blocks[l].forward(&x, &ctx, layer_cache)?;
@@ -437,6 +465,8 @@ impl Model {
             if let Some(a) = o.attn {
                 out.attention.insert(l, a);
             }
+            out.z.extend(o.z);
+            out.mlp_out.extend(o.mlp_out);
         }
         if capture.final_hidden {
             out.final_hidden = Some(self.body.final_norm(&x, mode)?);

@@ -27,6 +27,10 @@ pub struct LayerCtx<'a> {
     pub mode: Mode,
     pub want_mlp: bool,
     pub want_attn: bool,
+    /// Keep the block's head outputs z and MLP output (`LayerOut::z`, `mlp_out`).
+    pub want_sites: bool,
+    /// Activation patching's edits of this block.
+    pub edit: Option<&'a super::patch::LayerEdit>,
 }
 
 /// What a block returns: its output (the residual stream) and the captures asked for.
@@ -36,6 +40,10 @@ pub struct LayerOut {
     pub mlp: Option<Tensor>,
     /// Attention probabilities, [B, H, Tq, Tk].
     pub attn: Option<Tensor>,
+    /// The heads' outputs before the output projection [B, T, H * hd] (`want_sites`).
+    pub z: Option<Tensor>,
+    /// The MLP branch's output as added to the residual [B, T, d] (`want_sites`).
+    pub mlp_out: Option<Tensor>,
 }
 
 /// A transformer: what every architecture loads into.

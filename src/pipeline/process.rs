@@ -5,6 +5,7 @@
 use candle_core::{DType, IndexOp, Tensor};
 
 use crate::analysis::lens::{self, Reduce};
+use crate::analysis::patching::{self, PairInput, PatchOptions, Patching};
 use crate::analysis::saliency::{self, Completeness, Metric, SaliencyOptions, SaliencyRow};
 use crate::error::Result;
 use crate::model::generate::{GenerateOptions, Generation};
@@ -32,6 +33,9 @@ pub struct DocPair {
     pub foil: Option<(String, u32)>,
 }
 
+/// A metric of a document's (answer, foil) tokens.
+pub type MetricOf = fn(u32, u32) -> Metric;
+
 /// Saliency's options and what it explains.
 #[derive(Debug, Clone)]
 pub struct SaliencyPlan {
@@ -40,7 +44,7 @@ pub struct SaliencyPlan {
     pub generated: bool,
     /// Contrasts of each document's answer and foil after its prompt, as metrics of (answer,
     /// foil).
-    pub contrasts: Vec<fn(u32, u32) -> Metric>,
+    pub contrasts: Vec<MetricOf>,
 }
 
 /// Which MLP positions the activations table keeps.
@@ -94,6 +98,8 @@ pub struct Plan {
     /// Whether the watched tokens' lens applies the final norm.
     pub watch_norm: LensNorm,
     pub saliency: Option<SaliencyPlan>,
+    /// Activation patching of paired documents, with the metric of (answer, foil).
+    pub patching: Option<(PatchOptions, MetricOf)>,
     pub activations: Option<ActivationsPlan>,
     pub attention: Option<AttentionPlan>,
 }
@@ -172,6 +178,7 @@ pub struct BatchOut {
     pub watch: Vec<RankRec>,
     pub saliency: Vec<SaliencyRow>,
     pub completeness: Vec<Completeness>,
+    pub patching: Patching,
     pub activations: Vec<ActivationRec>,
     pub attention: Vec<AttentionRec>,
     pub rollout: Vec<AttentionRec>,
@@ -190,6 +197,7 @@ pub const STAGES: &[&str] = &[
     "activations",
     "attention",
     "saliency",
+    "patching",
 ];
 
 /// Times the stages of one batch and tells `on_stage` when one starts.
@@ -283,6 +291,26 @@ pub fn process(
             out.saliency = res.rows;
             out.completeness = res.completeness;
         }
+    }
+    if let Some((opts, metric)) = &plan.patching {
+        clock.start("patching");
+        let pairs = docs
+            .iter()
+            .map(
+                |d| match (&d.pair.corrupted, &d.pair.answer, &d.pair.foil) {
+                    (Some((_, c)), Some((_, a)), Some((_, b))) => Ok(PairInput {
+                        clean: d.ids.clone(),
+                        corrupted: c.clone(),
+                        metric: metric(*a, *b),
+                    }),
+                    _ => Err(crate::error::Error::Input(format!(
+                        "document `{}`: patching needs its corrupted prompt, answer and foil",
+                        d.id
+                    ))),
+                },
+            )
+            .collect::<Result<Vec<_>>>()?;
+        out.patching = patching::activation_patching(model, &pairs, opts)?;
     }
     clock.stop();
     out.stage_seconds = clock.done;
@@ -694,6 +722,7 @@ mod tests {
                 generated: true,
                 contrasts: vec![Metric::LogitDiff],
             }),
+            patching: None,
             activations: Some(ActivationsPlan {
                 layers: vec![0, cfg.n_layers - 1],
                 positions: PositionSet::Generated,

@@ -611,6 +611,40 @@ table! {
 }
 
 table! {
+    /// Exact activation patching of paired rows (`analyses.patching`; docs/patching.md): one row
+    /// per (component, direction, layer, head, position) patched.
+    "patching" => PATCHING, Patching, PatchingRow<'a> {
+        /// The document (see Conventions).
+        doc_id: Utf8,
+        /// `resid_pre` (a block's input at a position), `attn_head` (a head's output at every
+        /// position), `attn_head_pos` (a head's output at a position), `mlp_out` (the MLP
+        /// branch's output at a position).
+        component: Utf8,
+        /// `denoise` (the corrupted run with the clean activation patched in) or `noise` (the
+        /// clean run with the corrupted one).
+        direction: Utf8,
+        /// `logit_diff`, `prob_diff` or `log_prob_ratio` of the answer and foil (table `pairs`)
+        /// after the prompt.
+        metric: Utf8,
+        /// Block index, 0-based.
+        layer: Int32,
+        /// Head index (`attn_head`, `attn_head_pos`); null otherwise.
+        head: OptInt32,
+        /// Position patched (`resid_pre`, `attn_head_pos`, `mlp_out`); null for `attn_head`.
+        position: OptInt32,
+        /// The metric of the patched run.
+        value: Float32,
+        /// (value − corrupted_value) / (clean_value − corrupted_value): 0 = the corrupted run's
+        /// metric, 1 = the clean run's; null when the two are equal.
+        effect: OptFloat32,
+        /// The metric on the clean prompt, unpatched.
+        clean_value: Float32,
+        /// The metric on the corrupted prompt, unpatched.
+        corrupted_value: Float32,
+    }
+}
+
+table! {
     /// MLP neuron activations (the input of each block's MLP output projection, as Ecco records),
     /// one list of the layer's neurons per document, position and layer.
     "activations" => ACTIVATIONS, Activations, ActivationsRow<'a> {
@@ -730,6 +764,7 @@ pub static ALL_TABLES: &[&TableDef] = &[
     &WATCH,
     &SALIENCY,
     &SALIENCY_COMPLETENESS,
+    &PATCHING,
     &ACTIVATIONS,
     &ATTENTION,
     &ATTENTION_ROLLOUT,

@@ -452,10 +452,11 @@ fn all_tables_are_registered_and_unique() {
         NmfSummary::def(),
         NmfTopContexts::def(),
         Pairs::def(),
+        Patching::def(),
     ] {
         assert_eq!(table_def(def.name), Some(def));
     }
-    assert_eq!(ALL_TABLES.len(), 16);
+    assert_eq!(ALL_TABLES.len(), 17);
     // Every table with documents joins on doc_id, a non-null string.
     for t in ALL_TABLES {
         if let Some(c) = t.column("doc_id") {

@@ -65,6 +65,7 @@ fn check_same(what: &str, got: &Model, want: &Model) {
         mlp: Layers::All,
         attention: Layers::All,
         final_hidden: true,
+        sites: false,
         logits: Logits::All,
     };
     let (a, b) = (

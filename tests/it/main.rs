@@ -8,6 +8,7 @@ mod layering;
 mod nmf;
 mod parity;
 mod parity_dtype;
+mod patching;
 mod quants;
 mod real_models;
 mod run;

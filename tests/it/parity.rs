@@ -20,6 +20,7 @@ fn all_captures() -> Capture {
         mlp: Layers::All,
         attention: Layers::All,
         final_hidden: true,
+        sites: false,
         logits: Logits::All,
     }
 }

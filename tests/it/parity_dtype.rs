@@ -74,6 +74,7 @@ fn check_tiny_dtype(name: &str, dtype: &str) {
         mlp: Layers::None,
         attention: Layers::All,
         final_hidden: true,
+        sites: false,
         logits: Logits::All,
     };
     let out = model.forward(&batch, &all).unwrap();
@@ -240,6 +241,7 @@ fn check_smollm2(dtype: &str) {
                 mlp: Layers::None,
                 attention: Layers::Only(vec![0, 29]),
                 final_hidden: true,
+                sites: false,
                 logits: Logits::Last,
             },
         )

@@ -103,6 +103,14 @@ fn rows(run: &Path, table: &str) -> Vec<Vec<Cell>> {
     out
 }
 
+/// Every table a run of an unpaired dataset can write: all but `pairs` and `patching`.
+fn unpaired_tables() -> impl Iterator<Item = &'static str> {
+    ALL_TABLES
+        .iter()
+        .map(|t| t.name)
+        .filter(|t| !["pairs", "patching"].contains(t))
+}
+
 /// Every file in a table's folder (finished parts and anything left behind), by name.
 fn parts(run: &Path, table: &str) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(run.join(table))
@@ -182,7 +190,7 @@ fn a_run_writes_every_table_and_its_manifest() {
         })
         .sum();
     assert_eq!(generated, 21.0);
-    for t in ALL_TABLES.iter().map(|t| t.name) {
+    for t in unpaired_tables() {
         let r = rows(&out_dir, t);
         let recorded = if t.starts_with("nmf_") {
             &manifest["nmf_rows"][t]
@@ -277,7 +285,7 @@ fn a_killed_run_resumes_to_identical_tables() {
             // Killed before the run directory existed: a plain resume starts from scratch.
             BIN.ok(&["run", "-q", "--resume", "--overwrite", spec]);
         }
-        for t in ALL_TABLES.iter().map(|t| t.name) {
+        for t in unpaired_tables() {
             let (a, b) = (parts(&dir.join("reference"), t), parts(&dir.join("out"), t));
             let names = |v: &[PathBuf]| {
                 v.iter()
@@ -353,7 +361,7 @@ fn shards_union_to_the_whole_run() {
         "20",
         dir.join("out").to_str().unwrap(),
     ]);
-    for t in ALL_TABLES.iter().map(|t| t.name) {
+    for t in unpaired_tables() {
         if t.starts_with("nmf_") {
             // Same matrix, rows read in another order: equal up to rounding (which can move the
             // iteration where the tolerance stops), not bitwise.
@@ -477,11 +485,7 @@ fn sampled_runs_are_deterministic() {
     BIN.ok(&["run", "-q", s]);
     std::fs::rename(dir.join("out"), dir.join("first")).unwrap();
     BIN.ok(&["run", "-q", s]);
-    for t in ALL_TABLES
-        .iter()
-        .map(|t| t.name)
-        .filter(|t| *t != NMF_SUMMARY.name)
-    {
+    for t in unpaired_tables().filter(|t| *t != NMF_SUMMARY.name) {
         let (a, b) = (parts(&dir.join("first"), t), parts(&dir.join("out"), t));
         assert_eq!(a.len(), b.len(), "{t}");
         for (x, y) in a.iter().zip(&b) {
@@ -524,7 +528,7 @@ fn every_analysis_runs_on_a_llama3_rope_model() {
         manifest["model"]["config"]["rope_scaling"]["rope_type"],
         "llama3"
     );
-    for t in ALL_TABLES.iter().map(|t| t.name) {
+    for t in unpaired_tables() {
         assert!(!rows(&out_dir, t).is_empty(), "{t} has no rows");
     }
 }
@@ -555,7 +559,7 @@ fn every_analysis_runs_on_every_decoder_family() {
         let out_dir = spec.parent().unwrap().join("out");
         let stdout = BIN.ok(&["run", "-q", spec.to_str().unwrap()]);
         assert!(stdout.starts_with("done: 7 prompts, "), "{name}: {stdout}");
-        for t in ALL_TABLES.iter().map(|t| t.name) {
+        for t in unpaired_tables() {
             assert!(!rows(&out_dir, t).is_empty(), "{name}: {t} has no rows");
         }
     }
@@ -589,7 +593,7 @@ fn every_analysis_runs_in_bf16_and_f16() {
             BIN.ok(&["run", "-q", spec.to_str().unwrap()]);
             let manifest = json(&out_dir.join("manifest.json"));
             assert_eq!(manifest["model"]["weights_dtype"], dtype, "{name}");
-            for t in ALL_TABLES.iter().map(|t| t.name) {
+            for t in unpaired_tables() {
                 if name == "tiny-bert" && t == "generations" {
                     continue;
                 }
@@ -625,7 +629,7 @@ fn an_encoder_runs_every_analysis_without_generation() {
     let out_dir = spec.parent().unwrap().join("out");
     let stdout = BIN.ok(&["run", "-q", spec.to_str().unwrap()]);
     assert!(stdout.starts_with("done: 3 prompts, "), "{stdout}");
-    for t in ALL_TABLES.iter().map(|t| t.name) {
+    for t in unpaired_tables() {
         if t != "generations" {
             assert!(!rows(&out_dir, t).is_empty(), "{t} has no rows");
         }
@@ -703,7 +707,7 @@ fn gemma3_pipeline_runs_every_analysis_on_the_real_model() {
     std::fs::write(dir.join("spec.yaml"), spec).unwrap();
     let stdout = BIN.ok(&["run", "-q", dir.join("spec.yaml").to_str().unwrap()]);
     assert!(stdout.starts_with("done: 3 prompts, "), "{stdout}");
-    for t in ALL_TABLES.iter().map(|t| t.name) {
+    for t in unpaired_tables() {
         assert!(!rows(&dir.join("out"), t).is_empty(), "{t} has no rows");
     }
 }
@@ -873,4 +877,82 @@ fn bad_pairs_fail_naming_the_row() {
         let m = spec.parent().unwrap().join("out/manifest.json");
         assert!(!m.exists() || json(&m)["status"] != "done", "{name}");
     }
+}
+
+/// Activation patching in a pipeline: the `patching` table holds transformers' values (the
+/// patching golden, same pairs), its effects normalized by the unpatched values it records;
+/// `--limit` reads fewer rows.
+#[test]
+fn a_paired_run_patches_activations() {
+    let spec = PAIRED_SPEC.replace(
+        "analyses:\n",
+        "analyses:\n  patching:\n    components: [resid_pre, attn_head, attn_head_pos, mlp_out]\n    directions: [denoise, noise]\n    batch_rows: 16\n",
+    );
+    let spec = tiny_spec("run-patching", PAIRED_DATA, &spec);
+    let out = spec.parent().unwrap().join("out");
+    BIN.ok(&["run", "-q", spec.to_str().unwrap()]);
+    let golden = crate::common::Golden::load("patching-tiny-llama");
+    let patched = rows(&out, "patching");
+    // 3 layers, 4 heads: per pair and direction, 2 * 3 * L + 3 * 4 + 3 * 4 * L rows.
+    assert_eq!(
+        patched.len(),
+        2 * (2 * 3 * 18 + 12 + 12 * 18) + 2 * (2 * 3 * 8 + 12 + 12 * 8)
+    );
+    let num = |c: &Cell| match c {
+        Cell::Num(v) => *v,
+        other => panic!("not a number: {other:?}"),
+    };
+    let mut checked = 0;
+    for r in &patched {
+        let doc = match &r[0] {
+            Cell::Text(t) if t == "p0" => 0,
+            _ => 1,
+        };
+        let (Cell::Text(component), Cell::Text(direction)) = (&r[1], &r[2]) else {
+            panic!("{r:?}")
+        };
+        assert_eq!(r[3], Cell::Text("logit_diff".into()));
+        let len = if doc == 0 { 18 } else { 8 };
+        let layer = num(&r[4]) as usize;
+        let want = golden
+            .t(&format!("pair{doc}.{direction}.{component}"))
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let i = match (&r[5], &r[6]) {
+            (Cell::Null, p) => layer * len + num(p) as usize,
+            (h, Cell::Null) => layer * 4 + num(h) as usize,
+            (h, p) => (layer * 4 + num(h) as usize) * len + num(p) as usize,
+        };
+        let value = num(&r[7]);
+        assert!(
+            (value - want[i] as f64).abs() < 1e-4,
+            "{r:?} vs {}",
+            want[i]
+        );
+        let (clean, corrupted) = (num(&r[9]), num(&r[10]));
+        assert!((num(&r[8]) - (value - corrupted) / (clean - corrupted)).abs() < 1e-4);
+        checked += 1;
+    }
+    assert_eq!(checked, patched.len());
+    // --limit: the first row only.
+    BIN.ok(&[
+        "run",
+        "-q",
+        "--overwrite",
+        "--limit",
+        "1",
+        spec.to_str().unwrap(),
+    ]);
+    assert_eq!(rows(&out, "pairs").len(), 1);
+    let err = BIN.fails(&[
+        "run",
+        "-q",
+        "--overwrite",
+        "--limit",
+        "0",
+        spec.to_str().unwrap(),
+    ]);
+    assert!(err.contains("--limit must be at least 1"), "{err}");
 }

@@ -25,3 +25,11 @@ export const rankGradient = `linear-gradient(to right, ${[...VIRIDIS].reverse().
 
 // Categorical (NMF factors): Tableau 10.
 export const CATEGORICAL = ['#4e79a7', '#f28e2b', '#e15759', '#76b7b2', '#59a14f', '#edc948', '#b07aa1', '#ff9da7', '#9c755f', '#bab0ac']
+
+// Patching effects: diverging, red (negative) - white (0) - blue (1 = the clean behaviour
+// restored); beyond [-1, 1] saturates.
+const DIV_NEG = ['#ffffff', '#f4a582', '#d6604d', '#b2182b']
+const DIV_POS = ['#ffffff', '#92c5de', '#4393c3', '#2166ac']
+export function effectColor(e) { return `rgb(${interp(e < 0 ? DIV_NEG : DIV_POS, Math.abs(e)).join(',')})` }
+export function effectText(e) { return Math.abs(e) > 0.6 ? '#fff' : '#111' }
+export const effectGradient = `linear-gradient(to right, ${[...DIV_NEG].reverse().join(', ')}, ${DIV_POS.slice(1).join(', ')})`

@@ -8,6 +8,7 @@ import { saliencyView } from './saliency.js'
 import { predictionsView, lensView, watchView } from './lens.js'
 import { attentionView } from './attention.js'
 import { nmfView } from './nmf.js'
+import { patchingView } from './patching.js'
 
 const TABS = [
   ['saliency', 'Saliency', ['saliency']],
@@ -16,8 +17,9 @@ const TABS = [
   ['watch', 'Watched tokens', ['watch']],
   ['attention', 'Attention', ['attention', 'attention_rollout']],
   ['nmf', 'NMF factors', ['nmf_factors', 'nmf_top_contexts']],
+  ['patching', 'Patching', ['patching']],
 ]
-const VIEWS = { saliency: saliencyView, predictions: predictionsView, lens: lensView, watch: watchView, attention: attentionView, nmf: nmfView }
+const VIEWS = { saliency: saliencyView, predictions: predictionsView, lens: lensView, watch: watchView, attention: attentionView, nmf: nmfView, patching: patchingView }
 
 let run
 const app = () => document.getElementById('app')

@@ -242,6 +242,39 @@ try {
   }
   await page.screenshot({ path: join(shots, 'nmf.png'), fullPage: true })
 
+  // Activation patching: a cell per patched site of this document with the table's effect; the
+  // dataset average of the heads equals the mean over the table's documents.
+  await openTab('patching')
+  const patch = await table('patching', { doc_id: doc.doc_id })
+  if (!patch) check(await page.$('[data-missing="patching"]') != null, 'patching view says plainly that the table is missing')
+  else {
+    const dir = await page.getAttribute('#patching', 'data-direction')
+    const mine = patch.filter(r => r.direction === dir)
+    const cells = await page.$$eval('#patching td.cell[data-row]', cs => cs.map(c => c.dataset.effect))
+    check(cells.length === mine.length, `patching view: a cell for each of the ${mine.length} ${dir} patches of ${doc.doc_id}`)
+    const r = mine.find(x => x.component === 'resid_pre' && x.effect != null) ?? mine.find(x => x.effect != null)
+    if (r) {
+      const sel = r.component === 'attn_head' ? `#patch-attn_head td[data-row="${r.layer}"][data-col="${r.head}"]`
+        : r.component === 'attn_head_pos' ? `#patch-attn_head_pos td[data-row="${r.layer}.${r.head}"][data-col="${r.position}"]`
+        : `#patch-${r.component} td[data-row="${r.layer}"][data-col="${r.position}"]`
+      const shown = Number(await page.getAttribute(sel, 'data-effect'))
+      check(Math.abs(shown - r.effect) < 1e-6, `patching ${r.component} layer ${r.layer}: the effect shown (${shown.toFixed(4)}) is the table's`)
+    }
+    await page.screenshot({ path: join(shots, 'patching.png'), fullPage: true })
+    await page.click('.seg[data-name="scope"] button[data-value="dataset"]')
+    const avg = await page.waitForSelector('#patching[data-scope="dataset"]', { timeout: 20000 }).then(() => true, () => false)
+    const heads = ((await table('patching')) || []).filter(x => x.direction === dir && x.component === 'attn_head')
+    if (avg && heads.length) {
+      const h0 = heads[0]
+      const same = heads.filter(x => x.layer === h0.layer && x.head === h0.head)
+      const sum = k => same.reduce((a, x) => a + x[k], 0)
+      const effect = (sum('value') - sum('corrupted_value')) / (sum('clean_value') - sum('corrupted_value'))
+      const shown = Number(await page.getAttribute(`#patch-avg-attn_head td[data-row="${h0.layer}"][data-col="${h0.head}"]`, 'data-effect'))
+      check(Math.abs(shown - effect) < 1e-6, `patching over the dataset: layer ${h0.layer} head ${h0.head} shows the effect of the means of its ${same.length} documents (${effect.toFixed(4)})`)
+    } else check(avg, 'patching dataset average shown')
+    await page.screenshot({ path: join(shots, 'patching-average.png'), fullPage: true })
+  }
+
   check(errors.length === 0, `no page errors${errors.length ? `: ${errors.join('; ')}` : ''}`)
 
   // export-html: the same viewer from one file, no server.

@@ -91,6 +91,12 @@ impl Metric {
         }
     }
 
+    /// Its value on one row of logits (after any final soft-cap).
+    pub fn eval(self, logits: &[f32]) -> f32 {
+        let mut row = logits.to_vec();
+        metric_cotangent_row(&mut row, self)
+    }
+
     /// The tokens it reads.
     pub fn tokens(self) -> Vec<u32> {
         match self {

@@ -1,6 +1,7 @@
 //! The spec turned into the engine's options for every batch ([`Plan`]): generation, the
 //! analyses with their layers and heads resolved against the model, and the watched tokens' ids.
 
+use crate::analysis::patching::{Component, Direction, PatchOptions};
 use crate::analysis::saliency::{Baseline, Method, Metric, Rule, SaliencyOptions};
 use crate::model::generate::{Decoding, GenerateOptions};
 use crate::model::{LensNorm, Model};
@@ -9,7 +10,8 @@ use crate::pipeline::process::{
     self, ActivationsPlan, AttentionPlan, LensPlan, Plan, SaliencyPlan,
 };
 use crate::pipeline::spec::{
-    BaselineSpec, IgRule, PipelineSpec, Positions, SaliencyMethod, SaliencyTarget, Selection,
+    BaselineSpec, IgRule, PatchComponent, PatchDirection, PatchMetric, PipelineSpec, Positions,
+    SaliencyMethod, SaliencyTarget, Selection,
 };
 
 /// The spec as the engine's options.
@@ -99,6 +101,36 @@ pub(super) fn plan(spec: &PipelineSpec, model: &Model, watch: Vec<(String, u32)>
             }),
             None => None,
         },
+        patching: a.patching.as_ref().map(|p| {
+            (
+                PatchOptions {
+                    components: p
+                        .components
+                        .iter()
+                        .map(|c| match c {
+                            PatchComponent::ResidPre => Component::ResidPre,
+                            PatchComponent::AttnHead => Component::AttnHead,
+                            PatchComponent::AttnHeadPos => Component::AttnHeadPos,
+                            PatchComponent::MlpOut => Component::MlpOut,
+                        })
+                        .collect(),
+                    directions: p
+                        .directions
+                        .iter()
+                        .map(|d| match d {
+                            PatchDirection::Denoise => Direction::Denoise,
+                            PatchDirection::Noise => Direction::Noise,
+                        })
+                        .collect(),
+                    batch_rows: p.batch_rows,
+                },
+                match p.metric {
+                    PatchMetric::LogitDiff => Metric::LogitDiff as fn(u32, u32) -> Metric,
+                    PatchMetric::ProbDiff => Metric::ProbDiff,
+                    PatchMetric::LogProbRatio => Metric::LogProbRatio,
+                },
+            )
+        }),
         activations: match &a.activations {
             Some(x) => Some(ActivationsPlan {
                 layers: sel(&x.layers, n, "analyses.activations.layers")?,

@@ -22,6 +22,7 @@ pub(super) struct Writers {
     watch: Option<TableWriter<tables::Watch>>,
     saliency: Option<TableWriter<tables::Saliency>>,
     completeness: Option<TableWriter<tables::SaliencyCompleteness>>,
+    patching: Option<TableWriter<tables::Patching>>,
     activations: Option<TableWriter<tables::Activations>>,
     attention: Option<TableWriter<tables::Attention>>,
     rollout: Option<TableWriter<tables::AttentionRollout>>,
@@ -89,6 +90,7 @@ impl Writers {
             watch: o.if_written(&t)?,
             saliency: o.if_written(&t)?,
             completeness: o.if_written(&t)?,
+            patching: o.if_written(&t)?,
             activations: o.if_written(&act)?,
             attention: o.if_written(&t)?,
             rollout: o.if_written(&t)?,
@@ -220,6 +222,25 @@ impl Writers {
                 })?;
             }
         }
+        if let Some(w) = &mut self.patching {
+            let p = &out.patching;
+            for r in &p.rows {
+                let v = p.pairs[r.doc];
+                w.append(tables::PatchingRow {
+                    doc_id: id(r.doc),
+                    component: r.component.name(),
+                    direction: r.direction.name(),
+                    metric: r.metric.name(),
+                    layer: r.layer as i32,
+                    head: r.head.map(|h| h as i32),
+                    position: r.position.map(|p| p as i32),
+                    value: r.value,
+                    effect: r.effect,
+                    clean_value: v.clean,
+                    corrupted_value: v.corrupted,
+                })?;
+            }
+        }
         if let Some(w) = &mut self.activations {
             for a in &out.activations {
                 w.append(tables::ActivationsRow {
@@ -275,6 +296,7 @@ impl Writers {
             self.watch,
             self.saliency,
             self.completeness,
+            self.patching,
             self.activations,
             self.attention,
             self.rollout

@@ -338,6 +338,66 @@ pub struct AnalysesSpec {
     pub attention: Option<AttentionSpec>,
     #[serde(default, deserialize_with = "enabled")]
     pub nmf: Option<NmfSpec>,
+    #[serde(default, deserialize_with = "enabled")]
+    pub patching: Option<PatchingSpec>,
+}
+
+/// Exact activation patching of paired rows (table `patching`; docs/patching.md): each
+/// component's activation of one run replaced by the other run's, and the metric after the
+/// prompt. Needs `dataset.corrupted_field`, `answer_field` and `foil_field`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PatchingSpec {
+    /// `resid_pre` (a block's input at a position), `attn_head` (a head's output at every
+    /// position), `attn_head_pos` (at one position), `mlp_out` (the MLP's output at a position).
+    /// Default: `[resid_pre, attn_head, mlp_out]`.
+    pub components: Vec<PatchComponent>,
+    /// `denoise` (the corrupted run, clean activations patched in; default) and/or `noise` (the
+    /// clean run, corrupted activations patched in).
+    pub directions: Vec<PatchDirection>,
+    /// `logit_diff` (default: logit(answer) − logit(foil)), `prob_diff`, `log_prob_ratio`.
+    pub metric: PatchMetric,
+    /// Patched runs per forward pass (memory: rows × prompt tokens of activations). Default: 64.
+    pub batch_rows: usize,
+}
+
+impl Default for PatchingSpec {
+    fn default() -> Self {
+        PatchingSpec {
+            components: vec![
+                PatchComponent::ResidPre,
+                PatchComponent::AttnHead,
+                PatchComponent::MlpOut,
+            ],
+            directions: vec![PatchDirection::Denoise],
+            metric: PatchMetric::LogitDiff,
+            batch_rows: 64,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PatchComponent {
+    ResidPre,
+    AttnHead,
+    AttnHeadPos,
+    MlpOut,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PatchDirection {
+    Denoise,
+    Noise,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PatchMetric {
+    LogitDiff,
+    ProbDiff,
+    LogProbRatio,
 }
 
 /// Top-k next-token predictions at every position (table `predictions`).

@@ -387,9 +387,9 @@ fn quickstart_spec_is_valid() {
             && a.attention.as_ref().is_some_and(|at| at.rollout)
             && a.nmf.is_some()
     );
-    // Every table but `pairs` (the quickstart dataset is not paired).
-    assert_eq!(s.tables().len(), crate::store::schema::ALL_TABLES.len() - 1);
-    assert!(!s.tables().contains(&"pairs"));
+    // Every table but `pairs` and `patching` (the quickstart dataset is not paired).
+    assert_eq!(s.tables().len(), crate::store::schema::ALL_TABLES.len() - 2);
+    assert!(!s.tables().contains(&"pairs") && !s.tables().contains(&"patching"));
     assert!(s.dataset.path.is_file(), "{}", s.dataset.path.display());
     // SmolLM2-135M: 30 layers, 9 heads, 8192 tokens of context.
     s.validate_against(ModelDims::decoder(30, 9, 8192)).unwrap();
@@ -555,5 +555,47 @@ fn paired_datasets_and_contrasts() {
     assert!(
         e.contains("analyses.saliency.baseline: unknown variant `average`, expected one of `zero`, `eos`, `bos`, `token`, `mean`, `corrupted`"),
         "{e}"
+    );
+}
+
+/// Patching needs a paired dataset with answer and foil, non-empty lists without repeats and a
+/// batch size in range; an encoder cannot be patched.
+#[test]
+fn patching_checks() {
+    let e = err(&format!(
+        "{MINIMAL}analyses:\n  patching: {{components: [], directions: [noise, noise], batch_rows: 0}}\n"
+    ));
+    assert_eq!(
+        e,
+        "pipelines/x.yaml: analyses.patching: patches between each row's prompt and its corrupted prompt and reads its answer and foil: set dataset.corrupted_field, answer_field and foil_field\n\
+         pipelines/x.yaml: analyses.patching.components: list at least one of resid_pre, attn_head, attn_head_pos, mlp_out\n\
+         pipelines/x.yaml: analyses.patching.directions: lists a direction twice\n\
+         pipelines/x.yaml: analyses.patching.batch_rows: must be in 1..=4096, got 0"
+    );
+    let paired = MINIMAL.replace(
+        "p.jsonl",
+        "p.jsonl\n  corrupted_field: bad\n  answer_field: a\n  foil_field: b",
+    );
+    let s = parse(&format!("{paired}analyses:\n  patching:\n")).unwrap();
+    let p = s.analyses.patching.as_ref().unwrap();
+    assert_eq!(
+        (p.components.len(), p.directions.clone(), p.batch_rows),
+        (3, vec![PatchDirection::Denoise], 64)
+    );
+    assert!(s.tables().contains(&"patching"));
+    let encoder = ModelDims {
+        encoder: true,
+        ..ModelDims::decoder(2, 2, 64)
+    };
+    let e = parse(&format!(
+        "{paired}generation: {{max_new_tokens: 0}}\nanalyses:\n  patching:\n"
+    ))
+    .unwrap()
+    .validate_against(encoder)
+    .unwrap_err()
+    .to_string();
+    assert_eq!(
+        e,
+        "pipelines/x.yaml: analyses.patching: reads the prediction after a prompt: an encoder has none"
     );
 }

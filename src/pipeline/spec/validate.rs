@@ -10,8 +10,8 @@ use super::*;
 use crate::model::ModelConfig;
 use crate::store::schema::{
     ACTIVATIONS, ALL_TABLES, ATTENTION, ATTENTION_ROLLOUT, GENERATIONS, LENS, LENS_TOPK,
-    NMF_COMPONENTS, NMF_FACTORS, NMF_SUMMARY, NMF_TOP_CONTEXTS, PAIRS, PREDICTIONS, SALIENCY,
-    SALIENCY_COMPLETENESS, TOKENS, TableDef, WATCH,
+    NMF_COMPONENTS, NMF_FACTORS, NMF_SUMMARY, NMF_TOP_CONTEXTS, PAIRS, PATCHING, PREDICTIONS,
+    SALIENCY, SALIENCY_COMPLETENESS, TOKENS, TableDef, WATCH,
 };
 
 /// The model dimensions the spec is checked against.
@@ -90,6 +90,8 @@ pub mod ranges {
     pub const BUCKET_WINDOW: (usize, usize) = (1, 1_000_000);
     pub const TOP_K: (usize, usize) = (1, 1000);
     pub const IG_STEPS: (usize, usize) = (1, crate::analysis::saliency::MAX_IG_STEPS);
+    /// Patched runs per forward pass.
+    pub const PATCH_ROWS: (usize, usize) = (1, 4096);
     pub const CHUNK_TOKENS: (usize, usize) = (1, 65_536);
     pub const NMF_COMPONENTS: (usize, usize) = (1, 1000);
     pub const NMF_MAX_ITER: (usize, usize) = (1, 100_000);
@@ -376,6 +378,44 @@ impl PipelineSpec {
 
     fn check_analyses(&self, p: &mut Problems) {
         let a = &self.analyses;
+        if let Some(pt) = &a.patching {
+            let ds = &self.dataset;
+            p.check(
+                ds.corrupted_field.is_some() && ds.has_contrast(),
+                "analyses.patching",
+                || {
+                    "patches between each row's prompt and its corrupted prompt and reads its \
+                     answer and foil: set dataset.corrupted_field, answer_field and foil_field"
+                        .into()
+                },
+            );
+            p.check(
+                !pt.components.is_empty(),
+                "analyses.patching.components",
+                || "list at least one of resid_pre, attn_head, attn_head_pos, mlp_out".into(),
+            );
+            p.check(
+                no_duplicates(&pt.components),
+                "analyses.patching.components",
+                || "lists a component twice".into(),
+            );
+            p.check(
+                !pt.directions.is_empty(),
+                "analyses.patching.directions",
+                || "list at least one of denoise, noise".into(),
+            );
+            p.check(
+                no_duplicates(&pt.directions),
+                "analyses.patching.directions",
+                || "lists a direction twice".into(),
+            );
+            in_range(
+                p,
+                "analyses.patching.batch_rows",
+                pt.batch_rows,
+                ranges::PATCH_ROWS,
+            );
+        }
         let generates = self.generation.max_new_tokens >= 1;
         if let Some(pr) = &a.predictions {
             in_range(p, "analyses.predictions.top_k", pr.top_k, ranges::TOP_K);
@@ -546,6 +586,11 @@ impl PipelineSpec {
                 },
             );
         }
+        p.check(
+            !dims.encoder || a.patching.is_none(),
+            "analyses.patching",
+            || "reads the prediction after a prompt: an encoder has none".into(),
+        );
         if let Some(s) = &a.saliency {
             p.check(
                 !dims.encoder || s.targets == [SaliencyTarget::Generated],
@@ -679,7 +724,7 @@ impl PipelineSpec {
         let a = &self.analyses;
         let ig = |s: &SaliencySpec| s.methods.contains(&SaliencyMethod::IntegratedGradients);
         let nmf = a.nmf.is_some();
-        let written: [(&TableDef, bool); 16] = [
+        let written: [(&TableDef, bool); 17] = [
             (&TOKENS, true),
             (&GENERATIONS, true),
             (&PAIRS, !self.dataset.pair_fields().is_empty()),
@@ -689,6 +734,7 @@ impl PipelineSpec {
             (&WATCH, a.watch.is_some()),
             (&SALIENCY, a.saliency.is_some()),
             (&SALIENCY_COMPLETENESS, a.saliency.as_ref().is_some_and(ig)),
+            (&PATCHING, a.patching.is_some()),
             (&ACTIVATIONS, a.activations.is_some()),
             (&ATTENTION, a.attention.is_some()),
             (

@@ -1,0 +1,302 @@
+//! Activation patching, exact: for a pair of prompts with as many tokens (clean, corrupted) and a
+//! metric of the prediction after the prompt (e.g. logit(answer) − logit(foil)), the metric of
+//! one run with one activation replaced by the other run's. `denoise` runs the corrupted prompt
+//! with a clean activation patched in (how much of the clean behaviour does this activation
+//! restore?); `noise` runs the clean prompt with a corrupted activation (how much does losing it
+//! cost?). Sites (`model::patch`): a block's input (`resid_pre`) at a position, a head's output
+//! at every position (`attn_head`) or at one (`attn_head_pos`), the MLP's output at a position
+//! (`mlp_out`).
+//!
+//! The effect is normalized as (patched − corrupted) / (clean − corrupted): 0 is the corrupted
+//! run's value, 1 the clean run's, in both directions. Patches run as rows of batched forward
+//! passes of the base prompt, each row with its own edit. A patch at block l leaves blocks
+//! before l as they were, so a batch of patches starts at its lowest block, from the base run's
+//! residual stream there; batches run in parallel, one per thread.
+
+use candle_core::Tensor;
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::model::patch::{LayerEdit, SiteEdit};
+use crate::model::reverse::Metric;
+use crate::model::{Capture, Captures, Logits, Mode, Model};
+
+/// What is patched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum Component {
+    /// A block's input (the residual stream) at one position.
+    ResidPre,
+    /// One head's output (before the output projection) at every position.
+    AttnHead,
+    /// One head's output at one position.
+    AttnHeadPos,
+    /// The MLP branch's output at one position.
+    MlpOut,
+}
+
+impl Component {
+    pub fn name(self) -> &'static str {
+        match self {
+            Component::ResidPre => "resid_pre",
+            Component::AttnHead => "attn_head",
+            Component::AttnHeadPos => "attn_head_pos",
+            Component::MlpOut => "mlp_out",
+        }
+    }
+}
+
+/// Which run is patched with which run's activations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// The corrupted run, a clean activation patched in.
+    Denoise,
+    /// The clean run, a corrupted activation patched in.
+    Noise,
+}
+
+impl Direction {
+    pub fn name(self) -> &'static str {
+        match self {
+            Direction::Denoise => "denoise",
+            Direction::Noise => "noise",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct PatchOptions {
+    pub components: Vec<Component>,
+    pub directions: Vec<Direction>,
+    /// Patched rows per forward pass (bounds memory: rows x tokens activations).
+    pub batch_rows: usize,
+}
+
+/// One pair to patch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PairInput {
+    pub clean: Vec<u32>,
+    pub corrupted: Vec<u32>,
+    /// Read after the whole prompt (its last position's prediction).
+    pub metric: Metric,
+}
+
+/// One patch's result; `doc` indexes the pairs.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PatchRow {
+    pub doc: usize,
+    pub component: Component,
+    pub direction: Direction,
+    pub layer: usize,
+    pub head: Option<usize>,
+    pub position: Option<usize>,
+    pub metric: Metric,
+    /// The metric of the patched run.
+    pub value: f32,
+    /// (value − corrupted) / (clean − corrupted); None when clean and corrupted agree.
+    pub effect: Option<f32>,
+}
+
+/// A pair's unpatched metric values.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct PairValues {
+    pub doc: usize,
+    pub clean: f32,
+    pub corrupted: f32,
+}
+
+#[derive(Debug, Default)]
+pub struct Patching {
+    pub rows: Vec<PatchRow>,
+    pub pairs: Vec<PairValues>,
+}
+
+/// One site edit: (component, layer, head, position).
+type Patch = (Component, usize, Option<usize>, Option<usize>);
+
+/// Every patch of `components` for a prompt of `len` tokens, in (component, layer, head,
+/// position) order.
+fn patches(model: &Model, components: &[Component], len: usize) -> Vec<Patch> {
+    let (n, h) = (model.config.n_layers, model.config.n_heads);
+    let mut out = Vec::new();
+    for &c in components {
+        for l in 0..n {
+            match c {
+                Component::ResidPre | Component::MlpOut => {
+                    out.extend((0..len).map(|p| (c, l, None, Some(p))));
+                }
+                Component::AttnHead => out.extend((0..h).map(|hi| (c, l, Some(hi), None))),
+                Component::AttnHeadPos => {
+                    for hi in 0..h {
+                        out.extend((0..len).map(|p| (c, l, Some(hi), Some(p))));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The metric after each row's prompt, from logits [B, V].
+fn metric_values(logits: &Tensor, metric: Metric) -> Result<Vec<f32>> {
+    let rows: Vec<Vec<f32>> = logits.to_dtype(candle_core::DType::F32)?.to_vec2()?;
+    Ok(rows.iter().map(|r| metric.eval(r)).collect())
+}
+
+/// Exact activation patching of every pair (see the module docs).
+pub fn activation_patching(
+    model: &Model,
+    pairs: &[PairInput],
+    opts: &PatchOptions,
+) -> Result<Patching> {
+    if model.config.is_encoder() {
+        return Err(Error::Input(
+            "activation patching reads the prediction after a prompt: a decoder's".into(),
+        ));
+    }
+    let mut out = Patching::default();
+    let (hd, rows_max) = (model.config.head_dim, opts.batch_rows.max(1));
+    for (doc, pair) in pairs.iter().enumerate() {
+        let len = pair.clean.len();
+        if pair.corrupted.len() != len || len == 0 {
+            return Err(Error::Input(format!(
+                "pair {doc}: the clean prompt has {len} tokens and the corrupted {}; patching \
+                 needs as many",
+                pair.corrupted.len()
+            )));
+        }
+        // Both runs, with every site kept: row 0 clean, row 1 corrupted.
+        let batch = model.batch(&[pair.clean.clone(), pair.corrupted.clone()])?;
+        let both = model.forward_edited(
+            &model.embed(&batch.ids)?,
+            &batch,
+            &Capture {
+                residual: true,
+                sites: true,
+                logits: Logits::Last,
+                ..Capture::default()
+            },
+            Mode::Fast,
+            None,
+            &[],
+            None,
+        )?;
+        let values = metric_values(both.logits.as_ref().expect("asked for"), pair.metric)?;
+        let (clean, corrupted) = (values[0], values[1]);
+        out.pairs.push(PairValues {
+            doc,
+            clean,
+            corrupted,
+        });
+        let span = clean - corrupted;
+        let list = patches(model, &opts.components, len);
+        // Batches by block, so each starts as late as it can.
+        let mut order: Vec<usize> = (0..list.len()).collect();
+        order.sort_by_key(|&i| list[i].1);
+        let sorted: Vec<Patch> = order.iter().map(|&i| list[i]).collect();
+        for &dir in &opts.directions {
+            let (base, base_row, src_row) = match dir {
+                Direction::Denoise => (&pair.corrupted, 1, 0),
+                Direction::Noise => (&pair.clean, 0, 1),
+            };
+            let row = |t: &Tensor, r: usize| -> Result<Tensor> { Ok(t.narrow(0, r, 1)?) };
+            let src = |t: &Tensor| row(t, src_row);
+            let start = |l: usize| row(&both.residual[l], base_row);
+            let chunks: Vec<&[Patch]> = sorted.chunks(rows_max).collect();
+            let values = chunks
+                .par_iter()
+                .map(|chunk| {
+                    patched_values(model, base, &both, chunk, &src, &start, pair.metric, hd)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let mut by_patch = vec![0f32; list.len()];
+            for (&i, v) in order.iter().zip(values.into_iter().flatten()) {
+                by_patch[i] = v;
+            }
+            {
+                for (&(component, layer, head, position), value) in list.iter().zip(by_patch) {
+                    out.rows.push(PatchRow {
+                        doc,
+                        component,
+                        direction: dir,
+                        layer,
+                        head,
+                        position,
+                        metric: pair.metric,
+                        value,
+                        effect: (span.abs() > 1e-6).then(|| (value - corrupted) / span),
+                    });
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The metric of `base` run once per patch of `chunk` (one row each), each patch's site taking
+/// the source run's values (`src` picks them from the captures of both runs); blocks before the
+/// chunk's first are not run again: it starts from `start(l)`, the base run's residual there.
+#[allow(clippy::too_many_arguments)]
+fn patched_values(
+    model: &Model,
+    base: &[u32],
+    both: &Captures,
+    chunk: &[Patch],
+    src: &(dyn Fn(&Tensor) -> Result<Tensor> + Sync),
+    start: &(dyn Fn(usize) -> Result<Tensor> + Sync),
+    metric: Metric,
+    hd: usize,
+) -> Result<Vec<f32>> {
+    let (r, len, d) = (chunk.len(), base.len(), model.config.hidden_size);
+    let hw = model.config.n_heads * hd;
+    let n = model.config.n_layers;
+    // Per layer and site: the (row, position, columns) to replace.
+    type Places = Vec<(usize, usize, std::ops::Range<usize>)>;
+    let mut places: Vec<[Places; 3]> = (0..n).map(|_| Default::default()).collect();
+    for (row, &(c, l, head, pos)) in chunk.iter().enumerate() {
+        let cols = |h: Option<usize>| match h {
+            Some(h) => h * hd..(h + 1) * hd,
+            None => 0..d,
+        };
+        let (site, positions): (usize, Vec<usize>) = match c {
+            Component::ResidPre => (0, vec![pos.expect("a position")]),
+            Component::AttnHead => (1, (0..len).collect()),
+            Component::AttnHeadPos => (1, vec![pos.expect("a position")]),
+            Component::MlpOut => (2, vec![pos.expect("a position")]),
+        };
+        for p in positions {
+            places[l][site].push((row, p, cols(head)));
+        }
+    }
+    let mut edits = Vec::with_capacity(n);
+    for (l, [resid, z, mlp]) in places.into_iter().enumerate() {
+        let site = |p: Places, width: usize, t: &Tensor| -> Result<Option<SiteEdit>> {
+            if p.is_empty() {
+                return Ok(None);
+            }
+            Ok(Some(SiteEdit::rows((r, len, width), &p, &src(t)?)?))
+        };
+        edits.push(LayerEdit {
+            resid_pre: site(resid, d, &both.residual[l])?,
+            z: site(z, hw, &both.z[l])?,
+            mlp_out: site(mlp, d, &both.mlp_out[l])?,
+        });
+    }
+    let first = chunk.iter().map(|p| p.1).min().unwrap_or(0);
+    let batch = model.batch(&vec![base.to_vec(); r])?;
+    let outs = model.forward_edited(
+        &model.embed(&batch.ids)?,
+        &batch,
+        &Capture {
+            logits: Logits::Last,
+            ..Capture::default()
+        },
+        Mode::Fast,
+        None,
+        &edits,
+        Some((first, &start(first)?)),
+    )?;
+    metric_values(outs.logits.as_ref().expect("asked for"), metric)
+}
