@@ -12,6 +12,12 @@
 //! passes of the base prompt, each row with its own edit. A patch at block l leaves blocks
 //! before l as they were, so a batch of patches starts at its lowest block, from the base run's
 //! residual stream there; batches run in parallel, one per thread.
+//!
+//! Attribution patching (Nanda 2023) estimates every patch at once, to first order: the
+//! difference of the two runs' activations at a site times the metric's gradient there at the
+//! base run, (source − base) · d metric / d site, from one forward and one backward pass of the
+//! base prompt (`Model::site_gradients`); its rows have the same shape, method `attribution`,
+//! value = base value + estimate.
 
 use candle_core::Tensor;
 use rayon::prelude::*;
@@ -47,6 +53,25 @@ impl Component {
     }
 }
 
+/// Exact patching or its first-order estimate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Method {
+    /// A forward pass per patch.
+    Exact,
+    /// (source − base) · gradient at the base run, for every site from one backward pass.
+    Attribution,
+}
+
+impl Method {
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Exact => "exact",
+            Method::Attribution => "attribution",
+        }
+    }
+}
+
 /// Which run is patched with which run's activations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -68,6 +93,7 @@ impl Direction {
 
 #[derive(Debug, Clone)]
 pub struct PatchOptions {
+    pub methods: Vec<Method>,
     pub components: Vec<Component>,
     pub directions: Vec<Direction>,
     /// Patched rows per forward pass (bounds memory: rows x tokens activations).
@@ -87,6 +113,7 @@ pub struct PairInput {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PatchRow {
     pub doc: usize,
+    pub method: Method,
     pub component: Component,
     pub direction: Direction,
     pub layer: usize,
@@ -192,6 +219,36 @@ pub fn activation_patching(
         });
         let span = clean - corrupted;
         let list = patches(model, &opts.components, len);
+        let row = |method, (component, layer, head, position): Patch, direction, value: f32| {
+            PatchRow {
+                doc,
+                method,
+                component,
+                direction,
+                layer,
+                head,
+                position,
+                metric: pair.metric,
+                value,
+                effect: (span.abs() > 1e-6).then(|| (value - corrupted) / span),
+            }
+        };
+        if opts.methods.contains(&Method::Attribution) {
+            for &dir in &opts.directions {
+                let (base, base_row, base_value) = match dir {
+                    Direction::Denoise => (&pair.corrupted, 1, corrupted),
+                    Direction::Noise => (&pair.clean, 0, clean),
+                };
+                let estimates = attribution(model, base, &both, base_row, &list, pair.metric)?;
+                for (&p, e) in list.iter().zip(estimates) {
+                    out.rows
+                        .push(row(Method::Attribution, p, dir, base_value + e));
+                }
+            }
+        }
+        if !opts.methods.contains(&Method::Exact) {
+            continue;
+        }
         // Batches by block, so each starts as late as it can.
         let mut order: Vec<usize> = (0..list.len()).collect();
         order.sort_by_key(|&i| list[i].1);
@@ -201,9 +258,9 @@ pub fn activation_patching(
                 Direction::Denoise => (&pair.corrupted, 1, 0),
                 Direction::Noise => (&pair.clean, 0, 1),
             };
-            let row = |t: &Tensor, r: usize| -> Result<Tensor> { Ok(t.narrow(0, r, 1)?) };
-            let src = |t: &Tensor| row(t, src_row);
-            let start = |l: usize| row(&both.residual[l], base_row);
+            let pick = |t: &Tensor, r: usize| -> Result<Tensor> { Ok(t.narrow(0, r, 1)?) };
+            let src = |t: &Tensor| pick(t, src_row);
+            let start = |l: usize| pick(&both.residual[l], base_row);
             let chunks: Vec<&[Patch]> = sorted.chunks(rows_max).collect();
             let values = chunks
                 .par_iter()
@@ -215,24 +272,75 @@ pub fn activation_patching(
             for (&i, v) in order.iter().zip(values.into_iter().flatten()) {
                 by_patch[i] = v;
             }
-            {
-                for (&(component, layer, head, position), value) in list.iter().zip(by_patch) {
-                    out.rows.push(PatchRow {
-                        doc,
-                        component,
-                        direction: dir,
-                        layer,
-                        head,
-                        position,
-                        metric: pair.metric,
-                        value,
-                        effect: (span.abs() > 1e-6).then(|| (value - corrupted) / span),
-                    });
-                }
+            for (&p, value) in list.iter().zip(by_patch) {
+                out.rows.push(row(Method::Exact, p, dir, value));
             }
         }
     }
     Ok(out)
+}
+
+/// Attribution patching's estimate of every patch of `list` on `base` (row `base_row` of the
+/// two runs' captures; the other row is the source): (source − base) · d metric / d site.
+fn attribution(
+    model: &Model,
+    base: &[u32],
+    both: &Captures,
+    base_row: usize,
+    list: &[Patch],
+    metric: Metric,
+) -> Result<Vec<f32>> {
+    let (d, hd) = (model.config.hidden_size, model.config.head_dim);
+    let hw = model.config.n_heads * hd;
+    let ids = Tensor::from_slice(base, (1, base.len()), model.device())?;
+    let embeds = model.embed(&ids)?.flatten_all()?.to_vec1::<f32>()?;
+    let (_, grads) = model.site_gradients(embeds, metric)?;
+    // (source − base) of a captured site, [T * width].
+    let diff = |t: &Tensor| -> Result<Vec<f32>> {
+        let rows: Vec<Vec<f32>> = t
+            .to_dtype(candle_core::DType::F32)?
+            .flatten_from(1)?
+            .to_vec2()?;
+        let (b, s) = (&rows[base_row], &rows[1 - base_row]);
+        Ok(s.iter().zip(b).map(|(s, b)| s - b).collect())
+    };
+    let n = model.config.n_layers;
+    let resid: Vec<Vec<f32>> = (0..n).map(|l| diff(&both.residual[l])).collect::<Result<_>>()?;
+    let z: Vec<Vec<f32>> = (0..n).map(|l| diff(&both.z[l])).collect::<Result<_>>()?;
+    let mlp: Vec<Vec<f32>> = (0..n).map(|l| diff(&both.mlp_out[l])).collect::<Result<_>>()?;
+    let len = base.len();
+    // Σ over columns `cols` of positions `ps` of diff · grad, both [T, width].
+    let dot = |a: &[f32], g: &[f32], width: usize, ps: &[usize], cols: std::ops::Range<usize>| {
+        ps.iter()
+            .map(|&p| {
+                let (a, g) = (&a[p * width..(p + 1) * width], &g[p * width..(p + 1) * width]);
+                a[cols.clone()]
+                    .iter()
+                    .zip(&g[cols.clone()])
+                    .map(|(x, y)| *x as f64 * *y as f64)
+                    .sum::<f64>()
+            })
+            .sum::<f64>() as f32
+    };
+    let all: Vec<usize> = (0..len).collect();
+    Ok(list
+        .iter()
+        .map(|&(c, l, head, pos)| {
+            let head_cols = |h: usize| h * hd..(h + 1) * hd;
+            match c {
+                Component::ResidPre => dot(&resid[l], &grads.resid_pre[l], d, &[pos.expect("a position")], 0..d),
+                Component::MlpOut => dot(&mlp[l], &grads.mlp_out[l], d, &[pos.expect("a position")], 0..d),
+                Component::AttnHead => dot(&z[l], &grads.z[l], hw, &all, head_cols(head.expect("a head"))),
+                Component::AttnHeadPos => dot(
+                    &z[l],
+                    &grads.z[l],
+                    hw,
+                    &[pos.expect("a position")],
+                    head_cols(head.expect("a head")),
+                ),
+            }
+        })
+        .collect())
 }
 
 /// The metric of `base` run once per patch of `chunk` (one row each), each patch's site taking

@@ -616,6 +616,9 @@ table! {
     "patching" => PATCHING, Patching, PatchingRow<'a> {
         /// The document (see Conventions).
         doc_id: Utf8,
+        /// `exact` (the patched run's metric) or `attribution` (its first-order estimate:
+        /// the unpatched base run's metric + (source − base activation) · gradient).
+        method: Utf8,
         /// `resid_pre` (a block's input at a position), `attn_head` (a head's output at every
         /// position), `attn_head_pos` (a head's output at a position), `mlp_out` (the MLP
         /// branch's output at a position).
@@ -632,7 +635,7 @@ table! {
         head: OptInt32,
         /// Position patched (`resid_pre`, `attn_head_pos`, `mlp_out`); null for `attn_head`.
         position: OptInt32,
-        /// The metric of the patched run.
+        /// The metric of the patched run (`attribution`: its estimate).
         value: Float32,
         /// (value − corrupted_value) / (clean_value − corrupted_value): 0 = the corrupted run's
         /// metric, 1 = the clean run's; null when the two are equal.

@@ -1,9 +1,10 @@
-//! Activation patching against transformers with forward hooks doing the same edits (goldens by
+//! Activation patching against transformers with forward hooks doing the same edits, and
+//! attribution patching against torch autograd's estimates (goldens by
 //! scripts/make_patching_goldens.py: tiny GPT-2 and Llama, 2 clean/corrupted pairs, every site
 //! in both directions).
 
 use tokenlens::analysis::patching::{
-    Component, Direction, PairInput, PatchOptions, activation_patching,
+    Component, Direction, Method, PairInput, PatchOptions, activation_patching,
 };
 use tokenlens::model::Model;
 use tokenlens::model::reverse::Metric;
@@ -46,13 +47,14 @@ fn check(name: &str) {
         &model,
         &pairs,
         &PatchOptions {
+            methods: vec![Method::Exact, Method::Attribution],
             components: all.to_vec(),
             directions: vec![Direction::Denoise, Direction::Noise],
             batch_rows: 37, // chunks that split layers and sites
         },
     )
     .unwrap();
-    let mut worst = 0f32;
+    let (mut worst, mut worst_attr) = (0f32, 0f32);
     for (doc, pair) in pairs.iter().enumerate() {
         let len = pair.clean.len();
         let scalar = |k: &str| {
@@ -78,7 +80,12 @@ fn check(name: &str) {
                 let got: Vec<_> = out
                     .rows
                     .iter()
-                    .filter(|r| r.doc == doc && r.direction == dir && r.component == c)
+                    .filter(|r| {
+                        r.doc == doc
+                            && r.direction == dir
+                            && r.component == c
+                            && r.method == Method::Exact
+                    })
                     .collect();
                 let expected_rows = match c {
                     Component::ResidPre | Component::MlpOut => n * len,
@@ -113,10 +120,52 @@ fn check(name: &str) {
                     let effect = (r.value - corrupted) / (clean - corrupted);
                     assert!((r.effect.unwrap() - effect).abs() < 1e-3 * effect.abs().max(1.0));
                 }
+                // Attribution patching: the estimate (value − the base run's value) against
+                // autograd's, relative to the largest estimate of this kind.
+                let want: Vec<f32> = golden
+                    .t(&format!("pair{doc}.{}.attrib.{}", dir.name(), c.name()))
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1()
+                    .unwrap();
+                let scale = want.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
+                let base = match dir {
+                    Direction::Denoise => v.corrupted,
+                    Direction::Noise => v.clean,
+                };
+                let attr: Vec<_> = out
+                    .rows
+                    .iter()
+                    .filter(|r| {
+                        r.doc == doc
+                            && r.direction == dir
+                            && r.component == c
+                            && r.method == Method::Attribution
+                    })
+                    .collect();
+                assert_eq!(attr.len(), expected_rows);
+                for (r, want) in attr.iter().zip(&want) {
+                    let err = ((r.value - base) - want).abs() / scale;
+                    worst_attr = worst_attr.max(err);
+                    assert!(
+                        err < 1e-3,
+                        "{name} pair {doc} {} {} attribution layer {} head {:?} position {:?}: \
+                         {} vs {want}",
+                        dir.name(),
+                        c.name(),
+                        r.layer,
+                        r.head,
+                        r.position,
+                        r.value - base
+                    );
+                }
             }
         }
     }
-    eprintln!("{name}: activation patching, worst absolute error {worst:.2e}");
+    eprintln!(
+        "{name}: activation patching, worst absolute error {worst:.2e}; attribution patching, \
+         worst error {worst_attr:.2e} of the largest estimate"
+    );
 }
 
 #[test]

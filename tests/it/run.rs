@@ -880,13 +880,14 @@ fn bad_pairs_fail_naming_the_row() {
 }
 
 /// Activation patching in a pipeline: the `patching` table holds transformers' values (the
-/// patching golden, same pairs), its effects normalized by the unpatched values it records;
-/// `--limit` reads fewer rows.
+/// patching golden, same pairs) and, for attribution patching, the base run's value plus
+/// autograd's estimate; effects are normalized by the unpatched values it records; `--limit`
+/// reads fewer rows.
 #[test]
 fn a_paired_run_patches_activations() {
     let spec = PAIRED_SPEC.replace(
         "analyses:\n",
-        "analyses:\n  patching:\n    components: [resid_pre, attn_head, attn_head_pos, mlp_out]\n    directions: [denoise, noise]\n    batch_rows: 16\n",
+        "analyses:\n  patching:\n    methods: [exact, attribution]\n    components: [resid_pre, attn_head, attn_head_pos, mlp_out]\n    directions: [denoise, noise]\n    batch_rows: 16\n",
     );
     let spec = tiny_spec("run-patching", PAIRED_DATA, &spec);
     let out = spec.parent().unwrap().join("out");
@@ -896,7 +897,7 @@ fn a_paired_run_patches_activations() {
     // 3 layers, 4 heads: per pair and direction, 2 * 3 * L + 3 * 4 + 3 * 4 * L rows.
     assert_eq!(
         patched.len(),
-        2 * (2 * 3 * 18 + 12 + 12 * 18) + 2 * (2 * 3 * 8 + 12 + 12 * 8)
+        2 * (2 * (2 * 3 * 18 + 12 + 12 * 18) + 2 * (2 * 3 * 8 + 12 + 12 * 8))
     );
     let num = |c: &Cell| match c {
         Cell::Num(v) => *v,
@@ -908,31 +909,39 @@ fn a_paired_run_patches_activations() {
             Cell::Text(t) if t == "p0" => 0,
             _ => 1,
         };
-        let (Cell::Text(component), Cell::Text(direction)) = (&r[1], &r[2]) else {
+        let (Cell::Text(method), Cell::Text(component), Cell::Text(direction)) =
+            (&r[1], &r[2], &r[3])
+        else {
             panic!("{r:?}")
         };
-        assert_eq!(r[3], Cell::Text("logit_diff".into()));
+        assert_eq!(r[4], Cell::Text("logit_diff".into()));
         let len = if doc == 0 { 18 } else { 8 };
-        let layer = num(&r[4]) as usize;
+        let layer = num(&r[5]) as usize;
+        let (clean, corrupted) = (num(&r[10]), num(&r[11]));
+        // Exact: the patched metric; attribution: the base run's + autograd's estimate.
+        let (key, base, tol) = match (method.as_str(), direction.as_str()) {
+            ("exact", _) => (format!("{direction}.{component}"), 0.0, 1e-4),
+            (_, "denoise") => (format!("{direction}.attrib.{component}"), corrupted, 1e-3),
+            _ => (format!("{direction}.attrib.{component}"), clean, 1e-3),
+        };
         let want = golden
-            .t(&format!("pair{doc}.{direction}.{component}"))
+            .t(&format!("pair{doc}.{key}"))
             .flatten_all()
             .unwrap()
             .to_vec1::<f32>()
             .unwrap();
-        let i = match (&r[5], &r[6]) {
+        let i = match (&r[6], &r[7]) {
             (Cell::Null, p) => layer * len + num(p) as usize,
             (h, Cell::Null) => layer * 4 + num(h) as usize,
             (h, p) => (layer * 4 + num(h) as usize) * len + num(p) as usize,
         };
-        let value = num(&r[7]);
+        let value = num(&r[8]);
         assert!(
-            (value - want[i] as f64).abs() < 1e-4,
+            (value - base - want[i] as f64).abs() < tol,
             "{r:?} vs {}",
             want[i]
         );
-        let (clean, corrupted) = (num(&r[9]), num(&r[10]));
-        assert!((num(&r[8]) - (value - corrupted) / (clean - corrupted)).abs() < 1e-4);
+        assert!((num(&r[9]) - (value - corrupted) / (clean - corrupted)).abs() < 1e-4);
         checked += 1;
     }
     assert_eq!(checked, patched.len());

@@ -8,7 +8,7 @@
 import { h, chip, seg, missing, groupBy, showTip, hideTip } from './ui.js'
 import { effectColor, effectText, effectGradient } from './colors.js'
 
-const state = { direction: null, scope: 'document' }
+const state = { direction: null, method: null, scope: 'document' }
 const LABEL = { resid_pre: 'block input (resid_pre)', mlp_out: 'MLP output (mlp_out)', attn_head: 'head output, every position (attn_head)', attn_head_pos: 'head output at a position (attn_head_pos)' }
 const ORDER = ['resid_pre', 'attn_head', 'attn_head_pos', 'mlp_out']
 
@@ -35,17 +35,21 @@ function heat(id, corner, rows, cols, cell, describe) {
 export async function patchingView(ctx, rerender) {
   const { run, id, tokens } = ctx
   if (!run.has('patching')) return missing('patching', 'the pipeline did not enable analyses.patching (a paired dataset).')
-  const directions = [...new Set((await run.read('patching', ['direction'])).map(r => r.direction))].sort()
+  const kinds = await run.read('patching', ['direction', 'method'])
+  const directions = [...new Set(kinds.map(r => r.direction))].sort()
   if (!directions.includes(state.direction)) state.direction = directions[0]
+  const methods = [...new Set(kinds.map(r => r.method ?? 'exact'))].sort((a, b) => (a === 'exact' ? -1 : 1) - (b === 'exact' ? -1 : 1))
+  if (!methods.includes(state.method)) state.method = methods[0]
   const controls = h('div', { class: 'controls' },
+    h('label', {}, 'method'), seg(methods.map(m => [m, m === 'exact' ? 'exact (a run per patch)' : 'attribution (first-order estimate)']), state.method, v => { state.method = v; rerender() }, 'method'),
     h('label', {}, 'direction'), seg(directions.map(d => [d, d === 'denoise' ? 'denoise (clean → corrupted run)' : 'noise (corrupted → clean run)']), state.direction, v => { state.direction = v; rerender() }, 'direction'),
     h('label', {}, 'scope'), seg([['document', 'this document'], ['dataset', 'dataset average']], state.scope, v => { state.scope = v; rerender() }, 'scope'))
   const body = state.scope === 'document' ? await documentMaps(ctx) : await datasetMaps(run)
-  return h('div', { id: 'patching', 'data-direction': state.direction, 'data-scope': state.scope }, controls, legend(), body)
+  return h('div', { id: 'patching', 'data-direction': state.direction, 'data-method': state.method, 'data-scope': state.scope }, controls, legend(), body)
 }
 
 async function documentMaps({ run, id, tokens }) {
-  const rows = (await run.doc('patching', undefined, id)).filter(r => r.direction === state.direction)
+  const rows = (await run.doc('patching', undefined, id)).filter(r => r.direction === state.direction && (r.method ?? 'exact') === state.method)
   if (!rows.length) return h('p', { class: 'note' }, 'No patching rows for this document.')
   const r0 = rows[0]
   const tok = p => tokens.find(t => t.position === p)?.token ?? `#${p}`
@@ -82,7 +86,7 @@ async function documentMaps({ run, id, tokens }) {
 // positional components by (layer, position counted from the end of the prompt: -1 = its last
 // token).
 async function datasetMaps(run) {
-  const all = (await run.read('patching', ['doc_id', 'component', 'direction', 'layer', 'head', 'position', 'value', 'clean_value', 'corrupted_value'])).filter(r => r.direction === state.direction)
+  const all = (await run.read('patching', ['doc_id', 'method', 'component', 'direction', 'layer', 'head', 'position', 'value', 'clean_value', 'corrupted_value'])).filter(r => r.direction === state.direction && r.method === state.method)
   if (!all.length) return h('p', { class: 'note' }, 'No patching rows.')
   const len = new Map()
   for (const r of all) if (r.position != null) len.set(r.doc_id, Math.max(len.get(r.doc_id) ?? 0, r.position + 1))

@@ -249,9 +249,10 @@ try {
   if (!patch) check(await page.$('[data-missing="patching"]') != null, 'patching view says plainly that the table is missing')
   else {
     const dir = await page.getAttribute('#patching', 'data-direction')
-    const mine = patch.filter(r => r.direction === dir)
+    const method = await page.getAttribute('#patching', 'data-method')
+    const mine = patch.filter(r => r.direction === dir && r.method === method)
     const cells = await page.$$eval('#patching td.cell[data-row]', cs => cs.map(c => c.dataset.effect))
-    check(cells.length === mine.length, `patching view: a cell for each of the ${mine.length} ${dir} patches of ${doc.doc_id}`)
+    check(cells.length === mine.length, `patching view: a cell for each of the ${mine.length} ${dir} ${method} patches of ${doc.doc_id}`)
     const r = mine.find(x => x.component === 'resid_pre' && x.effect != null) ?? mine.find(x => x.effect != null)
     if (r) {
       const sel = r.component === 'attn_head' ? `#patch-attn_head td[data-row="${r.layer}"][data-col="${r.head}"]`
@@ -263,7 +264,7 @@ try {
     await page.screenshot({ path: join(shots, 'patching.png'), fullPage: true })
     await page.click('.seg[data-name="scope"] button[data-value="dataset"]')
     const avg = await page.waitForSelector('#patching[data-scope="dataset"]', { timeout: 20000 }).then(() => true, () => false)
-    const heads = ((await table('patching')) || []).filter(x => x.direction === dir && x.component === 'attn_head')
+    const heads = ((await table('patching')) || []).filter(x => x.direction === dir && x.method === method && x.component === 'attn_head')
     if (avg && heads.length) {
       const h0 = heads[0]
       const same = heads.filter(x => x.layer === h0.layer && x.head === h0.head)
@@ -273,6 +274,19 @@ try {
       check(Math.abs(shown - effect) < 1e-6, `patching over the dataset: layer ${h0.layer} head ${h0.head} shows the effect of the means of its ${same.length} documents (${effect.toFixed(4)})`)
     } else check(avg, 'patching dataset average shown')
     await page.screenshot({ path: join(shots, 'patching-average.png'), fullPage: true })
+    // The other method, if the run has it: its cells are its rows.
+    const other = [...new Set(patch.map(r => r.method))].find(m => m !== method)
+    if (other) {
+      await page.click('.seg[data-name="scope"] button[data-value="document"]')
+      await page.click(`.seg[data-name="method"] button[data-value="${other}"]`)
+      const switched = await page.waitForSelector(`#patching[data-method="${other}"][data-scope="document"]`, { timeout: 20000 }).then(() => true, () => false)
+      const theirs = patch.filter(r => r.direction === dir && r.method === other)
+      const cells2 = await page.$$eval('#patching td.cell[data-row]', cs => cs.map(c => Number(c.dataset.effect)))
+      const want = theirs.filter(r => r.effect != null).map(r => r.effect).sort((a, b) => a - b)
+      const got = cells2.filter(x => !Number.isNaN(x)).sort((a, b) => a - b)
+      check(switched && cells2.length === theirs.length && got.length === want.length && got.every((x, i) => Math.abs(x - want[i]) < 1e-6), `patching method switch ${method} -> ${other}: its ${theirs.length} cells are its rows`)
+      await page.screenshot({ path: join(shots, 'patching-attribution.png'), fullPage: true })
+    }
   }
 
   check(errors.length === 0, `no page errors${errors.length ? `: ${errors.join('; ')}` : ''}`)

@@ -122,6 +122,12 @@ pub(super) struct Scratch {
 }
 
 impl Scratch {
+    /// d / d (attention output before the output projection) of the last block run, [rows, H *
+    /// hd].
+    pub(super) fn da(&self, rows: usize, dims: &Dims) -> &[f32] {
+        &self.da[..rows * dims.h * dims.hd]
+    }
+
     pub(super) fn new(rows: usize, dims: &Dims) -> Self {
         Scratch {
             dh: vec![0f32; rows * dims.d],

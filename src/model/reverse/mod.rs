@@ -167,12 +167,62 @@ struct Packing {
     pos: Vec<usize>,
 }
 
+/// One target's gradients at every block's patching sites (`model::patch`), over its prefix:
+/// per layer, d metric / d (block input) [prefix, d], d metric / d (heads' outputs before the
+/// output projection) [prefix, H * hd], d metric / d (MLP output as added to the residual)
+/// [prefix, d].
+#[derive(Debug, Default)]
+pub struct SiteGrads {
+    pub resid_pre: Vec<Vec<f32>>,
+    pub z: Vec<Vec<f32>>,
+    pub mlp_out: Vec<Vec<f32>>,
+}
+
 impl Model {
-    /// For every segment and target: the target token's probability and, where asked, its
-    /// gradient with respect to the prefix's input token embeddings (see the module docs).
-    /// Memory grows with the total tokens and the total prefix rows of the segments given: the
-    /// caller bounds it by chunking.
+    /// For every segment and target: the target's metric and, where asked, its gradient with
+    /// respect to the prefix's input token embeddings (see the module docs). Memory grows with
+    /// the total tokens and the total prefix rows of the segments given: the caller bounds it
+    /// by chunking.
     pub fn metric_gradients(&self, segments: &[Segment]) -> Result<Vec<SegResult>> {
+        self.reverse(segments, None)
+    }
+
+    /// One target's metric and its gradients at every block's sites (attribution patching):
+    /// `embeds` [len, d] the segment's token embeddings, the target reads position `len - 1`
+    /// after the whole segment (a decoder's).
+    pub fn site_gradients(&self, embeds: Vec<f32>, metric: Metric) -> Result<(f32, SiteGrads)> {
+        let len = embeds.len() / self.config.hidden_size.max(1);
+        if self.config.is_encoder() || len == 0 {
+            return Err(Error::Input(
+                "site gradients read a decoder's prediction after a non-empty segment".into(),
+            ));
+        }
+        let seg = Segment {
+            embeds,
+            targets: vec![SegTarget {
+                prefix: len,
+                at: len - 1,
+                metric,
+                grad: true,
+            }],
+        };
+        let n = self.config.n_layers;
+        let mut sites = SiteGrads {
+            resid_pre: vec![vec![]; n],
+            z: vec![vec![]; n],
+            mlp_out: vec![vec![]; n],
+        };
+        let res = self.reverse(std::slice::from_ref(&seg), Some(&mut sites))?;
+        Ok((res[0].values[0], sites))
+    }
+
+    /// `metric_gradients`, and with `sites` (one segment, one target with a gradient) the
+    /// gradients at every block's sites.
+    fn reverse(
+        &self,
+        segments: &[Segment],
+        mut sites: Option<&mut SiteGrads>,
+    ) -> Result<Vec<SegResult>> {
         let cfg = &self.config;
         let d = cfg.hidden_size;
         let dims = Dims {
@@ -501,7 +551,16 @@ impl Model {
             let tape = tapes.pop().expect("one tape per layer");
             let top = (l + 1 == cfg.n_layers).then_some(&top[..]);
             let (rope, ldims) = layer(l);
+            if let Some(s) = sites.as_deref_mut() {
+                // Decoders' blocks have no norm after the residual sum: d / d (block output) is
+                // d / d (MLP output).
+                s.mlp_out[l] = g.clone();
+            }
             self.block_backward(l, &tape, &mut g, top, &mut ws, &map, &pk, &ldims, rope)?;
+            if let Some(s) = sites.as_deref_mut() {
+                s.z[l] = ws.da(p, &ldims).to_vec();
+                s.resid_pre[l] = g.clone();
+            }
         }
         // Back through the embedding LayerNorm (BERT).
         if let (Some(n), Some(raw)) = (&embed_norm, &x_embed) {

@@ -1,7 +1,7 @@
 //! The spec turned into the engine's options for every batch ([`Plan`]): generation, the
 //! analyses with their layers and heads resolved against the model, and the watched tokens' ids.
 
-use crate::analysis::patching::{Component, Direction, PatchOptions};
+use crate::analysis::patching::{Component, Direction, Method as PMethod, PatchOptions};
 use crate::analysis::saliency::{Baseline, Method, Metric, Rule, SaliencyOptions};
 use crate::model::generate::{Decoding, GenerateOptions};
 use crate::model::{LensNorm, Model};
@@ -10,7 +10,8 @@ use crate::pipeline::process::{
     self, ActivationsPlan, AttentionPlan, LensPlan, Plan, SaliencyPlan,
 };
 use crate::pipeline::spec::{
-    BaselineSpec, IgRule, PatchComponent, PatchDirection, PatchMetric, PipelineSpec, Positions,
+    BaselineSpec, IgRule, PatchComponent, PatchDirection, PatchMethod, PatchMetric, PipelineSpec,
+    Positions,
     SaliencyMethod, SaliencyTarget, Selection,
 };
 
@@ -104,6 +105,14 @@ pub(super) fn plan(spec: &PipelineSpec, model: &Model, watch: Vec<(String, u32)>
         patching: a.patching.as_ref().map(|p| {
             (
                 PatchOptions {
+                    methods: p
+                        .methods
+                        .iter()
+                        .map(|m| match m {
+                            PatchMethod::Exact => PMethod::Exact,
+                            PatchMethod::Attribution => PMethod::Attribution,
+                        })
+                        .collect(),
                     components: p
                         .components
                         .iter()

@@ -228,6 +228,7 @@ impl Writers {
                 let v = p.pairs[r.doc];
                 w.append(tables::PatchingRow {
                     doc_id: id(r.doc),
+                    method: r.method.name(),
                     component: r.component.name(),
                     direction: r.direction.name(),
                     metric: r.metric.name(),

@@ -348,6 +348,9 @@ pub struct AnalysesSpec {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PatchingSpec {
+    /// `exact` (a forward pass per patch; default) and/or `attribution` (every patch's first-
+    /// order estimate from one forward and backward pass per pair and direction).
+    pub methods: Vec<PatchMethod>,
     /// `resid_pre` (a block's input at a position), `attn_head` (a head's output at every
     /// position), `attn_head_pos` (at one position), `mlp_out` (the MLP's output at a position).
     /// Default: `[resid_pre, attn_head, mlp_out]`.
@@ -364,6 +367,7 @@ pub struct PatchingSpec {
 impl Default for PatchingSpec {
     fn default() -> Self {
         PatchingSpec {
+            methods: vec![PatchMethod::Exact],
             components: vec![
                 PatchComponent::ResidPre,
                 PatchComponent::AttnHead,
@@ -374,6 +378,13 @@ impl Default for PatchingSpec {
             batch_rows: 64,
         }
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PatchMethod {
+    Exact,
+    Attribution,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]

@@ -563,11 +563,12 @@ fn paired_datasets_and_contrasts() {
 #[test]
 fn patching_checks() {
     let e = err(&format!(
-        "{MINIMAL}analyses:\n  patching: {{components: [], directions: [noise, noise], batch_rows: 0}}\n"
+        "{MINIMAL}analyses:\n  patching: {{methods: [exact, exact], components: [], directions: [noise, noise], batch_rows: 0}}\n"
     ));
     assert_eq!(
         e,
         "pipelines/x.yaml: analyses.patching: patches between each row's prompt and its corrupted prompt and reads its answer and foil: set dataset.corrupted_field, answer_field and foil_field\n\
+         pipelines/x.yaml: analyses.patching.methods: lists a method twice\n\
          pipelines/x.yaml: analyses.patching.components: list at least one of resid_pre, attn_head, attn_head_pos, mlp_out\n\
          pipelines/x.yaml: analyses.patching.directions: lists a direction twice\n\
          pipelines/x.yaml: analyses.patching.batch_rows: must be in 1..=4096, got 0"
@@ -579,8 +580,13 @@ fn patching_checks() {
     let s = parse(&format!("{paired}analyses:\n  patching:\n")).unwrap();
     let p = s.analyses.patching.as_ref().unwrap();
     assert_eq!(
-        (p.components.len(), p.directions.clone(), p.batch_rows),
-        (3, vec![PatchDirection::Denoise], 64)
+        (
+            p.methods.clone(),
+            p.components.len(),
+            p.directions.clone(),
+            p.batch_rows
+        ),
+        (vec![PatchMethod::Exact], 3, vec![PatchDirection::Denoise], 64)
     );
     assert!(s.tables().contains(&"patching"));
     let encoder = ModelDims {

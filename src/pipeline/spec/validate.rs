@@ -389,6 +389,14 @@ impl PipelineSpec {
                         .into()
                 },
             );
+            p.check(!pt.methods.is_empty(), "analyses.patching.methods", || {
+                "list at least one of exact, attribution".into()
+            });
+            p.check(
+                no_duplicates(&pt.methods),
+                "analyses.patching.methods",
+                || "lists a method twice".into(),
+            );
             p.check(
                 !pt.components.is_empty(),
                 "analyses.patching.components",
