@@ -219,8 +219,8 @@ pub fn activation_patching(
         });
         let span = clean - corrupted;
         let list = patches(model, &opts.components, len);
-        let row = |method, (component, layer, head, position): Patch, direction, value: f32| {
-            PatchRow {
+        let row =
+            |method, (component, layer, head, position): Patch, direction, value: f32| PatchRow {
                 doc,
                 method,
                 component,
@@ -231,8 +231,7 @@ pub fn activation_patching(
                 metric: pair.metric,
                 value,
                 effect: (span.abs() > 1e-6).then(|| (value - corrupted) / span),
-            }
-        };
+            };
         if opts.methods.contains(&Method::Attribution) {
             for &dir in &opts.directions {
                 let (base, base_row, base_value) = match dir {
@@ -305,15 +304,22 @@ fn attribution(
         Ok(s.iter().zip(b).map(|(s, b)| s - b).collect())
     };
     let n = model.config.n_layers;
-    let resid: Vec<Vec<f32>> = (0..n).map(|l| diff(&both.residual[l])).collect::<Result<_>>()?;
+    let resid: Vec<Vec<f32>> = (0..n)
+        .map(|l| diff(&both.residual[l]))
+        .collect::<Result<_>>()?;
     let z: Vec<Vec<f32>> = (0..n).map(|l| diff(&both.z[l])).collect::<Result<_>>()?;
-    let mlp: Vec<Vec<f32>> = (0..n).map(|l| diff(&both.mlp_out[l])).collect::<Result<_>>()?;
+    let mlp: Vec<Vec<f32>> = (0..n)
+        .map(|l| diff(&both.mlp_out[l]))
+        .collect::<Result<_>>()?;
     let len = base.len();
     // Σ over columns `cols` of positions `ps` of diff · grad, both [T, width].
     let dot = |a: &[f32], g: &[f32], width: usize, ps: &[usize], cols: std::ops::Range<usize>| {
         ps.iter()
             .map(|&p| {
-                let (a, g) = (&a[p * width..(p + 1) * width], &g[p * width..(p + 1) * width]);
+                let (a, g) = (
+                    &a[p * width..(p + 1) * width],
+                    &g[p * width..(p + 1) * width],
+                );
                 a[cols.clone()]
                     .iter()
                     .zip(&g[cols.clone()])
@@ -328,9 +334,27 @@ fn attribution(
         .map(|&(c, l, head, pos)| {
             let head_cols = |h: usize| h * hd..(h + 1) * hd;
             match c {
-                Component::ResidPre => dot(&resid[l], &grads.resid_pre[l], d, &[pos.expect("a position")], 0..d),
-                Component::MlpOut => dot(&mlp[l], &grads.mlp_out[l], d, &[pos.expect("a position")], 0..d),
-                Component::AttnHead => dot(&z[l], &grads.z[l], hw, &all, head_cols(head.expect("a head"))),
+                Component::ResidPre => dot(
+                    &resid[l],
+                    &grads.resid_pre[l],
+                    d,
+                    &[pos.expect("a position")],
+                    0..d,
+                ),
+                Component::MlpOut => dot(
+                    &mlp[l],
+                    &grads.mlp_out[l],
+                    d,
+                    &[pos.expect("a position")],
+                    0..d,
+                ),
+                Component::AttnHead => dot(
+                    &z[l],
+                    &grads.z[l],
+                    hw,
+                    &all,
+                    head_cols(head.expect("a head")),
+                ),
                 Component::AttnHeadPos => dot(
                     &z[l],
                     &grads.z[l],

@@ -11,8 +11,7 @@ use crate::pipeline::process::{
 };
 use crate::pipeline::spec::{
     BaselineSpec, IgRule, PatchComponent, PatchDirection, PatchMethod, PatchMetric, PipelineSpec,
-    Positions,
-    SaliencyMethod, SaliencyTarget, Selection,
+    Positions, SaliencyMethod, SaliencyTarget, Selection,
 };
 
 /// The spec as the engine's options.

@@ -586,7 +586,12 @@ fn patching_checks() {
             p.directions.clone(),
             p.batch_rows
         ),
-        (vec![PatchMethod::Exact], 3, vec![PatchDirection::Denoise], 64)
+        (
+            vec![PatchMethod::Exact],
+            3,
+            vec![PatchDirection::Denoise],
+            64
+        )
     );
     assert!(s.tables().contains(&"patching"));
     let encoder = ModelDims {
