@@ -177,3 +177,170 @@ fn activation_patching_matches_transformers_hooks_gpt2() {
 fn activation_patching_matches_transformers_hooks_llama() {
     check("tiny-llama");
 }
+
+/// On the real default model: exact and attribution patching and contrastive integrated
+/// gradients (logit difference, corrupted baseline) of two shipped IOI pairs against
+/// transformers and autograd on the same GGUF weights (golden by
+/// scripts/make_smollm2_ioi_golden.py).
+#[test]
+fn smollm2_ioi_patching_and_contrast_match_transformers() {
+    use tokenlens::analysis::saliency::{
+        Baseline, DocTargets, Method as SMethod, SaliencyOptions, saliency_of,
+    };
+    let Some(path) = crate::common::real_model() else {
+        return;
+    };
+    let golden = Golden::load("smollm2-ioi");
+    let model = Model::load(&path, None).unwrap();
+    let (n, h) = (model.config.n_layers, model.config.n_heads);
+    let ids = |k: &str| -> Vec<u32> {
+        golden
+            .t(k)
+            .to_vec1::<i64>()
+            .unwrap()
+            .iter()
+            .map(|&v| v as u32)
+            .collect()
+    };
+    let f = |k: &str| -> Vec<f32> { golden.t(k).flatten_all().unwrap().to_vec1().unwrap() };
+    let pairs: Vec<PairInput> = (0..2)
+        .map(|i| PairInput {
+            clean: ids(&format!("pair{i}.clean")),
+            corrupted: ids(&format!("pair{i}.corrupted")),
+            metric: Metric::LogitDiff(
+                ids(&format!("pair{i}.answer"))[0],
+                ids(&format!("pair{i}.foil"))[0],
+            ),
+        })
+        .collect();
+    let comps = [Component::ResidPre, Component::AttnHead, Component::MlpOut];
+    let out = activation_patching(
+        &model,
+        &pairs,
+        &PatchOptions {
+            methods: vec![Method::Exact, Method::Attribution],
+            components: comps.to_vec(),
+            directions: vec![Direction::Denoise],
+            batch_rows: 64,
+        },
+    )
+    .unwrap();
+    let (mut worst, mut worst_attr) = (0f32, 0f32);
+    for (doc, pair) in pairs.iter().enumerate() {
+        let len = pair.clean.len();
+        let v = out.pairs[doc];
+        let (clean, corrupted) = (
+            f(&format!("pair{doc}.clean_value"))[0],
+            f(&format!("pair{doc}.corrupted_value"))[0],
+        );
+        assert!(
+            (v.clean - clean).abs() < 1e-3 && (v.corrupted - corrupted).abs() < 1e-3,
+            "pair {doc}: {v:?} vs {clean} {corrupted}"
+        );
+        for c in comps {
+            let exact = f(&format!("pair{doc}.denoise.{}", c.name()));
+            let attrib = f(&format!("pair{doc}.denoise.attrib.{}", c.name()));
+            let rows = |m: Method| -> Vec<f32> {
+                out.rows
+                    .iter()
+                    .filter(|r| r.doc == doc && r.component == c && r.method == m)
+                    .map(|r| r.value)
+                    .collect()
+            };
+            let (e, a) = (rows(Method::Exact), rows(Method::Attribution));
+            let expected = if c == Component::AttnHead {
+                n * h
+            } else {
+                n * len
+            };
+            assert_eq!(
+                (e.len(), a.len(), exact.len()),
+                (expected, expected, expected)
+            );
+            for (got, want) in e.iter().zip(&exact) {
+                worst = worst.max((got - want).abs());
+            }
+            let scale = attrib.iter().fold(1e-3f32, |m, x| m.max(x.abs()));
+            for (got, want) in a.iter().zip(&attrib) {
+                worst_attr = worst_attr.max(((got - v.corrupted) - want).abs() / scale);
+            }
+        }
+    }
+    // Forward parity on SmolLM2 is ~1e-5 relative; the logit differences are of order 5.
+    assert!(
+        worst < 1e-3,
+        "exact patching: worst absolute error {worst:e}"
+    );
+    assert!(
+        worst_attr < 1e-3,
+        "attribution: worst error {worst_attr:e} of the largest"
+    );
+
+    // Contrastive integrated gradients from the corrupted prompt, and grad x input.
+    let docs: Vec<DocTargets> = pairs
+        .iter()
+        .map(|p| DocTargets {
+            tokens: p.clean.clone(),
+            targets: vec![(p.clean.len(), p.metric)],
+            baseline_tokens: Some(p.corrupted.clone()),
+        })
+        .collect();
+    let sal = saliency_of(
+        &model,
+        &docs,
+        &SaliencyOptions {
+            methods: vec![SMethod::GradXInput, SMethod::IntegratedGradients],
+            n_steps: 50,
+            baseline: Baseline::Tokens,
+            ..SaliencyOptions::default()
+        },
+    )
+    .unwrap();
+    let mut worst_ig = 0f32;
+    for doc in 0..2 {
+        for (m, key) in [
+            (SMethod::GradXInput, "gxi"),
+            (SMethod::IntegratedGradients, "ig"),
+        ] {
+            let rows: Vec<_> = sal
+                .rows
+                .iter()
+                .filter(|r| r.doc == doc && r.method == m)
+                .collect();
+            for (col, want) in [
+                ("norm", f(&format!("pair{doc}.{key}.norm"))),
+                ("signed", f(&format!("pair{doc}.{key}.signed"))),
+            ] {
+                let got: Vec<f32> = rows
+                    .iter()
+                    .map(|r| {
+                        if col == "norm" {
+                            r.raw
+                        } else {
+                            r.signed.unwrap()
+                        }
+                    })
+                    .collect();
+                let scale = want.iter().fold(1e-6f32, |m, x| m.max(x.abs()));
+                let err = got
+                    .iter()
+                    .zip(&want)
+                    .fold(0f32, |m, (a, b)| m.max((a - b).abs()))
+                    / scale;
+                worst_ig = worst_ig.max(err);
+                assert!(err < 1e-3, "pair {doc} {key} {col}: relative error {err:e}");
+            }
+        }
+        let c = &sal.completeness[doc];
+        let delta = f(&format!("pair{doc}.ig.delta"))[0];
+        assert!(
+            (c.error - delta).abs() < 1e-2 * (c.value - c.baseline_value).abs().max(1e-3),
+            "pair {doc}: completeness error {} vs {delta}",
+            c.error
+        );
+    }
+    eprintln!(
+        "smollm2 IOI: exact patching worst {worst:.2e}, attribution {worst_attr:.2e} of the \
+         largest, contrastive saliency {worst_ig:.2e} relative"
+    );
+}

@@ -31,6 +31,10 @@ const REAL_MODEL_TESTS: &[(&str, &str)] = &[
         "scripts/fetch-model.sh",
     ),
     (
+        "patching::smollm2_ioi_patching_and_contrast_match_transformers",
+        "scripts/fetch-model.sh",
+    ),
+    (
         "validate::the_quickstart_pipeline_is_valid",
         "scripts/fetch-model.sh",
     ),
