@@ -965,3 +965,24 @@ fn a_paired_run_patches_activations() {
     ]);
     assert!(err.contains("--limit must be at least 1"), "{err}");
 }
+
+/// A baseline token the model's vocabulary cannot give is an error naming the key, before
+/// anything runs.
+#[test]
+fn a_baseline_token_of_several_tokens_is_refused() {
+    let spec = PAIRED_SPEC.replace(
+        "    baseline: corrupted\n",
+        "    baseline: token\n    baseline_token: \"the cat sat\"\n",
+    );
+    let spec = tiny_spec("run-bad-baseline-token", PAIRED_DATA, &spec);
+    let err = BIN.fails(&["run", "-q", spec.to_str().unwrap()]);
+    assert!(
+        err.contains(
+            "spec.yaml: analyses.saliency.baseline_token: \"the cat sat\" is neither a \
+             vocabulary entry nor one token (it is 4 tokens"
+        ),
+        "{err}"
+    );
+    let m = spec.parent().unwrap().join("out/manifest.json");
+    assert!(!m.exists() || json(&m)["status"] != "done");
+}
