@@ -14,10 +14,8 @@ use crate::common::{Golden, data_dir};
 /// The forward tolerance: absolute on the metric (a logit difference of order 1-10).
 const TOL: f32 = 1e-4;
 
-fn check(name: &str) {
-    let golden = Golden::load(&format!("patching-{name}"));
-    let model = Model::load(&data_dir().join(name), None).unwrap();
-    let (n, h) = (model.config.n_layers, model.config.n_heads);
+/// The two clean/corrupted pairs of a patching golden, with their logit-difference metric.
+fn golden_pairs(golden: &Golden) -> Vec<PairInput> {
     let ids = |k: &str| -> Vec<u32> {
         golden
             .t(k)
@@ -27,7 +25,7 @@ fn check(name: &str) {
             .map(|&v| v as u32)
             .collect()
     };
-    let pairs: Vec<PairInput> = (0..2)
+    (0..2)
         .map(|i| PairInput {
             clean: ids(&format!("pair{i}.clean")),
             corrupted: ids(&format!("pair{i}.corrupted")),
@@ -36,7 +34,14 @@ fn check(name: &str) {
                 ids(&format!("pair{i}.foil"))[0],
             ),
         })
-        .collect();
+        .collect()
+}
+
+fn check(name: &str) {
+    let golden = Golden::load(&format!("patching-{name}"));
+    let model = Model::load(&data_dir().join(name), None).unwrap();
+    let (n, h) = (model.config.n_layers, model.config.n_heads);
+    let pairs = golden_pairs(&golden);
     let all = [
         Component::ResidPre,
         Component::AttnHead,
@@ -193,26 +198,8 @@ fn smollm2_ioi_patching_and_contrast_match_transformers() {
     let golden = Golden::load("smollm2-ioi");
     let model = Model::load(&path, None).unwrap();
     let (n, h) = (model.config.n_layers, model.config.n_heads);
-    let ids = |k: &str| -> Vec<u32> {
-        golden
-            .t(k)
-            .to_vec1::<i64>()
-            .unwrap()
-            .iter()
-            .map(|&v| v as u32)
-            .collect()
-    };
     let f = |k: &str| -> Vec<f32> { golden.t(k).flatten_all().unwrap().to_vec1().unwrap() };
-    let pairs: Vec<PairInput> = (0..2)
-        .map(|i| PairInput {
-            clean: ids(&format!("pair{i}.clean")),
-            corrupted: ids(&format!("pair{i}.corrupted")),
-            metric: Metric::LogitDiff(
-                ids(&format!("pair{i}.answer"))[0],
-                ids(&format!("pair{i}.foil"))[0],
-            ),
-        })
-        .collect();
+    let pairs = golden_pairs(&golden);
     let comps = [Component::ResidPre, Component::AttnHead, Component::MlpOut];
     let out = activation_patching(
         &model,
