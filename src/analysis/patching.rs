@@ -413,6 +413,7 @@ fn patched_values(
         edits.push(LayerEdit {
             resid_pre: site(resid, d, &both.residual[l])?,
             z: site(z, hw, &both.z[l])?,
+            mlp_act: None,
             mlp_out: site(mlp, d, &both.mlp_out[l])?,
         });
     }

@@ -274,6 +274,7 @@ impl Block {
             .mlp
             .act
             .forward(&self.mlp.up.forward(&h, mode)?, mode)?;
+        let act = edited(act, edit.and_then(|e| e.mlp_act.as_ref()))?;
         let m = apply(&self.mlp_out, self.mlp.down.forward(&act, mode)?, mode)?;
         let m = edited(m, edit.and_then(|e| e.mlp_out.as_ref()))?;
         let sites = ctx.want_sites.then(|| (z, m.clone()));

@@ -1,8 +1,10 @@
 //! Batched text generation with a KV cache: greedy or sampled (temperature, top-k, top-p),
-//! per-row seeds so a prompt's output does not depend on the batch it ran in, stop at EOS.
+//! per-row seeds so a prompt's output does not depend on the batch it ran in, stop at EOS;
+//! optionally under an intervention (`intervene`) applied at every step.
 
 use candle_core::{DType, Tensor};
 
+use super::intervene::Intervention;
 use super::ops::LayerCache;
 use super::{Batch, Capture, Logits, Mode, Model};
 use crate::error::{Error, Result};
@@ -28,10 +30,12 @@ pub struct GenerateOptions {
 }
 
 /// One row's result.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Generation {
     pub prompt: Vec<u32>,
     pub generated: Vec<u32>,
+    /// Each generated token's softmax probability (temperature 1) when it was chosen.
+    pub probs: Vec<f32>,
     pub stopped_at_eos: bool,
 }
 
@@ -95,6 +99,13 @@ pub fn choose(logits: &[f32], decoding: Decoding, rng: &mut SplitMix64) -> u32 {
     }
 }
 
+/// softmax(v)[i], computed in f64.
+fn softmax_at(v: &[f32], i: usize) -> f32 {
+    let max = v.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)) as f64;
+    let total: f64 = v.iter().map(|&x| (x as f64 - max).exp()).sum();
+    ((v[i] as f64 - max).exp() / total) as f32
+}
+
 fn argmax(v: &[f32]) -> u32 {
     let mut best = 0;
     for (i, x) in v.iter().enumerate() {
@@ -113,6 +124,34 @@ impl Model {
         seeds: &[u64],
         opts: &GenerateOptions,
     ) -> Result<Vec<Generation>> {
+        self.generate_with(prompts, seeds, opts, None)
+    }
+
+    /// `generate` under `intervention`, whose edits apply at every step to the positions of
+    /// its span (the prompt's at the first step, each fed-back token's at the next ones).
+    pub fn generate_with(
+        &self,
+        prompts: &[Vec<u32>],
+        seeds: &[u64],
+        opts: &GenerateOptions,
+        intervention: Option<&Intervention>,
+    ) -> Result<Vec<Generation>> {
+        self.generate_traced(prompts, seeds, opts, intervention, &mut |_| {})
+    }
+
+    /// `generate_with`, telling `on_step` each step's last-position logits (one row per prompt;
+    /// rows that have stopped included).
+    pub fn generate_traced(
+        &self,
+        prompts: &[Vec<u32>],
+        seeds: &[u64],
+        opts: &GenerateOptions,
+        intervention: Option<&Intervention>,
+        on_step: &mut dyn FnMut(&[Vec<f32>]),
+    ) -> Result<Vec<Generation>> {
+        if let Some(iv) = intervention {
+            iv.check(self)?;
+        }
         if seeds.len() != prompts.len() {
             return Err(Error::Input(format!(
                 "{} seeds for {} prompts",
@@ -138,7 +177,21 @@ impl Model {
             .map(|p| Generation {
                 prompt: p.clone(),
                 generated: vec![],
+                probs: vec![],
                 stopped_at_eos: false,
+            })
+            .collect();
+        let plens: Vec<usize> = prompts.iter().map(Vec::len).collect();
+        // The sequence position of each current column (None for padding).
+        let width = batch.width();
+        let mut cols: Vec<Vec<Option<usize>>> = (0..rows)
+            .map(|r| {
+                (0..width)
+                    .map(|c| {
+                        let pad = width - plens[r];
+                        (c >= pad).then(|| c - pad)
+                    })
+                    .collect()
             })
             .collect();
         let mut cache: Vec<LayerCache> = Vec::new();
@@ -148,12 +201,25 @@ impl Model {
         };
         let mut embeds = self.embed(&batch.ids)?;
         for step in 0..opts.max_new_tokens {
+            let edits = match intervention {
+                Some(iv) => iv.layer_edits(self, &cols, &plens)?,
+                None => vec![],
+            };
             let logits = self
-                .forward_embeds(&embeds, &batch, &capture, Mode::Fast, Some(&mut cache))?
+                .forward_edited(
+                    &embeds,
+                    &batch,
+                    &capture,
+                    Mode::Fast,
+                    Some(&mut cache),
+                    &edits,
+                    None,
+                )?
                 .logits
                 .expect("logits were requested")
                 .to_dtype(DType::F32)?
                 .to_vec2::<f32>()?;
+            on_step(&logits);
             let mut next = vec![self.pad_id(); rows];
             let mut produced = vec![0u8; rows];
             for r in 0..rows {
@@ -163,6 +229,7 @@ impl Model {
                 }
                 let tok = choose(&logits[r], opts.decoding, &mut rngs[r]);
                 g.generated.push(tok);
+                g.probs.push(softmax_at(&logits[r], tok as usize));
                 next[r] = tok;
                 produced[r] = 1;
                 if opts.stop_at_eos && self.config.eos_token_ids.contains(&tok) {
@@ -179,7 +246,9 @@ impl Model {
             for (r, g) in out.iter().enumerate() {
                 mask.extend_from_slice(&batch.key_mask[r * keys..(r + 1) * keys]);
                 mask.push(produced[r]);
-                pos.push((g.prompt.len() + g.generated.len() - 1) as u32);
+                let p = g.prompt.len() + g.generated.len() - 1;
+                pos.push(p as u32);
+                cols[r] = vec![(produced[r] == 1).then_some(p)];
             }
             let ids = Tensor::from_vec(next, (rows, 1), self.device())?;
             batch = Batch {

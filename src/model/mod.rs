@@ -25,6 +25,7 @@ pub mod gguf;
 pub mod gguf_types;
 pub mod gpt2;
 pub mod hub;
+pub mod intervene;
 pub mod kernels;
 pub mod llama;
 pub mod neox;

@@ -75,6 +75,13 @@ pub enum Error {
         key: &'static str,
         msg: String,
     },
+    /// An intervention this model or its files cannot satisfy (`key` names the edit).
+    #[error("{}: {key}: {msg}", spec.display())]
+    Intervention {
+        spec: PathBuf,
+        key: String,
+        msg: String,
+    },
     /// More windows than part file names can number.
     #[error("too many windows for part numbering")]
     TooManyWindows,

@@ -10,6 +10,7 @@ use crate::analysis::saliency::{self, Completeness, Metric, SaliencyOptions, Sal
 use crate::error::Result;
 use crate::model::generate::{GenerateOptions, Generation};
 use crate::model::{Batch, Capture, Captures, Layers, LensNorm, Model};
+use crate::pipeline::interventions::{self, InterventionRec, Named};
 
 /// A prompt, tokenized.
 #[derive(Debug, Clone)]
@@ -102,6 +103,8 @@ pub struct Plan {
     pub patching: Option<(PatchOptions, MetricOf)>,
     pub activations: Option<ActivationsPlan>,
     pub attention: Option<AttentionPlan>,
+    /// Each document regenerated under each of these.
+    pub interventions: Vec<Named>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -179,6 +182,7 @@ pub struct BatchOut {
     pub saliency: Vec<SaliencyRow>,
     pub completeness: Vec<Completeness>,
     pub patching: Patching,
+    pub interventions: Vec<InterventionRec>,
     pub activations: Vec<ActivationRec>,
     pub attention: Vec<AttentionRec>,
     pub rollout: Vec<AttentionRec>,
@@ -198,6 +202,7 @@ pub const STAGES: &[&str] = &[
     "attention",
     "saliency",
     "patching",
+    "interventions",
 ];
 
 /// Times the stages of one batch and tells `on_stage` when one starts.
@@ -312,6 +317,19 @@ pub fn process(
             .collect::<Result<Vec<_>>>()?;
         out.patching = patching::activation_patching(model, &pairs, opts)?;
     }
+    if !plan.interventions.is_empty() {
+        clock.start("interventions");
+        let prompts: Vec<Vec<u32>> = docs.iter().map(|d| d.ids.clone()).collect();
+        let seeds: Vec<u64> = docs.iter().map(|d| d.seed).collect();
+        out.interventions = interventions::generate_all(
+            model,
+            &prompts,
+            &seeds,
+            &plan.generation,
+            &plan.interventions,
+            &gens,
+        )?;
+    }
     clock.stop();
     out.stage_seconds = clock.done;
     Ok(out)
@@ -391,6 +409,7 @@ fn generate(model: &Model, docs: &[Doc], plan: &Plan) -> Result<Vec<Generation>>
             .map(|p| Generation {
                 prompt: p,
                 generated: vec![],
+                probs: vec![],
                 stopped_at_eos: false,
             })
             .collect())
@@ -673,6 +692,7 @@ mod tests {
     use super::*;
     use crate::analysis::saliency::Method;
     use crate::model::generate::Decoding;
+    use crate::model::intervene::{Edit, Intervention, Span};
 
     #[test]
     fn every_table_has_the_rows_the_plan_implies() {
@@ -732,8 +752,55 @@ mod tests {
                 heads: vec![],
                 rollout: true,
             }),
+            interventions: vec![
+                // No edits: the plain generation again, bit for bit.
+                Named {
+                    name: "none".into(),
+                    intervention: Intervention {
+                        edits: vec![],
+                        span: Span::All,
+                    },
+                    edits: vec![],
+                },
+                Named {
+                    name: "steer".into(),
+                    intervention: Intervention {
+                        edits: vec![Edit::Steer {
+                            layer: 0,
+                            vector: vec![30.0; cfg.hidden_size],
+                        }],
+                        span: Span::Generated,
+                    },
+                    edits: vec![],
+                },
+            ],
         };
         let out = process(&model, &docs, &plan, &|_| {}).unwrap();
+        // Each document under each intervention, in intervention order.
+        assert_eq!(out.interventions.len(), 4);
+        for r in &out.interventions {
+            let plain: Vec<(u32, u32)> = out
+                .tokens
+                .iter()
+                .filter(|t| t.doc == r.doc && t.is_generated)
+                .map(|t| (t.position, t.token_id))
+                .collect();
+            let got: Vec<(u32, u32)> = r.tokens.iter().map(|t| (t.0, t.1)).collect();
+            assert_eq!(got.len(), new);
+            assert_eq!(got[0].0 as usize, docs[r.doc].ids.len());
+            if r.intervention == 0 {
+                assert_eq!(got, plain);
+                assert_eq!(r.diverges_at, None);
+                assert_eq!(r.output_text, out.generations[r.doc].output_text);
+            } else {
+                // Generated positions only: the first token is read before any is fed back.
+                assert_eq!(got[0], plain[0]);
+                assert_ne!(r.diverges_at, Some(0));
+                let first = got.iter().zip(&plain).position(|(a, b)| a != b);
+                assert_eq!(r.diverges_at, first.map(|i| i as u32));
+            }
+            assert!(r.tokens.iter().all(|t| t.2 > 0.0 && t.2 <= 1.0));
+        }
         let lens: Vec<usize> = docs.iter().map(|d| d.ids.len() + new).collect();
         let total: usize = lens.iter().sum();
         let (nl, h) = (cfg.n_layers, cfg.n_heads);

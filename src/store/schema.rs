@@ -648,6 +648,70 @@ table! {
 }
 
 table! {
+    /// Generation under each intervention (`interventions:`; docs/interventions.md): one row
+    /// per document and intervention, beside the plain generation in `generations`.
+    "interventions" => INTERVENTIONS, Interventions, InterventionsRow<'a> {
+        /// The document (see Conventions).
+        doc_id: Utf8,
+        /// The intervention's name, as in the spec.
+        intervention: Utf8,
+        /// The generated tokens decoded as text.
+        output_text: Utf8,
+        /// Number of generated tokens (an EOS token that ended generation included).
+        generated_tokens: Int32,
+        /// Whether generation ended at an EOS token (else at max_new_tokens).
+        stopped_at_eos: Bool,
+        /// Index (0 = the first generated token) of the first token that differs from the plain
+        /// generation's, or where one of the two ended first; null when both are the same.
+        diverges_at: OptInt32,
+    }
+}
+
+table! {
+    /// The tokens each intervention generated, one row per token.
+    "intervention_tokens" => INTERVENTION_TOKENS, InterventionTokens, InterventionTokensRow<'a> {
+        /// The document (see Conventions).
+        doc_id: Utf8,
+        /// The intervention's name.
+        intervention: Utf8,
+        /// 0-based position in the sequence (the prompt's tokens come first: see `tokens`).
+        position: Int32,
+        /// Vocabulary id.
+        token_id: Int32,
+        /// The token's text.
+        token: Utf8,
+        /// Its softmax probability under the intervention when it was chosen.
+        prob: Float32,
+    }
+}
+
+table! {
+    /// What each intervention sets or adds, resolved: one row per neuron, per head and per
+    /// steering vector (written once per run, by shard 0).
+    "intervention_edits" => INTERVENTION_EDITS, InterventionEdits, InterventionEditsRow<'a> {
+        /// The intervention's name.
+        intervention: Utf8,
+        /// `neuron` (set to `values[0]`), `head` (its output slice set to `values`) or `steer`
+        /// (`values` added to the block's input).
+        kind: Utf8,
+        /// Block index, 0-based.
+        layer: Int32,
+        /// Neuron or head index; null for `steer`.
+        index: OptInt32,
+        /// Where the values come from: `zero`, `value`, `mean` (over the tokens of the
+        /// dataset's first `mean_prompts` prompts), `vector` (a file, × alpha) or `mean_diff`
+        /// (computed from two prompt sets, × alpha).
+        source: Utf8,
+        /// A steering vector's alpha; null for ablations.
+        alpha: OptFloat32,
+        /// The values set or added.
+        values: ListFloat32,
+        /// The values' L2 norm.
+        norm: Float32,
+    }
+}
+
+table! {
     /// MLP neuron activations (the input of each block's MLP output projection, as Ecco records),
     /// one list of the layer's neurons per document, position and layer.
     "activations" => ACTIVATIONS, Activations, ActivationsRow<'a> {
@@ -768,6 +832,9 @@ pub static ALL_TABLES: &[&TableDef] = &[
     &SALIENCY,
     &SALIENCY_COMPLETENESS,
     &PATCHING,
+    &INTERVENTIONS,
+    &INTERVENTION_TOKENS,
+    &INTERVENTION_EDITS,
     &ACTIVATIONS,
     &ATTENTION,
     &ATTENTION_ROLLOUT,

@@ -4,6 +4,7 @@ mod cli;
 mod common;
 mod dtype;
 mod gguf_roundtrip;
+mod interventions;
 mod layering;
 mod nmf;
 mod parity;

@@ -35,6 +35,10 @@ const REAL_MODEL_TESTS: &[(&str, &str)] = &[
         "scripts/fetch-model.sh",
     ),
     (
+        "interventions::smollm2_interventions_match_transformers",
+        "scripts/fetch-model.sh",
+    ),
+    (
         "validate::the_quickstart_pipeline_is_valid",
         "scripts/fetch-model.sh",
     ),

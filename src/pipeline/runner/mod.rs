@@ -319,9 +319,17 @@ fn compute_and_write(
                             spec,
                             shard,
                             status.windows_done,
+                            &prep.plan.interventions,
                         )?),
                     };
-                    w.append(&docs, &meta, &out, &prep.model, &prep.watch_names)?;
+                    w.append(
+                        &docs,
+                        &meta,
+                        &out,
+                        &prep.model,
+                        &prep.watch_names,
+                        &prep.plan.interventions,
+                    )?;
                     status.add_stage("write", t.elapsed().as_secs_f64());
                     status.prompts_done += docs.len() as u64;
                     status.tokens_done += out.n_tokens as u64;

@@ -154,6 +154,11 @@ pub(super) fn plan(spec: &PipelineSpec, model: &Model, watch: Vec<(String, u32)>
             }),
             None => None,
         },
+        interventions: crate::pipeline::interventions::resolve(
+            spec,
+            model,
+            spec.batching.batch_size,
+        )?,
     })
 }
 

@@ -5,6 +5,7 @@ use super::PARTS_PER_WINDOW;
 use super::batches::DocMeta;
 use crate::model::Model;
 use crate::pipeline::error::{Error, Result};
+use crate::pipeline::interventions::Named;
 use crate::pipeline::process::{BatchOut, Doc};
 use crate::pipeline::spec::{FloatDtype, PipelineSpec};
 use crate::store::Shard;
@@ -23,6 +24,9 @@ pub(super) struct Writers {
     saliency: Option<TableWriter<tables::Saliency>>,
     completeness: Option<TableWriter<tables::SaliencyCompleteness>>,
     patching: Option<TableWriter<tables::Patching>>,
+    interventions: Option<TableWriter<tables::Interventions>>,
+    intervention_tokens: Option<TableWriter<tables::InterventionTokens>>,
+    intervention_edits: Option<TableWriter<tables::InterventionEdits>>,
     activations: Option<TableWriter<tables::Activations>>,
     attention: Option<TableWriter<tables::Attention>>,
     rollout: Option<TableWriter<tables::AttentionRollout>>,
@@ -53,12 +57,14 @@ impl Opener<'_> {
 }
 
 impl Writers {
-    /// The writers of window `window` of `shard`, one per table the spec writes.
+    /// The writers of window `window` of `shard`, one per table the spec writes. The first
+    /// window of shard 0 also writes the run's resolved intervention edits.
     pub(super) fn open(
         run: &RunDir,
         spec: &PipelineSpec,
         shard: Shard,
         window: u64,
+        interventions: &[Named],
     ) -> Result<Writers> {
         let seq = u32::try_from(window)
             .ok()
@@ -80,6 +86,26 @@ impl Writers {
                 _ => Precision::F32,
             },
         };
+        let mut intervention_edits = None;
+        if shard.index == 0 && window == 0 {
+            intervention_edits = o.if_written::<tables::InterventionEdits>(&t)?;
+        }
+        if let Some(w) = &mut intervention_edits {
+            for n in interventions {
+                for e in &n.edits {
+                    w.append(tables::InterventionEditsRow {
+                        intervention: &n.name,
+                        kind: e.kind,
+                        layer: e.layer as i32,
+                        index: e.index.map(|i| i as i32),
+                        source: e.source,
+                        alpha: e.alpha,
+                        values: &e.values,
+                        norm: e.values.iter().map(|x| x * x).sum::<f32>().sqrt(),
+                    })?;
+                }
+            }
+        }
         Ok(Writers {
             tokens: o.table(&t)?,
             generations: o.table(&t)?,
@@ -91,6 +117,9 @@ impl Writers {
             saliency: o.if_written(&t)?,
             completeness: o.if_written(&t)?,
             patching: o.if_written(&t)?,
+            interventions: o.if_written(&t)?,
+            intervention_tokens: o.if_written(&t)?,
+            intervention_edits,
             activations: o.if_written(&act)?,
             attention: o.if_written(&t)?,
             rollout: o.if_written(&t)?,
@@ -105,6 +134,7 @@ impl Writers {
         out: &BatchOut,
         model: &Model,
         watch: &[String],
+        interventions: &[Named],
     ) -> Result<()> {
         let id = |i: usize| docs[i].id.as_str();
         let text = |t: u32| model.tokenizer.token_text(t);
@@ -242,6 +272,29 @@ impl Writers {
                 })?;
             }
         }
+        if let (Some(w), Some(wt)) = (&mut self.interventions, &mut self.intervention_tokens) {
+            for r in &out.interventions {
+                let name = &interventions[r.intervention].name;
+                w.append(tables::InterventionsRow {
+                    doc_id: id(r.doc),
+                    intervention: name,
+                    output_text: &r.output_text,
+                    generated_tokens: r.tokens.len() as i32,
+                    stopped_at_eos: r.stopped_at_eos,
+                    diverges_at: r.diverges_at.map(|d| d as i32),
+                })?;
+                for &(position, token_id, prob) in &r.tokens {
+                    wt.append(tables::InterventionTokensRow {
+                        doc_id: id(r.doc),
+                        intervention: name,
+                        position: position as i32,
+                        token_id: token_id as i32,
+                        token: &text(token_id),
+                        prob,
+                    })?;
+                }
+            }
+        }
         if let Some(w) = &mut self.activations {
             for a in &out.activations {
                 w.append(tables::ActivationsRow {
@@ -298,6 +351,9 @@ impl Writers {
             self.saliency,
             self.completeness,
             self.patching,
+            self.interventions,
+            self.intervention_tokens,
+            self.intervention_edits,
             self.activations,
             self.attention,
             self.rollout

@@ -42,6 +42,9 @@ pub struct PipelineSpec {
     pub batching: BatchingSpec,
     #[serde(default, deserialize_with = "null_is_default")]
     pub analyses: AnalysesSpec,
+    /// Named edits applied while generating; each regenerates every prompt (`interventions`).
+    #[serde(default, deserialize_with = "null_is_default")]
+    pub interventions: Vec<InterventionSpec>,
     pub output: OutputSpec,
     /// The YAML file this spec was loaded from (as given); not a key of the file.
     #[serde(skip)]
@@ -830,9 +833,13 @@ where
 }
 
 mod error;
+mod interventions;
 #[cfg(test)]
 mod tests;
 mod validate;
 
 pub use error::{Problem, SpecError};
+pub use interventions::{
+    AblationSpec, AblationValue, InterventionSpec, MeanDiffSpec, SteerSpec, TokenChoice,
+};
 pub use validate::{ModelDims, ranges};

@@ -9,9 +9,10 @@ use std::path::{Path, PathBuf};
 use super::*;
 use crate::model::ModelConfig;
 use crate::store::schema::{
-    ACTIVATIONS, ALL_TABLES, ATTENTION, ATTENTION_ROLLOUT, GENERATIONS, LENS, LENS_TOPK,
-    NMF_COMPONENTS, NMF_FACTORS, NMF_SUMMARY, NMF_TOP_CONTEXTS, PAIRS, PATCHING, PREDICTIONS,
-    SALIENCY, SALIENCY_COMPLETENESS, TOKENS, TableDef, WATCH,
+    ACTIVATIONS, ALL_TABLES, ATTENTION, ATTENTION_ROLLOUT, GENERATIONS, INTERVENTION_EDITS,
+    INTERVENTION_TOKENS, INTERVENTIONS, LENS, LENS_TOPK, NMF_COMPONENTS, NMF_FACTORS, NMF_SUMMARY,
+    NMF_TOP_CONTEXTS, PAIRS, PATCHING, PREDICTIONS, SALIENCY, SALIENCY_COMPLETENESS, TOKENS,
+    TableDef, WATCH,
 };
 
 /// The model dimensions the spec is checked against.
@@ -25,6 +26,8 @@ pub struct ModelDims {
     pub encoder: bool,
     /// Whether the model has a language-model head (encoders may not).
     pub lm_head: bool,
+    /// (hidden size, MLP neurons), for interventions' vectors and neuron ids; None: unchecked.
+    pub widths: Option<(usize, usize)>,
 }
 
 impl ModelDims {
@@ -36,6 +39,7 @@ impl ModelDims {
             context,
             encoder: false,
             lm_head: true,
+            widths: None,
         }
     }
 }
@@ -49,22 +53,23 @@ impl From<&crate::model::Model> for ModelDims {
             context: c.max_position_embeddings,
             encoder: c.is_encoder(),
             lm_head: m.has_lm_head(),
+            widths: Some((c.hidden_size, c.intermediate_size)),
         }
     }
 }
 
 /// Collects problems with their key paths.
 #[derive(Default)]
-struct Problems(Vec<Problem>);
+pub(super) struct Problems(Vec<Problem>);
 
 impl Problems {
-    fn add(&mut self, key: &str, msg: impl Into<String>) {
+    pub(super) fn add(&mut self, key: &str, msg: impl Into<String>) {
         self.0.push(Problem {
             key: key.to_string(),
             msg: msg.into(),
         });
     }
-    fn check(&mut self, ok: bool, key: &str, msg: impl FnOnce() -> String) {
+    pub(super) fn check(&mut self, ok: bool, key: &str, msg: impl FnOnce() -> String) {
         if !ok {
             self.add(key, msg());
         }
@@ -108,7 +113,7 @@ fn in_range(p: &mut Problems, key: &str, v: usize, (lo, hi): (usize, usize)) {
     });
 }
 
-fn no_duplicates<T: PartialEq>(v: &[T]) -> bool {
+pub(super) fn no_duplicates<T: PartialEq>(v: &[T]) -> bool {
     v.iter().enumerate().all(|(i, x)| !v[..i].contains(x))
 }
 
@@ -194,6 +199,7 @@ impl PipelineSpec {
         self.model.tokenizer = self.model.tokenizer.as_deref().map(join);
         self.dataset.path = join(&self.dataset.path);
         self.output.dir = join(&self.output.dir);
+        interventions::resolve_paths(&mut self.interventions, join);
     }
 
     /// Checks every value that can be checked without the model or the files. Lists all problems.
@@ -203,6 +209,7 @@ impl PipelineSpec {
         self.check_generation(&mut p);
         self.check_batching(&mut p);
         self.check_analyses(&mut p);
+        interventions::check(&self.interventions, self.generation.max_new_tokens, &mut p);
         p.into_result(&self.source)
     }
 
@@ -625,6 +632,7 @@ impl PipelineSpec {
                 });
             }
         }
+        interventions::check_against(&self.interventions, dims, &mut p);
         p.check(
             g.max_new_tokens < dims.context,
             "generation.max_new_tokens",
@@ -724,6 +732,7 @@ impl PipelineSpec {
                 format!("{}: no such file", t.display())
             });
         }
+        interventions::check_files(&self.interventions, &mut p);
         p.into_result(&self.source)
     }
 
@@ -732,7 +741,8 @@ impl PipelineSpec {
         let a = &self.analyses;
         let ig = |s: &SaliencySpec| s.methods.contains(&SaliencyMethod::IntegratedGradients);
         let nmf = a.nmf.is_some();
-        let written: [(&TableDef, bool); 17] = [
+        let iv = !self.interventions.is_empty();
+        let written: [(&TableDef, bool); 20] = [
             (&TOKENS, true),
             (&GENERATIONS, true),
             (&PAIRS, !self.dataset.pair_fields().is_empty()),
@@ -743,6 +753,9 @@ impl PipelineSpec {
             (&SALIENCY, a.saliency.is_some()),
             (&SALIENCY_COMPLETENESS, a.saliency.as_ref().is_some_and(ig)),
             (&PATCHING, a.patching.is_some()),
+            (&INTERVENTIONS, iv),
+            (&INTERVENTION_TOKENS, iv),
+            (&INTERVENTION_EDITS, iv),
             (&ACTIVATIONS, a.activations.is_some()),
             (&ATTENTION, a.attention.is_some()),
             (
