@@ -234,3 +234,130 @@ impl Intervention {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::test_util::tiny_model;
+
+    #[test]
+    fn spans_and_merged_sites() {
+        assert!(Span::All.covers(0, 3) && Span::All.covers(5, 3));
+        assert!(Span::Prompt.covers(2, 3) && !Span::Prompt.covers(3, 3));
+        assert!(!Span::Generated.covers(2, 3) && Span::Generated.covers(3, 3));
+        let model = tiny_model("tiny-llama");
+        let c = &model.config;
+        let (hd, w) = (c.head_dim, c.n_heads * c.head_dim);
+        let iv = Intervention {
+            edits: vec![
+                Edit::Neurons {
+                    layer: 1,
+                    ids: vec![0, 2],
+                    values: vec![5.0, 6.0],
+                },
+                // The same layer again: later edits of a column win, others add up.
+                Edit::Neurons {
+                    layer: 1,
+                    ids: vec![2, 3],
+                    values: vec![7.0, 8.0],
+                },
+                Edit::Heads {
+                    layer: 0,
+                    heads: vec![1],
+                    values: vec![1.0; hd],
+                },
+                Edit::Steer {
+                    layer: 1,
+                    vector: vec![1.0; c.hidden_size],
+                },
+                Edit::Steer {
+                    layer: 1,
+                    vector: vec![0.5; c.hidden_size],
+                },
+            ],
+            span: Span::Prompt,
+        };
+        iv.check(&model).unwrap();
+        // Row 0: one padding column then positions 0, 1; row 1: positions 1, 2 of a 2-token
+        // prompt (position 2 is generated).
+        let cols = vec![
+            vec![None, Some(0), Some(1)],
+            vec![Some(0), Some(1), Some(2)],
+        ];
+        let edits = iv.layer_edits(&model, &cols, &[2, 2]).unwrap();
+        assert_eq!(edits.len(), c.n_layers);
+        let mask = |e: &SiteEdit| e.mask.to_vec3::<u8>().unwrap();
+        let src = |e: &SiteEdit| e.src.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let act = edits[1].mlp_act.as_ref().unwrap();
+        assert_eq!(act.op, EditOp::Replace);
+        assert_eq!(&src(act)[..4], [5.0, 0.0, 7.0, 8.0]);
+        let m = mask(act);
+        assert_eq!(&m[0][0][..5], [0, 0, 0, 0, 0]); // padding
+        assert_eq!(&m[0][1][..5], [1, 0, 1, 1, 0]);
+        assert_eq!(&m[1][2][..5], [0, 0, 0, 0, 0]); // a generated position
+        let z = edits[0].z.as_ref().unwrap();
+        let zm = mask(z);
+        assert_eq!(zm[1][0].len(), w);
+        assert!(zm[1][0][hd..2 * hd].iter().all(|&x| x == 1));
+        assert!(zm[1][0][..hd].iter().all(|&x| x == 0));
+        let steer = edits[1].resid_pre.as_ref().unwrap();
+        assert_eq!(steer.op, EditOp::Add);
+        assert!(src(steer).iter().all(|&x| x == 1.5));
+        assert!(edits[0].resid_pre.is_none() && edits[2].is_empty());
+        // Applied: replaced where masked, added where steered, untouched elsewhere.
+        let x = Tensor::ones((2, 3, c.hidden_size), DType::F32, model.device()).unwrap();
+        let y = steer.apply(&x).unwrap().to_vec3::<f32>().unwrap();
+        assert_eq!((y[0][0][0], y[0][1][0], y[1][2][0]), (1.0, 2.5, 1.0));
+    }
+
+    #[test]
+    fn edits_the_model_lacks_are_refused() {
+        let model = tiny_model("tiny-llama");
+        let c = &model.config;
+        let bad = |e: Edit| {
+            Intervention {
+                edits: vec![e],
+                span: Span::All,
+            }
+            .check(&model)
+            .unwrap_err()
+            .to_string()
+        };
+        assert!(
+            bad(Edit::Steer {
+                layer: c.n_layers,
+                vector: vec![]
+            })
+            .contains(&format!(
+                "edit 0: layer {} is out of range (the model has {} blocks)",
+                c.n_layers, c.n_layers
+            ))
+        );
+        assert!(
+            bad(Edit::Neurons {
+                layer: 0,
+                ids: vec![c.intermediate_size],
+                values: vec![0.0]
+            })
+            .contains("is out of range (the MLP has")
+        );
+        assert!(
+            bad(Edit::Steer {
+                layer: 0,
+                vector: vec![0.0; 3]
+            })
+            .contains(&format!(
+                "a steering vector of 3 values for a model of width {}",
+                c.hidden_size
+            ))
+        );
+        assert!(
+            bad(Edit::Heads {
+                layer: 0,
+                heads: vec![0],
+                values: vec![0.0; 2]
+            })
+            .contains("2 values for 1 heads of")
+        );
+    }
+}

@@ -387,3 +387,86 @@ pub fn generate_all(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A version-1 .npy file: magic, header (padded to 64 bytes with its newline), data.
+    fn npy(descr: &str, shape: &str, data: &[u8]) -> Vec<u8> {
+        let mut h = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
+        while (10 + h.len() + 1) % 64 != 0 {
+            h.push(' ');
+        }
+        h.push('\n');
+        let mut b = b"\x93NUMPY\x01\x00".to_vec();
+        b.extend_from_slice(&(h.len() as u16).to_le_bytes());
+        b.extend_from_slice(h.as_bytes());
+        b.extend_from_slice(data);
+        b
+    }
+
+    fn f32s(v: &[f32]) -> Vec<u8> {
+        v.iter().flat_map(|x| x.to_le_bytes()).collect()
+    }
+
+    #[test]
+    fn npy_vectors_are_read_in_float32_and_float64() {
+        let v = [1.5f32, -2.0, 0.25];
+        assert_eq!(read_npy(&npy("<f4", "(3,)", &f32s(&v))).unwrap(), v);
+        assert_eq!(read_npy(&npy("<f4", "(1, 3)", &f32s(&v))).unwrap(), v);
+        let d: Vec<u8> = v.iter().flat_map(|&x| (x as f64).to_le_bytes()).collect();
+        assert_eq!(read_npy(&npy("<f8", "(3,)", &d)).unwrap(), v);
+    }
+
+    #[test]
+    fn bad_npy_files_say_what_is_wrong() {
+        let v = f32s(&[1.0, 2.0]);
+        assert_eq!(
+            read_npy(b"PK\x03\x04 a zip").unwrap_err(),
+            "not a .npy file (no NUMPY magic)"
+        );
+        assert_eq!(
+            read_npy(&npy("<i4", "(2,)", &v)).unwrap_err(),
+            "dtype '<i4': a vector must be little-endian float32 or float64"
+        );
+        assert_eq!(
+            read_npy(&npy("<f4", "(2, 2)", &v)).unwrap_err(),
+            "shape [2, 2]: a vector has one dimension (or shape [1, n])"
+        );
+        assert_eq!(
+            read_npy(&npy("<f4", "(3,)", &v)).unwrap_err(),
+            "8 data bytes for 3 values of 4 bytes"
+        );
+        let mut cut = npy("<f4", "(2,)", &v);
+        cut.truncate(20);
+        assert_eq!(read_npy(&cut).unwrap_err(), "the .npy header is cut short");
+    }
+
+    #[test]
+    fn json_vectors_and_their_errors() {
+        let dir = std::env::temp_dir().join(format!("tokenlens-vec-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("v.json");
+        std::fs::write(&f, "[1, -0.5, 3e2]").unwrap();
+        assert_eq!(read_vector(&f).unwrap(), [1.0, -0.5, 300.0]);
+        std::fs::write(&f, "{\"v\": [1]}").unwrap();
+        assert!(
+            read_vector(&f)
+                .unwrap_err()
+                .starts_with(&format!("{}: not a JSON array of numbers", f.display()))
+        );
+        std::fs::write(&f, "[]").unwrap();
+        assert_eq!(
+            read_vector(&f).unwrap_err(),
+            format!("{}: the vector is empty", f.display())
+        );
+        let n = dir.join("v.npy");
+        std::fs::write(&n, npy("<f4", "(2,)", &f32s(&[1.0, f32::NAN]))).unwrap();
+        assert_eq!(
+            read_vector(&n).unwrap_err(),
+            format!("{}: value 1 is not finite (NaN)", n.display())
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -171,14 +171,16 @@ pub fn scratch(name: &str) -> PathBuf {
 }
 
 /// A scratch folder `name` holding `data.jsonl` (`data`) and `spec.yaml` (`spec` with `MODEL`
-/// replaced by the tiny-llama checkpoint); returns the spec's path.
+/// replaced by the tiny-llama checkpoint and `REPO` by the repository's root); returns the
+/// spec's path.
 pub fn tiny_spec(name: &str, data: &str, spec: &str) -> PathBuf {
     let dir = scratch(name);
     std::fs::write(dir.join("data.jsonl"), data).unwrap();
     let model = data_dir().join("tiny-llama");
     std::fs::write(
         dir.join("spec.yaml"),
-        spec.replace("MODEL", model.to_str().unwrap()),
+        spec.replace("MODEL", model.to_str().unwrap())
+            .replace("REPO", env!("CARGO_MANIFEST_DIR")),
     )
     .unwrap();
     dir.join("spec.yaml")

@@ -43,6 +43,16 @@ analyses:
   activations: {layers: all, dtype: f16}
   attention: {layers: all, rollout: true}
   nmf: {n_components: 3, max_iter: 20, top_contexts: 2}
+interventions:
+  - name: inhibit
+    neurons: {layer: 1, ids: [0, 5, 9], value: zero}
+  - name: mean_heads
+    heads: [{layer: 0, ids: [1], value: mean}, {layer: -1, ids: [0], value: 0.5}]
+    positions: prompt
+    mean_prompts: 4
+  - name: steer
+    steer: {layer: 1, alpha: 20, mean_diff: {positive: REPO/datasets/steer-positive.txt, negative: REPO/datasets/steer-negative.txt}}
+    positions: generated
 output:
   dir: out
 ";
@@ -138,6 +148,14 @@ fn same_rows(a: &[Vec<Cell>], b: &[Vec<Cell>], what: &str) {
     }
 }
 
+/// `spec` without its `interventions:` section (for encoders, which do not generate).
+fn without_interventions(spec: &str) -> String {
+    let (head, rest) = spec
+        .split_once("interventions:\n")
+        .expect("an interventions section");
+    format!("{head}{}", &rest[rest.find("output:").unwrap()..])
+}
+
 fn json(path: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
@@ -164,6 +182,7 @@ fn a_run_writes_every_table_and_its_manifest() {
             "attention",
             "forward",
             "generate",
+            "interventions",
             "lens_watch",
             "load",
             "nmf",
@@ -218,6 +237,29 @@ fn a_run_writes_every_table_and_its_manifest() {
     assert_eq!(rows(&out_dir, "predictions").len(), 3 * n_tok);
     assert_eq!(rows(&out_dir, "activations").len(), n_layers * n_tok);
     assert_eq!(rows(&out_dir, "saliency_completeness").len(), 21);
+    // Every prompt under each of the 3 interventions, 3 tokens each; the edits once: 3 neurons,
+    // 2 heads, 1 steering vector of the model's width (64), alpha x the mean difference.
+    assert_eq!(rows(&out_dir, "interventions").len(), 21);
+    assert_eq!(rows(&out_dir, "intervention_tokens").len(), 63);
+    let edits = rows(&out_dir, "intervention_edits");
+    assert_eq!(edits.len(), 6);
+    let steer = edits
+        .iter()
+        .find(|r| r[1] == Cell::Text("steer".into()))
+        .unwrap();
+    assert_eq!(steer[4], Cell::Text("mean_diff".into()));
+    assert_eq!(steer[5], Cell::Num(20.0));
+    match (&steer[6], &steer[7]) {
+        (Cell::List(v), Cell::Num(norm)) => {
+            assert_eq!(v.len(), 64);
+            let n = v.iter().map(|x| x * x).sum::<f64>().sqrt();
+            assert!(
+                (n - norm).abs() < 1e-3 * norm && *norm > 0.0,
+                "{n} vs {norm}"
+            );
+        }
+        c => panic!("{c:?}"),
+    }
     // A second run into the same directory is refused unless asked for.
     let err = BIN.fails(&["run", "-q", spec.to_str().unwrap()]);
     assert!(
@@ -500,7 +542,8 @@ fn sampled_runs_are_deterministic() {
         &spec,
         sampled
             .replace("seed: 7", "seed: 8")
-            .replace("MODEL", data_dir().join("tiny-llama").to_str().unwrap()),
+            .replace("MODEL", data_dir().join("tiny-llama").to_str().unwrap())
+            .replace("REPO", env!("CARGO_MANIFEST_DIR")),
     )
     .unwrap();
     BIN.ok(&["run", "-q", "--overwrite", s]);
@@ -581,7 +624,7 @@ fn every_analysis_runs_in_bf16_and_f16() {
                 &format!("model: {{path: {}, dtype: {dtype}}}", model.display()),
             );
             if name == "tiny-bert" {
-                spec_text = spec_text
+                spec_text = without_interventions(&spec_text)
                     .replace("max_new_tokens: 3", "max_new_tokens: 0")
                     .replace(
                         "  watch: {tokens: [' the', ' cat']}\n",
@@ -594,7 +637,7 @@ fn every_analysis_runs_in_bf16_and_f16() {
             let manifest = json(&out_dir.join("manifest.json"));
             assert_eq!(manifest["model"]["weights_dtype"], dtype, "{name}");
             for t in unpaired_tables() {
-                if name == "tiny-bert" && t == "generations" {
+                if name == "tiny-bert" && (t == "generations" || t.starts_with("intervention")) {
                     continue;
                 }
                 assert!(
@@ -618,7 +661,7 @@ const MASKED: &str = "\
 #[test]
 fn an_encoder_runs_every_analysis_without_generation() {
     let model = data_dir().join("tiny-bert");
-    let spec_text = SPEC
+    let spec_text = without_interventions(SPEC)
         .replace("MODEL", model.to_str().unwrap())
         .replace("max_new_tokens: 3", "max_new_tokens: 0")
         .replace(
@@ -630,7 +673,7 @@ fn an_encoder_runs_every_analysis_without_generation() {
     let stdout = BIN.ok(&["run", "-q", spec.to_str().unwrap()]);
     assert!(stdout.starts_with("done: 3 prompts, "), "{stdout}");
     for t in unpaired_tables() {
-        if t != "generations" {
+        if t != "generations" && !t.starts_with("intervention") {
             assert!(!rows(&out_dir, t).is_empty(), "{t} has no rows");
         }
     }
@@ -707,7 +750,8 @@ fn gemma3_pipeline_runs_every_analysis_on_the_real_model() {
     std::fs::write(dir.join("spec.yaml"), spec).unwrap();
     let stdout = BIN.ok(&["run", "-q", dir.join("spec.yaml").to_str().unwrap()]);
     assert!(stdout.starts_with("done: 3 prompts, "), "{stdout}");
-    for t in unpaired_tables() {
+    // The pipeline declares no interventions.
+    for t in unpaired_tables().filter(|t| !t.starts_with("intervention")) {
         assert!(!rows(&dir.join("out"), t).is_empty(), "{t} has no rows");
     }
 }
@@ -985,4 +1029,57 @@ fn a_baseline_token_of_several_tokens_is_refused() {
     );
     let m = spec.parent().unwrap().join("out/manifest.json");
     assert!(!m.exists() || json(&m)["status"] != "done");
+}
+
+/// Interventions a run cannot carry out fail before anything is written, naming the key (and
+/// the file): a vector of the wrong width, a missing or corrupt vector file, a neuron the model
+/// lacks, an empty prompt set.
+#[test]
+fn bad_interventions_fail_naming_the_key() {
+    let base = "model: MODEL\ndataset:\n  path: data.jsonl\n  id_field: id\ngeneration:\n  \
+                max_new_tokens: 2\noutput:\n  dir: out\ninterventions:\n";
+    let cases: &[(&str, &str, Option<(&str, &[u8])>)] = &[
+        (
+            "  - name: v\n    steer: {layer: 0, vector: v.json}\n",
+            "interventions[0].steer[0].vector: a vector of 3 values; the model's residual stream \
+             has 64",
+            Some(("v.json", b"[1, 2, 3]")),
+        ),
+        (
+            "  - name: v\n    steer: {layer: 0, vector: nope.npy}\n",
+            "interventions[0].steer[0].vector: DIR/nope.npy: no such file",
+            None,
+        ),
+        (
+            "  - name: v\n    steer: {layer: 0, vector: v.npy}\n",
+            "interventions[0].steer[0].vector: DIR/v.npy: not a .npy file (no NUMPY magic)",
+            Some(("v.npy", b"not numpy")),
+        ),
+        (
+            "  - name: n\n    neurons: {layer: 1, ids: [128]}\n",
+            "interventions[0].neurons[0].ids: 128 is out of range: the model has 128 neurons per \
+             block (0..=127)",
+            None,
+        ),
+        (
+            "  - name: s\n    steer: {layer: 0, mean_diff: {positive: p.txt, negative: data.jsonl}}\n",
+            "DIR/p.txt: the dataset has no prompts",
+            Some(("p.txt", b"")),
+        ),
+    ];
+    for (k, (interventions, want, file)) in cases.iter().enumerate() {
+        let spec = tiny_spec(
+            &format!("run-bad-iv-{k}"),
+            DATA,
+            &format!("{base}{interventions}"),
+        );
+        let dir = spec.parent().unwrap();
+        if let Some((name, bytes)) = file {
+            std::fs::write(dir.join(name), bytes).unwrap();
+        }
+        let err = BIN.fails(&["run", "-q", spec.to_str().unwrap()]);
+        let want = want.replace("DIR", dir.to_str().unwrap());
+        assert!(err.contains(&want), "case {k}: {err:?} lacks {want:?}");
+        assert!(!dir.join("out").exists(), "case {k}: output left behind");
+    }
 }

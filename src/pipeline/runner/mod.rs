@@ -147,8 +147,14 @@ fn open_run(spec: &PipelineSpec, opts: &RunOptions, prep: &Prepared) -> Result<O
     let run_dir;
     let mut status;
     let holds_files = || std::fs::read_dir(&root).is_ok_and(|mut d| d.next().is_some());
-    if opts.resume && shard.count == 1 && !manifest_path.exists() && holds_files() {
-        // Nothing to resume, and starting afresh would refuse the files as strays.
+    if opts.resume
+        && shard.count == 1
+        && !manifest_path.exists()
+        && !spec.output.overwrite
+        && holds_files()
+    {
+        // Nothing to resume, and starting afresh would refuse the files as strays (with
+        // overwrite they are replaced: a run killed before its manifest starts over).
         return Err(Error::NothingToResume { dir: root });
     }
     if opts.resume && manifest_path.exists() {

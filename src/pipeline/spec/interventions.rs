@@ -383,3 +383,178 @@ pub(super) fn check_files(specs: &[InterventionSpec], p: &mut Problems) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::super::{ModelDims, PipelineSpec, Positions, SpecError};
+    use super::*;
+
+    const BASE: &str = "model: default\ndataset:\n  path: data/p.jsonl\noutput:\n  dir: out\n";
+
+    fn parse(interventions: &str) -> Result<PipelineSpec, SpecError> {
+        PipelineSpec::from_yaml(
+            &format!("{BASE}interventions:\n{interventions}"),
+            Path::new("pipelines/x.yaml"),
+        )
+    }
+
+    fn err(interventions: &str) -> String {
+        parse(interventions).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn every_form_parses_with_its_defaults() {
+        let s = parse(
+            "  - name: a
+    neurons: {layer: 2, ids: [1, 5]}
+  - name: b.2
+    heads: [{layer: -1, ids: [0], value: mean}, {layer: 0, ids: [3], value: -2.5}]
+    positions: generated
+    mean_prompts: 10
+  - name: c
+    steer: {layer: 1, vector: v.npy}
+  - name: d
+    steer:
+      - {layer: 1, alpha: -4, mean_diff: {positive: p.txt, negative: n.jsonl, token: mean}}
+",
+        )
+        .unwrap();
+        let iv = &s.interventions;
+        assert_eq!(iv.len(), 4);
+        assert_eq!(iv[0].neurons[0].value, AblationValue::Zero);
+        assert_eq!(iv[0].positions, Positions::All);
+        assert_eq!(iv[0].mean_prompts, 256);
+        assert!(!iv[0].needs_means());
+        assert_eq!(iv[1].heads[0].value, AblationValue::Mean);
+        assert_eq!(iv[1].heads[1].value, AblationValue::Value(-2.5));
+        assert!(iv[1].needs_means());
+        assert_eq!(iv[1].positions, Positions::Generated);
+        assert_eq!(iv[2].steer[0].alpha, 1.0);
+        // Paths resolve against the spec's directory.
+        assert_eq!(
+            iv[2].steer[0].vector.as_deref(),
+            Some(Path::new("pipelines/v.npy"))
+        );
+        let m = iv[3].steer[0].mean_diff.as_ref().unwrap();
+        assert_eq!(m.positive, Path::new("pipelines/p.txt"));
+        assert_eq!(m.token, TokenChoice::Mean);
+        assert_eq!(
+            s.tables(),
+            [
+                "tokens",
+                "generations",
+                "interventions",
+                "intervention_tokens",
+                "intervention_edits"
+            ]
+        );
+        // The manifest's copy reads back the same.
+        let back: Vec<InterventionSpec> =
+            serde_json::from_value(serde_json::to_value(iv).unwrap()).unwrap();
+        assert_eq!(&back, iv);
+    }
+
+    #[test]
+    fn malformed_entries_name_the_line() {
+        assert_eq!(
+            err("  - name: a\n    neurons: {layer: 1, ids: [1], value: half}\n"),
+            "pipelines/x.yaml:8:42: interventions[0].neurons.value: invalid value: string \
+             \"half\", expected `zero`, `mean` or a number"
+        );
+        assert!(
+            err("  - name: a\n    neuron: {layer: 1, ids: [1]}\n")
+                .starts_with("pipelines/x.yaml:8:5: interventions[0]: unknown field `neuron`"),
+        );
+        assert!(
+            err("  - name: a\n    steer: {layer: 1, vectr: v.npy}\n")
+                .contains("unknown field `vectr`")
+        );
+        assert!(err("  - neurons: {layer: 1, ids: [1]}\n").contains("missing field `name`"));
+        assert!(
+            err("  - name: a\n    heads: 3\n").contains("expected a mapping or a list of mappings")
+        );
+    }
+
+    #[test]
+    fn semantic_problems_are_listed_with_their_keys() {
+        let e = err("  - name: a b
+    neurons: {layer: 1, ids: [], value: .nan}
+  - name: x
+  - name: x
+    heads: {layer: 0, ids: [2, 2]}
+    mean_prompts: 0
+  - name: s
+    steer: [{layer: 1, alpha: .inf}, {layer: 1, vector: v.pt, mean_diff: {positive: p.csv, negative: n.txt}}]
+");
+        for want in [
+            "interventions[0].name: \"a b\": use letters, digits, `_`, `-` and `.` only",
+            "interventions[0].neurons[0].ids: list at least one index",
+            "interventions[0].neurons[0].value: must be a finite number, got NaN",
+            "interventions[1]: edits nothing: give neurons, heads or steer",
+            "interventions[2].name: `x` names two interventions",
+            "interventions[2].mean_prompts: must be in 1..=1000000, got 0",
+            "interventions[2].heads[0].ids: lists an index twice",
+            "interventions[3].steer[0].alpha: must be a finite number, got inf",
+            "interventions[3].steer[0]: give either `vector` (a file) or `mean_diff` (two prompt \
+             sets), not both",
+            "interventions[3].steer[1]: give either `vector`",
+            "interventions[3].steer[1].vector: pipelines/v.pt: a vector is a .npy or .json file",
+            "interventions[3].steer[1].mean_diff.positive: pipelines/p.csv: prompts are a .txt",
+        ] {
+            assert!(e.contains(want), "missing {want:?} in:\n{e}");
+        }
+        let no_generation = PipelineSpec::from_yaml(
+            &format!(
+                "{BASE}generation: {{max_new_tokens: 0}}\ninterventions:\n  - name: a\n    \
+                 neurons: {{layer: 0, ids: [1]}}\n"
+            ),
+            Path::new("pipelines/x.yaml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            no_generation,
+            "pipelines/x.yaml: interventions: edit generation: set generation.max_new_tokens >= 1"
+        );
+    }
+
+    #[test]
+    fn indices_are_checked_against_the_model() {
+        let s = parse(
+            "  - name: a
+    neurons: {layer: -3, ids: [0, 1536]}
+    heads: {layer: 3, ids: [9]}
+    steer: {layer: 30, vector: v.json}
+",
+        )
+        .unwrap();
+        let dims = ModelDims {
+            widths: Some((576, 1536)),
+            ..ModelDims::decoder(30, 9, 8192)
+        };
+        let e = s.validate_against(dims).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "pipelines/x.yaml: interventions[0].neurons[0].ids: 1536 is out of range: the model \
+             has 1536 neurons per block (0..=1535)\n\
+             pipelines/x.yaml: interventions[0].heads[0].ids: 9 is out of range: the model has 9 \
+             heads per block (0..=8)\n\
+             pipelines/x.yaml: interventions[0].steer[0].layer: 30 is out of range: the model has \
+             30 blocks (0..=29, or -30..=-1 from the end)"
+        );
+        let encoder = ModelDims {
+            encoder: true,
+            ..dims
+        };
+        assert!(
+            s.validate_against(encoder)
+                .unwrap_err()
+                .to_string()
+                .contains("interventions: edit generation: an encoder does not generate")
+        );
+        let fine = parse("  - name: a\n    neurons: {layer: -30, ids: [1535]}\n").unwrap();
+        fine.validate_against(dims).unwrap();
+    }
+}
