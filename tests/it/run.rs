@@ -1038,7 +1038,9 @@ fn a_baseline_token_of_several_tokens_is_refused() {
 fn bad_interventions_fail_naming_the_key() {
     let base = "model: MODEL\ndataset:\n  path: data.jsonl\n  id_field: id\ngeneration:\n  \
                 max_new_tokens: 2\noutput:\n  dir: out\ninterventions:\n";
-    let cases: &[(&str, &str, Option<(&str, &[u8])>)] = &[
+    /// (interventions, expected message, a file to write: name and bytes).
+    type Case<'a> = (&'a str, &'a str, Option<(&'a str, &'a [u8])>);
+    let cases: &[Case] = &[
         (
             "  - name: v\n    steer: {layer: 0, vector: v.json}\n",
             "interventions[0].steer[0].vector: a vector of 3 values; the model's residual stream \
