@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Runs every tokenlens test: fetches the real models (cached: the default SmolLM2, the BERT
 # encoder all-MiniLM-L6-v2 and Gemma 3 270M, whose tests fail without them), runs the Rust unit and
-# integration tests, then the quickstart pipeline and the paired IOI pipeline on the real model
+# integration tests, then the quickstart, paired IOI and interventions pipelines on the real model
 # (release build) and reads every table they wrote with Python polars, pandas and duckdb (wheels
 # installed into target/interop-venv), runs a sharded pipeline under a real Slurm
-# (scripts/slurm.sh), and tests the viewer in headless Chromium on both runs. This is exactly
+# (scripts/slurm.sh), and tests the viewer in headless Chromium on the runs. This is exactly
 # what CI runs (.ci/run).
 # shellcheck source=scripts/lib.sh
 source "$(dirname "$0")/lib.sh"
@@ -29,6 +29,10 @@ build_release
 # corrupted baseline, the `pairs` table (pipelines/ioi.yaml, its first 8 pairs: ~2 min).
 "$TOKENLENS_BIN" run --quiet --overwrite --limit 8 pipelines/ioi.yaml
 "$venv/bin/python" tests/interop/check_tables.py runs/ioi target/tokenlens-schema.json
+# Interventions during generation on the real model: ablations and a mean-difference steering
+# vector (pipelines/interventions.yaml, its first 8 prompts: ~15 s).
+"$TOKENLENS_BIN" run --quiet --overwrite --limit 8 pipelines/interventions.yaml
+"$venv/bin/python" tests/interop/check_tables.py runs/interventions target/tokenlens-schema.json
 
 # Shards under a real scheduler: Slurm on this machine (installed from Debian if missing), an
 # array of 4 shards, the NMF step depending on it, a cancelled task resumed (~45 s).

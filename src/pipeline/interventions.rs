@@ -10,6 +10,7 @@ use super::dataset::{self, DatasetError};
 use super::error::{Error, Result};
 use super::spec::{
     AblationValue, DatasetSpec, InterventionSpec, PipelineSpec, Positions, Selection, TokenChoice,
+    TooLong,
 };
 use crate::analysis::interventions::{self as measure, MeanSites, TokenReduce};
 use crate::model::Model;
@@ -49,23 +50,18 @@ pub struct InterventionRec {
     pub tokens: Vec<(u32, u32, f32)>,
 }
 
-/// Prompts of a file, tokenized as the run's prompts are (whole, without truncation).
-fn read_prompts(
-    model: &Model,
-    path: &Path,
-    limit: Option<usize>,
-    key: &str,
-    spec: &Path,
-) -> Result<Vec<Vec<u32>>> {
-    let ds = DatasetSpec {
-        limit,
-        ..DatasetSpec::new(path)
-    };
+/// The prompts of a dataset, tokenized as the run's prompts are (whole, without truncation).
+fn read_prompts(model: &Model, ds: &DatasetSpec, key: &str, spec: &Path) -> Result<Vec<Vec<u32>>> {
+    let path = &ds.path;
     let mut out = vec![];
-    for p in dataset::open(&ds)? {
+    for p in dataset::open(ds)? {
         let p = p?;
-        let ids = model.tokenizer.encode(&p.text)?;
-        if ids.is_empty() || ids.len() > model.config.max_position_embeddings {
+        let mut ids = model.tokenizer.encode(&p.text)?;
+        let ctx = model.config.max_position_embeddings;
+        if ids.len() > ctx && ds.too_long == TooLong::Truncate {
+            ids.drain(..ids.len() - ctx);
+        }
+        if ids.is_empty() || ids.len() > ctx {
             return Err(DatasetError::At {
                 path: path.to_path_buf(),
                 at: p.location,
@@ -117,13 +113,16 @@ pub fn resolve(spec: &PipelineSpec, model: &Model, batch_size: usize) -> Result<
                     }
                 }
             }
-            let prompts = read_prompts(
-                model,
-                &spec.dataset.path,
-                Some(s.mean_prompts),
-                &format!("interventions[{i}].mean_prompts"),
-                src,
-            )?;
+            // The run's dataset as it reads it (format, text field), its first prompts.
+            let ds = DatasetSpec {
+                limit: Some(s.mean_prompts),
+                corrupted_field: None,
+                answer_field: None,
+                foil_field: None,
+                ..spec.dataset.clone()
+            };
+            let prompts =
+                read_prompts(model, &ds, &format!("interventions[{i}].mean_prompts"), src)?;
             Some(measure::site_means(model, &prompts, batch_size, &sites)?)
         } else {
             None
@@ -183,7 +182,8 @@ pub fn resolve(spec: &PipelineSpec, model: &Model, batch_size: usize) -> Result<
                 ),
                 (None, Some(m)) => {
                     let side = |p: &Path, s: &str| {
-                        read_prompts(model, p, None, &format!("{k}.mean_diff.{s}"), src)
+                        let ds = DatasetSpec::new(p);
+                        read_prompts(model, &ds, &format!("{k}.mean_diff.{s}"), src)
                     };
                     let reduce = match m.token {
                         TokenChoice::Last => TokenReduce::Last,

@@ -1085,3 +1085,42 @@ fn bad_interventions_fail_naming_the_key() {
         assert!(!dir.join("out").exists(), "case {k}: output left behind");
     }
 }
+
+/// `value: mean` reads the run's own dataset as the run reads it (here a csv whose prompts are
+/// in column `prompt`), its first `mean_prompts` prompts.
+#[test]
+fn mean_ablation_reads_the_dataset_as_the_run_does() {
+    let spec = tiny_spec(
+        "run-iv-csv",
+        DATA,
+        "model: MODEL\ndataset:\n  path: data.csv\n  text_field: prompt\ngeneration:\n  \
+         max_new_tokens: 2\noutput:\n  dir: out\ninterventions:\n  - name: m\n    neurons: \
+         {layer: 0, ids: [3], value: mean}\n    mean_prompts: 2\n",
+    );
+    let dir = spec.parent().unwrap();
+    std::fs::write(
+        dir.join("data.csv"),
+        "id,prompt\n1,The cat sat\n2,on the mat\n3,and slept\n",
+    )
+    .unwrap();
+    BIN.ok(&["run", "-q", spec.to_str().unwrap()]);
+    let edits = rows(&dir.join("out"), "intervention_edits");
+    assert_eq!(edits.len(), 1);
+    assert_eq!(edits[0][4], Cell::Text("mean".into()));
+    // The mean of neuron 3 of block 0 over the first two prompts' tokens, by the library.
+    let model = tokenlens::model::Model::load(&data_dir().join("tiny-llama"), None).unwrap();
+    let prompts: Vec<Vec<u32>> = ["The cat sat", "on the mat"]
+        .iter()
+        .map(|t| model.tokenizer.encode(t).unwrap())
+        .collect();
+    let sites = tokenlens::analysis::interventions::MeanSites {
+        mlp_act: [0].into(),
+        ..Default::default()
+    };
+    let m = tokenlens::analysis::interventions::site_means(&model, &prompts, 8, &sites).unwrap();
+    match &edits[0][6] {
+        Cell::List(v) => assert!((v[0] - m.mlp_act[&0][3] as f64).abs() < 1e-6, "{v:?}"),
+        c => panic!("{c:?}"),
+    }
+    assert_eq!(rows(&dir.join("out"), "interventions").len(), 3);
+}
