@@ -1,4 +1,4 @@
-//! Activation patching, exact: for a pair of prompts with as many tokens (clean, corrupted) and a
+//! Activation patching, exact: for a pair of prompts (clean, corrupted) and a
 //! metric of the prediction after the prompt (e.g. logit(answer) − logit(foil)), the metric of
 //! one run with one activation replaced by the other run's. `denoise` runs the corrupted prompt
 //! with a clean activation patched in (how much of the clean behaviour does this activation
@@ -18,6 +18,13 @@
 //! base run, (source − base) · d metric / d site, from one forward and one backward pass of the
 //! base prompt (`Model::site_gradients`); its rows have the same shape, method `attribution`,
 //! value = base value + estimate.
+//!
+//! Prompts of different lengths are aligned at their last token (the metric is read there):
+//! position p of the clean prompt is position p + (corrupted length − clean length) of the
+//! corrupted one, and only positions both prompts have are patched (`attn_head` too). Both runs
+//! are computed left-padded to the longer prompt, so a column is the same aligned position in
+//! every run; padding is masked out and changes no real token's values. Positions in the rows are
+//! the clean prompt's.
 
 use candle_core::Tensor;
 use rayon::prelude::*;
@@ -140,24 +147,24 @@ pub struct Patching {
     pub pairs: Vec<PairValues>,
 }
 
-/// One site edit: (component, layer, head, position).
+/// One site edit: (component, layer, head, column of the padded runs).
 type Patch = (Component, usize, Option<usize>, Option<usize>);
 
-/// Every patch of `components` for a prompt of `len` tokens, in (component, layer, head,
-/// position) order.
-fn patches(model: &Model, components: &[Component], len: usize) -> Vec<Patch> {
+/// Every patch of `components` at the aligned columns `cols`, in (component, layer, head,
+/// column) order.
+fn patches(model: &Model, components: &[Component], cols: std::ops::Range<usize>) -> Vec<Patch> {
     let (n, h) = (model.config.n_layers, model.config.n_heads);
     let mut out = Vec::new();
     for &c in components {
         for l in 0..n {
             match c {
                 Component::ResidPre | Component::MlpOut => {
-                    out.extend((0..len).map(|p| (c, l, None, Some(p))));
+                    out.extend(cols.clone().map(|p| (c, l, None, Some(p))));
                 }
                 Component::AttnHead => out.extend((0..h).map(|hi| (c, l, Some(hi), None))),
                 Component::AttnHeadPos => {
                     for hi in 0..h {
-                        out.extend((0..len).map(|p| (c, l, Some(hi), Some(p))));
+                        out.extend(cols.clone().map(|p| (c, l, Some(hi), Some(p))));
                     }
                 }
             }
@@ -184,16 +191,20 @@ pub fn activation_patching(
         ));
     }
     let mut out = Patching::default();
-    let (hd, rows_max) = (model.config.head_dim, opts.batch_rows.max(1));
+    let rows_max = opts.batch_rows.max(1);
     for (doc, pair) in pairs.iter().enumerate() {
-        let len = pair.clean.len();
-        if pair.corrupted.len() != len || len == 0 {
+        let (lc, lk) = (pair.clean.len(), pair.corrupted.len());
+        if lc == 0 || lk == 0 {
             return Err(Error::Input(format!(
-                "pair {doc}: the clean prompt has {len} tokens and the corrupted {}; patching \
-                 needs as many",
-                pair.corrupted.len()
+                "pair {doc}: the clean prompt has {lc} tokens and the corrupted {lk}; patching \
+                 needs both"
             )));
         }
+        // Columns of the runs padded to the longer prompt; the aligned ones are the last
+        // min(lc, lk), and clean position = column − (width − lc).
+        let width = lc.max(lk);
+        let aligned = width - lc.min(lk)..width;
+        let clean_pos = |col: usize| col - (width - lc);
         // Both runs, with every site kept: row 0 clean, row 1 corrupted.
         let batch = model.batch(&[pair.clean.clone(), pair.corrupted.clone()])?;
         let both = model.forward_edited(
@@ -218,16 +229,16 @@ pub fn activation_patching(
             corrupted,
         });
         let span = clean - corrupted;
-        let list = patches(model, &opts.components, len);
+        let list = patches(model, &opts.components, aligned.clone());
         let row =
-            |method, (component, layer, head, position): Patch, direction, value: f32| PatchRow {
+            |method, (component, layer, head, column): Patch, direction, value: f32| PatchRow {
                 doc,
                 method,
                 component,
                 direction,
                 layer,
                 head,
-                position,
+                position: column.map(clean_pos),
                 metric: pair.metric,
                 value,
                 effect: (span.abs() > 1e-6).then(|| (value - corrupted) / span),
@@ -238,7 +249,15 @@ pub fn activation_patching(
                     Direction::Denoise => (&pair.corrupted, 1, corrupted),
                     Direction::Noise => (&pair.clean, 0, clean),
                 };
-                let estimates = attribution(model, base, &both, base_row, &list, pair.metric)?;
+                let estimates = attribution(
+                    model,
+                    base,
+                    &both,
+                    base_row,
+                    &list,
+                    aligned.clone(),
+                    pair.metric,
+                )?;
                 for (&p, e) in list.iter().zip(estimates) {
                     out.rows
                         .push(row(Method::Attribution, p, dir, base_value + e));
@@ -264,7 +283,11 @@ pub fn activation_patching(
             let values = chunks
                 .par_iter()
                 .map(|chunk| {
-                    patched_values(model, base, &both, chunk, &src, &start, pair.metric, hd)
+                    let cols = Columns {
+                        width,
+                        aligned: aligned.clone(),
+                    };
+                    patched_values(model, base, &both, chunk, &cols, &src, &start, pair.metric)
                 })
                 .collect::<Result<Vec<_>>>()?;
             let mut by_patch = vec![0f32; list.len()];
@@ -280,13 +303,16 @@ pub fn activation_patching(
 }
 
 /// Attribution patching's estimate of every patch of `list` on `base` (row `base_row` of the
-/// two runs' captures; the other row is the source): (source − base) · d metric / d site.
+/// two runs' captures, padded to a common width; the other row is the source):
+/// (source − base) · d metric / d site, over the site's `aligned` columns.
+#[allow(clippy::too_many_arguments)]
 fn attribution(
     model: &Model,
     base: &[u32],
     both: &Captures,
     base_row: usize,
     list: &[Patch],
+    aligned: std::ops::Range<usize>,
     metric: Metric,
 ) -> Result<Vec<f32>> {
     let (d, hd) = (model.config.hidden_size, model.config.head_dim);
@@ -294,7 +320,7 @@ fn attribution(
     let ids = Tensor::from_slice(base, (1, base.len()), model.device())?;
     let embeds = model.embed(&ids)?.flatten_all()?.to_vec1::<f32>()?;
     let (_, grads) = model.site_gradients(embeds, metric)?;
-    // (source − base) of a captured site, [T * width].
+    // (source − base) of a captured site, [width (columns) * site width].
     let diff = |t: &Tensor| -> Result<Vec<f32>> {
         let rows: Vec<Vec<f32>> = t
             .to_dtype(candle_core::DType::F32)?
@@ -311,14 +337,16 @@ fn attribution(
     let mlp: Vec<Vec<f32>> = (0..n)
         .map(|l| diff(&both.mlp_out[l]))
         .collect::<Result<_>>()?;
-    let len = base.len();
-    // Σ over columns `cols` of positions `ps` of diff · grad, both [T, width].
+    // The base run's gradients are of its unpadded prompt: column c is its position c − pad.
+    let pad = both.residual[0].dims()[1] - base.len();
+    // Σ over columns `cols` of the padded columns `ps` of diff · grad.
     let dot = |a: &[f32], g: &[f32], width: usize, ps: &[usize], cols: std::ops::Range<usize>| {
         ps.iter()
             .map(|&p| {
+                let q = p - pad;
                 let (a, g) = (
                     &a[p * width..(p + 1) * width],
-                    &g[p * width..(p + 1) * width],
+                    &g[q * width..(q + 1) * width],
                 );
                 a[cols.clone()]
                     .iter()
@@ -328,7 +356,7 @@ fn attribution(
             })
             .sum::<f64>() as f32
     };
-    let all: Vec<usize> = (0..len).collect();
+    let all: Vec<usize> = aligned.collect();
     Ok(list
         .iter()
         .map(|&(c, l, head, pos)| {
@@ -367,21 +395,29 @@ fn attribution(
         .collect())
 }
 
-/// The metric of `base` run once per patch of `chunk` (one row each), each patch's site taking
-/// the source run's values (`src` picks them from the captures of both runs); blocks before the
-/// chunk's first are not run again: it starts from `start(l)`, the base run's residual there.
+/// The runs' padded width and the columns both prompts have.
+struct Columns {
+    width: usize,
+    aligned: std::ops::Range<usize>,
+}
+
+/// The metric of `base` run once per patch of `chunk` (one row each, left-padded to the runs'
+/// width), each patch's site taking the source run's values (`src` picks them from the captures
+/// of both runs); blocks before the chunk's first are not run again: it starts from `start(l)`,
+/// the base run's residual there.
 #[allow(clippy::too_many_arguments)]
 fn patched_values(
     model: &Model,
     base: &[u32],
     both: &Captures,
     chunk: &[Patch],
+    columns: &Columns,
     src: &(dyn Fn(&Tensor) -> Result<Tensor> + Sync),
     start: &(dyn Fn(usize) -> Result<Tensor> + Sync),
     metric: Metric,
-    hd: usize,
 ) -> Result<Vec<f32>> {
-    let (r, len, d) = (chunk.len(), base.len(), model.config.hidden_size);
+    let hd = model.config.head_dim;
+    let (r, len, d) = (chunk.len(), columns.width, model.config.hidden_size);
     let hw = model.config.n_heads * hd;
     let n = model.config.n_layers;
     // Per layer and site: the (row, position, columns) to replace.
@@ -394,7 +430,7 @@ fn patched_values(
         };
         let (site, positions): (usize, Vec<usize>) = match c {
             Component::ResidPre => (0, vec![pos.expect("a position")]),
-            Component::AttnHead => (1, (0..len).collect()),
+            Component::AttnHead => (1, columns.aligned.clone().collect()),
             Component::AttnHeadPos => (1, vec![pos.expect("a position")]),
             Component::MlpOut => (2, vec![pos.expect("a position")]),
         };
@@ -418,7 +454,7 @@ fn patched_values(
         });
     }
     let first = chunk.iter().map(|p| p.1).min().unwrap_or(0);
-    let batch = model.batch(&vec![base.to_vec(); r])?;
+    let batch = model.batch_to(&vec![base.to_vec(); r], len)?;
     let outs = model.forward_edited(
         &model.embed(&batch.ids)?,
         &batch,

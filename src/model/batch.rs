@@ -21,6 +21,22 @@ impl Batch {
     /// Left-pads `seqs` to a common width.
     pub fn left_padded(seqs: &[Vec<u32>], pad_id: u32, device: &Device) -> Result<Self> {
         let width = seqs.iter().map(|s| s.len()).max().unwrap_or(0);
+        Self::left_padded_to(seqs, width, pad_id, device)
+    }
+
+    /// Left-pads `seqs` to `width` columns (at least the longest's).
+    pub fn left_padded_to(
+        seqs: &[Vec<u32>],
+        width: usize,
+        pad_id: u32,
+        device: &Device,
+    ) -> Result<Self> {
+        if let Some(s) = seqs.iter().find(|s| s.len() > width) {
+            return Err(Error::Input(format!(
+                "a sequence of {} tokens does not fit a batch of width {width}",
+                s.len()
+            )));
+        }
         if seqs.is_empty() || width == 0 {
             return Err(Error::Input(
                 "a batch needs at least one non-empty sequence".into(),

@@ -291,6 +291,11 @@ impl Model {
         Batch::left_padded(seqs, self.pad_id(), &self.device)
     }
 
+    /// A left-padded batch `width` columns wide.
+    pub fn batch_to(&self, seqs: &[Vec<u32>], width: usize) -> Result<Batch> {
+        Batch::left_padded_to(seqs, width, self.pad_id(), &self.device)
+    }
+
     /// Token embeddings [B, T, d] of `ids` [B, T] (no position embeddings).
     pub fn embed(&self, ids: &Tensor) -> Result<Tensor> {
         let (b, t) = ids.dims2()?;

@@ -38,7 +38,14 @@ fn golden_pairs(golden: &Golden) -> Vec<PairInput> {
 }
 
 fn check(name: &str) {
-    let golden = Golden::load(&format!("patching-{name}"));
+    check_golden(name, &format!("patching-{name}"));
+}
+
+/// `check` against the golden `stem`: its pairs' prompts may differ in length (aligned at the
+/// last token; the golden's positions are the clean prompt's aligned ones, from
+/// `pair{i}.first_aligned`).
+fn check_golden(name: &str, stem: &str) {
+    let golden = Golden::load(stem);
     let model = Model::load(&data_dir().join(name), None).unwrap();
     let (n, h) = (model.config.n_layers, model.config.n_heads);
     let pairs = golden_pairs(&golden);
@@ -61,7 +68,12 @@ fn check(name: &str) {
     .unwrap();
     let (mut worst, mut worst_attr) = (0f32, 0f32);
     for (doc, pair) in pairs.iter().enumerate() {
-        let len = pair.clean.len();
+        // Aligned positions: the clean prompt's last `len`, from `first`.
+        let len = pair.clean.len().min(pair.corrupted.len());
+        let first = pair.clean.len() - len;
+        if let Some(f) = golden.tensors.get(&format!("pair{doc}.first_aligned")) {
+            assert_eq!(f.to_vec1::<i64>().unwrap()[0] as usize, first);
+        }
         let scalar = |k: &str| {
             golden
                 .t(&format!("pair{doc}.{k}"))
@@ -102,11 +114,11 @@ fn check(name: &str) {
                     // The golden's layout: [layer, position], [layer, head], [layer, head, position].
                     let i = match c {
                         Component::ResidPre | Component::MlpOut => {
-                            r.layer * len + r.position.unwrap()
+                            r.layer * len + r.position.unwrap() - first
                         }
                         Component::AttnHead => r.layer * h + r.head.unwrap(),
                         Component::AttnHeadPos => {
-                            (r.layer * h + r.head.unwrap()) * len + r.position.unwrap()
+                            (r.layer * h + r.head.unwrap()) * len + r.position.unwrap() - first
                         }
                     };
                     let err = (r.value - want[i]).abs();
@@ -183,6 +195,14 @@ fn activation_patching_matches_transformers_hooks_llama() {
     check("tiny-llama");
 }
 
+/// Pairs of different lengths, aligned at their last token (scripts/
+/// make_patching_unequal_goldens.py: the corrupted prompt 2 tokens longer, then 2 shorter).
+#[test]
+fn unequal_pairs_are_patched_aligned_at_the_end() {
+    check_golden("tiny-gpt2", "patching-unequal-tiny-gpt2");
+    check_golden("tiny-llama", "patching-unequal-tiny-llama");
+}
+
 /// On the real default model: exact and attribution patching and contrastive integrated
 /// gradients (logit difference, corrupted baseline) of two shipped IOI pairs against
 /// transformers and autograd on the same GGUF weights (golden by
@@ -214,7 +234,12 @@ fn smollm2_ioi_patching_and_contrast_match_transformers() {
     .unwrap();
     let (mut worst, mut worst_attr) = (0f32, 0f32);
     for (doc, pair) in pairs.iter().enumerate() {
-        let len = pair.clean.len();
+        // Aligned positions: the clean prompt's last `len`, from `first`.
+        let len = pair.clean.len().min(pair.corrupted.len());
+        let first = pair.clean.len() - len;
+        if let Some(f) = golden.tensors.get(&format!("pair{doc}.first_aligned")) {
+            assert_eq!(f.to_vec1::<i64>().unwrap()[0] as usize, first);
+        }
         let v = out.pairs[doc];
         let (clean, corrupted) = (
             f(&format!("pair{doc}.clean_value"))[0],

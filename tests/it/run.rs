@@ -901,7 +901,8 @@ fn bad_pairs_fail_naming_the_row() {
             "pair-lengths",
             PAIRED_DATA.replace("The capital of Japan is", "The capital city of Japan is"),
             "data.jsonl:2: prompt `p1`: the corrupted prompt has 11 tokens and the prompt 8; \
-             paired prompts must tokenize to the same length",
+             paired prompts must tokenize to the same length (patching and the corrupted \
+             baseline match them position by position), or set dataset.align: end",
         ),
         (
             "pair-same-token",
@@ -1123,4 +1124,74 @@ fn mean_ablation_reads_the_dataset_as_the_run_does() {
         c => panic!("{c:?}"),
     }
     assert_eq!(rows(&dir.join("out"), "interventions").len(), 3);
+}
+
+/// `dataset.align: end`: prompts of different lengths are aligned at their last token; patching
+/// covers the positions both have (counted in the clean prompt), and the exact values are the
+/// library's (checked against transformers by `patching::unequal_pairs_are_patched_aligned_at_the_end`);
+/// the `corrupted` baseline still refuses them, naming the row.
+#[test]
+fn unequal_pairs_align_at_the_end() {
+    let data = PAIRED_DATA.replace("The capital of Japan is", "The capital city of Japan is");
+    let aligned = PAIRED_SPEC.replace("  foil_field: b\n", "  foil_field: b\n  align: end\n");
+    let spec = tiny_spec("run-align-ig", &data, &aligned);
+    BIN.fails_mentioning(
+        &["run", "-q", spec.to_str().unwrap()],
+        &[
+            "data.jsonl:2: prompt `p1`: the corrupted prompt has 11 tokens and the prompt 8; the \
+           `corrupted` baseline interpolates between them position by position and needs as many",
+        ],
+    );
+    let patch = aligned
+        .replace("    baseline: corrupted\n", "")
+        .replace(
+            "analyses:\n",
+            "analyses:\n  patching:\n    components: [resid_pre, attn_head]\n    directions: [denoise, noise]\n",
+        );
+    let spec = tiny_spec("run-align", &data, &patch);
+    BIN.ok(&["run", "-q", spec.to_str().unwrap()]);
+    let out = spec.parent().unwrap().join("out");
+    let patched = rows(&out, "patching");
+    // p0: 18 tokens each; p1: 8 clean, 11 corrupted (8 aligned). 3 layers, 4 heads.
+    assert_eq!(patched.len(), 2 * (3 * 18 + 12) + 2 * (3 * 8 + 12));
+    let pairs = rows(&out, "pairs");
+    assert!(pairs.iter().any(|r| r[2] == Cell::Num(11.0)), "{pairs:?}");
+    // The library computes the same rows for p1 (positions 0..8 of the clean prompt).
+    let model = tokenlens::model::Model::load(&data_dir().join("tiny-llama"), None).unwrap();
+    let enc = |t: &str| model.tokenizer.encode(t).unwrap();
+    let (a, b) = (
+        model.tokenizer.encode_plain(" Paris").unwrap()[0],
+        model.tokenizer.encode_plain(" Tokyo").unwrap()[0],
+    );
+    use tokenlens::analysis::patching::*;
+    let lib = activation_patching(
+        &model,
+        &[PairInput {
+            clean: enc("The capital of France is"),
+            corrupted: enc("The capital city of Japan is"),
+            metric: tokenlens::model::reverse::Metric::LogitDiff(a, b),
+        }],
+        &PatchOptions {
+            methods: vec![Method::Exact],
+            components: vec![Component::ResidPre],
+            directions: vec![Direction::Denoise],
+            batch_rows: 64,
+        },
+    )
+    .unwrap();
+    let positions: Vec<usize> = lib.rows.iter().filter_map(|r| r.position).collect();
+    assert_eq!(positions.iter().max(), Some(&7));
+    for r in &lib.rows {
+        let hit = patched.iter().find(|row| {
+            row[0] == Cell::Text("p1".into())
+                && row[2] == Cell::Text("resid_pre".into())
+                && row[3] == Cell::Text("denoise".into())
+                && row[5] == Cell::Num(r.layer as f64)
+                && row[7] == Cell::Num(r.position.unwrap() as f64)
+        });
+        match hit.map(|row| &row[8]) {
+            Some(Cell::Num(v)) => assert!((v - r.value as f64).abs() < 1e-4, "{v} vs {}", r.value),
+            other => panic!("no row for {r:?}: {other:?}"),
+        }
+    }
 }

@@ -127,7 +127,7 @@ fn unknown_keys_name_file_line_and_column() {
     fails(
         &spec,
         "DIR/spec.yaml:4:3: dataset: unknown field `id_feld`, expected one of `path`, `format`, \
-         `text_field`, `id_field`, `corrupted_field`, `answer_field`, `foil_field`, `limit`, \
+         `text_field`, `id_field`, `corrupted_field`, `answer_field`, `foil_field`, `align`, `limit`, \
          `too_long`",
     );
     let spec = tiny_spec(

@@ -7,7 +7,7 @@ use crate::model::Model;
 use crate::pipeline::dataset::{DatasetError, Prompt};
 use crate::pipeline::error::{Error, Result};
 use crate::pipeline::process::{Doc, DocPair, Plan};
-use crate::pipeline::spec::{PipelineSpec, TooLong};
+use crate::pipeline::spec::{BaselineSpec, PairAlign, PipelineSpec, TooLong};
 
 /// Per-document facts the tables need beyond `Doc`.
 #[derive(Debug, Clone)]
@@ -44,14 +44,32 @@ pub(super) fn window_batches(
         let mut pair = DocPair::default();
         if let Some(text) = &p.pair.corrupted {
             let c = model.tokenizer.encode(text)?;
-            if c.len() != ids.len() {
+            let baseline = spec.analyses.saliency.as_ref().map(|s| s.baseline);
+            if c.len() != ids.len() && spec.dataset.align == PairAlign::Equal {
                 return Err(at(format!(
                     "prompt `{}`: the corrupted prompt has {} tokens and the prompt {}; paired \
                      prompts must tokenize to the same length (patching and the corrupted \
-                     baseline match them position by position)",
+                     baseline match them position by position), or set dataset.align: end to \
+                     align them at their last token",
                     p.doc_id,
                     c.len(),
                     ids.len()
+                )));
+            }
+            if c.len() != ids.len() && baseline == Some(BaselineSpec::Corrupted) {
+                return Err(at(format!(
+                    "prompt `{}`: the corrupted prompt has {} tokens and the prompt {}; the \
+                     `corrupted` baseline interpolates between them position by position and \
+                     needs as many (dataset.align: end aligns them for patching only)",
+                    p.doc_id,
+                    c.len(),
+                    ids.len()
+                )));
+            }
+            if c.is_empty() {
+                return Err(at(format!(
+                    "prompt `{}`: the corrupted prompt has no tokens",
+                    p.doc_id
                 )));
             }
             pair.corrupted = Some((text.clone(), c));
@@ -96,7 +114,9 @@ pub(super) fn window_batches(
                     truncated = ids.len() - room;
                     ids.drain(..truncated);
                     if let Some((_, c)) = &mut pair.corrupted {
-                        c.drain(..truncated);
+                        // Equal lengths: the same positions go; aligned at the end: it keeps
+                        // its last `room` tokens too.
+                        c.drain(..c.len().saturating_sub(room));
                     }
                     if ids.is_empty() {
                         return Err(at(format!(
@@ -105,6 +125,26 @@ pub(super) fn window_batches(
                             p.doc_id
                         )));
                     }
+                }
+            }
+        }
+        // A corrupted prompt longer than the prompt (dataset.align: end) is read, not continued:
+        // it must fit the context.
+        if let Some((_, c)) = &mut pair.corrupted
+            && c.len() > context
+        {
+            match spec.dataset.too_long {
+                TooLong::Error => {
+                    return Err(at(format!(
+                        "prompt `{}`: the corrupted prompt has {} tokens, more than the model's \
+                         context of {context} (set dataset.too_long: truncate to keep its last \
+                         {context} tokens)",
+                        p.doc_id,
+                        c.len()
+                    )));
+                }
+                TooLong::Truncate => {
+                    c.drain(..c.len() - context);
                 }
             }
         }

@@ -180,6 +180,11 @@ pub struct DatasetSpec {
     /// allowed for txt.
     #[serde(default)]
     pub foil_field: Option<String>,
+    /// How a paired row's prompts line up: `equal` (default: they must tokenize to as many
+    /// tokens) or `end` (prompts of different lengths are aligned at their last token; patching
+    /// runs on the positions both have; the `corrupted` baseline still needs equal lengths).
+    #[serde(default)]
+    pub align: PairAlign,
     /// Read only the first `limit` prompts. Default: all.
     #[serde(default)]
     pub limit: Option<usize>,
@@ -200,6 +205,7 @@ impl DatasetSpec {
             corrupted_field: None,
             answer_field: None,
             foil_field: None,
+            align: PairAlign::Equal,
             limit: None,
             too_long: TooLong::Error,
         }
@@ -231,6 +237,18 @@ impl DatasetSpec {
     pub fn format(&self) -> Option<Format> {
         self.format.or_else(|| Format::from_path(&self.path))
     }
+}
+
+/// How a paired row's clean and corrupted prompts line up, position by position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PairAlign {
+    /// As many tokens each; position p is position p.
+    #[default]
+    Equal,
+    /// Aligned at the last token: clean position p is corrupted position p + (corrupted length
+    /// − clean length).
+    End,
 }
 
 /// A paired row's field besides the prompt.

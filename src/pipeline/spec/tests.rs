@@ -387,8 +387,9 @@ fn quickstart_spec_is_valid() {
             && a.attention.as_ref().is_some_and(|at| at.rollout)
             && a.nmf.is_some()
     );
-    // Every table but `pairs` and `patching` (the quickstart dataset is not paired).
-    assert_eq!(s.tables().len(), crate::store::schema::ALL_TABLES.len() - 2);
+    // Every table but `pairs` and `patching` (the quickstart dataset is not paired) and the
+    // three of interventions (pipelines/interventions.yaml).
+    assert_eq!(s.tables().len(), crate::store::schema::ALL_TABLES.len() - 5);
     assert!(!s.tables().contains(&"pairs") && !s.tables().contains(&"patching"));
     assert!(s.dataset.path.is_file(), "{}", s.dataset.path.display());
     // SmolLM2-135M: 30 layers, 9 heads, 8192 tokens of context.
@@ -608,5 +609,31 @@ fn patching_checks() {
     assert_eq!(
         e,
         "pipelines/x.yaml: analyses.patching: reads the prediction after a prompt: an encoder has none"
+    );
+}
+
+#[test]
+fn align_needs_a_corrupted_field() {
+    let s = parse(&MINIMAL.replace(
+        "  path: data/p.jsonl\n",
+        "  path: data/p.jsonl\n  align: end\n",
+    ));
+    assert_eq!(
+        s.unwrap_err().to_string(),
+        "pipelines/x.yaml: dataset.align: aligns a row's clean and corrupted prompts: set \
+         dataset.corrupted_field"
+    );
+    let s = parse(&MINIMAL.replace(
+        "  path: data/p.jsonl\n",
+        "  path: data/p.jsonl\n  corrupted_field: bad\n  align: end\n",
+    ))
+    .unwrap();
+    assert_eq!(s.dataset.align, PairAlign::End);
+    assert!(
+        err(&MINIMAL.replace(
+            "  path: data/p.jsonl\n",
+            "  path: data/p.jsonl\n  align: start\n"
+        ))
+        .contains("unknown variant `start`, expected `equal` or `end`")
     );
 }

@@ -267,6 +267,11 @@ impl PipelineSpec {
             used.push(name);
         }
         p.check(
+            ds.align == PairAlign::Equal || ds.corrupted_field.is_some(),
+            "dataset.align",
+            || "aligns a row's clean and corrupted prompts: set dataset.corrupted_field".into(),
+        );
+        p.check(
             ds.answer_field.is_some() == ds.foil_field.is_some(),
             if ds.answer_field.is_some() {
                 "dataset.foil_field"
