@@ -24,6 +24,9 @@ pub static VIEWED_TABLES: &[&TableDef] = &[
     &schema::ATTENTION_ROLLOUT,
     &schema::NMF_FACTORS,
     &schema::NMF_TOP_CONTEXTS,
+    &schema::INTERVENTIONS,
+    &schema::INTERVENTION_TOKENS,
+    &schema::INTERVENTION_EDITS,
 ];
 
 fn viewed(table: &str) -> bool {

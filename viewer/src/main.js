@@ -1,6 +1,6 @@
 // The tokenlens viewer: a run overview and, per document, its tokens, saliency, predictions,
-// logit lens, watched tokens, attention and NMF factors. Routes: #/ (with ?q=, page=, per=) and
-// #/doc/<id>/<tab>.
+// logit lens, watched tokens, attention, NMF factors, patching and interventions. Routes: #/
+// (with ?q=, page=, per=) and #/doc/<id>/<tab>.
 import { Run } from './data.js'
 import { h, chip, missing, showTip, hideTip } from './ui.js'
 import { overview, overviewLink } from './overview.js'
@@ -9,6 +9,7 @@ import { predictionsView, lensView, watchView } from './lens.js'
 import { attentionView } from './attention.js'
 import { nmfView } from './nmf.js'
 import { patchingView } from './patching.js'
+import { interventionsView } from './interventions.js'
 
 const TABS = [
   ['saliency', 'Saliency', ['saliency']],
@@ -18,8 +19,10 @@ const TABS = [
   ['attention', 'Attention', ['attention', 'attention_rollout']],
   ['nmf', 'NMF factors', ['nmf_factors', 'nmf_top_contexts']],
   ['patching', 'Patching', ['patching']],
+  // Shown only when the run has the table (a fourth element: hide rather than grey out).
+  ['interventions', 'Interventions', ['interventions'], 'hide'],
 ]
-const VIEWS = { saliency: saliencyView, predictions: predictionsView, lens: lensView, watch: watchView, attention: attentionView, nmf: nmfView, patching: patchingView }
+const VIEWS = { saliency: saliencyView, predictions: predictionsView, lens: lensView, watch: watchView, attention: attentionView, nmf: nmfView, patching: patchingView, interventions: interventionsView }
 
 let run
 const app = () => document.getElementById('app')
@@ -44,7 +47,7 @@ async function documentPage(id, tab) {
           tokens.map(t => chip(t.token, { class: t.is_generated ? 'gen' : '', 'data-pos': t.position, title: `position ${t.position}, id ${t.token_id}${t.is_generated ? ', generated' : ''}` })))
       : missing('tokens'),
     h('div', { class: 'legend' }, chip('prompt'), chip('generated', { class: 'gen' })),
-    h('nav', { class: 'tabs' }, TABS.map(([key, label, tables]) =>
+    h('nav', { class: 'tabs' }, TABS.filter(([, , tables, hide]) => !hide || tables.some(t => run.has(t))).map(([key, label, tables]) =>
       h('a', { href: `#/doc/${encodeURIComponent(id)}/${key}`, class: `${key === tab ? 'active' : ''} ${tables.some(t => run.has(t)) ? '' : 'absent'}`, 'data-tab': key }, label))),
     body)
   app().replaceChildren(page)

@@ -7,8 +7,10 @@
 // hyparquet (independently of the page): the document list, the document's tokens, the top-1
 // prediction at every position, that clicking a generated token changes the saliency display,
 // the detailed mode and the method switch, the logit lens cells and their hover, attention lines,
-// that the overview's row counts are the manifest's (the NMF tables' included), and that missing
-// tables are reported. Fails on any page error. Saves screenshots.
+// that the overview's row counts are the manifest's (the NMF tables' included), the patching
+// effects, the interventions (rows, texts, highlighted tokens from diverges_at, the dataset's
+// changed counts; a run without them has no tab), and that missing tables are reported. Fails
+// on any page error. Saves screenshots.
 import { spawn } from 'node:child_process'
 import { mkdirSync, readdirSync, readFileSync } from 'node:fs'
 import { join, resolve as resolvePath } from 'node:path'
@@ -289,6 +291,79 @@ try {
     }
   }
 
+  // Interventions: a row per run (plain, then each intervention) on a document some intervention
+  // changed, its text and tokens the table's, the highlighted tokens from diverges_at on exactly
+  // those that differ from the plain generation; over the dataset, the changed counts and means,
+  // a row's changed documents, and one opened. A run without the table has no tab.
+  const ivs = await table('interventions')
+  const hasTab = await page.$('.tabs a[data-tab="interventions"]') != null
+  if (!ivs) {
+    check(!hasTab, 'no Interventions tab in a run without the interventions table')
+    await page.goto(`${url}#/doc/${encodeURIComponent(doc.doc_id)}/interventions`)
+    const said = await page.waitForSelector(`#document[data-doc="${doc.doc_id}"] [data-missing="interventions"]`, { timeout: 20000 }).then(() => true, () => false)
+    check(said, 'the interventions URL of a run without them says plainly that the table is missing')
+  } else {
+    check(hasTab, 'the run has interventions: the Interventions tab is shown')
+    const names = [...new Set(ivs.map(r => r.intervention))]
+    const changedBy = d => ivs.filter(r => r.doc_id === d && r.diverges_at != null).length
+    const ivDoc = [...gens].sort((a, b) => changedBy(b.doc_id) - changedBy(a.doc_id) || a.index - b.index)[0]
+    const mine = ivs.filter(r => r.doc_id === ivDoc.doc_id)
+    await page.goto(`${url}#/doc/${encodeURIComponent(ivDoc.doc_id)}/interventions`)
+    await page.waitForSelector(`#document[data-doc="${ivDoc.doc_id}"] #tab-body[data-ready] #interventions[data-scope="document"]`, { timeout: 20000 })
+    const rowRuns = await page.$$eval('#iv-rows .iv-row', rs => rs.map(r => r.dataset.run))
+    check(rowRuns.length === 1 + mine.length && rowRuns[0] === 'plain' && mine.every(r => rowRuns.includes(r.intervention)), `document ${ivDoc.doc_id}: ${rowRuns.length} rows = plain + its ${mine.length} interventions (${rowRuns.join(', ')})`)
+    const plainTokens = (await table('tokens', { doc_id: ivDoc.doc_id })).filter(t => t.is_generated).sort((a, b) => a.position - b.position)
+    const plainShown = await page.$$eval('.iv-row[data-run="plain"] .tok', els => els.map(e => e.textContent))
+    const plainText = await page.textContent('.iv-row[data-run="plain"] .iv-text')
+    check(plainShown.length === plainTokens.length && plainText === ivDoc.output_text, `the plain row: its ${plainTokens.length} generated tokens and the generations' output_text ${JSON.stringify(ivDoc.output_text)}`)
+    // The plain tokens' probabilities: the predictions' at the previous position, where recorded.
+    const preds = (await table('predictions', { doc_id: ivDoc.doc_id })) || []
+    const plainProbs = await page.$$eval('.iv-row[data-run="plain"] .tok', els => els.map(e => e.dataset.prob))
+    const wantProbs = plainTokens.map(t => preds.find(p => p.position === t.position - 1 && p.token_id === t.token_id)?.prob)
+    check(plainProbs.every((p, i) => wantProbs[i] == null ? p === '' : Math.abs(Number(p) - wantProbs[i]) < 1e-6) && (!preds.length || plainProbs.some(p => p !== '')), `the plain tokens' probabilities are the predictions' (${plainProbs.filter(p => p !== '').length} of ${plainTokens.length} recorded)`)
+    const itoks = await table('intervention_tokens', { doc_id: ivDoc.doc_id })
+    let diverged = 0
+    for (const r of mine) {
+      const sel = `.iv-row[data-run="${r.intervention}"]`
+      const text = await page.textContent(`${sel} .iv-text`)
+      check(text === r.output_text, `${r.intervention}: the text shown is the table's output_text ${JSON.stringify(r.output_text)}`)
+      const want = itoks.filter(t => t.intervention === r.intervention).sort((a, b) => a.position - b.position)
+      const chips = await page.$$eval(`${sel} .tok`, els => els.map(e => ({ idx: Number(e.dataset.idx), prob: Number(e.dataset.prob), diff: e.classList.contains('diff'), text: e.textContent })))
+      check(chips.length === want.length && r.generated_tokens === want.length && chips.every((c, i) => c.idx === i && Math.abs(c.prob - want[i].prob) < 1e-6), `${r.intervention}: ${want.length} token chips with the intervention_tokens' probabilities`)
+      const hl = chips.filter(c => c.diff).map(c => c.idx)
+      const wantHl = r.diverges_at == null ? [] : want.map((t, i) => i).filter(i => i >= r.diverges_at && plainTokens[i]?.token_id !== want[i].token_id)
+      const startOk = r.diverges_at == null ? hl.length === 0 : r.diverges_at >= want.length || hl[0] === r.diverges_at
+      check(startOk && JSON.stringify(hl) === JSON.stringify(wantHl), `${r.intervention}: highlighted tokens start at diverges_at ${r.diverges_at} (highlighted: ${hl.join(', ') || 'none'})`)
+      if (r.diverges_at != null) diverged++
+    }
+    check(diverged > 0, `document ${ivDoc.doc_id} has ${diverged} interventions that changed it (the highlight is tested)`)
+    await page.screenshot({ path: join(shots, 'interventions.png'), fullPage: true })
+    // Over the dataset.
+    await page.click('.seg[data-name="scope"] button[data-value="dataset"]')
+    await page.waitForSelector('#interventions[data-scope="dataset"] #iv-table', { timeout: 20000 })
+    const shownCounts = await page.$$eval('#iv-table tr[data-run]', trs => trs.map(tr => [tr.dataset.run, tr.children[1].textContent, tr.children[2].textContent]))
+    const wantCounts = names.map(n => {
+      const rs = ivs.filter(r => r.intervention === n), ch = rs.filter(r => r.diverges_at != null)
+      return [n, `${ch.length} of ${rs.length}`, ch.length ? (ch.reduce((a, r) => a + r.diverges_at, 0) / ch.length).toFixed(2) : '—']
+    })
+    const sortRows = rs => JSON.stringify([...rs].sort((a, b) => (a[0] < b[0] ? -1 : 1)))
+    check(shownCounts.length === names.length && sortRows(shownCounts) === sortRows(wantCounts), `dataset: documents changed and mean diverges_at per intervention equal the table's (${wantCounts.map(c => `${c[0]} ${c[1]}, ${c[2]}`).join('; ')})`)
+    const pick = wantCounts.find(c => !c[1].startsWith('0 '))?.[0]
+    if (pick) {
+      await page.click(`#iv-table tr[data-run="${pick}"]`)
+      await page.waitForSelector(`#iv-changed[data-run="${pick}"]`, { timeout: 20000 })
+      const listed = await page.$$eval('#iv-changed tbody tr', trs => trs.map(tr => tr.dataset.doc))
+      const wantDocs = ivs.filter(r => r.intervention === pick && r.diverges_at != null).map(r => r.doc_id)
+      check(listed.length === wantDocs.length && wantDocs.every(d => listed.includes(d)), `clicking ${pick} lists the ${wantDocs.length} documents it changed`)
+      await page.screenshot({ path: join(shots, 'interventions-dataset.png'), fullPage: true })
+      const target = listed.find(d => d !== ivDoc.doc_id) ?? listed[0]
+      await page.click(`#iv-changed tbody tr[data-doc="${target}"]`)
+      const opened = await page.waitForSelector(`#document[data-doc="${target}"] #tab-body[data-ready] #interventions[data-scope="document"] #iv-rows`, { timeout: 20000 }).then(() => true, () => false)
+      const n = ivs.filter(r => r.doc_id === target).length
+      check(opened && await page.$$eval('#iv-rows .iv-row', rs => rs.length) === 1 + n, `clicking ${target} opens its interventions (${1 + n} rows)`)
+    }
+  }
+
   check(errors.length === 0, `no page errors${errors.length ? `: ${errors.join('; ')}` : ''}`)
 
   // export-html: the same viewer from one file, no server.
@@ -311,6 +386,13 @@ try {
   await ex.waitForSelector('#tab-body[data-ready]', { timeout: 20000 })
   const exTokens = await ex.$$eval('#doc-tokens .tok', els => els.length)
   check(exTokens === tokens.length && exErrors.length === 0, `export-html: ${html} opens from disk and shows the document (${exTokens} tokens)${exErrors.length ? `; errors: ${exErrors.join('; ')}` : ''}`)
+  if (ivs) {
+    const tab = await ex.$('.tabs a[data-tab="interventions"]')
+    if (tab) await tab.click()
+    const rows = tab ? await ex.waitForSelector('#iv-rows', { timeout: 20000 }).then(() => ex.$$eval('#iv-rows .iv-row', rs => rs.length), () => 0) : 0
+    const n = ivs.filter(r => r.doc_id === doc.doc_id).length
+    check(rows === 1 + n && exErrors.length === 0, `export-html: the interventions are inlined: ${rows} rows for ${doc.doc_id} (plain + ${n})`)
+  }
   await ex.screenshot({ path: join(shots, 'export.png'), fullPage: true })
   }
 } finally {
