@@ -46,3 +46,4 @@ fi
 (cd viewer && npm ci --silent --no-audit --no-fund)
 node viewer/test/browser.mjs "$TOKENLENS_BIN" runs/quickstart target/viewer-screenshots
 node viewer/test/browser.mjs "$TOKENLENS_BIN" runs/ioi target/viewer-screenshots/ioi
+node viewer/test/browser.mjs "$TOKENLENS_BIN" runs/interventions target/viewer-screenshots/interventions
