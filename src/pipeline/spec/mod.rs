@@ -20,7 +20,7 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::path::PathBuf;
 
-use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
 use super::dataset::Format;
@@ -737,78 +737,6 @@ pub struct OutputSpec {
     pub overwrite: bool,
 }
 
-/// `all` or a list of indices (layers or heads); negative indices count from the end.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Selection {
-    All,
-    List(Vec<i64>),
-}
-
-impl Serialize for Selection {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match self {
-            Selection::All => s.serialize_str("all"),
-            Selection::List(v) => v.serialize(s),
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for Selection {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Selection;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("`all` or a list of indices")
-            }
-            fn visit_str<E: de::Error>(self, s: &str) -> Result<Selection, E> {
-                if s == "all" {
-                    Ok(Selection::All)
-                } else {
-                    Err(E::invalid_value(de::Unexpected::Str(s), &self))
-                }
-            }
-            fn visit_i64<E: de::Error>(self, i: i64) -> Result<Selection, E> {
-                Ok(Selection::List(vec![i]))
-            }
-            fn visit_u64<E: de::Error>(self, i: u64) -> Result<Selection, E> {
-                i64::try_from(i)
-                    .map(|i| Selection::List(vec![i]))
-                    .map_err(|_| E::invalid_value(de::Unexpected::Unsigned(i), &self))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Selection, A::Error> {
-                let mut v = Vec::new();
-                while let Some(i) = seq.next_element::<i64>()? {
-                    v.push(i);
-                }
-                Ok(Selection::List(v))
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
-
-impl Selection {
-    /// The selected indices in 0..n, in the order given (`all`: 0..n). Negative indices count
-    /// from the end. Errors name the first index out of range.
-    pub fn resolve(&self, n: usize) -> Result<Vec<usize>, String> {
-        match self {
-            Selection::All => Ok((0..n).collect()),
-            Selection::List(v) => v
-                .iter()
-                .map(|&i| {
-                    let j = if i < 0 { i + n as i64 } else { i };
-                    if (0..n as i64).contains(&j) {
-                        Ok(j as usize)
-                    } else {
-                        Err(format!("index {i} is out of range"))
-                    }
-                })
-                .collect(),
-        }
-    }
-}
-
 /// A section written with no value (`analyses:` with everything below commented out) is its
 /// defaults.
 fn null_is_default<'de, D, T>(d: D) -> Result<T, D::Error>
@@ -852,6 +780,7 @@ where
 
 mod error;
 mod interventions;
+mod selection;
 #[cfg(test)]
 mod tests;
 mod validate;
@@ -860,4 +789,5 @@ pub use error::{Problem, SpecError};
 pub use interventions::{
     AblationSpec, AblationValue, InterventionSpec, MeanDiffSpec, SteerSpec, TokenChoice,
 };
+pub use selection::Selection;
 pub use validate::{ModelDims, ranges};
