@@ -453,16 +453,24 @@ fn all_tables_are_registered_and_unique() {
         NmfTopContexts::def(),
         Pairs::def(),
         Patching::def(),
+        Interventions::def(),
+        InterventionTokens::def(),
+        InterventionEdits::def(),
     ] {
         assert_eq!(table_def(def.name), Some(def));
     }
-    assert_eq!(ALL_TABLES.len(), 17);
+    assert_eq!(ALL_TABLES.len(), 20);
     // Every table with documents joins on doc_id, a non-null string.
     for t in ALL_TABLES {
         if let Some(c) = t.column("doc_id") {
             assert_eq!((c.ty, c.nullable), (ColType::Utf8, false));
         } else {
-            assert!(t.name.starts_with("nmf_"), "{} has no doc_id", t.name);
+            // Corpus-level tables: NMF's, and the run's resolved intervention edits.
+            assert!(
+                t.name.starts_with("nmf_") || t.name == "intervention_edits",
+                "{} has no doc_id",
+                t.name
+            );
         }
     }
 }

@@ -16,20 +16,6 @@ use crate::common::{Golden, assert_close, data_dir};
 /// Forward tolerance on logits, scaled by max(1, |logit|) (`assert_close`).
 const TOL: f32 = 1e-4;
 
-fn ids_of(v: &Value) -> Vec<Vec<u32>> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            r.as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x.as_u64().unwrap() as u32)
-                .collect()
-        })
-        .collect()
-}
-
 fn vec_of(g: &Golden, key: &str) -> Vec<f32> {
     g.t(key).flatten_all().unwrap().to_vec1().unwrap()
 }
@@ -51,11 +37,8 @@ fn max_diff(a: &[f32], b: &[f32]) -> f32 {
 /// by tokenlens (and checked against the golden's); a given vector is the golden's.
 fn interventions(model: &Model, g: &Golden) -> Vec<(String, Intervention)> {
     let m = &g.meta;
-    let mean_prompts = match &m["mean_prompts"] {
-        Value::String(s) => ids_of(&serde_json::from_str(s).unwrap()),
-        v => ids_of(v),
-    };
-    let (pos, neg) = (ids_of(&m["positive"]), ids_of(&m["negative"]));
+    let mean_prompts = g.ids("mean_prompts");
+    let (pos, neg) = (g.ids("positive"), g.ids("negative"));
     let d = model.config.head_dim;
     let mut out = vec![];
     for iv in m["interventions"].as_array().unwrap() {
