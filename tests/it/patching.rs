@@ -37,6 +37,17 @@ fn golden_pairs(golden: &Golden) -> Vec<PairInput> {
         .collect()
 }
 
+/// A pair's aligned positions (the clean prompt's last `len`, from `first`), checked against
+/// the golden's `pair{doc}.first_aligned` where it has one.
+fn aligned(golden: &Golden, doc: usize, pair: &PairInput) -> (usize, usize) {
+    let len = pair.clean.len().min(pair.corrupted.len());
+    let first = pair.clean.len() - len;
+    if let Some(f) = golden.tensors.get(&format!("pair{doc}.first_aligned")) {
+        assert_eq!(f.to_vec1::<i64>().unwrap()[0] as usize, first);
+    }
+    (len, first)
+}
+
 fn check(name: &str) {
     check_golden(name, &format!("patching-{name}"));
 }
@@ -68,12 +79,7 @@ fn check_golden(name: &str, stem: &str) {
     .unwrap();
     let (mut worst, mut worst_attr) = (0f32, 0f32);
     for (doc, pair) in pairs.iter().enumerate() {
-        // Aligned positions: the clean prompt's last `len`, from `first`.
-        let len = pair.clean.len().min(pair.corrupted.len());
-        let first = pair.clean.len() - len;
-        if let Some(f) = golden.tensors.get(&format!("pair{doc}.first_aligned")) {
-            assert_eq!(f.to_vec1::<i64>().unwrap()[0] as usize, first);
-        }
+        let (len, first) = aligned(&golden, doc, pair);
         let scalar = |k: &str| {
             golden
                 .t(&format!("pair{doc}.{k}"))
@@ -234,12 +240,7 @@ fn smollm2_ioi_patching_and_contrast_match_transformers() {
     .unwrap();
     let (mut worst, mut worst_attr) = (0f32, 0f32);
     for (doc, pair) in pairs.iter().enumerate() {
-        // Aligned positions: the clean prompt's last `len`, from `first`.
-        let len = pair.clean.len().min(pair.corrupted.len());
-        let first = pair.clean.len() - len;
-        if let Some(f) = golden.tensors.get(&format!("pair{doc}.first_aligned")) {
-            assert_eq!(f.to_vec1::<i64>().unwrap()[0] as usize, first);
-        }
+        let len = pair.clean.len();
         let v = out.pairs[doc];
         let (clean, corrupted) = (
             f(&format!("pair{doc}.clean_value"))[0],
