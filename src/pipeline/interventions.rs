@@ -4,6 +4,7 @@
 //! (`analysis::interventions`) — and each batch regenerated under each of them, with the same
 //! seeds as the plain generation so that only the edit differs.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use super::dataset::{self, DatasetError};
@@ -12,7 +13,7 @@ use super::spec::{
     AblationValue, DatasetSpec, InterventionSpec, PipelineSpec, Positions, Selection, TokenChoice,
     TooLong,
 };
-use crate::analysis::interventions::{self as measure, MeanSites, TokenReduce};
+use crate::analysis::interventions::{self as measure, MeanSites, SiteMeans, TokenReduce};
 use crate::model::Model;
 use crate::model::generate::{GenerateOptions, Generation};
 use crate::model::intervene::{Edit, Intervention, Span};
@@ -99,34 +100,40 @@ pub fn resolve(spec: &PipelineSpec, model: &Model, batch_size: usize) -> Result<
             .map(|v| v[0])
             .map_err(|m| bad(src, key, m))
     };
-    let mut out = vec![];
+    // `value: mean` sites, measured once per distinct `mean_prompts` for every intervention
+    // that asks for them (a site's mean does not depend on which others are measured with it).
+    let mut wanted: BTreeMap<usize, (MeanSites, usize)> = BTreeMap::new();
     for (i, s) in spec.interventions.iter().enumerate() {
-        let means = if s.needs_means() {
-            let mut sites = MeanSites::default();
-            for (k, neurons, a) in s.ablations(i) {
-                if a.value == AblationValue::Mean {
-                    let l = layer(a.layer, &format!("{k}.layer"))?;
-                    if neurons {
-                        sites.mlp_act.insert(l);
-                    } else {
-                        sites.z.insert(l);
-                    }
+        for (k, neurons, a) in s.ablations(i) {
+            if a.value == AblationValue::Mean {
+                let l = layer(a.layer, &format!("{k}.layer"))?;
+                let (sites, _) = wanted
+                    .entry(s.mean_prompts)
+                    .or_insert_with(|| (MeanSites::default(), i));
+                if neurons {
+                    sites.mlp_act.insert(l);
+                } else {
+                    sites.z.insert(l);
                 }
             }
-            // The run's dataset as it reads it (format, text field), its first prompts.
-            let ds = DatasetSpec {
-                limit: Some(s.mean_prompts),
-                corrupted_field: None,
-                answer_field: None,
-                foil_field: None,
-                ..spec.dataset.clone()
-            };
-            let prompts =
-                read_prompts(model, &ds, &format!("interventions[{i}].mean_prompts"), src)?;
-            Some(measure::site_means(model, &prompts, batch_size, &sites)?)
-        } else {
-            None
+        }
+    }
+    let mut measured: BTreeMap<usize, SiteMeans> = BTreeMap::new();
+    for (n, (sites, i)) in wanted {
+        // The run's dataset as it reads it (format, text field), its first prompts.
+        let ds = DatasetSpec {
+            limit: Some(n),
+            corrupted_field: None,
+            answer_field: None,
+            foil_field: None,
+            ..spec.dataset.clone()
         };
+        let prompts = read_prompts(model, &ds, &format!("interventions[{i}].mean_prompts"), src)?;
+        measured.insert(n, measure::site_means(model, &prompts, batch_size, &sites)?);
+    }
+    let mut out = vec![];
+    for (i, s) in spec.interventions.iter().enumerate() {
+        let means = measured.get(&s.mean_prompts);
         let mut edits = vec![];
         let mut recs = vec![];
         for (k, neurons, a) in s.ablations(i) {
@@ -136,7 +143,7 @@ pub fn resolve(spec: &PipelineSpec, model: &Model, batch_size: usize) -> Result<
                 AblationValue::Zero => ("zero", vec![vec![0.0; width]; a.ids.len()]),
                 AblationValue::Value(v) => ("value", vec![vec![v as f32; width]; a.ids.len()]),
                 AblationValue::Mean => {
-                    let m = means.as_ref().expect("means were measured");
+                    let m = means.expect("means were measured");
                     let row = if neurons { &m.mlp_act[&l] } else { &m.z[&l] };
                     (
                         "mean",

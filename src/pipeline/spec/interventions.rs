@@ -177,14 +177,6 @@ impl InterventionSpec {
             .map(|(j, a)| (format!("interventions[{i}].heads[{j}]"), false, a));
         n.chain(h).collect()
     }
-
-    /// Whether a `value: mean` ablation needs the dataset's means.
-    pub fn needs_means(&self) -> bool {
-        self.neurons
-            .iter()
-            .chain(&self.heads)
-            .any(|a| a.value == AblationValue::Mean)
-    }
 }
 
 /// A mapping or a list of mappings -> a list.
@@ -426,10 +418,8 @@ mod tests {
         assert_eq!(iv[0].neurons[0].value, AblationValue::Zero);
         assert_eq!(iv[0].positions, Positions::All);
         assert_eq!(iv[0].mean_prompts, 256);
-        assert!(!iv[0].needs_means());
         assert_eq!(iv[1].heads[0].value, AblationValue::Mean);
         assert_eq!(iv[1].heads[1].value, AblationValue::Value(-2.5));
-        assert!(iv[1].needs_means());
         assert_eq!(iv[1].positions, Positions::Generated);
         assert_eq!(iv[2].steer[0].alpha, 1.0);
         // Paths resolve against the spec's directory.
