@@ -50,12 +50,13 @@ duckdb.sql("""
 - **layer**: in `activations`, `attention`, `attention_rollout` and `nmf_*`, the 0-based block
   index. In `lens`, `lens_topk` and `watch`, the residual stream index: 0 is the embedding output
   (the input of block 0), l is the output of block l - 1, and n_layers is the output of the last
-  block (with the final norm, what the model itself predicts from).
+  block (with the final norm, what the model itself predicts from). In `residuals`, the same
+  index, but n_layers is the last block's output before the final norm.
 - **rank** is 1-based: 1 is the most probable token.
 - **prob** is a softmax probability over the whole vocabulary.
 - Integers are signed (int32, int64); probabilities and scores are float32.
 - Each column's description is also stored in the Parquet schema (field metadata `description`).
-- `activations.values` is float16 when `analyses.activations.dtype` is `f16` (Parquet's FLOAT16
+- `activations.values` and `residuals.values` are float16 when the analysis' `dtype` is `f16` (Parquet's FLOAT16
   logical type; polars 2.1, duckdb 2.0 and pyarrow 26 read it; older readers may not, so use `f32`
   for them).
 "#;

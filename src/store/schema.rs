@@ -728,6 +728,22 @@ table! {
 }
 
 table! {
+    /// The residual stream, one list of the model's hidden size per document, position and
+    /// residual index (as `tokenlens compare` reads it for layer similarity; docs/compare.md).
+    "residuals" => RESIDUALS, Residuals, ResidualsRow<'a> {
+        /// The document (see Conventions).
+        doc_id: Utf8,
+        /// 0-based position in the sequence.
+        position: Int32,
+        /// Residual stream index (see *layer*): 0 = embeddings, l = after block l - 1,
+        /// n_layers = the last block's output, before the final norm.
+        layer: Int32,
+        /// One value per hidden dimension; float16 when `analyses.residuals.dtype` is `f16`.
+        values: ListFloat,
+    }
+}
+
+table! {
     /// Attention probabilities: one row per document, layer, head and query position.
     "attention" => ATTENTION, Attention, AttentionRow<'a> {
         /// The document (see Conventions).
@@ -836,6 +852,7 @@ pub static ALL_TABLES: &[&TableDef] = &[
     &INTERVENTION_TOKENS,
     &INTERVENTION_EDITS,
     &ACTIVATIONS,
+    &RESIDUALS,
     &ATTENTION,
     &ATTENTION_ROLLOUT,
     &NMF_COMPONENTS,

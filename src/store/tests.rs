@@ -459,7 +459,7 @@ fn all_tables_are_registered_and_unique() {
     ] {
         assert_eq!(table_def(def.name), Some(def));
     }
-    assert_eq!(ALL_TABLES.len(), 20);
+    assert_eq!(ALL_TABLES.len(), 21);
     // Every table with documents joins on doc_id, a non-null string.
     for t in ALL_TABLES {
         if let Some(c) = t.column("doc_id") {

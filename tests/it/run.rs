@@ -41,6 +41,7 @@ analyses:
   lens: {top_k: 2}
   watch: {tokens: [' the', ' cat']}
   activations: {layers: all, dtype: f16}
+  residuals: {layers: [0, -1], positions: prompt}
   attention: {layers: all, rollout: true}
   nmf: {n_components: 3, max_iter: 20, top_contexts: 2}
 interventions:
@@ -187,6 +188,7 @@ fn a_run_writes_every_table_and_its_manifest() {
             "load",
             "nmf",
             "predictions",
+            "residuals",
             "saliency",
             "tokenize",
             "write"
@@ -236,6 +238,13 @@ fn a_run_writes_every_table_and_its_manifest() {
     assert_eq!(rows(&out_dir, "watch").len(), (n_layers + 1) * n_tok * 2);
     assert_eq!(rows(&out_dir, "predictions").len(), 3 * n_tok);
     assert_eq!(rows(&out_dir, "activations").len(), n_layers * n_tok);
+    // Residual indices 0 and n_layers at the 21 generated tokens' complement: the prompts.
+    let prompt_tokens = n_tok - 21;
+    let resid = rows(&out_dir, "residuals");
+    assert_eq!(resid.len(), 2 * prompt_tokens);
+    let layers: std::collections::BTreeSet<String> =
+        resid.iter().map(|r| format!("{:?}", r[2])).collect();
+    assert_eq!(layers.len(), 2);
     assert_eq!(rows(&out_dir, "saliency_completeness").len(), 21);
     // Every prompt under each of the 3 interventions, 3 tokens each; the edits once: 3 neurons,
     // 2 heads, 1 steering vector of the model's width (64), alpha x the mean difference.

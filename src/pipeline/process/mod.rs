@@ -102,6 +102,8 @@ pub struct Plan {
     /// Activation patching of paired documents, with the metric of (answer, foil).
     pub patching: Option<(PatchOptions, MetricOf)>,
     pub activations: Option<ActivationsPlan>,
+    /// The residual stream (table `residuals`): residual indices 0..=n_layers.
+    pub residuals: Option<ActivationsPlan>,
     pub attention: Option<AttentionPlan>,
     /// Each document regenerated under each of these.
     pub interventions: Vec<Named>,
@@ -184,6 +186,8 @@ pub struct BatchOut {
     pub patching: Patching,
     pub interventions: Vec<InterventionRec>,
     pub activations: Vec<ActivationRec>,
+    /// The `residuals` records (`layer` is the residual index).
+    pub residuals: Vec<ActivationRec>,
     pub attention: Vec<AttentionRec>,
     pub rollout: Vec<AttentionRec>,
     /// Tokens processed (prompt + generated), for throughput figures.
@@ -199,6 +203,7 @@ pub const STAGES: &[&str] = &[
     "predictions",
     "lens_watch",
     "activations",
+    "residuals",
     "attention",
     "saliency",
     "patching",
@@ -280,7 +285,13 @@ pub fn process(
         }
         if let Some(a) = &plan.activations {
             clock.start("activations");
-            activations(a, &batch, &caps, &plens, &mut out)?;
+            let mlp = |l: usize| &caps.mlp[&l];
+            out.activations = per_position(a, &batch, mlp, &plens)?;
+        }
+        if let Some(r) = &plan.residuals {
+            clock.start("residuals");
+            let resid = |l: usize| &caps.residual[l];
+            out.residuals = per_position(r, &batch, resid, &plens)?;
         }
         if let Some(a) = &plan.attention {
             clock.start("attention");
@@ -449,6 +460,7 @@ fn token_records(
 /// What the forward pass must capture for the plan's analyses; None: no forward pass needed.
 fn capture_for(plan: &Plan) -> Option<Capture> {
     let want_resid = plan.predictions.is_some() || plan.lens.is_some() || !plan.watch.is_empty();
+    let want_resid = want_resid || plan.residuals.is_some();
     let needs_forward = want_resid || plan.activations.is_some() || plan.attention.is_some();
     let layers_of = |l: &[usize]| Layers::Only(l.to_vec());
     needs_forward.then(|| Capture {
@@ -589,22 +601,23 @@ fn lens_and_watch(
     Ok(())
 }
 
-/// The `activations` records, ordered by (document, position, layer): all layers of a position
-/// together (the NMF stage reads them that way).
-fn activations(
+/// The `activations` or `residuals` records of a per-layer capture ([B, T, width] tensors by
+/// layer), ordered by (document, position, layer): all layers of a position together (the NMF
+/// stage and `compare` read them that way).
+fn per_position<'c>(
     a: &ActivationsPlan,
     batch: &Batch,
-    caps: &Captures,
+    capture: impl Fn(usize) -> &'c Tensor,
     plens: &[usize],
-    out: &mut BatchOut,
-) -> Result<()> {
+) -> Result<Vec<ActivationRec>> {
+    let mut out = Vec::new();
     for (i, &plen) in plens.iter().enumerate() {
         let pad = batch.pad(i);
         let per_layer: Vec<Vec<Vec<f32>>> = a
             .layers
             .iter()
-            .map(|l| {
-                Ok(caps.mlp[l]
+            .map(|&l| {
+                Ok(capture(l)
                     .i(i)?
                     .narrow(0, pad, batch.lengths[i])?
                     .to_vec2()?)
@@ -616,7 +629,7 @@ fn activations(
                 continue;
             }
             for (li, &layer) in a.layers.iter().enumerate() {
-                out.activations.push(ActivationRec {
+                out.push(ActivationRec {
                     doc: i,
                     position: p as u32,
                     layer: layer as u32,
@@ -625,7 +638,7 @@ fn activations(
             }
         }
     }
-    Ok(())
+    Ok(out)
 }
 
 /// The `attention` records (each chosen head's rows) and, when asked, `attention_rollout`.

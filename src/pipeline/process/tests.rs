@@ -56,6 +56,10 @@ fn every_table_has_the_rows_the_plan_implies() {
             layers: vec![0, cfg.n_layers - 1],
             positions: PositionSet::Generated,
         }),
+        residuals: Some(ActivationsPlan {
+            layers: vec![0, cfg.n_layers],
+            positions: PositionSet::Prompt,
+        }),
         attention: Some(AttentionPlan {
             layers: vec![1],
             heads: vec![],
@@ -146,6 +150,40 @@ fn every_table_has_the_rows_the_plan_implies() {
         order.windows(2).all(|w| w[0] < w[1]),
         "(doc, position, layer) order"
     );
+    // The residual stream of the prompt positions, as an unpadded forward pass of each
+    // document alone computes it (the batch was left-padded).
+    let prompts: usize = docs.iter().map(|d| d.ids.len()).sum();
+    assert_eq!(out.residuals.len(), 2 * prompts);
+    for (i, d) in docs.iter().enumerate() {
+        let seq: Vec<u32> = out
+            .tokens
+            .iter()
+            .filter(|t| t.doc == i)
+            .map(|t| t.token_id)
+            .collect();
+        let b = model.batch(&[seq]).unwrap();
+        let capture = crate::model::Capture {
+            residual: true,
+            ..Default::default()
+        };
+        let caps = model.forward(&b, &capture).unwrap();
+        let rows: Vec<_> = out.residuals.iter().filter(|r| r.doc == i).collect();
+        assert_eq!(rows.len(), 2 * d.ids.len());
+        for r in rows {
+            let want: Vec<f32> = caps.residual[r.layer as usize]
+                .i((0, r.position as usize))
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            assert_eq!(r.values.len(), cfg.hidden_size);
+            let err = want
+                .iter()
+                .zip(&r.values)
+                .map(|(a, b)| (a - b).abs() / a.abs().max(1.0))
+                .fold(0f32, f32::max);
+            assert!(err < 1e-4, "doc {i} {r:?}: {err}");
+        }
+    }
     let tri = |n: usize| n * (n + 1) / 2;
     assert_eq!(out.attention.len(), h * total);
     assert_eq!(

@@ -146,6 +146,13 @@ pub(super) fn plan(spec: &PipelineSpec, model: &Model, watch: Vec<(String, u32)>
             }),
             None => None,
         },
+        residuals: match &a.residuals {
+            Some(x) => Some(ActivationsPlan {
+                layers: sel(&x.layers, n + 1, "analyses.residuals.layers")?,
+                positions: positions(x.positions),
+            }),
+            None => None,
+        },
         attention: match &a.attention {
             Some(x) => Some(AttentionPlan {
                 layers: sel(&x.layers, n, "analyses.attention.layers")?,

@@ -28,6 +28,7 @@ pub(super) struct Writers {
     intervention_tokens: Option<TableWriter<tables::InterventionTokens>>,
     intervention_edits: Option<TableWriter<tables::InterventionEdits>>,
     activations: Option<TableWriter<tables::Activations>>,
+    residuals: Option<TableWriter<tables::Residuals>>,
     attention: Option<TableWriter<tables::Attention>>,
     rollout: Option<TableWriter<tables::AttentionRollout>>,
 }
@@ -80,12 +81,14 @@ impl Writers {
             seq,
         };
         let t = TableOptions::default();
-        let act = TableOptions {
-            list_float: match spec.analyses.activations.as_ref().map(|a| a.dtype) {
+        let lists = |dtype: Option<FloatDtype>| TableOptions {
+            list_float: match dtype {
                 Some(FloatDtype::F16) => Precision::F16,
                 _ => Precision::F32,
             },
         };
+        let act = lists(spec.analyses.activations.as_ref().map(|a| a.dtype));
+        let resid = lists(spec.analyses.residuals.as_ref().map(|a| a.dtype));
         let mut intervention_edits = None;
         if shard.index == 0 && window == 0 {
             intervention_edits = o.if_written::<tables::InterventionEdits>(&t)?;
@@ -121,6 +124,7 @@ impl Writers {
             intervention_tokens: o.if_written(&t)?,
             intervention_edits,
             activations: o.if_written(&act)?,
+            residuals: o.if_written(&resid)?,
             attention: o.if_written(&t)?,
             rollout: o.if_written(&t)?,
         })
@@ -305,6 +309,16 @@ impl Writers {
                 })?;
             }
         }
+        if let Some(w) = &mut self.residuals {
+            for a in &out.residuals {
+                w.append(tables::ResidualsRow {
+                    doc_id: id(a.doc),
+                    position: a.position as i32,
+                    layer: a.layer as i32,
+                    values: &a.values,
+                })?;
+            }
+        }
         if let Some(w) = &mut self.attention {
             for a in &out.attention {
                 w.append(tables::AttentionRow {
@@ -355,6 +369,7 @@ impl Writers {
             self.intervention_tokens,
             self.intervention_edits,
             self.activations,
+            self.residuals,
             self.attention,
             self.rollout
         );

@@ -356,6 +356,8 @@ pub struct AnalysesSpec {
     #[serde(default, deserialize_with = "enabled")]
     pub activations: Option<ActivationsSpec>,
     #[serde(default, deserialize_with = "enabled")]
+    pub residuals: Option<ResidualsSpec>,
+    #[serde(default, deserialize_with = "enabled")]
     pub attention: Option<AttentionSpec>,
     #[serde(default, deserialize_with = "enabled")]
     pub nmf: Option<NmfSpec>,
@@ -620,6 +622,31 @@ pub struct ActivationsSpec {
 impl Default for ActivationsSpec {
     fn default() -> Self {
         ActivationsSpec {
+            layers: Selection::All,
+            dtype: FloatDtype::F32,
+            positions: Positions::All,
+        }
+    }
+}
+
+/// The residual stream (table `residuals`): one list of the hidden size per (document,
+/// position, residual index), what `tokenlens compare` reads for layer similarity.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ResidualsSpec {
+    /// `all` (default) or a list of residual stream indices, 0 (the embeddings) to n_layers (the
+    /// last block's output, before the final norm); negative indices count from the end (-1 =
+    /// n_layers).
+    pub layers: Selection,
+    /// `f32` (default) or `f16` (half the size).
+    pub dtype: FloatDtype,
+    /// `all` (default), `prompt` or `generated` positions.
+    pub positions: Positions,
+}
+
+impl Default for ResidualsSpec {
+    fn default() -> Self {
+        ResidualsSpec {
             layers: Selection::All,
             dtype: FloatDtype::F32,
             positions: Positions::All,

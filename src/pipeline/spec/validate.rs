@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use super::*;
 use crate::model::ModelConfig;
 use crate::store::schema::{
-    ACTIVATIONS, ALL_TABLES, ATTENTION, ATTENTION_ROLLOUT, GENERATIONS, INTERVENTION_EDITS,
+    ACTIVATIONS, ALL_TABLES, RESIDUALS, ATTENTION, ATTENTION_ROLLOUT, GENERATIONS, INTERVENTION_EDITS,
     INTERVENTION_TOKENS, INTERVENTIONS, LENS, LENS_TOPK, NMF_COMPONENTS, NMF_FACTORS, NMF_SUMMARY,
     NMF_TOP_CONTEXTS, PAIRS, PATCHING, PREDICTIONS, SALIENCY, SALIENCY_COMPLETENESS, TOKENS,
     TableDef, WATCH,
@@ -512,6 +512,10 @@ impl PipelineSpec {
             selection(p, "analyses.activations.layers", &act.layers);
             positions(p, "analyses.activations.positions", act.positions);
         }
+        if let Some(r) = &a.residuals {
+            selection(p, "analyses.residuals.layers", &r.layers);
+            positions(p, "analyses.residuals.positions", r.positions);
+        }
         if let Some(at) = &a.attention {
             selection(p, "analyses.attention.layers", &at.layers);
             selection(p, "analyses.attention.heads", &at.heads);
@@ -572,6 +576,14 @@ impl PipelineSpec {
                 &act.layers,
                 dims.n_layers,
                 "layers",
+            );
+        }
+        if let Some(r) = &a.residuals {
+            check(
+                "analyses.residuals.layers",
+                &r.layers,
+                dims.n_layers + 1,
+                "residual streams",
             );
         }
         if let Some(at) = &a.attention {
@@ -747,7 +759,7 @@ impl PipelineSpec {
         let ig = |s: &SaliencySpec| s.methods.contains(&SaliencyMethod::IntegratedGradients);
         let nmf = a.nmf.is_some();
         let iv = !self.interventions.is_empty();
-        let written: [(&TableDef, bool); 20] = [
+        let written: [(&TableDef, bool); 21] = [
             (&TOKENS, true),
             (&GENERATIONS, true),
             (&PAIRS, !self.dataset.pair_fields().is_empty()),
@@ -762,6 +774,7 @@ impl PipelineSpec {
             (&INTERVENTION_TOKENS, iv),
             (&INTERVENTION_EDITS, iv),
             (&ACTIVATIONS, a.activations.is_some()),
+            (&RESIDUALS, a.residuals.is_some()),
             (&ATTENTION, a.attention.is_some()),
             (
                 &ATTENTION_ROLLOUT,
