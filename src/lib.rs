@@ -4,6 +4,7 @@
 //! analyses -> store (Parquet) -> viewer.
 
 pub mod analysis;
+pub mod compare;
 pub mod error;
 pub mod model;
 pub mod numerics;

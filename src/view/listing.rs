@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use crate::store::SHARDS_DIR;
 
 /// `/api/files`: what the run holds, so the browser only asks for files that exist:
-/// `{"manifest": bool, "shards": [names], "tables": {table: [{"path", "size"}]}}`. Part files
+/// `{"manifest": bool, "comparison": bool, "shards": [names], "tables": {table: [{"path",
+/// "size"}]}}` (`comparison`: a `tokenlens compare` output, with `comparison.json`). Part files
 /// are `*.parquet` not starting with `.` (hidden temporaries are being written), sorted by name.
 pub fn files_listing(root: &Path) -> serde_json::Value {
     let mut tables = serde_json::Map::new();
@@ -53,6 +54,7 @@ pub fn files_listing(root: &Path) -> serde_json::Value {
     }
     serde_json::json!({
         "manifest": root.join("manifest.json").is_file(),
+        "comparison": root.join("comparison.json").is_file(),
         "shards": shards,
         "tables": tables,
     })

@@ -25,6 +25,9 @@ const IDLE: Duration = Duration::from_secs(15);
 pub struct Server {
     listener: TcpListener,
     root: PathBuf,
+    /// Other directories served under `/<name>/` the way `root` is under `/` (a comparison's
+    /// two runs, `/a/` and `/b/`).
+    mounts: Vec<(String, PathBuf)>,
 }
 
 impl Server {
@@ -38,7 +41,25 @@ impl Server {
             ));
         }
         let listener = TcpListener::bind(("127.0.0.1", port))?;
-        Ok(Server { listener, root })
+        Ok(Server {
+            listener,
+            root,
+            mounts: Vec::new(),
+        })
+    }
+
+    /// Also serves the directory `dir` under `/<name>/`: the viewer at `/<name>/`, its files
+    /// at `/<name>/run/...`, its listing at `/<name>/api/files`.
+    pub fn mount(mut self, name: &str, dir: &Path) -> io::Result<Server> {
+        let dir = dir.canonicalize()?;
+        if !dir.is_dir() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotADirectory,
+                "not a directory",
+            ));
+        }
+        self.mounts.push((name.to_string(), dir));
+        Ok(self)
     }
 
     pub fn port(&self) -> u16 {
@@ -52,13 +73,17 @@ impl Server {
 
     /// Serves connections until the process ends: one thread per connection.
     pub fn run(self) {
+        let roots = std::sync::Arc::new(Roots {
+            root: self.root,
+            mounts: self.mounts,
+        });
         for stream in self.listener.incoming() {
             let Ok(stream) = stream else { continue };
-            let root = self.root.clone();
+            let roots = roots.clone();
             let _ = std::thread::Builder::new()
                 .name("view-conn".into())
                 .spawn(move || {
-                    let _ = handle_connection(stream, &root);
+                    let _ = handle_connection(stream, &roots);
                 });
         }
     }
@@ -147,7 +172,13 @@ fn read_request(reader: &mut BufReader<TcpStream>) -> Result<Option<Request>, u1
     Ok(Some(req))
 }
 
-fn handle_connection(stream: TcpStream, root: &Path) -> io::Result<()> {
+/// The directories a server serves: the main one at `/`, the mounts under `/<name>/`.
+struct Roots {
+    root: PathBuf,
+    mounts: Vec<(String, PathBuf)>,
+}
+
+fn handle_connection(stream: TcpStream, roots: &Roots) -> io::Result<()> {
     stream.set_read_timeout(Some(IDLE))?;
     stream.set_write_timeout(Some(Duration::from_secs(60)))?;
     let mut writer = stream.try_clone()?;
@@ -162,7 +193,7 @@ fn handle_connection(stream: TcpStream, root: &Path) -> io::Result<()> {
             }
         };
         let head_only = req.method == "HEAD";
-        let response = respond(&req, root);
+        let response = respond(&req, roots);
         let keep = req.keep_alive && response.status < 400;
         response.send(&mut writer, head_only, keep)?;
         if !keep {
@@ -263,7 +294,7 @@ pub(super) fn host_allowed(host: &str) -> bool {
     )
 }
 
-fn respond(req: &Request, root: &Path) -> Response {
+fn respond(req: &Request, roots: &Roots) -> Response {
     if req.method != "GET" && req.method != "HEAD" {
         let mut r = Response::text(405, "Method Not Allowed");
         r.headers.push(("Allow", "GET, HEAD".into()));
@@ -280,7 +311,14 @@ fn respond(req: &Request, root: &Path) -> Response {
         return Response::text(403, "Forbidden");
     };
     let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
-    match segs.as_slice() {
+    let (root, segs) = match segs.split_first() {
+        Some((first, rest)) => match roots.mounts.iter().find(|(n, _)| n == first) {
+            Some((_, dir)) => (dir.as_path(), rest),
+            None => (roots.root.as_path(), segs.as_slice()),
+        },
+        None => (roots.root.as_path(), segs.as_slice()),
+    };
+    match segs {
         [] | ["index.html"] => asset("/index.html"),
         ["api", "files"] => json_response(files_listing(root)),
         ["run", rest @ ..] if !rest.is_empty() => serve_file(root, rest, req.range.as_deref()),

@@ -16,13 +16,17 @@ function embeddedBuffer(path) {
   return { byteLength: bytes.length, slice: (start, end) => bytes.slice(start, end).buffer }
 }
 
+// Where the served directory is: `/` for the run (or comparison) `tokenlens view` was given,
+// `/a/` and `/b/` for a comparison's two runs.
+export const BASE = location.pathname.replace(/[^/]*$/, '')
+
 async function getJson(url) {
   if (EMBED) {
-    if (url === '/api/files') return EMBED.files
-    if (url === '/run/manifest.json' && EMBED.manifest) return JSON.parse(EMBED.manifest)
+    if (url === 'api/files') return EMBED.files
+    if (url === 'run/manifest.json' && EMBED.manifest) return JSON.parse(EMBED.manifest)
     throw new Error(`${url}: not in this exported file`)
   }
-  const r = await fetch(url)
+  const r = await fetch(BASE + url)
   if (!r.ok) throw new Error(`${url}: HTTP ${r.status}`)
   return r.json()
 }
@@ -36,7 +40,7 @@ function plain(row) {
 export class Run {
   static async open() {
     const run = new Run()
-    const [files, manifest] = await Promise.all([getJson('/api/files'), getJson('/run/manifest.json').catch(() => null)])
+    const [files, manifest] = await Promise.all([getJson('api/files'), getJson('run/manifest.json').catch(() => null)])
     run.files = files
     run.manifest = files.manifest ? manifest : null
     run.parts = new Map()
@@ -62,7 +66,7 @@ export class Run {
   part(p) {
     if (!this.parts.has(p.path)) {
       this.parts.set(p.path, (async () => {
-        const file = EMBED ? embeddedBuffer(p.path) : cachedAsyncBuffer(await asyncBufferFromUrl({ url: `/run/${p.path}`, byteLength: p.size }))
+        const file = EMBED ? embeddedBuffer(p.path) : cachedAsyncBuffer(await asyncBufferFromUrl({ url: `${BASE}run/${p.path}`, byteLength: p.size }))
         // Footers are small (one row group per part, usually): fetch 64 KB, not hyparquet's 512 KB.
         const metadata = await parquetMetadataAsync(file, { initialFetchSize: 1 << 16 })
         return { file, metadata }

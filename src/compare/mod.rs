@@ -1,0 +1,3 @@
+//! `tokenlens compare`: two runs (or one) read back and compared.
+
+pub mod reps;
