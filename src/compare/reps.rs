@@ -342,14 +342,14 @@ impl Reps {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::store::schema::{Residuals, ResidualsRow, Table, TableOptions};
     use crate::store::writer::{RunDir, TableWriter, WriterOptions};
 
     /// Writes a residuals table: docs in two parts, 3 layers of widths 2, values encoding
     /// (doc, position, layer).
-    fn write(dir: &Path, docs: &[(&str, usize, Range<usize>)]) {
+    pub(in crate::compare) fn write(dir: &Path, docs: &[(&str, usize, Range<usize>)]) {
         let run = RunDir::create(dir, true).unwrap();
         let opts = TableOptions::default();
         let mut writers: Vec<TableWriter<Residuals>> = (0..2)
