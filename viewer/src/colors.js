@@ -17,6 +17,10 @@ export function salColor(t) { return `rgb(${interp(SAL, t).join(',')})` }
 export function salText(t) { return t > 0.62 ? '#fff' : '#111' }
 export const salGradient = `linear-gradient(to right, ${SAL.join(',')})`
 
+// Similarities and other values in [0, 1]: viridis, 1 bright.
+export function viridis(t) { return `rgb(${interp(VIRIDIS, t).join(',')})` }
+export function viridisText(t) { return t > 0.55 ? '#111' : '#fff' }
+
 // Ranks on a log scale: rank 1 bright (viridis' yellow end), vocabulary size dark.
 export function rankT(rank, vocab) { return 1 - Math.log(rank) / Math.log(Math.max(vocab, 2)) }
 export function rankColor(rank, vocab) { return `rgb(${interp(VIRIDIS, rankT(rank, vocab)).join(',')})` }

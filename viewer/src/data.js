@@ -43,6 +43,8 @@ export class Run {
     const [files, manifest] = await Promise.all([getJson('api/files'), getJson('run/manifest.json').catch(() => null)])
     run.files = files
     run.manifest = files.manifest ? manifest : null
+    // A comparison directory (`tokenlens compare`) has comparison.json instead of a manifest.
+    run.comparison = files.comparison ? await getJson('run/comparison.json').catch(() => ({})) : null
     run.parts = new Map()
     run.cache = new Map()
     run.docIndex() // the document -> part hints, needed by every document page

@@ -10,6 +10,7 @@ import { attentionView } from './attention.js'
 import { nmfView } from './nmf.js'
 import { patchingView } from './patching.js'
 import { interventionsView } from './interventions.js'
+import { comparisonPage } from './compare.js'
 
 const TABS = [
   ['saliency', 'Saliency', ['saliency']],
@@ -63,7 +64,8 @@ async function route() {
   hideTip()
   const m = location.hash.match(/^#\/doc\/([^/]+)(?:\/(\w+))?/)
   try {
-    if (m) await documentPage(decodeURIComponent(m[1]), m[2] || 'saliency')
+    if (run.comparison) app().replaceChildren(await comparisonPage(run, run.comparison))
+    else if (m) await documentPage(decodeURIComponent(m[1]), m[2] || 'saliency')
     else app().replaceChildren(await overview(run))
   } catch (e) {
     app().replaceChildren(h('pre', { class: 'error' }, String(e.stack || e)))
@@ -79,7 +81,7 @@ async function start() {
     return
   }
   const m = run.manifest
-  document.getElementById('run-title').textContent = m ? (m.spec?.description || m.spec_path || '') : 'no manifest.json'
+  document.getElementById('run-title').textContent = run.comparison ? 'comparison' : m ? (m.spec?.description || m.spec_path || '') : 'no manifest.json'
   window.addEventListener('hashchange', () => { delete app().dataset.ready; route() })
   document.addEventListener('scroll', hideTip, { passive: true })
   route()
