@@ -27,19 +27,36 @@ pub fn run(a: ViewArgs) -> Result<()> {
     if !run_dir.is_dir() {
         bail!("{}: not a directory", run_dir.display());
     }
-    if !Manifest::path(run_dir).is_file() {
+    let comparison = run_dir.join("comparison.json");
+    let runs = if comparison.is_file() {
+        compared_runs(&comparison)?
+    } else if Manifest::path(run_dir).is_file() {
+        vec![]
+    } else {
         bail!(
-            "{}: not a run directory (no manifest.json); give the output.dir of a pipeline",
+            "{}: not a run directory (no manifest.json) nor a comparison (no comparison.json); \
+             give the output.dir of a pipeline or the --out of `tokenlens compare`",
             run_dir.display()
         );
-    }
-    let server = match a.port {
+    };
+    let mut server = match a.port {
         Some(p) => Server::bind(run_dir, p)
             .with_context(|| format!("listening on 127.0.0.1:{p} (--port 0 picks a free port)"))?,
         None => Server::bind(run_dir, 8470)
             .or_else(|_| Server::bind(run_dir, 0))
             .context("listening on 127.0.0.1")?,
     };
+    // A comparison's runs are served under /a/ and /b/ (its document pages show them side by
+    // side); a run that has moved away is left out, and its pages say so.
+    for (name, dir) in runs {
+        if let Err(e) = server.mount(name, &dir) {
+            eprintln!(
+                "warning: run {} of the comparison ({}) is not served: {e}",
+                name.to_uppercase(),
+                dir.display()
+            );
+        }
+    }
     let url = format!("http://127.0.0.1:{}/", server.port());
     println!("viewing {} at {url}", run_dir.display());
     std::io::stdout().flush()?;
@@ -59,4 +76,23 @@ pub fn run(a: ViewArgs) -> Result<()> {
     }
     server.run();
     Ok(())
+}
+
+/// The runs of a comparison directory's comparison.json: ("a", run A's path) and, when
+/// there is one, ("b", run B's).
+fn compared_runs(file: &std::path::Path) -> Result<Vec<(&'static str, PathBuf)>> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("{}", file.display()))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{}: not JSON", file.display()))?;
+    let mut runs = vec![];
+    for (name, key) in [("a", "run_a"), ("b", "run_b")] {
+        if v[key].is_null() {
+            continue;
+        }
+        let Some(p) = v[key]["path"].as_str() else {
+            bail!("{}: `{key}.path` is missing", file.display());
+        };
+        runs.push((name, PathBuf::from(p)));
+    }
+    Ok(runs)
 }

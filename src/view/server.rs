@@ -50,7 +50,7 @@ impl Server {
 
     /// Also serves the directory `dir` under `/<name>/`: the viewer at `/<name>/`, its files
     /// at `/<name>/run/...`, its listing at `/<name>/api/files`.
-    pub fn mount(mut self, name: &str, dir: &Path) -> io::Result<Server> {
+    pub fn mount(&mut self, name: &str, dir: &Path) -> io::Result<()> {
         let dir = dir.canonicalize()?;
         if !dir.is_dir() {
             return Err(io::Error::new(
@@ -59,7 +59,7 @@ impl Server {
             ));
         }
         self.mounts.push((name.to_string(), dir));
-        Ok(self)
+        Ok(())
     }
 
     pub fn port(&self) -> u16 {
