@@ -33,6 +33,9 @@ build_release
 # vector (pipelines/interventions.yaml, its first 8 prompts: ~15 s).
 "$TOKENLENS_BIN" run --quiet --overwrite --limit 8 pipelines/interventions.yaml
 "$venv/bin/python" tests/interop/check_tables.py runs/interventions target/tokenlens-schema.json
+# A comparison directory read by the same readers: the quickstart run against itself.
+"$TOKENLENS_BIN" compare --quiet --overwrite runs/quickstart runs/quickstart --out runs/quickstart-self
+"$venv/bin/python" tests/interop/check_tables.py runs/quickstart-self target/tokenlens-schema.json
 
 # Shards under a real scheduler: Slurm on this machine (installed from Debian if missing), an
 # array of 4 shards, the NMF step depending on it, a cancelled task resumed (~45 s).

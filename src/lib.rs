@@ -1,7 +1,8 @@
 //! tokenlens: Ecco-style interpretability for whole prompt datasets.
 //!
 //! Data flows one way: `model` (checkpoints, forward passes, captures, gradients) ->
-//! analyses -> store (Parquet) -> viewer.
+//! analyses -> store (Parquet) -> viewer; `compare` reads finished runs and writes comparison
+//! directories.
 
 pub mod analysis;
 pub mod compare;

@@ -3,6 +3,7 @@
 //! layer over the library: errors become one clear message (with their causes) and a nonzero
 //! exit.
 
+mod compare;
 mod export_html;
 mod generate;
 mod inspect;
@@ -60,6 +61,10 @@ enum Command {
     /// Factorize the MLP activations of an existing run (NMF over every recorded position) and
     /// write the nmf_* tables into it (see docs/nmf.md).
     Nmf(nmf::NmfArgs),
+    /// Compare two finished runs over the same documents (e.g. two models or checkpoints): per
+    /// document and position top-1 agreement, KL and JS of the next-token distributions, lens
+    /// ranks and saliency, into a comparison directory (see docs/compare.md).
+    Compare(compare::CompareArgs),
 }
 
 /// Runs the parsed command line.
@@ -76,5 +81,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::ExportHtml(a) => export_html::run(a),
         Command::Validate(a) => validate::run(a),
         Command::Nmf(a) => nmf::run(a),
+        Command::Compare(a) => compare::run(a),
     }
 }

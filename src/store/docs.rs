@@ -2,7 +2,7 @@
 //! committed file differs from the rendering; `TOKENLENS_BLESS=1 cargo test --lib store::docs`
 //! rewrites it.
 
-use super::schema::{ALL_TABLES, TableDef, doc_text};
+use super::schema::{ALL_TABLES, TableDef, doc_text, is_comparison_table};
 
 const INTRO: &str = r#"# Output schema
 
@@ -61,19 +61,44 @@ duckdb.sql("""
   for them).
 "#;
 
+/// What a comparison directory is, before its tables.
+const COMPARISON: &str = r#"
+## Comparison tables
+
+`tokenlens compare RUN_A RUN_B --out DIR` ([compare.md](compare.md)) reads two finished runs and
+writes the tables below into DIR, a *comparison directory*, never into a run: `comparison.json`
+(`"kind": "comparison"`, both runs and their models, the matching's counts, what was compared
+and what was skipped and why, each table's rows and parts, seconds per step) and one folder per
+table with the same part files as a run's. Their `doc_id` is the documents' id in both runs
+(documents are matched by it); suffixes `_a` and `_b` name the run a value comes from.
+"#;
+
 /// The whole of docs/schema.md.
 pub fn render_schema_md() -> String {
     let mut s = String::from(INTRO);
     s.push_str("\n## Tables\n\n");
-    for t in ALL_TABLES {
+    let (run, comparison): (Vec<&TableDef>, Vec<&TableDef>) = ALL_TABLES
+        .iter()
+        .copied()
+        .partition(|t| !is_comparison_table(t));
+    for t in run.iter().chain(&comparison) {
         s.push_str(&format!(
-            "- [`{}`](#{}): {}\n",
+            "- [`{}`](#{}): {}{}\n",
             t.name,
             t.name,
+            if is_comparison_table(t) {
+                "(comparison) "
+            } else {
+                ""
+            },
             first_sentence(&doc_text(t.doc))
         ));
     }
-    for t in ALL_TABLES {
+    for t in run {
+        render_table(&mut s, t);
+    }
+    s.push_str(COMPARISON);
+    for t in comparison {
         render_table(&mut s, t);
     }
     s

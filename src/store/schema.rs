@@ -184,6 +184,20 @@ impl Push<Option<f32>> for Float32Builder {
     }
 }
 
+impl Push<Option<bool>> for BooleanBuilder {
+    fn push(&mut self, v: Option<bool>) -> usize {
+        self.append_option(v);
+        1
+    }
+}
+
+impl Push<Option<i64>> for Int64Builder {
+    fn push(&mut self, v: Option<i64>) -> usize {
+        self.append_option(v);
+        8
+    }
+}
+
 impl Push<Option<i32>> for Int32Builder {
     fn push(&mut self, v: Option<i32>) -> usize {
         self.append_option(v);
@@ -248,6 +262,8 @@ macro_rules! rust_type {
     (Utf8, $lt:lifetime) => { &$lt str };
     (OptUtf8, $lt:lifetime) => { Option<&$lt str> };
     (OptInt32, $lt:lifetime) => { Option<i32> };
+    (OptInt64, $lt:lifetime) => { Option<i64> };
+    (OptBool, $lt:lifetime) => { Option<bool> };
     (Bool, $lt:lifetime) => { bool };
     (Int8, $lt:lifetime) => { i8 };
     (Int32, $lt:lifetime) => { i32 };
@@ -263,6 +279,8 @@ macro_rules! builder_type {
     (Utf8) => { StringBuilder };
     (OptUtf8) => { StringBuilder };
     (OptInt32) => { Int32Builder };
+    (OptInt64) => { Int64Builder };
+    (OptBool) => { BooleanBuilder };
     (Bool) => { BooleanBuilder };
     (Int8) => { Int8Builder };
     (Int32) => { Int32Builder };
@@ -302,6 +320,12 @@ macro_rules! col_type {
     (OptInt32) => {
         ColType::Int32
     };
+    (OptInt64) => {
+        ColType::Int64
+    };
+    (OptBool) => {
+        ColType::Bool
+    };
     ($t:ident) => {
         ColType::$t
     };
@@ -317,6 +341,12 @@ macro_rules! nullable {
     (OptInt32) => {
         true
     };
+    (OptInt64) => {
+        true
+    };
+    (OptBool) => {
+        true
+    };
     ($t:ident) => {
         false
     };
@@ -324,7 +354,7 @@ macro_rules! nullable {
 
 /// Defines a table: its `TableDef` static, its row struct and its builder (see the module doc).
 /// Column kinds: Utf8, Bool, Int8, Int32, Int64, Float32, Float64, ListFloat32, ListFloat; and
-/// the nullable OptUtf8, OptInt32, OptFloat32.
+/// the nullable OptUtf8, OptBool, OptInt32, OptInt64, OptFloat32.
 macro_rules! table {
     (
         $(#[doc = $tdoc:literal])+
@@ -836,6 +866,126 @@ table! {
     }
 }
 
+table! {
+    /// Two runs' next-token predictions side by side (`tokenlens compare`, docs/compare.md): one
+    /// row per document both runs have and per position whose context is the same in both
+    /// (position < `diff_docs.common`). Written into a comparison directory, not a run.
+    "diff" => DIFF, Diff, DiffRow<'a> {
+        /// The document (see Conventions), matched by doc_id in both runs.
+        doc_id: Utf8,
+        /// The position whose next-token distributions are compared: tokens 0..=position are
+        /// the same in both runs.
+        position: Int32,
+        /// Run A's most probable next token (its `predictions` at rank 1); null when run A has no
+        /// predictions table.
+        top1_a: OptInt32,
+        /// Run B's most probable next token.
+        top1_b: OptInt32,
+        /// The text of top1_a.
+        top1_token_a: OptUtf8,
+        /// The text of top1_b.
+        top1_token_b: OptUtf8,
+        /// Whether top1_a and top1_b are the same token; null unless both runs have predictions.
+        agree: OptBool,
+        /// KL(A || B) in nats between the two next-token distributions, each taken as its top-k
+        /// probabilities plus its remaining mass spread evenly over the other V - k tokens
+        /// (docs/compare.md); null unless both runs have predictions.
+        kl_ab: OptFloat32,
+        /// KL(B || A) in nats, the same distributions.
+        kl_ba: OptFloat32,
+        /// Jensen-Shannon divergence in bits of the same distributions: symmetric, 0 for equal
+        /// distributions, at most 1 (disjoint); the column to sort by.
+        js: OptFloat32,
+        /// The token at position + 1, the same in both runs; null at the last compared position
+        /// (position + 1 = `diff_docs.common`).
+        next_token_id: OptInt32,
+        /// Its probability under run A's model: the logit lens at the last layer, with the final
+        /// norm (the model's own output); null without a next token or without run A's lens (or a
+        /// lens without the final norm).
+        prob_a: OptFloat32,
+        /// Its probability under run B's model.
+        prob_b: OptFloat32,
+        /// Its rank under run A's model (1 = most probable), as prob_a.
+        rank_a: OptInt32,
+        /// Its rank under run B's model.
+        rank_b: OptInt32,
+        /// The depth (layer / n_layers: 0 = embeddings, 1 = the model's output) from which run A's
+        /// logit lens ranks the next token first at every later layer; null when the output does
+        /// not rank it first. Comparable between models of different depths.
+        top1_depth_a: OptFloat32,
+        /// The same for run B.
+        top1_depth_b: OptFloat32,
+        /// Mean log2 rank of the next token over run A's logit lens, averaged over depth 0..1
+        /// (trapezoids between layers, so models of different depths weigh alike); 0 = ranked
+        /// first at every layer, lower = predicted earlier and more firmly.
+        log_rank_a: OptFloat32,
+        /// The same for run B.
+        log_rank_b: OptFloat32,
+        /// Total variation between the two runs' saliency of the token at position + 1 (same
+        /// method, metric `prob`, docs/compare.md): half the sum over source positions of
+        /// |score_a - score_b|, in 0..=1; null unless that token is generated in both runs and
+        /// both have saliency.
+        saliency_distance: OptFloat32,
+    }
+}
+
+table! {
+    /// One row per document both runs have (`tokenlens compare`): where their sequences part,
+    /// and the document's `diff` rows summed up, to sort documents by disagreement. At `--level
+    /// document` only the document-level columns (texts, lengths) are filled. Written into a
+    /// comparison directory, not a run.
+    "diff_docs" => DIFF_DOCS, DiffDocs, DiffDocsRow<'a> {
+        /// The document (see Conventions).
+        doc_id: Utf8,
+        /// Its 0-based index in run A's dataset (`generations.index`).
+        index_a: Int64,
+        /// Its index in run B's dataset.
+        index_b: Int64,
+        /// Prompt length in tokens in run A.
+        prompt_tokens_a: Int32,
+        /// Prompt length in tokens in run B.
+        prompt_tokens_b: Int32,
+        /// Sequence length (prompt and generated tokens) in run A.
+        tokens_a: Int32,
+        /// Sequence length in run B.
+        tokens_b: Int32,
+        /// Whether the two prompts' texts are the same.
+        same_prompt: Bool,
+        /// Whether the two generated texts are the same.
+        same_output: Bool,
+        /// Index in characters of the first character where the generated texts differ (the
+        /// shorter one's length when it is a prefix of the other); null when they are the same.
+        first_diff_char: OptInt32,
+        /// Length of the longest common token prefix of the two sequences: the positions the
+        /// `diff` table compares; null at document level.
+        common: OptInt32,
+        /// The first position where the two sequences' tokens differ (or one ends): `common`
+        /// when they differ, null when they are the same or at document level.
+        diverges_at: OptInt32,
+        /// The document's `diff` rows with a KL (both runs have predictions there), over which
+        /// the means below are taken; null at document level.
+        n_positions: OptInt32,
+        /// Fraction of those rows where the top-1 tokens agree.
+        top1_agreement: OptFloat32,
+        /// Mean of `diff.kl_ab`.
+        mean_kl: OptFloat32,
+        /// Largest `diff.kl_ab`.
+        max_kl: OptFloat32,
+        /// The position of max_kl (the first, on ties).
+        max_kl_position: OptInt32,
+        /// Mean of `diff.js`.
+        mean_js: OptFloat32,
+        /// Largest `diff.js`.
+        max_js: OptFloat32,
+        /// Mean of `diff.saliency_distance` over the rows that have one.
+        mean_saliency_distance: OptFloat32,
+        /// Run A's generated text (`generations.output_text`).
+        output_text_a: Utf8,
+        /// Run B's generated text.
+        output_text_b: Utf8,
+    }
+}
+
 /// Every table, in the order of docs/schema.md.
 pub static ALL_TABLES: &[&TableDef] = &[
     &TOKENS,
@@ -859,7 +1009,17 @@ pub static ALL_TABLES: &[&TableDef] = &[
     &NMF_FACTORS,
     &NMF_SUMMARY,
     &NMF_TOP_CONTEXTS,
+    &DIFF,
+    &DIFF_DOCS,
 ];
+
+/// The tables `tokenlens compare` writes into a comparison directory (never into a run).
+pub static COMPARISON_TABLES: &[&TableDef] = &[&DIFF, &DIFF_DOCS];
+
+/// Whether a table belongs in a comparison directory rather than a run.
+pub fn is_comparison_table(def: &TableDef) -> bool {
+    COMPARISON_TABLES.iter().any(|t| t.name == def.name)
+}
 
 /// The definition of a table by name.
 pub fn table_def(name: &str) -> Option<&'static TableDef> {

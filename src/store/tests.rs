@@ -456,10 +456,20 @@ fn all_tables_are_registered_and_unique() {
         Interventions::def(),
         InterventionTokens::def(),
         InterventionEdits::def(),
+        Diff::def(),
+        DiffDocs::def(),
     ] {
         assert_eq!(table_def(def.name), Some(def));
     }
-    assert_eq!(ALL_TABLES.len(), 21);
+    assert_eq!(ALL_TABLES.len(), 23);
+    // The comparison tables are the last ones, and only they are written outside a run.
+    let comparison: Vec<&str> = ALL_TABLES
+        .iter()
+        .filter(|t| is_comparison_table(t))
+        .map(|t| t.name)
+        .collect();
+    assert_eq!(comparison, ["diff", "diff_docs"]);
+    assert_eq!(COMPARISON_TABLES.len(), comparison.len());
     // Every table with documents joins on doc_id, a non-null string.
     for t in ALL_TABLES {
         if let Some(c) = t.column("doc_id") {

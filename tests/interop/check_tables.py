@@ -1,7 +1,8 @@
-"""Reads every table of a tokenlens run with polars and pandas (and duckdb if installed) and checks
-them against the run's manifest and the table definitions (`tokenlens schema`).
+"""Reads every table of a tokenlens run, or of a comparison directory (`tokenlens compare`), with
+polars and pandas (and duckdb if installed) and checks them against the run's manifest (the
+comparison's comparison.json) and the table definitions (`tokenlens schema`).
 
-Usage: python tests/interop/check_tables.py RUN_DIR SCHEMA_JSON
+Usage: python tests/interop/check_tables.py RUN_OR_COMPARISON_DIR SCHEMA_JSON
 Exit code 0 when every check passes; prints one line per table.
 """
 import json
@@ -15,16 +16,26 @@ import pyarrow.parquet as pq
 
 run = Path(sys.argv[1])
 schema = {t["name"]: t["columns"] for t in json.load(open(sys.argv[2]))}
-manifest = json.load(open(run / "manifest.json"))
-assert manifest["status"] == "done", f"run status {manifest['status']}"
-
-# Expected rows per table: the sum over the shards' status.
-expected = {}
-for shard in manifest["shards"].values():
-    for table, n in shard["rows"].items():
-        expected[table] = expected.get(table, 0) + n
-# NMF tables cover the whole corpus: their rows are recorded once, by the NMF stage.
-expected.update(manifest.get("nmf_rows", {}))
+kinds = {t["name"]: t.get("kind", "run") for t in json.load(open(sys.argv[2]))}
+comparison = (run / "comparison.json").exists()
+if comparison:
+    # A comparison directory: its tables and their rows are in comparison.json.
+    manifest = json.load(open(run / "comparison.json"))
+    assert manifest["kind"] == "comparison", f"kind {manifest['kind']}"
+    expected = {t: e["rows"] for t, e in manifest["tables"].items()}
+    manifest["tables"] = list(expected)
+    for t in manifest["tables"]:
+        assert kinds[t] == "comparison", f"{t} is a {kinds[t]} table"
+else:
+    manifest = json.load(open(run / "manifest.json"))
+    assert manifest["status"] == "done", f"run status {manifest['status']}"
+    # Expected rows per table: the sum over the shards' status.
+    expected = {}
+    for shard in manifest["shards"].values():
+        for table, n in shard["rows"].items():
+            expected[table] = expected.get(table, 0) + n
+    # NMF tables cover the whole corpus: their rows are recorded once, by the NMF stage.
+    expected.update(manifest.get("nmf_rows", {}))
 
 ARROW = {
     "string": {pa.string(), pa.large_string()},
@@ -102,13 +113,24 @@ for table in manifest["tables"]:
     print(f"{table:22s} {n:>9} rows  polars {df.height}  pandas {len(pdf)}  ok" if not failures else f"{table}: see failures")
 
 # Joins work on doc_id across tables.
-tokens = pl.read_parquet(str(run / "tokens" / "*.parquet"))
-gens = pl.read_parquet(str(run / "generations" / "*.parquet"))
-joined = tokens.join(gens.select("doc_id", "prompt_tokens"), on="doc_id", how="inner")
-if joined.height != tokens.height:
-    failures.append("tokens do not all join generations on doc_id")
-if (joined.filter(pl.col("is_generated") != (pl.col("position") >= pl.col("prompt_tokens")))).height:
-    failures.append("tokens.is_generated disagrees with generations.prompt_tokens")
+if comparison:
+    docs = pl.read_parquet(str(run / "diff_docs" / "*.parquet"))
+    if "diff" in manifest["tables"]:
+        diff = pl.read_parquet(str(run / "diff" / "*.parquet"))
+        per_doc = diff.group_by("doc_id").agg(pl.len().alias("rows"))
+        joined = docs.join(per_doc, on="doc_id", how="left").with_columns(pl.col("rows").fill_null(0))
+        if joined.filter(pl.col("rows") != pl.col("common")).height:
+            failures.append("diff rows per document differ from diff_docs.common")
+        if diff.join(docs, on="doc_id", how="anti").height:
+            failures.append("diff has documents diff_docs lacks")
+else:
+    tokens = pl.read_parquet(str(run / "tokens" / "*.parquet"))
+    gens = pl.read_parquet(str(run / "generations" / "*.parquet"))
+    joined = tokens.join(gens.select("doc_id", "prompt_tokens"), on="doc_id", how="inner")
+    if joined.height != tokens.height:
+        failures.append("tokens do not all join generations on doc_id")
+    if (joined.filter(pl.col("is_generated") != (pl.col("position") >= pl.col("prompt_tokens")))).height:
+        failures.append("tokens.is_generated disagrees with generations.prompt_tokens")
 
 if failures:
     print("\n".join(["FAILED:"] + failures))

@@ -1,6 +1,7 @@
 //! The direction of imports (docs/architecture.md): model -> analysis -> pipeline -> store ->
-//! view, with the CLI on top. A file that names a part it must not depend on fails this test,
-//! so the engine keeps building without the pipeline, the store or the CLI. Also a check on the
+//! view, `compare` beside the pipeline over the store, with the CLI on top. A file that names a
+//! part it must not depend on fails this test, so the engine keeps building without the
+//! pipeline, the store, the comparisons or the CLI. Also a check on the
 //! viewer's browser test source: no check that passes whatever the page shows.
 
 use std::path::{Path, PathBuf};
@@ -10,18 +11,28 @@ const RULES: &[(&str, &[&str])] = &[
     (
         "error.rs",
         &[
-            "numerics", "model", "analysis", "pipeline", "store", "view", "cli",
+            "numerics", "model", "analysis", "pipeline", "store", "view", "cli", "compare",
         ],
     ),
     (
         "numerics",
-        &["model", "analysis", "pipeline", "store", "view", "cli"],
+        &[
+            "model", "analysis", "pipeline", "store", "view", "cli", "compare",
+        ],
     ),
-    ("model", &["analysis", "pipeline", "store", "view", "cli"]),
-    ("analysis", &["pipeline", "store", "view", "cli"]),
-    ("store", &["model", "analysis", "pipeline", "view", "cli"]),
-    ("pipeline", &["view", "cli"]),
-    ("view", &["model", "analysis", "pipeline", "cli"]),
+    (
+        "model",
+        &["analysis", "pipeline", "store", "view", "cli", "compare"],
+    ),
+    ("analysis", &["pipeline", "store", "view", "cli", "compare"]),
+    (
+        "store",
+        &["model", "analysis", "pipeline", "view", "cli", "compare"],
+    ),
+    ("pipeline", &["view", "cli", "compare"]),
+    ("view", &["model", "analysis", "pipeline", "cli", "compare"]),
+    // Comparisons read finished runs: never the runner, the viewer or the command line.
+    ("compare", &["pipeline", "view", "cli"]),
 ];
 
 fn rust_files(path: &Path, out: &mut Vec<PathBuf>) {

@@ -2,6 +2,7 @@
 
 mod cli;
 mod common;
+mod compare;
 mod dtype;
 mod gguf_roundtrip;
 mod interventions;

@@ -10,7 +10,7 @@ use arrow_array::cast::AsArray;
 use arrow_array::types::{Float16Type, Float32Type, Float64Type, Int8Type, Int32Type, Int64Type};
 use arrow_array::{Array, ArrayRef};
 use arrow_schema::DataType;
-use tokenlens::store::schema::{ALL_TABLES, NMF_SUMMARY};
+use tokenlens::store::schema::{ALL_TABLES, NMF_SUMMARY, is_comparison_table};
 
 use crate::common::{Tokenlens, batches, data_dir, real_fetched, scratch, tiny_spec};
 
@@ -114,10 +114,12 @@ fn rows(run: &Path, table: &str) -> Vec<Vec<Cell>> {
     out
 }
 
-/// Every table a run of an unpaired dataset can write: all but `pairs` and `patching`.
+/// Every table a run of an unpaired dataset can write: all but `pairs` and `patching` (and the
+/// comparison tables, never a run's).
 fn unpaired_tables() -> impl Iterator<Item = &'static str> {
     ALL_TABLES
         .iter()
+        .filter(|t| !is_comparison_table(t))
         .map(|t| t.name)
         .filter(|t| !["pairs", "patching"].contains(t))
 }
