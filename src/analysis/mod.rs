@@ -6,3 +6,4 @@ pub mod lens;
 pub mod nmf;
 pub mod patching;
 pub mod saliency;
+pub mod similarity;

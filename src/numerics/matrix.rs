@@ -1,6 +1,6 @@
 //! Dense row-major matrices on raw f32 slices: products through the gemm crate (`gemm_raw` on
-//! raw pointers; `gemm_strided` on slices, threaded outside rayon tasks; `mm`, single-threaded)
-//! and a tiled transpose.
+//! raw pointers; `gemm_strided` on slices, threaded outside rayon tasks; `mm`, single-threaded;
+//! `gemm_f64`, `gemm_strided` in f64) and a tiled transpose.
 
 use rayon::prelude::*;
 
@@ -146,6 +146,69 @@ pub(crate) unsafe fn mm(
             rhs_cs,
             beta,
             gemm::Parallelism::None,
+        )
+    }
+}
+
+/// f64 `gemm_strided`: dst [m, n] (row-major, contiguous) (+)= lhs . rhs with lhs[i, kk] at
+/// `lhs[i * lrs + kk * lcs]` and rhs[kk, j] at `rhs[kk * rrs + j * rcs]`. Multi-threaded unless
+/// already inside a rayon task. Panics if an operand is smaller than its strides say.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm_f64(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [f64],
+    acc: bool,
+    lhs: &[f64],
+    lrs: usize,
+    lcs: usize,
+    rhs: &[f64],
+    rrs: usize,
+    rcs: usize,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    let last = |rows: usize, cols: usize, rs: usize, cs: usize| (rows - 1) * rs + (cols - 1) * cs;
+    assert!(dst.len() >= m * n, "gemm_f64: dst size");
+    assert!(
+        k == 0 || lhs.len() > last(m, k, lrs, lcs),
+        "gemm_f64: lhs size"
+    );
+    assert!(
+        k == 0 || rhs.len() > last(k, n, rrs, rcs),
+        "gemm_f64: rhs size"
+    );
+    if k == 0 {
+        if !acc {
+            dst[..m * n].fill(0.0);
+        }
+        return;
+    }
+    // SAFETY: the asserts above check every operand covers the matrix its strides describe;
+    // dst is a &mut, so it aliases neither input.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            acc,
+            lhs.as_ptr(),
+            lcs as isize,
+            lrs as isize,
+            rhs.as_ptr(),
+            rcs as isize,
+            rrs as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm_parallelism(),
         )
     }
 }
