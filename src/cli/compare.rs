@@ -5,7 +5,11 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{Args, ValueEnum};
-use tokenlens::compare::{CompareOptions, Level, compare, default_steps};
+use tokenlens::analysis::similarity::Metric;
+use tokenlens::compare::diff::DiffStep;
+use tokenlens::compare::reps::Source;
+use tokenlens::compare::similarity::{Pairs, SimilarityOptions, SimilarityStep};
+use tokenlens::compare::{CompareOptions, Level, Step, compare};
 
 #[derive(Clone, Copy, ValueEnum)]
 enum LevelArg {
@@ -13,6 +17,38 @@ enum LevelArg {
     Position,
     /// Match documents only (e.g. models with different tokenizers): texts, not tokens.
     Document,
+}
+
+#[derive(Clone, Copy, PartialEq, ValueEnum)]
+enum SourceArg {
+    /// The residual stream (table `residuals`).
+    Residuals,
+    /// MLP activations (table `activations`).
+    Activations,
+    /// No layer similarity.
+    None,
+}
+
+#[derive(Clone, Copy, PartialEq, ValueEnum)]
+enum MetricArg {
+    /// Minibatch linear CKA (unbiased HSIC per batch) of every layer pair.
+    CkaMinibatch,
+    /// Ecco's linear CKA, exact, over the --pairs.
+    Cka,
+    /// Ecco's CCA (mean canonical correlation), over the --pairs.
+    Cca,
+    /// Ecco's SVCCA (top --svcca-dims directions), over the --pairs.
+    Svcca,
+    /// Ecco's PWCCA, over the --pairs.
+    Pwcca,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum PairsArg {
+    /// Each layer of A with B's layer at the same relative depth (within one run: none).
+    Diagonal,
+    /// Every layer of A with every layer of B.
+    All,
 }
 
 #[derive(Args)]
@@ -35,6 +71,35 @@ pub struct CompareArgs {
     /// No progress bar; only the summary (and errors).
     #[arg(long, short)]
     quiet: bool,
+    /// Representations whose layer similarity is computed (those both runs recorded).
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "residuals,activations"
+    )]
+    similarity: Vec<SourceArg>,
+    /// Similarity metrics.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "cka-minibatch,cka,cca,svcca,pwcca"
+    )]
+    metrics: Vec<MetricArg>,
+    /// Layer pairs of the exact metrics (cka, cca, svcca, pwcca); cka-minibatch does every pair.
+    #[arg(long, value_enum, default_value = "diagonal")]
+    pairs: PairsArg,
+    /// Rows per batch of cka-minibatch (at least 4; fewer rows than this make one batch).
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(4..=65536))]
+    minibatch: u32,
+    /// Principal directions per side kept by SVCCA (Ecco's dims).
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=100000))]
+    svcca_dims: u32,
+    /// Memory for the exact metrics' accumulators, in MiB; more pairs than fit take more passes
+    /// over the runs.
+    #[arg(long, default_value_t = 2048, value_parser = clap::value_parser!(u64).range(16..=1048576))]
+    memory_mib: u64,
 }
 
 pub fn run(a: CompareArgs) -> Result<()> {
@@ -49,7 +114,51 @@ pub fn run(a: CompareArgs) -> Result<()> {
         overwrite: a.overwrite,
         quiet: a.quiet,
     };
-    let f = compare(&opts, &default_steps())?;
+    let sources: Vec<Source> = if a.similarity.contains(&SourceArg::None) {
+        vec![]
+    } else {
+        let mut v = vec![];
+        for s in &a.similarity {
+            let s = match s {
+                SourceArg::Residuals => Source::Residuals,
+                SourceArg::Activations => Source::Activations,
+                SourceArg::None => continue,
+            };
+            if !v.contains(&s) {
+                v.push(s);
+            }
+        }
+        v
+    };
+    let mut metrics = vec![];
+    for m in &a.metrics {
+        let m = match m {
+            MetricArg::CkaMinibatch => Metric::CkaMinibatch,
+            MetricArg::Cka => Metric::Cka,
+            MetricArg::Cca => Metric::Cca,
+            MetricArg::Svcca => Metric::Svcca,
+            MetricArg::Pwcca => Metric::Pwcca,
+        };
+        if !metrics.contains(&m) {
+            metrics.push(m);
+        }
+    }
+    let similarity = SimilarityStep {
+        options: SimilarityOptions {
+            sources,
+            metrics,
+            pairs: match a.pairs {
+                PairsArg::Diagonal => Pairs::Diagonal,
+                PairsArg::All => Pairs::All,
+            },
+            minibatch: a.minibatch as usize,
+            svcca_dims: a.svcca_dims as usize,
+            memory_budget: (a.memory_mib as usize) << 20,
+            ..SimilarityOptions::default()
+        },
+    };
+    let steps: Vec<Box<dyn Step>> = vec![Box::new(DiffStep), Box::new(similarity)];
+    let f = compare(&opts, &steps)?;
     println!(
         "compare: {} documents matched ({} only in A, {} only in B), {} positions, {:.2} s",
         f.docs.matched,

@@ -16,6 +16,7 @@ pub mod divergence;
 pub mod matching;
 pub mod output;
 pub mod reps;
+pub mod similarity;
 
 #[cfg(test)]
 mod tests;
@@ -59,6 +60,9 @@ pub enum CompareError {
         #[source]
         source: Box<StoreError>,
     },
+    /// Layer similarity failed: reading a representation table, or its math.
+    #[error("similarity: {what}: {msg}")]
+    Similarity { what: String, msg: String },
     /// A table's rows are not what a run writes.
     #[error("{}: table `{table}`: doc `{doc_id}`: {msg}", dir.display())]
     BadTable {
@@ -175,7 +179,10 @@ pub trait Step {
 
 /// The steps `tokenlens compare` runs, in order.
 pub fn default_steps() -> Vec<Box<dyn Step>> {
-    vec![Box::new(diff::DiffStep)]
+    vec![
+        Box::new(diff::DiffStep),
+        Box::new(similarity::SimilarityStep::default()),
+    ]
 }
 
 /// The progress bar of a comparison (on stderr; hidden when quiet): documents done per step.

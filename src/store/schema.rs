@@ -986,6 +986,34 @@ table! {
     }
 }
 
+table! {
+    /// Layer similarity (`tokenlens compare`, docs/compare.md): one row per metric,
+    /// representation and pair of layers, of run A and run B (or of run A with itself when one
+    /// run is compared), over their matched positions or documents. Written into a comparison
+    /// directory, not a run.
+    "similarity" => SIMILARITY, Similarity, SimilarityRow<'a> {
+        /// `cka_minibatch` (every layer pair; Nguyen et al. 2021), and over the `--pairs` layer
+        /// pairs `cka` (Ecco's linear CKA), `cca`, `svcca` and `pwcca` (Ecco's).
+        metric: Utf8,
+        /// The representation compared: `residuals` (the residual stream) or `activations`
+        /// (MLP neurons).
+        source: Utf8,
+        /// Run A's directory as given to `tokenlens compare`.
+        run_a: Utf8,
+        /// The layer of run A: a residual index for `residuals`, a block index for
+        /// `activations` (see *layer*).
+        layer_a: Int32,
+        /// Run B's directory as given (run A's when one run is compared).
+        run_b: Utf8,
+        /// The layer of run B.
+        layer_b: Int32,
+        /// The similarity: 1 = the same representation up to the metric's invariances.
+        value: Float64,
+        /// Rows compared: matched positions, or documents at `--level document`.
+        rows: Int64,
+    }
+}
+
 /// Every table, in the order of docs/schema.md.
 pub static ALL_TABLES: &[&TableDef] = &[
     &TOKENS,
@@ -1011,10 +1039,11 @@ pub static ALL_TABLES: &[&TableDef] = &[
     &NMF_TOP_CONTEXTS,
     &DIFF,
     &DIFF_DOCS,
+    &SIMILARITY,
 ];
 
 /// The tables `tokenlens compare` writes into a comparison directory (never into a run).
-pub static COMPARISON_TABLES: &[&TableDef] = &[&DIFF, &DIFF_DOCS];
+pub static COMPARISON_TABLES: &[&TableDef] = &[&DIFF, &DIFF_DOCS, &SIMILARITY];
 
 /// Whether a table belongs in a comparison directory rather than a run.
 pub fn is_comparison_table(def: &TableDef) -> bool {

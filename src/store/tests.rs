@@ -461,23 +461,26 @@ fn all_tables_are_registered_and_unique() {
     ] {
         assert_eq!(table_def(def.name), Some(def));
     }
-    assert_eq!(ALL_TABLES.len(), 23);
+    assert_eq!(ALL_TABLES.len(), 24);
     // The comparison tables are the last ones, and only they are written outside a run.
     let comparison: Vec<&str> = ALL_TABLES
         .iter()
         .filter(|t| is_comparison_table(t))
         .map(|t| t.name)
         .collect();
-    assert_eq!(comparison, ["diff", "diff_docs"]);
+    assert_eq!(comparison, ["diff", "diff_docs", "similarity"]);
     assert_eq!(COMPARISON_TABLES.len(), comparison.len());
     // Every table with documents joins on doc_id, a non-null string.
     for t in ALL_TABLES {
         if let Some(c) = t.column("doc_id") {
             assert_eq!((c.ty, c.nullable), (ColType::Utf8, false));
         } else {
-            // Corpus-level tables: NMF's, and the run's resolved intervention edits.
+            // Corpus-level tables: NMF's, the run's resolved intervention edits, and layer
+            // similarity.
             assert!(
-                t.name.starts_with("nmf_") || t.name == "intervention_edits",
+                t.name.starts_with("nmf_")
+                    || t.name == "intervention_edits"
+                    || t.name == "similarity",
                 "{} has no doc_id",
                 t.name
             );

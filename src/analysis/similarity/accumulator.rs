@@ -345,6 +345,24 @@ impl CovarianceAccumulator {
     /// metric, too few positions or an SVCCA dims out of range for a pair (see `svcca`, `cca`),
     /// a failed eigendecomposition, PWCCA on exactly dependent neurons.
     pub fn finish(&self, options: &MomentOptions) -> Result<Vec<SimilarityValue>, SimilarityError> {
+        self.finish_with(options, false).map(|(v, _)| v)
+    }
+
+    /// As [`finish`](Self::finish), but a pair whose metrics fail (PWCCA on dependent neurons,
+    /// a failed eigendecomposition) gets NaN for the metrics that fail and a message each, in
+    /// the second vector; the other pairs and metrics are unaffected.
+    pub fn finish_lenient(
+        &self,
+        options: &MomentOptions,
+    ) -> Result<(Vec<SimilarityValue>, Vec<String>), SimilarityError> {
+        self.finish_with(options, true)
+    }
+
+    fn finish_with(
+        &self,
+        options: &MomentOptions,
+        lenient: bool,
+    ) -> Result<(Vec<SimilarityValue>, Vec<String>), SimilarityError> {
         let metrics = &options.metrics;
         if let Some(&m) = metrics.iter().find(|&&m| m == Metric::CkaMinibatch) {
             return Err(SimilarityError::UnsupportedMetric {
@@ -359,7 +377,7 @@ impl CovarianceAccumulator {
             check_pair(n, widths, metrics, options.svcca_dims)?;
         }
         if self.pairs.is_empty() || metrics.is_empty() {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), Vec::new()));
         }
         let cca = needs_cca(metrics);
         let dims = metrics
@@ -396,7 +414,7 @@ impl CovarianceAccumulator {
         for (s, l, stats, prep) in prepared {
             layers[s][l] = Some((stats, prep));
         }
-        let values: Vec<Vec<f64>> = self
+        let values: Vec<(Vec<f64>, Vec<String>)> = self
             .pairs
             .par_iter()
             .zip(&self.cross)
@@ -407,11 +425,34 @@ impl CovarianceAccumulator {
                 let mb = self.sums[1][b].as_ref().expect("used");
                 let c = centred_cross(cross, &ma.sum, &mb.sum, n);
                 let what = format!("layer pair ({a}, {b})");
-                pair_values((sa, pa), (sb, pb), &c, metrics, options.epsilon, &what)
+                let eps = options.epsilon;
+                match pair_values((sa, pa), (sb, pb), &c, metrics, eps, &what) {
+                    Ok(v) => Ok((v, Vec::new())),
+                    Err(e) if !lenient => Err(e),
+                    // Each metric alone: only the ones that fail are lost.
+                    Err(_) => {
+                        let mut failed = Vec::new();
+                        let v = metrics
+                            .iter()
+                            .map(
+                                |&m| match pair_values((sa, pa), (sb, pb), &c, &[m], eps, &what) {
+                                    Ok(v) => v[0],
+                                    Err(e) => {
+                                        failed.push(e.to_string());
+                                        f64::NAN
+                                    }
+                                },
+                            )
+                            .collect();
+                        Ok((v, failed))
+                    }
+                }
             })
-            .collect::<Result<_, _>>()?;
+            .collect::<Result<Vec<_>, _>>()?;
         let mut out = Vec::with_capacity(values.len() * metrics.len());
-        for (&(layer_a, layer_b), v) in self.pairs.iter().zip(values) {
+        let mut failures = Vec::new();
+        for (&(layer_a, layer_b), (v, failed)) in self.pairs.iter().zip(values) {
+            failures.extend(failed);
             for (&metric, value) in metrics.iter().zip(v) {
                 out.push(SimilarityValue {
                     metric,
@@ -421,7 +462,7 @@ impl CovarianceAccumulator {
                 });
             }
         }
-        Ok(out)
+        Ok((out, failures))
     }
 }
 
