@@ -456,18 +456,23 @@ fn all_tables_are_registered_and_unique() {
         Interventions::def(),
         InterventionTokens::def(),
         InterventionEdits::def(),
+        NeuronTopContexts::def(),
+        NeuronStats::def(),
     ] {
         assert_eq!(table_def(def.name), Some(def));
     }
-    assert_eq!(ALL_TABLES.len(), 20);
+    assert_eq!(ALL_TABLES.len(), 22);
     // Every table with documents joins on doc_id, a non-null string.
     for t in ALL_TABLES {
         if let Some(c) = t.column("doc_id") {
             assert_eq!((c.ty, c.nullable), (ColType::Utf8, false));
         } else {
-            // Corpus-level tables: NMF's, and the run's resolved intervention edits.
+            // Corpus-level tables: NMF's, the neurons' statistics, and the run's resolved
+            // intervention edits.
             assert!(
-                t.name.starts_with("nmf_") || t.name == "intervention_edits",
+                t.name.starts_with("nmf_")
+                    || t.name == "neuron_stats"
+                    || t.name == "intervention_edits",
                 "{} has no doc_id",
                 t.name
             );

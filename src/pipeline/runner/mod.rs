@@ -229,6 +229,7 @@ fn open_run(spec: &PipelineSpec, opts: &RunOptions, prep: &Prepared) -> Result<O
             shards: Default::default(),
             status: "running".into(),
             nmf_rows: None,
+            neurons_rows: None,
         };
         if !manifest_path.exists() {
             manifest.write(&root)?;
