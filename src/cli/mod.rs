@@ -7,6 +7,7 @@ mod export_html;
 mod generate;
 mod inspect;
 mod model_args;
+mod neurons;
 mod nmf;
 mod predict;
 mod run;
@@ -60,6 +61,10 @@ enum Command {
     /// Factorize the MLP activations of an existing run (NMF over every recorded position) and
     /// write the nmf_* tables into it (see docs/nmf.md).
     Nmf(nmf::NmfArgs),
+    /// Every recorded MLP neuron's strongest activations over an existing run (with their
+    /// context) and its statistics: the neuron_top_contexts and neuron_stats tables (see
+    /// docs/neurons.md).
+    Neurons(neurons::NeuronsArgs),
 }
 
 /// Runs the parsed command line.
@@ -76,5 +81,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::ExportHtml(a) => export_html::run(a),
         Command::Validate(a) => validate::run(a),
         Command::Nmf(a) => nmf::run(a),
+        Command::Neurons(a) => neurons::run(a),
     }
 }
