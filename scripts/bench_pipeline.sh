@@ -144,6 +144,7 @@ spec = m["spec"]
 window = spec["batching"]["bucket_window"]
 rows = dict(status["rows"])
 rows.update(m.get("nmf_rows") or {})
+rows.update(m.get("neurons_rows") or {})
 tables = [t["name"] for t in json.loads((work / "schema.json").read_text())]
 ds_tokens = 0
 for line in data.read_text().splitlines():

@@ -8,6 +8,7 @@ mod export_html;
 mod generate;
 mod inspect;
 mod model_args;
+mod neurons;
 mod nmf;
 mod predict;
 mod run;
@@ -65,6 +66,10 @@ enum Command {
     /// document and position top-1 agreement, KL and JS of the next-token distributions, lens
     /// ranks and saliency, into a comparison directory (see docs/compare.md).
     Compare(compare::CompareArgs),
+    /// Every recorded MLP neuron's strongest activations over an existing run (with their
+    /// context) and its statistics: the neuron_top_contexts and neuron_stats tables (see
+    /// docs/neurons.md).
+    Neurons(neurons::NeuronsArgs),
 }
 
 /// Runs the parsed command line.
@@ -82,5 +87,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Validate(a) => validate::run(a),
         Command::Nmf(a) => nmf::run(a),
         Command::Compare(a) => compare::run(a),
+        Command::Neurons(a) => neurons::run(a),
     }
 }

@@ -81,7 +81,7 @@ fn parse_bytes(s: &str) -> Option<u64> {
 }
 
 /// Layers as the CLI takes them: `0..30`, `0,14,29`, `0..4,10`.
-fn compact(layers: &[usize]) -> String {
+pub(super) fn compact(layers: &[usize]) -> String {
     let mut parts = Vec::new();
     let mut i = 0;
     while i < layers.len() {
@@ -135,7 +135,7 @@ pub fn run(a: NmfArgs) -> Result<()> {
         a.context_tokens,
         ranges::NMF_CONTEXT_TOKENS,
     )?;
-    check_shards_done(&a.run_dir)?;
+    check_shards_done(&a.run_dir, "factorize")?;
     within("--sweeps", a.sweeps, (1, 100))?;
     if !(a.tol.is_finite() && a.tol >= 0.0 && a.tol <= ranges::NMF_TOLERANCE_MAX) {
         bail!(
@@ -186,9 +186,10 @@ pub fn run(a: NmfArgs) -> Result<()> {
     Ok(())
 }
 
-/// A sharded run is factorized once, over the union of its shards' tables: refuse it while
-/// some shard is not done (a run without a manifest, e.g. a synthetic one, is not checked).
-fn check_shards_done(run_dir: &std::path::Path) -> Result<()> {
+/// A sharded run is factorized (or summarized: `verb`) once, over the union of its shards'
+/// tables: refuse it while some shard is not done (a run without a manifest, e.g. a synthetic
+/// one, is not checked).
+pub(super) fn check_shards_done(run_dir: &std::path::Path, verb: &str) -> Result<()> {
     let Ok(m) = Manifest::read(run_dir) else {
         return Ok(());
     };
@@ -202,7 +203,7 @@ fn check_shards_done(run_dir: &std::path::Path) -> Result<()> {
     if done < n as usize {
         bail!(
             "{}: {done} of {n} shards done; finish the others first (tokenlens run --shards {n} \
-             --shard I --resume), then factorize the whole run",
+             --shard I --resume), then {verb} the whole run",
             run_dir.display()
         );
     }

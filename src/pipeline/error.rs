@@ -1,16 +1,17 @@
 //! The pipeline's error: the engine's error (model, tokenizer, tensor ops) plus everything a run
-//! adds — the spec, the dataset, the store, the NMF stage, shards and resume. Each wrapped error
-//! is shown as itself and keeps its own cause chain.
+//! adds — the spec, the dataset, the store, the NMF and neurons stages, shards and resume. Each
+//! wrapped error is shown as itself and keeps its own cause chain.
 
 use std::path::PathBuf;
 
 use super::dataset::DatasetError;
+use super::neurons_stage::NeuronsError;
 use super::nmf_stage::NmfError;
 use super::spec::SpecError;
 use crate::store::StoreError;
 use crate::store::manifest::BadShard;
 
-/// Errors of `tokenlens run`, `validate` and `nmf`.
+/// Errors of `tokenlens run`, `validate`, `nmf` and `neurons`.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The engine failed: the model, its tokenizer, a tensor op, a prompt it refused.
@@ -28,6 +29,9 @@ pub enum Error {
     /// The NMF stage cannot factorize the run's activations as asked.
     #[error(transparent)]
     Nmf(#[from] NmfError),
+    /// The neurons stage cannot summarize the run's activations as asked.
+    #[error(transparent)]
+    Neurons(#[from] NeuronsError),
     #[error(transparent)]
     Shard(#[from] BadShard),
     /// `--resume` of a run whose spec file changed.

@@ -2,12 +2,14 @@
 //! (`dataset`), one batch through the model and the analyses (`process`), the interventions
 //! regenerating it (`interventions`), the runner that cuts
 //! the dataset into windows and batches and writes every batch's records into the `store`
-//! (`runner`), and the corpus-level NMF stage over a run's activations (`nmf_stage`). Its
-//! errors (`error`) wrap the engine's with the spec, dataset, store and NMF errors.
+//! (`runner`), and the corpus-level stages over a run's activations: NMF (`nmf_stage`) and the
+//! neurons' top contexts and statistics (`neurons_stage`). Its errors (`error`) wrap the
+//! engine's with the spec, dataset, store, NMF and neurons errors.
 
 pub mod dataset;
 pub mod error;
 pub mod interventions;
+pub mod neurons_stage;
 pub mod nmf_stage;
 pub mod process;
 pub mod runner;

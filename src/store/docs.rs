@@ -47,12 +47,13 @@ duckdb.sql("""
   gives the dataset order.
 - **position** is 0-based in the document's sequence: the prompt's tokens (after truncation, if
   any), then the generated tokens. Padding never appears.
-- **layer**: in `activations`, `attention`, `attention_rollout` and `nmf_*`, the 0-based block
-  index. In `lens`, `lens_topk` and `watch`, the residual stream index: 0 is the embedding output
-  (the input of block 0), l is the output of block l - 1, and n_layers is the output of the last
-  block (with the final norm, what the model itself predicts from). In `residuals`, the same
-  index, but n_layers is the last block's output before the final norm.
-- **rank** is 1-based: 1 is the most probable token.
+- **layer**: in `activations`, `attention`, `attention_rollout`, `nmf_*` and `neuron_*`, the
+  0-based block index. In `lens`, `lens_topk` and `watch`, the residual stream index: 0 is the
+  embedding output (the input of block 0), l is the output of block l - 1, and n_layers is the
+  output of the last block (with the final norm, what the model itself predicts from). In
+  `residuals`, the same index, but n_layers is the last block's output before the final norm.
+- **rank** is 1-based: 1 is the most probable token (in `nmf_top_contexts` and
+  `neuron_top_contexts`, the largest value).
 - **prob** is a softmax probability over the whole vocabulary.
 - Integers are signed (int32, int64); probabilities and scores are float32.
 - Each column's description is also stored in the Parquet schema (field metadata `description`).

@@ -105,6 +105,9 @@ pub struct Manifest {
     /// Rows of the NMF tables (`tokenlens nmf` or the pipeline's NMF stage).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nmf_rows: Option<BTreeMap<String, u64>>,
+    /// Rows of the neuron tables (`tokenlens neurons` or the pipeline's neurons stage).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub neurons_rows: Option<BTreeMap<String, u64>>,
 }
 
 impl Manifest {
@@ -122,8 +125,8 @@ impl Manifest {
     }
 
     /// Rows per table as the run recorded them: the shards' tables summed over the shards, and
-    /// the NMF tables (written once for the whole corpus). The viewer's overview reads the same
-    /// two fields of `manifest.json`.
+    /// the NMF and neuron tables (written once for the whole corpus). The viewer's overview reads
+    /// the same fields of `manifest.json`.
     pub fn table_rows(&self) -> BTreeMap<String, u64> {
         let mut rows = BTreeMap::new();
         for s in self.shards.values() {
@@ -131,7 +134,7 @@ impl Manifest {
                 *rows.entry(t.clone()).or_default() += n;
             }
         }
-        for (t, n) in self.nmf_rows.iter().flatten() {
+        for (t, n) in self.nmf_rows.iter().chain(&self.neurons_rows).flatten() {
             rows.insert(t.clone(), *n);
         }
         rows
@@ -141,6 +144,20 @@ impl Manifest {
     /// every other field as it is (also of manifests that are not a pipeline's, e.g. a synthetic
     /// run's). A run directory without a manifest is left as it is.
     pub fn record_nmf_rows(run_dir: &Path, rows: &[(&str, u64)]) -> Result<(), StoreError> {
+        Self::record_stage_rows(run_dir, "nmf_rows", rows)
+    }
+
+    /// Records the neuron tables' row counts (`neurons_rows`), as [`Manifest::record_nmf_rows`].
+    pub fn record_neurons_rows(run_dir: &Path, rows: &[(&str, u64)]) -> Result<(), StoreError> {
+        Self::record_stage_rows(run_dir, "neurons_rows", rows)
+    }
+
+    /// Sets the manifest's field `key` to the row counts of a corpus-level stage's tables.
+    fn record_stage_rows(
+        run_dir: &Path,
+        key: &str,
+        rows: &[(&str, u64)],
+    ) -> Result<(), StoreError> {
         let path = Self::path(run_dir);
         if !path.exists() {
             return Ok(());
@@ -150,7 +167,7 @@ impl Manifest {
             .iter()
             .map(|(t, n)| (t.to_string(), (*n).into()))
             .collect();
-        m["nmf_rows"] = rows.into();
+        m[key] = rows.into();
         write_json_atomic(&path, &m)
     }
 }
@@ -291,6 +308,10 @@ mod tests {
         let v: serde_json::Value = read_json(&Manifest::path(&dir)).unwrap();
         assert_eq!(v["synthetic"]["docs"], 3);
         assert_eq!(v["nmf_rows"]["nmf_summary"], 5);
+        Manifest::record_neurons_rows(&dir, &[("neuron_stats", 3)]).unwrap();
+        let v: serde_json::Value = read_json(&Manifest::path(&dir)).unwrap();
+        assert_eq!(v["neurons_rows"]["neuron_stats"], 3);
+        assert_eq!(v["nmf_rows"]["nmf_summary"], 5);
         let mut m = Manifest {
             tokenlens_version: "0".into(),
             spec_path: "p.yaml".into(),
@@ -302,12 +323,17 @@ mod tests {
             shards: BTreeMap::new(),
             status: "done".into(),
             nmf_rows: Some(BTreeMap::from([("nmf_summary".to_string(), 5)])),
+            neurons_rows: Some(BTreeMap::from([("neuron_stats".to_string(), 3)])),
         };
         m.shards.insert("a".into(), s.clone());
         m.shards.insert("b".into(), s);
         assert_eq!(
             m.table_rows(),
-            BTreeMap::from([("nmf_summary".to_string(), 5), ("tokens".to_string(), 14)])
+            BTreeMap::from([
+                ("neuron_stats".to_string(), 3),
+                ("nmf_summary".to_string(), 5),
+                ("tokens".to_string(), 14)
+            ])
         );
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -198,6 +198,13 @@ impl Push<Option<i64>> for Int64Builder {
     }
 }
 
+impl Push<Option<f64>> for Float64Builder {
+    fn push(&mut self, v: Option<f64>) -> usize {
+        self.append_option(v);
+        8
+    }
+}
+
 impl Push<Option<i32>> for Int32Builder {
     fn push(&mut self, v: Option<i32>) -> usize {
         self.append_option(v);
@@ -270,6 +277,7 @@ macro_rules! rust_type {
     (Int64, $lt:lifetime) => { i64 };
     (Float32, $lt:lifetime) => { f32 };
     (OptFloat32, $lt:lifetime) => { Option<f32> };
+    (OptFloat64, $lt:lifetime) => { Option<f64> };
     (Float64, $lt:lifetime) => { f64 };
     (ListFloat32, $lt:lifetime) => { &$lt [f32] };
     (ListFloat, $lt:lifetime) => { &$lt [f32] };
@@ -287,6 +295,7 @@ macro_rules! builder_type {
     (Int64) => { Int64Builder };
     (Float32) => { Float32Builder };
     (OptFloat32) => { Float32Builder };
+    (OptFloat64) => { Float64Builder };
     (Float64) => { Float64Builder };
     (ListFloat32) => { ListBuilder<Float32Builder> };
     (ListFloat) => { FloatListBuilder };
@@ -314,6 +323,9 @@ macro_rules! col_type {
     (OptFloat32) => {
         ColType::Float32
     };
+    (OptFloat64) => {
+        ColType::Float64
+    };
     (OptUtf8) => {
         ColType::Utf8
     };
@@ -335,6 +347,9 @@ macro_rules! nullable {
     (OptFloat32) => {
         true
     };
+    (OptFloat64) => {
+        true
+    };
     (OptUtf8) => {
         true
     };
@@ -354,7 +369,7 @@ macro_rules! nullable {
 
 /// Defines a table: its `TableDef` static, its row struct and its builder (see the module doc).
 /// Column kinds: Utf8, Bool, Int8, Int32, Int64, Float32, Float64, ListFloat32, ListFloat; and
-/// the nullable OptUtf8, OptBool, OptInt32, OptInt64, OptFloat32.
+/// the nullable OptUtf8, OptBool, OptInt32, OptInt64, OptFloat32, OptFloat64.
 macro_rules! table {
     (
         $(#[doc = $tdoc:literal])+
@@ -867,6 +882,34 @@ table! {
 }
 
 table! {
+    /// The strongest activations of every recorded MLP neuron over the whole run
+    /// (`analyses.neurons`, `tokenlens neurons`; docs/neurons.md): for each (layer, neuron), its
+    /// `top_k` largest values with where they were recorded and the text around them. Sorted by
+    /// layer, neuron and rank.
+    "neuron_top_contexts" => NEURON_TOP_CONTEXTS, NeuronTopContexts, NeuronTopContextsRow<'a> {
+        /// Block index, 0-based.
+        layer: Int32,
+        /// Neuron index within the layer's MLP (an index of `activations.values`).
+        neuron: Int32,
+        /// 1 = the largest value; equal values rank by document (dataset order), then position.
+        rank: Int32,
+        /// The activation there.
+        value: Float32,
+        /// The document (see Conventions).
+        doc_id: Utf8,
+        /// 0-based position in the sequence.
+        position: Int32,
+        /// The token at the position.
+        token: Utf8,
+        /// The text of up to `context_tokens` tokens before the position (of the same document).
+        before: Utf8,
+        /// The text of up to `context_tokens` tokens after the position (of the same document,
+        /// generated tokens included).
+        after: Utf8,
+    }
+}
+
+table! {
     /// Two runs' next-token predictions side by side (`tokenlens compare`, docs/compare.md): one
     /// row per document both runs have and per position whose context is the same in both
     /// (position < `diff_docs.common`). Written into a comparison directory, not a run.
@@ -987,6 +1030,31 @@ table! {
 }
 
 table! {
+    /// Summary statistics of every recorded MLP neuron over every position of the
+    /// `activations` table (`analyses.neurons`, `tokenlens neurons`; docs/neurons.md).
+    "neuron_stats" => NEURON_STATS, NeuronStats, NeuronStatsRow {
+        /// Block index, 0-based.
+        layer: Int32,
+        /// Neuron index within the layer's MLP.
+        neuron: Int32,
+        /// Positions recorded.
+        count: Int64,
+        /// Mean activation.
+        mean: Float64,
+        /// Population standard deviation (ddof 0).
+        std: Float64,
+        /// Smallest activation.
+        min: Float32,
+        /// Largest activation.
+        max: Float32,
+        /// Fraction of the positions where the activation is > 0.
+        fraction_active: Float64,
+        /// Mean of the activations > 0; null when there are none.
+        mean_active: OptFloat64,
+    }
+}
+
+table! {
     /// Layer similarity (`tokenlens compare`, docs/compare.md): one row per metric,
     /// representation and pair of layers, of run A and run B (or of run A with itself when one
     /// run is compared), over their matched positions or documents. Written into a comparison
@@ -1037,6 +1105,8 @@ pub static ALL_TABLES: &[&TableDef] = &[
     &NMF_FACTORS,
     &NMF_SUMMARY,
     &NMF_TOP_CONTEXTS,
+    &NEURON_TOP_CONTEXTS,
+    &NEURON_STATS,
     &DIFF,
     &DIFF_DOCS,
     &SIMILARITY,

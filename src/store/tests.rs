@@ -458,10 +458,12 @@ fn all_tables_are_registered_and_unique() {
         InterventionEdits::def(),
         Diff::def(),
         DiffDocs::def(),
+        NeuronTopContexts::def(),
+        NeuronStats::def(),
     ] {
         assert_eq!(table_def(def.name), Some(def));
     }
-    assert_eq!(ALL_TABLES.len(), 24);
+    assert_eq!(ALL_TABLES.len(), 26);
     // The comparison tables are the last ones, and only they are written outside a run.
     let comparison: Vec<&str> = ALL_TABLES
         .iter()
@@ -475,10 +477,11 @@ fn all_tables_are_registered_and_unique() {
         if let Some(c) = t.column("doc_id") {
             assert_eq!((c.ty, c.nullable), (ColType::Utf8, false));
         } else {
-            // Corpus-level tables: NMF's, the run's resolved intervention edits, and layer
-            // similarity.
+            // Corpus-level tables: NMF's, the neurons' statistics, the run's resolved
+            // intervention edits, and layer similarity.
             assert!(
                 t.name.starts_with("nmf_")
+                    || t.name == "neuron_stats"
                     || t.name == "intervention_edits"
                     || t.name == "similarity",
                 "{} has no doc_id",

@@ -10,7 +10,7 @@ use super::listing::files_listing;
 use crate::store::Manifest;
 use crate::store::schema::{self, TableDef};
 
-/// The tables the viewer reads (`activations` and `nmf_components`/`nmf_summary` are not shown).
+/// The tables the viewer reads (`activations` and `nmf_summary` are not shown).
 pub static VIEWED_TABLES: &[&TableDef] = &[
     &schema::TOKENS,
     &schema::GENERATIONS,
@@ -22,8 +22,11 @@ pub static VIEWED_TABLES: &[&TableDef] = &[
     &schema::SALIENCY_COMPLETENESS,
     &schema::ATTENTION,
     &schema::ATTENTION_ROLLOUT,
+    &schema::NMF_COMPONENTS,
     &schema::NMF_FACTORS,
     &schema::NMF_TOP_CONTEXTS,
+    &schema::NEURON_TOP_CONTEXTS,
+    &schema::NEURON_STATS,
     &schema::INTERVENTIONS,
     &schema::INTERVENTION_TOKENS,
     &schema::INTERVENTION_EDITS,

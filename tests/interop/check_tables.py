@@ -34,8 +34,9 @@ else:
     for shard in manifest["shards"].values():
         for table, n in shard["rows"].items():
             expected[table] = expected.get(table, 0) + n
-    # NMF tables cover the whole corpus: their rows are recorded once, by the NMF stage.
+    # NMF and neuron tables cover the whole corpus: their rows are recorded once, by their stage.
     expected.update(manifest.get("nmf_rows", {}))
+    expected.update(manifest.get("neurons_rows", {}))
 
 ARROW = {
     "string": {pa.string(), pa.large_string()},

@@ -7,6 +7,7 @@ mod dtype;
 mod gguf_roundtrip;
 mod interventions;
 mod layering;
+mod neurons;
 mod nmf;
 mod parity;
 mod parity_dtype;

@@ -44,6 +44,7 @@ analyses:
   residuals: {layers: [0, -1], positions: prompt}
   attention: {layers: all, rollout: true}
   nmf: {n_components: 3, max_iter: 20, top_contexts: 2}
+  neurons: {top_k: 2, context_tokens: 2}
 interventions:
   - name: inhibit
     neurons: {layer: 1, ids: [0, 5, 9], value: zero}
@@ -188,6 +189,7 @@ fn a_run_writes_every_table_and_its_manifest() {
             "interventions",
             "lens_watch",
             "load",
+            "neurons",
             "nmf",
             "predictions",
             "residuals",
@@ -217,6 +219,8 @@ fn a_run_writes_every_table_and_its_manifest() {
         let r = rows(&out_dir, t);
         let recorded = if t.starts_with("nmf_") {
             &manifest["nmf_rows"][t]
+        } else if t.starts_with("neuron_") {
+            &manifest["neurons_rows"][t]
         } else {
             &shard["rows"][t]
         };
@@ -412,6 +416,18 @@ fn shards_union_to_the_whole_run() {
         "3",
         "--max-iter",
         "20",
+        dir.join("out").to_str().unwrap(),
+    ]);
+    // The neuron tables too (the same activations: the same top contexts; statistics summed in
+    // another order, equal within the tolerance).
+    assert!(!dir.join("out/neuron_stats").exists());
+    BIN.ok(&[
+        "neurons",
+        "--quiet",
+        "--top-k",
+        "2",
+        "--context-tokens",
+        "2",
         dir.join("out").to_str().unwrap(),
     ]);
     for t in unpaired_tables() {

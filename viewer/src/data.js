@@ -54,13 +54,13 @@ export class Run {
   has(table) { return (this.files.tables[table] || []).length > 0 }
 
   // Row counts the manifest records, by table: the runner's tables summed over the shards
-  // (shards.<name>.rows), the NMF tables from `nmf_rows` (written by the NMF stage, corpus-wide).
-  // A table the manifest does not count is absent.
+  // (shards.<name>.rows), the NMF and neuron tables from `nmf_rows` and `neurons_rows` (written
+  // by those stages, corpus-wide). A table the manifest does not count is absent.
   rowCounts() {
     const m = this.manifest || {}
     const rows = {}
     for (const s of Object.values(m.shards || {})) for (const [t, n] of Object.entries(s.rows || {})) rows[t] = (rows[t] || 0) + n
-    for (const [t, n] of Object.entries(m.nmf_rows || {})) rows[t] = (rows[t] || 0) + n
+    for (const [t, n] of Object.entries({ ...m.nmf_rows, ...m.neurons_rows })) rows[t] = (rows[t] || 0) + n
     return rows
   }
 

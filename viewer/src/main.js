@@ -1,6 +1,7 @@
 // The tokenlens viewer: a run overview and, per document, its tokens, saliency, predictions,
-// logit lens, watched tokens, attention, NMF factors, patching and interventions. Routes: #/
-// (with ?q=, page=, per=) and #/doc/<id>/<tab>.
+// logit lens, watched tokens, attention, NMF factors, patching and interventions; and neuron
+// pages. Routes: #/ (with ?q=, page=, per=), #/doc/<id>/<tab>, #/neurons and
+// #/neuron/<layer>/<index>.
 import { Run } from './data.js'
 import { h, chip, missing, showTip, hideTip } from './ui.js'
 import { overview, overviewLink } from './overview.js'
@@ -11,6 +12,7 @@ import { nmfView } from './nmf.js'
 import { patchingView } from './patching.js'
 import { interventionsView } from './interventions.js'
 import { comparisonPage } from './compare.js'
+import { neuronPage } from './neurons.js'
 
 const TABS = [
   ['saliency', 'Saliency', ['saliency']],
@@ -63,9 +65,11 @@ async function documentPage(id, tab) {
 async function route() {
   hideTip()
   const m = location.hash.match(/^#\/doc\/([^/]+)(?:\/(\w+))?/)
+  const n = location.hash.match(/^#\/neurons?(?:\/(\d+)\/(\d+))?\/?$/)
   try {
     if (run.comparison) app().replaceChildren(await comparisonPage(run, run.comparison))
     else if (m) await documentPage(decodeURIComponent(m[1]), m[2] || 'saliency')
+    else if (n) app().replaceChildren(await neuronPage(run, n[1] == null ? null : Number(n[1]), n[2] == null ? null : Number(n[2])))
     else app().replaceChildren(await overview(run))
   } catch (e) {
     app().replaceChildren(h('pre', { class: 'error' }, String(e.stack || e)))
@@ -82,6 +86,7 @@ async function start() {
   }
   const m = run.manifest
   document.getElementById('run-title').textContent = run.comparison ? 'comparison' : m ? (m.spec?.description || m.spec_path || '') : 'no manifest.json'
+  if (run.has('neuron_stats')) document.getElementById('nav-neurons').hidden = false
   window.addEventListener('hashchange', () => { delete app().dataset.ready; route() })
   document.addEventListener('scroll', hideTip, { passive: true })
   route()

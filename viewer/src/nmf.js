@@ -1,7 +1,12 @@
 // NMF factors: a sparkline per factor over the document's positions, tokens colored by their
-// strongest factor, and each factor's top contexts over the corpus.
+// strongest factor, each factor's largest weights (its neurons, linked to their neuron pages) and
+// its top contexts over the corpus.
 import { h, chip, missing, groupBy, svg } from './ui.js'
 import { CATEGORICAL } from './colors.js'
+import { neuronLink } from './neurons.js'
+
+// Neurons shown per factor.
+const WEIGHTS = 10
 
 export async function nmfView(ctx) {
   const { run, id, tokens } = ctx
@@ -31,6 +36,18 @@ export async function nmfView(ctx) {
       const pts = vals.map(v => `${(v.position + 0.5) * W / n},${H - 2 - (H - 4) * v.value / mx}`).join(' ')
       return h('div', { class: 'spark' }, h('span', {}, `factor ${f}`), svg('svg', { width: W, height: H }, svg('polyline', { points: pts, fill: 'none', stroke: color(f), 'stroke-width': 2 })))
     }))
+  out.append(h('h2', {}, 'Factor weights'))
+  if (!run.has('nmf_components')) out.append(missing('nmf_components'))
+  else {
+    const byFactor = groupBy(await run.read('nmf_components', ['factor', 'layer', 'neuron', 'sign', 'weight']), 'factor')
+    out.append(h('p', { class: 'note' }, `Each factor's ${WEIGHTS} largest weights: the neurons it is made of (−: a neuron's negative part), each linked to its neuron page.`),
+      h('div', { class: 'factor-weights', id: 'nmf-weights' }, [...byFactor.keys()].sort((a, b) => a - b).map(f => [
+        h('span', { style: { color: color(f) } }, `factor ${f}`),
+        h('span', { 'data-factor': f }, byFactor.get(f).sort((a, b) => b.weight - a.weight).slice(0, WEIGHTS).map(w =>
+          h('a', { href: neuronLink(w.layer, w.neuron), class: 'neuron-link', 'data-layer': w.layer, 'data-neuron': w.neuron, 'data-weight': String(w.weight), title: `weight ${w.weight}` },
+            `L${w.layer}.${w.neuron}${w.sign < 0 ? '−' : ''}`))),
+      ])))
+  }
   out.append(h('h2', {}, 'Top contexts over the corpus'))
   if (!run.has('nmf_top_contexts')) out.append(missing('nmf_top_contexts'))
   else {

@@ -9,8 +9,9 @@
 // the detailed mode and the method switch, the logit lens cells and their hover, attention lines,
 // that the overview's row counts are the manifest's (the NMF tables' included), the patching
 // effects, the interventions (rows, texts, highlighted tokens from diverges_at, the dataset's
-// changed counts; a run without them has no tab), and that missing tables are reported. Fails
-// on any page error. Saves screenshots.
+// changed counts; a run without them has no tab), the neuron pages (statistics and top contexts,
+// reached with the form and from the NMF factor weights), and that missing tables are reported.
+// Fails on any page error. Saves screenshots.
 import { spawn } from 'node:child_process'
 import { mkdirSync, readdirSync, readFileSync } from 'node:fs'
 import { join, resolve as resolvePath } from 'node:path'
@@ -30,7 +31,8 @@ async function table(name, filter) {
   const out = []
   for (const f of dir.filter(f => f.endsWith('.parquet') && !f.startsWith('.')).sort()) {
     const file = await asyncBufferFromFile(join(runDir, name, f))
-    out.push(...await parquetReadObjects({ file, compressors, filter }))
+    // Not push(...rows): a large table (nmf_components) overflows the call stack.
+    for (const r of await parquetReadObjects({ file, compressors, filter })) out.push(r)
   }
   return out.map(r => Object.fromEntries(Object.entries(r).map(([k, v]) => [k, typeof v === 'bigint' ? Number(v) : v])))
 }
@@ -95,7 +97,8 @@ try {
   check(JSON.stringify(listed) === JSON.stringify(gens.slice(0, 500).map(g => g.doc_id)), `overview lists ${gens.length} documents in order (${Date.now() - t0} ms)`)
   check(await page.$('#facts') != null, 'overview shows the manifest facts')
   // Row counts: what the manifest records, read here on its own: the runner's tables summed over
-  // the shards, the NMF tables (every one the run holds) from nmf_rows.
+  // the shards, the NMF and neuron tables (every one the run holds) from nmf_rows and
+  // neurons_rows.
   const manifest = JSON.parse(readFileSync(join(runDir, 'manifest.json'), 'utf8'))
   const shownRows = new Map(await page.$$eval('#tables tr[data-table]', trs => trs.map(tr => [tr.dataset.table, tr.children[1].textContent])))
   const digits = s => (s ?? '').replace(/\D/g, '')
@@ -103,10 +106,10 @@ try {
   for (const s of Object.values(manifest.shards || {})) for (const [t, n] of Object.entries(s.rows || {})) shardRows[t] = (shardRows[t] || 0) + n
   const wrong = Object.entries(shardRows).filter(([t, n]) => digits(shownRows.get(t)) !== String(n))
   check(Object.keys(shardRows).length > 0 && wrong.length === 0, `overview row counts equal the manifest's for ${Object.keys(shardRows).length} tables${wrong.length ? `; differ: ${wrong.map(([t, n]) => `${t} ${shownRows.get(t)} != ${n}`).join(', ')}` : ''}`)
-  const nmfRows = manifest.nmf_rows || {}
-  const nmfTables = [...new Set([...Object.keys(nmfRows), ...readdirSync(runDir).filter(d => d.startsWith('nmf_'))])].sort()
+  const nmfRows = { ...manifest.nmf_rows, ...manifest.neurons_rows }
+  const nmfTables = [...new Set([...Object.keys(nmfRows), ...readdirSync(runDir).filter(d => d.startsWith('nmf_') || d.startsWith('neuron_'))])].sort()
   const nmfShown = nmfTables.map(t => `${t} ${shownRows.get(t)} (manifest ${nmfRows[t]})`).join(', ')
-  check(nmfTables.every(t => nmfRows[t] != null && digits(shownRows.get(t)) === String(nmfRows[t])), nmfTables.length ? `overview row counts of the NMF tables equal the manifest's nmf_rows: ${nmfShown}` : 'no NMF tables in this run')
+  check(nmfTables.every(t => nmfRows[t] != null && digits(shownRows.get(t)) === String(nmfRows[t])), nmfTables.length ? `overview row counts of the NMF and neuron tables equal the manifest's nmf_rows and neurons_rows: ${nmfShown}` : 'no NMF or neuron tables in this run')
   await page.screenshot({ path: join(shots, 'overview.png'), fullPage: true })
   // Search.
   const probe = gens[gens.length - 1].doc_id
@@ -361,6 +364,72 @@ try {
       const opened = await page.waitForSelector(`#document[data-doc="${target}"] #tab-body[data-ready] #interventions[data-scope="document"] #iv-rows`, { timeout: 20000 }).then(() => true, () => false)
       const n = ivs.filter(r => r.doc_id === target).length
       check(opened && await page.$$eval('#iv-rows .iv-row', rs => rs.length) === 1 + n, `clicking ${target} opens its interventions (${1 + n} rows)`)
+    }
+  }
+
+  // Neuron pages: the layer list, a neuron picked with the form (the largest peak of the middle
+  // layer), its statistics and its top contexts (value, document, position, the text before, the
+  // highlighted token, the text after) equal to neuron_stats and neuron_top_contexts, the token
+  // the tokens table's; the NMF tab's factor weights are its largest nmf_components weights and
+  // link to their neuron pages. A run without the tables says so.
+  const nstats = await table('neuron_stats')
+  await page.goto(`${url}#/neurons`)
+  await ready()
+  if (!nstats) {
+    check(await page.$('#neurons [data-missing]') != null && await page.$('#nav-neurons[hidden]') != null, 'a run without neuron tables: the Neurons page says so, and the header has no Neurons link')
+  } else {
+    check(await page.$('#nav-neurons:not([hidden])') != null, 'the header links to the Neurons page')
+    const nLayers = [...new Set(nstats.map(r => r.layer))].sort((a, b) => a - b)
+    const options = await page.$$eval('#neuron-layer option', os => os.map(o => Number(o.value)))
+    check(JSON.stringify(options) === JSON.stringify(nLayers), `the layer list is neuron_stats' ${nLayers.length} layers`)
+    const L = nLayers[Math.floor(nLayers.length / 2)]
+    const pick = nstats.filter(r => r.layer === L).sort((a, b) => b.max - a.max || a.neuron - b.neuron)[0]
+    await page.selectOption('#neuron-layer', String(L))
+    await page.fill('#neuron-index', String(pick.neuron))
+    await page.click('#neuron-go')
+    const opened = await page.waitForSelector(`#neuron-title[data-layer="${L}"][data-neuron="${pick.neuron}"]`, { timeout: 20000 }).then(() => true, () => false)
+    check(opened && page.url().endsWith(`#/neuron/${L}/${pick.neuron}`), `the form opens layer ${L} neuron ${pick.neuron} (${page.url().split('#')[1]})`)
+    const shownStats = await page.$$eval('#neuron-stats tr[data-stat]', trs => Object.fromEntries(trs.map(t => [t.dataset.stat, t.dataset.value])))
+    const statKeys = ['count', 'mean', 'std', 'min', 'max', 'fraction_active', 'mean_active']
+    const statsOk = statKeys.every(k => pick[k] == null ? shownStats[k] === '' : Number(shownStats[k]) === pick[k])
+    check(statsOk, `its statistics are neuron_stats' row: ${statKeys.map(k => `${k} ${shownStats[k]}`).join(', ')}`)
+    const tops = (await table('neuron_top_contexts', { layer: L, neuron: pick.neuron })).sort((a, b) => a.rank - b.rank)
+    const shownTop = await page.$$eval('#neuron-top tr[data-rank]', trs => trs.map(t => ({ rank: Number(t.dataset.rank), value: Number(t.dataset.value), doc: t.dataset.doc, pos: Number(t.dataset.pos), before: t.querySelector('.before').textContent, token: t.querySelector('.hit').textContent, after: t.querySelector('.after').textContent })))
+    const vis = s => s.replace(/\n/g, '↵').replace(/\t/g, '→').replace(/\r/g, '␍')
+    const same = (s, r) => s.rank === r.rank && s.value === r.value && s.doc === r.doc_id && s.pos === r.position && s.before === vis(r.before) && s.token === (vis(r.token) || '∅') && s.after === vis(r.after)
+    check(tops.length > 0 && shownTop.length === tops.length && shownTop.every((s, i) => same(s, tops[i])), `its ${tops.length} top contexts are neuron_top_contexts' rows, in rank order (before | token | after)`)
+    check(tops.length > 0 && pick.max === tops[0].value, `its max in neuron_stats (${pick.max}) is its rank-1 context's value`)
+    // The context's text is the document's tokens around the position.
+    const ctxTokens = m => m?.spec?.analyses?.neurons?.context_tokens ?? 8
+    const t0 = tops[0]
+    const docTokens = t0 ? (await table('tokens', { doc_id: t0.doc_id })).sort((a, b) => a.position - b.position) : []
+    const span = (a, b) => docTokens.filter(t => t.position >= a && t.position < b).map(t => t.token).join('')
+    const c = ctxTokens(manifest)
+    check(t0 != null && docTokens.find(t => t.position === t0.position)?.token === t0.token && t0.before === span(t0.position - c, t0.position) && t0.after === span(t0.position + 1, t0.position + c + 1), `the rank-1 context is the tokens of ${t0?.doc_id} around position ${t0?.position} (${c} each side)`)
+    await page.screenshot({ path: join(shots, 'neuron.png'), fullPage: true })
+    const next = await page.$('#neuron-next')
+    if (next) {
+      await next.click()
+      const moved = await page.waitForSelector(`#neuron-title[data-layer="${L}"][data-neuron="${pick.neuron + 1}"] `, { timeout: 20000 }).then(() => true, () => false)
+      check(moved, `"next" opens neuron ${pick.neuron + 1}`)
+    }
+    // From the NMF tab's factor weights.
+    const comps = await table('nmf_components')
+    if (comps) {
+      await page.goto(`${url}#/doc/${encodeURIComponent(doc.doc_id)}/nmf`)
+      await page.waitForSelector(`#document[data-doc="${doc.doc_id}"] #tab-body[data-ready] #nmf-weights`, { timeout: 20000 })
+      const shownW = await page.$$eval('#nmf-weights [data-factor]', els => els.map(e => [Number(e.dataset.factor), [...e.querySelectorAll('a.neuron-link')].map(a => Number(a.dataset.weight))]))
+      const factors = [...new Set(comps.map(r => r.factor))].sort((a, b) => a - b)
+      const wantW = factors.map(f => [f, comps.filter(r => r.factor === f).map(r => r.weight).sort((a, b) => b - a).slice(0, 10)])
+      check(JSON.stringify(shownW) === JSON.stringify(wantW), `NMF factor weights: each of ${factors.length} factors shows its ${wantW[0]?.[1].length} largest nmf_components weights`)
+      const link = await page.$('#nmf-weights a.neuron-link')
+      const [wl, wn] = [await link.getAttribute('data-layer'), await link.getAttribute('data-neuron')]
+      await link.click()
+      const reached = await page.waitForSelector(`#neuron-title[data-layer="${wl}"][data-neuron="${wn}"]`, { timeout: 20000 }).then(() => true, () => false)
+      const rows = await page.$$eval('#neuron-top tr[data-rank]', trs => trs.length)
+      const want = nstats.some(r => r.layer === Number(wl)) ? (await table('neuron_top_contexts', { layer: Number(wl), neuron: Number(wn) })).length : 0
+      check(reached && rows === want, `a factor weight links to its neuron page: layer ${wl} neuron ${wn}, ${rows} top contexts`)
+      await page.screenshot({ path: join(shots, 'nmf-weights-neuron.png'), fullPage: true })
     }
   }
 

@@ -22,7 +22,7 @@ use indicatif::ProgressBar;
 use super::dataset::{self, Prompt};
 use super::error::{Error, Result};
 use super::process::{self, BatchOut, Doc, Plan};
-use super::spec::{ModelDims, NmfSpec, PipelineSpec, Selection};
+use super::spec::{ModelDims, NeuronsSpec, NmfSpec, PipelineSpec, Selection};
 use crate::model::Model;
 use crate::store::StoreError;
 use crate::store::manifest::{Manifest, SHARDS_DIR, Shard, ShardStatus};
@@ -78,11 +78,13 @@ pub fn run(spec: &PipelineSpec, opts: &RunOptions) -> Result<RunReport> {
     // memory (up to its 2 GiB budget): the two are never resident together, so a larger corpus
     // does not add X on top of the model.
     let nmf = nmf_spec(spec, prep.model.config.n_layers)?;
+    let neurons = neurons_spec(spec, prep.model.config.n_layers)?;
     drop(prep);
-    if nmf.is_some() {
+    if nmf.is_some() || neurons.is_some() {
         crate::release_free_memory();
     }
     corpus_nmf(spec, opts, nmf, &mut status)?;
+    corpus_neurons(spec, opts, neurons, &mut status)?;
     finish(&root, shard, &mut status)?;
     Ok(RunReport {
         run_dir: root,
@@ -229,6 +231,7 @@ fn open_run(spec: &PipelineSpec, opts: &RunOptions, prep: &Prepared) -> Result<O
             shards: Default::default(),
             status: "running".into(),
             nmf_rows: None,
+            neurons_rows: None,
         };
         if !manifest_path.exists() {
             manifest.write(&root)?;
@@ -466,6 +469,61 @@ fn nmf_spec(spec: &PipelineSpec, n_layers: usize) -> Result<Option<NmfSpec>> {
             .collect(),
     );
     Ok(Some(nmf))
+}
+
+/// The spec's `analyses.neurons` with a list of layers resolved against the model's `n_layers`
+/// blocks (as [`nmf_spec`]; `all` stays every layer the activations table has); None without it.
+fn neurons_spec(spec: &PipelineSpec, n_layers: usize) -> Result<Option<NeuronsSpec>> {
+    let Some(neurons) = &spec.analyses.neurons else {
+        return Ok(None);
+    };
+    let mut neurons = neurons.clone();
+    if neurons.layers == Selection::All {
+        return Ok(Some(neurons));
+    }
+    neurons.layers = Selection::List(
+        neurons
+            .layers
+            .resolve(n_layers)
+            .map_err(|msg| Error::Selection {
+                spec: spec.source.clone(),
+                key: "analyses.neurons.layers",
+                msg,
+            })?
+            .into_iter()
+            .map(|l| l as i64)
+            .collect(),
+    );
+    Ok(Some(neurons))
+}
+
+/// The neurons' top contexts and statistics (`neurons` from [`neurons_spec`]): like NMF, over
+/// every shard's activations, so only an unsharded run does it here; a sharded run's last step
+/// is `tokenlens neurons RUN_DIR` once every shard is done.
+fn corpus_neurons(
+    spec: &PipelineSpec,
+    opts: &RunOptions,
+    neurons: Option<NeuronsSpec>,
+    status: &mut ShardStatus,
+) -> Result<()> {
+    let Some(neurons) = neurons else {
+        return Ok(());
+    };
+    let root = &spec.output.dir;
+    if opts.shard.count == 1 {
+        let t = Instant::now();
+        // Its row counts go to the manifest's `neurons_rows` (corpus tables, not a shard's).
+        super::neurons_stage::run_stage(root, &neurons, opts.quiet)?;
+        status.seconds += t.elapsed().as_secs_f64();
+        status.add_stage("neurons", t.elapsed().as_secs_f64());
+    } else if !opts.quiet {
+        eprintln!(
+            "note: analyses.neurons runs over the whole corpus: once every shard is done, run \
+             `tokenlens neurons {}`",
+            root.display()
+        );
+    }
+    Ok(())
 }
 
 /// Corpus-level NMF (`nmf` from [`nmf_spec`]): it needs every prompt's activations, so only an

@@ -38,3 +38,30 @@ fn nmf_layers_resolve_from_the_layer_count() {
             .is_none()
     );
 }
+
+/// The neurons stage's layers: a list resolved from the model's layer count, `all` left to mean
+/// every layer the activations table has.
+#[test]
+fn neurons_layers_resolve_from_the_layer_count() {
+    let s = spec("  activations: {layers: [1, -1]}\n  neurons: {top_k: 3, layers: [-1]}\n");
+    let n = neurons_spec(&s, 30).unwrap().expect("the spec has neurons");
+    assert_eq!((n.layers, n.top_k), (Selection::List(vec![29]), 3));
+    let s = spec("  activations: {layers: [1, -1]}\n  neurons:\n");
+    assert_eq!(
+        neurons_spec(&s, 30).unwrap().unwrap().layers,
+        Selection::All
+    );
+    let s = spec("  activations: {layers: all}\n  neurons: {layers: [7]}\n");
+    assert!(matches!(
+        neurons_spec(&s, 3),
+        Err(Error::Selection {
+            key: "analyses.neurons.layers",
+            ..
+        })
+    ));
+    assert!(
+        neurons_spec(&spec("  activations:\n"), 3)
+            .unwrap()
+            .is_none()
+    );
+}

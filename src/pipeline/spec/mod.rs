@@ -362,6 +362,8 @@ pub struct AnalysesSpec {
     #[serde(default, deserialize_with = "enabled")]
     pub nmf: Option<NmfSpec>,
     #[serde(default, deserialize_with = "enabled")]
+    pub neurons: Option<NeuronsSpec>,
+    #[serde(default, deserialize_with = "enabled")]
     pub patching: Option<PatchingSpec>,
 }
 
@@ -719,6 +721,31 @@ impl Default for NmfSpec {
             negative: NegativeHandling::Clip,
             top_contexts: 10,
             context_tokens: 10,
+        }
+    }
+}
+
+/// Every recorded MLP neuron's strongest activations over the whole run and its summary
+/// statistics (tables `neuron_top_contexts`, `neuron_stats`; docs/neurons.md), read from the
+/// `activations` table (so it needs `analyses.activations`) after the run.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NeuronsSpec {
+    /// Contexts per neuron in `neuron_top_contexts` (the largest values). Default: 20.
+    pub top_k: usize,
+    /// Tokens of text before and after each context's position. Default: 8.
+    pub context_tokens: usize,
+    /// Blocks whose neurons are summarized: `all` (default: every layer the activations table
+    /// has) or a list (among `activations.layers`; negative from the model's last block).
+    pub layers: Selection,
+}
+
+impl Default for NeuronsSpec {
+    fn default() -> Self {
+        NeuronsSpec {
+            top_k: 20,
+            context_tokens: 8,
+            layers: Selection::All,
         }
     }
 }

@@ -386,6 +386,7 @@ fn quickstart_spec_is_valid() {
             && a.activations.is_some()
             && a.attention.as_ref().is_some_and(|at| at.rollout)
             && a.nmf.is_some()
+            && a.neurons.is_some()
     );
     // Every table but `pairs` and `patching` (the quickstart dataset is not paired) and the
     // three of interventions (pipelines/interventions.yaml); the comparison tables are never a
@@ -640,5 +641,77 @@ fn align_needs_a_corrupted_field() {
             "  path: data/p.jsonl\n  align: start\n"
         ))
         .contains("unknown variant `start`, expected `equal` or `end`")
+    );
+}
+
+/// `analyses.neurons`: its defaults, its ranges, that it reads the activations table, and its
+/// layers among the recorded ones.
+#[test]
+fn neurons_options_and_their_checks() {
+    let s = parse(&format!(
+        "{MINIMAL}analyses:\n  activations: {{layers: [0, -1]}}\n  neurons:\n"
+    ))
+    .unwrap();
+    assert_eq!(s.analyses.neurons, Some(NeuronsSpec::default()));
+    assert_eq!(
+        (
+            NeuronsSpec::default().top_k,
+            NeuronsSpec::default().context_tokens
+        ),
+        (20, 8)
+    );
+    assert_eq!(
+        s.tables(),
+        [
+            "tokens",
+            "generations",
+            "activations",
+            "neuron_top_contexts",
+            "neuron_stats"
+        ]
+    );
+    s.validate_against(ModelDims::decoder(4, 4, 128)).unwrap();
+    let e = err(&format!(
+        "{MINIMAL}analyses:\n  neurons: {{top_k: 0, context_tokens: 1001, layers: [1, 1]}}\n"
+    ));
+    assert_eq!(
+        e.lines().collect::<Vec<_>>(),
+        [
+            "pipelines/x.yaml: analyses.neurons.top_k: must be in 1..=1000, got 0",
+            "pipelines/x.yaml: analyses.neurons.context_tokens: must be in 0..=1000, got 1001",
+            "pipelines/x.yaml: analyses.neurons.layers: lists an index twice",
+            "pipelines/x.yaml: analyses.neurons: reads the activations table: add \
+             analyses.activations (its layers)",
+        ]
+    );
+    assert!(
+        parse(&format!(
+            "{MINIMAL}analyses:\n  activations:\n  neurons: {{top_k: 1000}}\n"
+        ))
+        .is_ok()
+    );
+    let e = err(&format!(
+        "{MINIMAL}analyses:\n  activations:\n  neurons: {{k: 3}}\n"
+    ));
+    assert!(
+        e.contains("unknown field `k`, expected one of `top_k`, `context_tokens`, `layers`"),
+        "{e}"
+    );
+    // Layers must be among the recorded ones (negative indices from the model's last block).
+    let s = parse(&format!(
+        "{MINIMAL}analyses:\n  activations: {{layers: [0, -1]}}\n  neurons: {{layers: [3, 1, -5]}}\n"
+    ))
+    .unwrap();
+    assert_eq!(
+        s.validate_against(ModelDims::decoder(4, 4, 128))
+            .unwrap_err()
+            .to_string(),
+        "pipelines/x.yaml: analyses.neurons.layers: index -5 is out of range: the model has 4 layers (0..=3, or -4..=-1 from the end)"
+    );
+    assert_eq!(
+        s.validate_against(ModelDims::decoder(5, 4, 128))
+            .unwrap_err()
+            .to_string(),
+        "pipelines/x.yaml: analyses.neurons.layers: layers [3, 1] are not among analyses.activations.layers [0, 4]"
     );
 }

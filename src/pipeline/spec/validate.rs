@@ -10,9 +10,9 @@ use super::*;
 use crate::model::ModelConfig;
 use crate::store::schema::{
     ACTIVATIONS, ALL_TABLES, ATTENTION, ATTENTION_ROLLOUT, GENERATIONS, INTERVENTION_EDITS,
-    INTERVENTION_TOKENS, INTERVENTIONS, LENS, LENS_TOPK, NMF_COMPONENTS, NMF_FACTORS, NMF_SUMMARY,
-    NMF_TOP_CONTEXTS, PAIRS, PATCHING, PREDICTIONS, RESIDUALS, SALIENCY, SALIENCY_COMPLETENESS,
-    TOKENS, TableDef, WATCH,
+    INTERVENTION_TOKENS, INTERVENTIONS, LENS, LENS_TOPK, NEURON_STATS, NEURON_TOP_CONTEXTS,
+    NMF_COMPONENTS, NMF_FACTORS, NMF_SUMMARY, NMF_TOP_CONTEXTS, PAIRS, PATCHING, PREDICTIONS,
+    RESIDUALS, SALIENCY, SALIENCY_COMPLETENESS, TOKENS, TableDef, WATCH,
 };
 
 /// The model dimensions the spec is checked against.
@@ -104,6 +104,10 @@ pub mod ranges {
     pub const NMF_TOLERANCE_MAX: f64 = 1.0;
     pub const NMF_TOP_CONTEXTS: (usize, usize) = (0, 1000);
     pub const NMF_CONTEXT_TOKENS: (usize, usize) = (0, 1000);
+    /// Contexts per neuron (`analyses.neurons.top_k`, `tokenlens neurons --top-k`): memory is
+    /// 12 bytes per context and neuron of the chosen layers.
+    pub const NEURONS_TOP_K: (usize, usize) = (1, 1000);
+    pub const NEURONS_CONTEXT_TOKENS: (usize, usize) = (0, 1000);
 }
 
 /// `must be in LO..=HI, got V` unless `v` is in the range.
@@ -549,6 +553,19 @@ impl PipelineSpec {
                 ranges::NMF_CONTEXT_TOKENS,
             );
         }
+        if let Some(n) = &a.neurons {
+            in_range(p, "analyses.neurons.top_k", n.top_k, ranges::NEURONS_TOP_K);
+            in_range(
+                p,
+                "analyses.neurons.context_tokens",
+                n.context_tokens,
+                ranges::NEURONS_CONTEXT_TOKENS,
+            );
+            selection(p, "analyses.neurons.layers", &n.layers);
+            p.check(a.activations.is_some(), "analyses.neurons", || {
+                "reads the activations table: add analyses.activations (its layers)".into()
+            });
+        }
     }
 
     /// Checks what needs the model's dimensions: layer and head indices in range, and room in the
@@ -597,6 +614,27 @@ impl PipelineSpec {
         }
         if let Some(n) = &a.nmf {
             check("analyses.nmf.layers", &n.layers, dims.n_layers, "layers");
+        }
+        if let Some(n) = &a.neurons {
+            check(
+                "analyses.neurons.layers",
+                &n.layers,
+                dims.n_layers,
+                "layers",
+            );
+            // Its layers must be recorded (`all`: every recorded layer).
+            let recorded = a
+                .activations
+                .as_ref()
+                .map(|x| x.layers.resolve(dims.n_layers));
+            if let (Selection::List(_), Ok(want), Some(Ok(have))) =
+                (&n.layers, n.layers.resolve(dims.n_layers), recorded)
+            {
+                let missing: Vec<usize> = want.into_iter().filter(|l| !have.contains(l)).collect();
+                p.check(missing.is_empty(), "analyses.neurons.layers", || {
+                    format!("layers {missing:?} are not among analyses.activations.layers {have:?}")
+                });
+            }
         }
         let g = &self.generation;
         if dims.encoder {
@@ -758,8 +796,9 @@ impl PipelineSpec {
         let a = &self.analyses;
         let ig = |s: &SaliencySpec| s.methods.contains(&SaliencyMethod::IntegratedGradients);
         let nmf = a.nmf.is_some();
+        let neurons = a.neurons.is_some();
         let iv = !self.interventions.is_empty();
-        let written: [(&TableDef, bool); 21] = [
+        let written: [(&TableDef, bool); 23] = [
             (&TOKENS, true),
             (&GENERATIONS, true),
             (&PAIRS, !self.dataset.pair_fields().is_empty()),
@@ -784,6 +823,8 @@ impl PipelineSpec {
             (&NMF_FACTORS, nmf),
             (&NMF_SUMMARY, nmf),
             (&NMF_TOP_CONTEXTS, nmf),
+            (&NEURON_TOP_CONTEXTS, neurons),
+            (&NEURON_STATS, neurons),
         ];
         ALL_TABLES
             .iter()
