@@ -16,6 +16,7 @@ mod quants;
 mod real_models;
 mod run;
 mod saliency;
+mod similarity;
 mod tokenizers;
 mod validate;
 mod view;

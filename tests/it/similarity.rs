@@ -1,0 +1,302 @@
+//! `tokenlens compare`'s layer similarity end to end: two tiny models (tiny-llama, 3 layers, and
+//! tiny-qwen2, 2 layers, the same tokenizer and width) over 24 prompts, their residual streams
+//! recorded; the `similarity` table must equal the in-memory metrics (validated against Ecco's
+//! own code in `analysis::similarity`'s tests) computed here on the matched rows read straight
+//! from the runs: every metric, every layer pair, at position and document level.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Float64Type, Int32Type, Int64Type};
+use tokenlens::analysis::similarity::{
+    Activations, cca, linear_cka, linear_cka_unbiased, pwcca, svcca,
+};
+use tokenlens::compare::reps::{Reps, Source};
+
+use crate::common::{Tokenlens, batches, data_dir, tiny_spec};
+
+const BIN: Tokenlens = Tokenlens::RUN;
+
+const SPEC: &str = "\
+model: MODEL
+dataset:
+  path: data.jsonl
+  id_field: id
+generation:
+  max_new_tokens: 3
+  stop_at_eos: false
+analyses:
+  predictions: {top_k: 4}
+  residuals: {layers: all}
+output:
+  dir: out
+";
+
+fn data() -> String {
+    let words = ["cat", "dog", "river", "number", "house", "tree"];
+    (0..24)
+        .map(|i| {
+            let w = words[i % words.len()];
+            format!(
+                "{{\"id\": \"p{i}\", \"text\": \"The {w} number {i} is near the {} and\"}}\n",
+                words[(i * 5 + 1) % words.len()]
+            )
+        })
+        .collect()
+}
+
+fn run(name: &str, model: &str) -> PathBuf {
+    let spec = SPEC.replace("MODEL", data_dir().join(model).to_str().unwrap());
+    let spec = tiny_spec(name, &data(), &spec);
+    BIN.ok(&["run", "-q", spec.to_str().unwrap()]);
+    spec.parent().unwrap().join("out")
+}
+
+/// (metric, layer_a, layer_b) -> (value, rows) of a comparison's similarity table.
+fn similarity(dir: &Path) -> HashMap<(String, i32, i32), (f64, i64)> {
+    let mut out = HashMap::new();
+    for b in batches(dir, "similarity") {
+        let col = |n: &str| b.column_by_name(n).unwrap().clone();
+        let (m, la, lb, v, r) = (
+            col("metric"),
+            col("layer_a"),
+            col("layer_b"),
+            col("value"),
+            col("rows"),
+        );
+        for i in 0..b.num_rows() {
+            out.insert(
+                (
+                    m.as_string::<i32>().value(i).to_string(),
+                    la.as_primitive::<Int32Type>().value(i),
+                    lb.as_primitive::<Int32Type>().value(i),
+                ),
+                (
+                    v.as_primitive::<Float64Type>().value(i),
+                    r.as_primitive::<Int64Type>().value(i),
+                ),
+            );
+        }
+    }
+    out
+}
+
+/// Per layer, the rows of `items` (document, positions) of a run's residuals, or their
+/// per-document means.
+fn matrices(reps: &Reps, items: &[(String, std::ops::Range<usize>)], means: bool) -> Vec<Vec<f32>> {
+    let want: Vec<(&str, std::ops::Range<usize>)> =
+        items.iter().map(|(d, r)| (d.as_str(), r.clone())).collect();
+    let m = reps.read(&want).unwrap();
+    if !means {
+        return m;
+    }
+    m.iter()
+        .zip(&reps.widths)
+        .map(|(x, &w)| {
+            let mut row = 0;
+            let mut out = vec![];
+            for (_, r) in items {
+                for j in 0..w {
+                    let s: f64 = (row..row + r.len()).map(|k| x[k * w + j] as f64).sum();
+                    out.push((s / r.len() as f64) as f32);
+                }
+                row += r.len();
+            }
+            out
+        })
+        .collect()
+}
+
+/// Checks every value of `table` against the in-memory metrics of the matrices.
+fn check(
+    table: &HashMap<(String, i32, i32), (f64, i64)>,
+    a: &[Vec<f32>],
+    b: &[Vec<f32>],
+    w: usize,
+    rows: usize,
+    all_pairs: bool,
+) {
+    let mut checked = 0;
+    for (la, xa) in a.iter().enumerate() {
+        for (lb, xb) in b.iter().enumerate() {
+            let (x, y) = (
+                Activations::new(xa.as_slice(), w).unwrap(),
+                Activations::new(xb.as_slice(), w).unwrap(),
+            );
+            let mut want = vec![("cka_minibatch", linear_cka_unbiased(x, y).ok())];
+            let diagonal =
+                lb == ((la as f64) * (b.len() - 1) as f64 / (a.len() - 1) as f64).round() as usize;
+            if all_pairs || diagonal {
+                want.push(("cka", linear_cka(x, y).ok()));
+                if rows > w {
+                    want.push(("cca", cca(x, y).ok()));
+                    want.push(("svcca", svcca(x, y, 20).ok()));
+                    want.push(("pwcca", pwcca(x, y).ok()));
+                }
+            }
+            for (m, v) in want {
+                let key = (m.to_string(), la as i32, lb as i32);
+                let (got, n) = table.get(&key).unwrap_or_else(|| panic!("no row {key:?}"));
+                assert_eq!(*n as usize, rows, "{key:?}");
+                // A metric that fails in memory (PWCCA on the embeddings' dependent rows) is
+                // NaN in the table.
+                match v {
+                    Some(v) => assert!(
+                        (got - v).abs() <= 1e-7 * v.abs().max(1.0),
+                        "{key:?}: table {got}, in memory {v}"
+                    ),
+                    None => assert!(got.is_nan(), "{key:?}: {got}, in memory an error"),
+                }
+                checked += 1;
+            }
+        }
+    }
+    assert_eq!(checked, table.len(), "every row checked once");
+}
+
+#[test]
+fn layer_similarity_equals_the_in_memory_metrics_on_the_matched_rows() {
+    let (ra, rb) = (
+        run("sim-llama", "tiny-llama"),
+        run("sim-qwen2", "tiny-qwen2"),
+    );
+    let a = Reps::open(&ra, Source::Residuals).unwrap();
+    let b = Reps::open(&rb, Source::Residuals).unwrap();
+    assert_eq!((a.layers.len(), b.layers.len()), (4, 3));
+    let w = a.widths[0];
+
+    // Position level: the positions 0..common of every document, common = the common token
+    // prefix (the prompt at least: the two models generate differently). One minibatch holds
+    // every row, so cka_minibatch is the unbiased CKA of all of them.
+    let out = ra.parent().unwrap().join("cmp-pos");
+    BIN.ok(&[
+        "compare",
+        "-q",
+        s(&ra),
+        s(&rb),
+        "--out",
+        s(&out),
+        "--pairs",
+        "all",
+        "--minibatch",
+        "65536",
+        "--similarity",
+        "residuals",
+    ]);
+    let diff_docs = batches(&out, "diff_docs");
+    let mut common: HashMap<String, usize> = HashMap::new();
+    for bt in &diff_docs {
+        let ids = bt
+            .column_by_name("doc_id")
+            .unwrap()
+            .as_string::<i32>()
+            .clone();
+        let c = bt
+            .column_by_name("common")
+            .unwrap()
+            .as_primitive::<Int32Type>()
+            .clone();
+        for i in 0..bt.num_rows() {
+            common.insert(ids.value(i).to_string(), c.value(i) as usize);
+        }
+    }
+    let items: Vec<(String, std::ops::Range<usize>)> = (0..24)
+        .map(|i| format!("p{i}"))
+        .map(|d| {
+            let c = common[&d];
+            (d, 0..c)
+        })
+        .collect();
+    let rows: usize = items.iter().map(|i| i.1.len()).sum();
+    assert!(
+        rows > w,
+        "{rows} rows: CCA needs more rows than the width {w}"
+    );
+    let table = similarity(&out);
+    check(
+        &table,
+        &matrices(&a, &items, false),
+        &matrices(&b, &items, false),
+        w,
+        rows,
+        true,
+    );
+
+    // Document level, diagonal pairs (the default): each document the mean of its prompt
+    // positions; 24 documents, fewer than the width, so the CCA family is skipped and says so.
+    let out = ra.parent().unwrap().join("cmp-doc");
+    let stdout = BIN.ok(&[
+        "compare",
+        "-q",
+        s(&ra),
+        s(&rb),
+        "--out",
+        s(&out),
+        "--level",
+        "document",
+    ]);
+    assert!(
+        stdout.contains("CCA's covariances would be singular"),
+        "{stdout}"
+    );
+    let gens = |run: &Path| -> HashMap<String, usize> {
+        let mut m = HashMap::new();
+        for bt in batches(run, "generations") {
+            let ids = bt
+                .column_by_name("doc_id")
+                .unwrap()
+                .as_string::<i32>()
+                .clone();
+            let p = bt
+                .column_by_name("prompt_tokens")
+                .unwrap()
+                .as_primitive::<Int32Type>()
+                .clone();
+            for i in 0..bt.num_rows() {
+                m.insert(ids.value(i).to_string(), p.value(i) as usize);
+            }
+        }
+        m
+    };
+    let (pa, pb) = (gens(&ra), gens(&rb));
+    let ia: Vec<_> = (0..24)
+        .map(|i| format!("p{i}"))
+        .map(|d| {
+            let n = pa[&d];
+            (d, 0..n)
+        })
+        .collect();
+    let ib: Vec<_> = (0..24)
+        .map(|i| format!("p{i}"))
+        .map(|d| {
+            let n = pb[&d];
+            (d, 0..n)
+        })
+        .collect();
+    let table = similarity(&out);
+    check(
+        &table,
+        &matrices(&a, &ia, true),
+        &matrices(&b, &ib, true),
+        w,
+        24,
+        false,
+    );
+
+    // One run: layer x layer within run A (minibatch CKA of every pair; the diagonal of the
+    // exact metrics would be all ones, so they are skipped with a reason).
+    let out = ra.parent().unwrap().join("cmp-one");
+    let stdout = BIN.ok(&["compare", "-q", s(&ra), "--out", s(&out)]);
+    assert!(stdout.contains("use --pairs all"), "{stdout}");
+    let table = similarity(&out);
+    assert_eq!(table.len(), 16);
+    for l in 0..4 {
+        let (v, _) = table[&("cka_minibatch".to_string(), l, l)];
+        assert!((v - 1.0).abs() < 1e-9, "layer {l} with itself: {v}");
+    }
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
