@@ -33,9 +33,12 @@ build_release
 # vector (pipelines/interventions.yaml, its first 8 prompts: ~15 s).
 "$TOKENLENS_BIN" run --quiet --overwrite --limit 8 pipelines/interventions.yaml
 "$venv/bin/python" tests/interop/check_tables.py runs/interventions target/tokenlens-schema.json
-# A comparison directory read by the same readers: the quickstart run against itself.
-"$TOKENLENS_BIN" compare --quiet --overwrite runs/quickstart runs/quickstart --out runs/quickstart-self
-"$venv/bin/python" tests/interop/check_tables.py runs/quickstart-self target/tokenlens-schema.json
+# Two real runs compared (pipelines/quickstart-bf16.yaml: the quickstart's prompts with bf16
+# weights, ~1 min): the run diff and the layer similarity of their residual streams, into a
+# comparison directory read by the same readers.
+"$TOKENLENS_BIN" run --quiet --overwrite pipelines/quickstart-bf16.yaml
+"$TOKENLENS_BIN" compare --quiet --overwrite runs/quickstart runs/quickstart-bf16 --out runs/compare-bf16
+"$venv/bin/python" tests/interop/check_tables.py runs/compare-bf16 target/tokenlens-schema.json
 
 # Shards under a real scheduler: Slurm on this machine (installed from Debian if missing), an
 # array of 4 shards, the NMF step depending on it, a cancelled task resumed (~45 s).
@@ -50,3 +53,4 @@ fi
 node viewer/test/browser.mjs "$TOKENLENS_BIN" runs/quickstart target/viewer-screenshots
 node viewer/test/browser.mjs "$TOKENLENS_BIN" runs/ioi target/viewer-screenshots/ioi
 node viewer/test/browser.mjs "$TOKENLENS_BIN" runs/interventions target/viewer-screenshots/interventions
+node viewer/test/browser.mjs "$TOKENLENS_BIN" runs/compare-bf16 target/viewer-screenshots/compare-bf16

@@ -40,9 +40,10 @@ function plain(row) {
 export class Run {
   static async open() {
     const run = new Run()
-    const [files, manifest] = await Promise.all([getJson('api/files'), getJson('run/manifest.json').catch(() => null)])
+    // The listing first (one local round trip): a comparison directory has no manifest.
+    const files = await getJson('api/files')
     run.files = files
-    run.manifest = files.manifest ? manifest : null
+    run.manifest = files.manifest ? await getJson('run/manifest.json').catch(() => null) : null
     // A comparison directory (`tokenlens compare`) has comparison.json instead of a manifest.
     run.comparison = files.comparison ? await getJson('run/comparison.json').catch(() => ({})) : null
     run.parts = new Map()

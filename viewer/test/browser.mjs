@@ -10,15 +10,17 @@
 // that the overview's row counts are the manifest's (the NMF tables' included), the patching
 // effects, the interventions (rows, texts, highlighted tokens from diverges_at, the dataset's
 // changed counts; a run without them has no tab), the neuron pages (statistics and top contexts,
-// reached with the form and from the NMF factor weights), and that missing tables are reported.
-// Fails on any page error. Saves screenshots.
+// reached with the form and from the NMF factor weights), and that missing tables are reported;
+// on a comparison directory, the checks of compare-checks.mjs instead. Fails on any page error.
+// Saves screenshots.
 import { spawn } from 'node:child_process'
-import { mkdirSync, readdirSync, readFileSync } from 'node:fs'
+import { existsSync, mkdirSync, readdirSync, readFileSync } from 'node:fs'
 import { join, resolve as resolvePath } from 'node:path'
 import { createInterface } from 'node:readline'
 import { chromium } from 'playwright-core'
 import { asyncBufferFromFile, parquetReadObjects } from 'hyparquet'
 import { decompress } from 'fzstd'
+import { compareChecks } from './compare-checks.mjs'
 
 const [bin, runDir, shots = 'screenshots'] = process.argv.slice(2)
 if (!bin || !runDir) { console.error('usage: node test/browser.mjs TOKENLENS_BIN RUN_DIR [SCREENSHOT_DIR]'); process.exit(2) }
@@ -62,6 +64,7 @@ try {
   const errors = []
   page.on('pageerror', e => errors.push(String(e)))
   page.on('console', m => { if (m.type() === 'error') errors.push(m.text()) })
+  page.on('response', r => { if (r.status() >= 400) errors.push(`HTTP ${r.status()} ${r.url()}`) })
   const ready = () => page.waitForSelector('#app[data-ready] ', { timeout: 20000 })
   const tabReady = () => page.waitForSelector('#tab-body[data-ready]', { timeout: 20000 })
   // A tab is shown once the page rendered for it has its body ready (the previous page's body
@@ -72,6 +75,9 @@ try {
     await tabReady()
   }
 
+  if (existsSync(join(runDir, 'comparison.json'))) {
+    await compareChecks({ page, url, table, check, runDir, shots, errors })
+  } else {
   // Cold start on the first document (the performance target: < 1 s, even for 10,000 prompts).
   const gens = (await table('generations')).sort((a, b) => a.index - b.index)
   const cold = await browser.newPage()
@@ -463,6 +469,7 @@ try {
     check(rows === 1 + n && exErrors.length === 0, `export-html: the interventions are inlined: ${rows} rows for ${doc.doc_id} (plain + ${n})`)
   }
   await ex.screenshot({ path: join(shots, 'export.png'), fullPage: true })
+  }
   }
 } finally {
   await browser.close()
