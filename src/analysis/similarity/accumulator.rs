@@ -55,7 +55,8 @@ pub struct MemoryEstimate {
 impl MemoryEstimate {
     /// The peak with chunks of `chunk_rows` positions.
     pub fn peak(&self, chunk_rows: usize) -> usize {
-        self.accumulators + self.finish.max(self.push_per_row * chunk_rows)
+        let push = self.push_per_row.saturating_mul(chunk_rows);
+        self.accumulators.saturating_add(self.finish.max(push))
     }
 }
 
