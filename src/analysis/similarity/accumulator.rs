@@ -344,7 +344,7 @@ impl CovarianceAccumulator {
     /// `options.metrics` for every pair from the moments pushed so far, pair by pair in
     /// `pairs()` order, metrics in the options' order. Errors: a metric that is not a moment
     /// metric, too few positions or an SVCCA dims out of range for a pair (see `svcca`, `cca`),
-    /// a failed eigendecomposition, PWCCA on exactly dependent neurons.
+    /// a failed eigendecomposition.
     pub fn finish(&self, options: &MomentOptions) -> Result<Vec<SimilarityValue>, SimilarityError> {
         let metrics = &options.metrics;
         if let Some(&m) = metrics.iter().find(|&&m| m == Metric::CkaMinibatch) {
