@@ -4,7 +4,7 @@
 over its copy of Google's svcca_lib), the debiased linear CKA of svcca_lib/cka_lib.py, and the
 minibatch CKA of Nguyen, Raghu & Kornblith 2021 computed here in NumPy, on small seeded inputs.
 
-What it writes: tests/data/golden/similarity/similarity.json (~110 KB), with
+What it writes: tests/data/golden/similarity/similarity.json (~130 KB), with
 
   cases[]                   one input set each:
     name, positions         the number of datapoints n
@@ -19,6 +19,10 @@ What it writes: tests/data/golden/similarity/similarity.json (~110 KB), with
                               pwcca       the fixed compute_pwcca (below) on the centred
                                           layers, [0]
                               pwcca_side  "a" or "b": whose canonical directions weight the mean
+                              cca_eigh, pwcca_eigh  the same two with the inverse square root
+                                          of the scaled covariance from eigh (cca_eigh() below):
+                                          Ecco's pinv-then-eigh loses digits when a covariance
+                                          is nearly singular (a0dup: ~4e-6 in s)
                               pwcca_ecco_raw  ecco.analysis.pwcca(A.T, B.T) unchanged on the
                                           raw layers, or null when it raises
                                           (pwcca_ecco_raw_error says what); informative only
@@ -137,7 +141,8 @@ def encode(q):
 
 def make_correlated(rng, n):
     """Two layers a side, widths 24 and 32, sharing a 16-dim latent with different mixings,
-    neuron scales and offsets; a1 has one constant neuron (dropped by Ecco's remove_small)."""
+    neuron scales and offsets; a1 has one constant neuron (dropped by Ecco's remove_small); a0dup
+    is a0 with neuron 7 replaced by a copy of neuron 3 (linearly dependent neurons)."""
     z = rng.standard_normal((n, 16))
 
     def layer(cols, width, noise, nonlinear=False):
@@ -156,6 +161,9 @@ def make_correlated(rng, n):
         "b1": layer(list(range(0, 16, 2)), 32, 2.0),
     }
     layers["a1"][:, 5] = 1.5
+    # a0 with neuron 7 a copy of neuron 3: singular covariance, PWCCA's dependent direction.
+    layers["a0dup"] = layers["a0"].copy()
+    layers["a0dup"][:, 7] = layers["a0"][:, 3]
     return layers
 
 
@@ -214,6 +222,36 @@ def pwcca_x_branch(cca_core, a, b, flip):
     return float(np.sum(weights * sres["cca_coef1"]))
 
 
+def cca_eigh(x, y, eps=1e-10):
+    """get_cca_similarity(x.T, y.T, eps)'s steps with one change: (S + eps I)^(-1/2) from eigh of
+    S + eps I (Ecco takes pinv of it, then eigh of the inverse, which loses digits when S is
+    nearly singular). Returns the canonical correlations, then `cca` (its 0.98 threshold mean)
+    and `pwcca` (on the centred layers, with the fixes) from them."""
+    a, b = x.T, y.T
+    nx = a.shape[0]
+    cov = np.cov(a, b)
+    sxx, sxy, syy = cov[:nx, :nx], cov[:nx, nx:], cov[nx:, nx:]
+    xmax, ymax = np.max(np.abs(sxx)), np.max(np.abs(syy))
+    sxx, syy, sxy = sxx / xmax, syy / ymax, sxy / np.sqrt(xmax * ymax)
+    xi, yi = np.abs(np.diag(sxx)) >= eps, np.abs(np.diag(syy)) >= eps
+    sxx, syy, sxy = sxx[xi][:, xi], syy[yi][:, yi], sxy[xi][:, yi]
+
+    def inv_sqrt(m):
+        w, v = np.linalg.eigh(m + eps * np.eye(len(m)))
+        return (v / np.sqrt(w)) @ v.T
+
+    u, s, vt = np.linalg.svd(inv_sqrt(sxx) @ sxy @ inv_sqrt(syy))
+    idx = next((i for i in range(len(s)) if np.sum(s[:i]) / np.sum(s) >= 0.98), len(s))
+    if xi.sum() <= yi.sum():
+        coef, acts = u.T, a[xi] - a[xi].mean(1, keepdims=True)
+    else:
+        coef, acts = vt, b[yi] - b[yi].mean(1, keepdims=True)
+    p, _ = np.linalg.qr((coef @ acts).T)
+    weights = np.sum(np.abs(p.T @ acts.T), axis=1)
+    weights = weights / np.sum(weights)
+    return float(np.mean(s[:idx])), float(np.sum(weights * s))
+
+
 def pair_values(lib, x, y, full):
     analysis, cca_core, cka_lib, pwcca, fixed = lib
     a, b = x.T, y.T
@@ -227,6 +265,7 @@ def pair_values(lib, x, y, full):
         res = cca_core.get_cca_similarity(a, b, epsilon=1e-10, verbose=False)
         side_a = np.sum(res["x_idxs"]) <= np.sum(res["y_idxs"])
         out["pwcca_side"] = "a" if side_a else "b"
+        out["cca_eigh"], out["pwcca_eigh"] = cca_eigh(x, y)
         if side_a:
             assert float(analysis.pwcca(ac, bc)) == out["pwcca"], "the fix changed the first side's branch"
         try:
@@ -272,7 +311,7 @@ def main():
         if full:
             pairs = [(a, b) for a in side_a for b in side_b]
             pairs += [(b, a) for a in side_a for b in side_b]
-            pairs += [("a0", "a1"), ("a1", "a0"), ("a0", "a0")]
+            pairs += [("a0", "a1"), ("a1", "a0"), ("a0", "a0"), ("a0dup", "b0"), ("b0", "a0dup")]
         else:
             pairs = [(side_a[0], side_b[0]), (side_b[0], side_a[0])]
         rows = []

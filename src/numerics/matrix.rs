@@ -1,6 +1,6 @@
 //! Dense row-major matrices on raw f32 slices: products through the gemm crate (`gemm_raw` on
 //! raw pointers; `gemm_strided` on slices, threaded outside rayon tasks; `mm`, single-threaded;
-//! `gemm_f64`, `gemm_strided` in f64) and a tiled transpose.
+//! `gemm_f64` / `gemm_f64_into`, `gemm_strided` in f64) and a tiled transpose.
 
 use rayon::prelude::*;
 
@@ -167,11 +167,33 @@ pub(crate) fn gemm_f64(
     rrs: usize,
     rcs: usize,
 ) {
+    gemm_f64_into(m, n, k, dst, n, acc, lhs, lrs, lcs, rhs, rrs, rcs)
+}
+
+/// `gemm_f64` into dst [m, n] with row stride `dst_rs` (a block of a wider matrix).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm_f64_into(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [f64],
+    dst_rs: usize,
+    acc: bool,
+    lhs: &[f64],
+    lrs: usize,
+    lcs: usize,
+    rhs: &[f64],
+    rrs: usize,
+    rcs: usize,
+) {
     if m == 0 || n == 0 {
         return;
     }
     let last = |rows: usize, cols: usize, rs: usize, cs: usize| (rows - 1) * rs + (cols - 1) * cs;
-    assert!(dst.len() >= m * n, "gemm_f64: dst size");
+    assert!(
+        dst_rs >= n && dst.len() > last(m, n, dst_rs, 1),
+        "gemm_f64: dst size"
+    );
     assert!(
         k == 0 || lhs.len() > last(m, k, lrs, lcs),
         "gemm_f64: lhs size"
@@ -182,7 +204,9 @@ pub(crate) fn gemm_f64(
     );
     if k == 0 {
         if !acc {
-            dst[..m * n].fill(0.0);
+            dst.chunks_mut(dst_rs)
+                .take(m)
+                .for_each(|r| r[..n].fill(0.0));
         }
         return;
     }
@@ -195,7 +219,7 @@ pub(crate) fn gemm_f64(
             k,
             dst.as_mut_ptr(),
             1,
-            n as isize,
+            dst_rs as isize,
             acc,
             lhs.as_ptr(),
             lcs as isize,

@@ -55,7 +55,8 @@ pub struct MemoryEstimate {
 impl MemoryEstimate {
     /// The peak with chunks of `chunk_rows` positions.
     pub fn peak(&self, chunk_rows: usize) -> usize {
-        self.accumulators + self.finish.max(self.push_per_row * chunk_rows)
+        let push = self.push_per_row.saturating_mul(chunk_rows);
+        self.accumulators.saturating_add(self.finish.max(push))
     }
 }
 
@@ -343,7 +344,7 @@ impl CovarianceAccumulator {
     /// `options.metrics` for every pair from the moments pushed so far, pair by pair in
     /// `pairs()` order, metrics in the options' order. Errors: a metric that is not a moment
     /// metric, too few positions or an SVCCA dims out of range for a pair (see `svcca`, `cca`),
-    /// a failed eigendecomposition, PWCCA on exactly dependent neurons.
+    /// a failed eigendecomposition.
     pub fn finish(&self, options: &MomentOptions) -> Result<Vec<SimilarityValue>, SimilarityError> {
         self.finish_with(options, false).map(|(v, _)| v)
     }

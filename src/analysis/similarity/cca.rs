@@ -9,7 +9,10 @@
 //! 3. (Σxx + εI)^(-1/2) Σxy (Σyy + εI)^(-1/2) = U diag(s) Vᵀ; s, descending, are the canonical
 //!    correlations. Ecco takes `pinv` then the square root by `eigh`; here one eigendecomposition
 //!    of Σxx gives the inverse square root directly (the same matrix: with ε = 1e-10 and the
-//!    scaled entries ≤ 1, pinv's cutoff of 1e-15 σ_max never drops a direction). s comes from
+//!    scaled entries ≤ 1, pinv's cutoff of 1e-15 σ_max never drops a direction; but with a
+//!    nearly singular Σxx, condition ~1e10 after adding ε, Ecco's two steps lose ~6 digits, so
+//!    there its values differ from these by up to ~1e-5 while these match the same steps done
+//!    with `eigh` to ~1e-12: see the golden's duplicated-neuron layer). s comes from
 //!    the eigenvalues of T Tᵀ on the smaller side, so a canonical correlation near 0 carries an
 //!    absolute error up to ~sqrt(machine epsilon) ≈ 1e-8; the larger ones ~1e-15.
 //! 4. `cca` = the mean of s[..i], i the first index with sum(s[..i]) ≥ 0.98 sum(s) (all of s if
@@ -45,17 +48,26 @@
 //!   both have as many); this is the intended `acts2`.
 //!
 //! The Cholesky works on G, whose condition number is the square of the data's, so with
-//! strongly collinear neurons it is less accurate than numpy's QR on the data (and fails with
-//! `PwccaDegenerate` when the kept neurons are exactly dependent).
+//! strongly collinear neurons it is less accurate than numpy's QR on the data. Linearly
+//! dependent kept neurons (a duplicated neuron, fewer distinct positions than neurons) make G
+//! singular: a direction with less than 1e-10 of its squared norm outside the span of the
+//! directions before it gets weight 0, as in numpy, where QR gives it a column orthogonal to
+//! all the data (weight ~1e-17; checked on the golden's duplicated-neuron layer).
 
 use crate::numerics::eigen::{SymmetricEigen, symmetric_eigenvalues};
 
 use super::SimilarityError;
-use super::dense::{cholesky, eigen, inv_sqrt, mul, mul_nt, mul_tn, select, solve_lower};
+use super::dense::{
+    cholesky_semidefinite, eigen, inv_sqrt, mul, mul_nt, mul_tn, select, solve_lower,
+};
 use super::moments::LayerStats;
 
 /// Ecco's threshold on the cumulative sum of the canonical correlations for `cca`'s mean.
 const THRESHOLD: f64 = 0.98;
+
+/// PWCCA: a direction whose part not in the span of the ones before has less than this
+/// fraction of its squared norm is taken as dependent (weight 0).
+const DEPENDENT: f64 = 1e-10;
 
 /// One side of `get_cca_similarity` after its steps 1-2 and the inverse square root of step 3.
 #[derive(Debug, Clone)]
@@ -282,13 +294,8 @@ pub(crate) fn svcca_value(
 
 /// Ecco's `pwcca` (with the fixes above) from step 3's result with vectors and the chosen
 /// side's statistics and preparation (the first side when `can.first`).
-pub(crate) fn pwcca_value(
-    can: Option<&Canonical>,
-    side: &CcaSide,
-    stats: &LayerStats,
-    what: &str,
-) -> Result<f64, SimilarityError> {
-    let Some(can) = can else { return Ok(0.0) };
+pub(crate) fn pwcca_value(can: Option<&Canonical>, side: &CcaSide, stats: &LayerStats) -> f64 {
+    let Some(can) = can else { return 0.0 };
     let coef = can
         .coef
         .as_deref()
@@ -304,15 +311,12 @@ pub(crate) fn pwcca_value(
     // H = C S, G = C S Cᵀ = L Lᵀ, weights from L⁻¹ H.
     let mut h = mul(coef, &scatter, k, k, k);
     let mut g = mul_nt(&h, coef, k, k, k);
-    cholesky(&mut g, k).map_err(|pivot| SimilarityError::PwccaDegenerate {
-        what: what.into(),
-        pivot,
-    })?;
+    cholesky_semidefinite(&mut g, k, DEPENDENT);
     solve_lower(&g, k, &mut h, k);
     let weights: Vec<f64> = h
         .chunks_exact(k)
         .map(|r| r.iter().map(|v| v.abs()).sum())
         .collect();
     let total: f64 = weights.iter().sum();
-    Ok(weights.iter().zip(&can.s).map(|(w, s)| w / total * s).sum())
+    weights.iter().zip(&can.s).map(|(w, s)| w / total * s).sum()
 }

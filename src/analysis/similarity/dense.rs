@@ -1,5 +1,6 @@
 //! Small dense f64 helpers for the similarity metrics (row-major): products over
-//! `numerics::matrix::gemm_f64`, principal submatrices, Cholesky and forward substitution, the
+//! `numerics::matrix::gemm_f64`, principal submatrices, a semidefinite Cholesky and forward
+//! substitution, the
 //! inverse square root of a symmetric matrix.
 
 use crate::numerics::eigen::{EigenError, SymmetricEigen, symmetric_eigen};
@@ -52,39 +53,52 @@ pub(crate) fn frob2(x: &[f64]) -> f64 {
     x.iter().map(|v| v * v).sum()
 }
 
-/// The lower Cholesky factor of the symmetric positive definite g [n, n] (its lower triangle
-/// read), in place (upper triangle zeroed); `Err(i)` at the first non-positive pivot.
-pub(crate) fn cholesky(g: &mut [f64], n: usize) -> Result<(), usize> {
+/// The lower Cholesky factor of the symmetric positive semidefinite g [n, n] (its lower
+/// triangle read), in place (upper triangle zeroed). A pivot at most `rel_tol` times its
+/// diagonal entry marks a row dependent on the ones before (Gram-Schmidt would find nothing
+/// left of it): its diagonal entry and the column below it are set to 0. Returns those rows.
+pub(crate) fn cholesky_semidefinite(g: &mut [f64], n: usize, rel_tol: f64) -> Vec<bool> {
+    let mut dependent = vec![false; n];
     for i in 0..n {
+        let gii = g[i * n + i];
         for j in 0..=i {
             let (li, lj) = (&g[i * n..i * n + j], &g[j * n..j * n + j]);
             let s = g[i * n + j] - li.iter().zip(lj).map(|(x, y)| x * y).sum::<f64>();
             if i == j {
-                if s.is_nan() || s <= 0.0 {
-                    return Err(i);
+                if s.is_nan() || s <= rel_tol * gii {
+                    dependent[i] = true;
+                    g[i * n + i] = 0.0;
+                } else {
+                    g[i * n + i] = s.sqrt();
                 }
-                g[i * n + i] = s.sqrt();
+            } else if dependent[j] {
+                g[i * n + j] = 0.0;
             } else {
                 g[i * n + j] = s / g[j * n + j];
             }
         }
         g[i * n + i + 1..(i + 1) * n].fill(0.0);
     }
-    Ok(())
+    dependent
 }
 
-/// b [n, m] ← L⁻¹ b for the lower triangular l [n, n] (forward substitution by rows).
+/// b [n, m] ← L⁻¹ b for the lower triangular l [n, n] (forward substitution by rows); a row whose
+/// diagonal entry is 0 (a dependent row of `cholesky_semidefinite`) becomes 0.
 pub(crate) fn solve_lower(l: &[f64], n: usize, b: &mut [f64], m: usize) {
     for i in 0..n {
         let (done, rest) = b.split_at_mut(i * m);
         let bi = &mut rest[..m];
+        let d = l[i * n + i];
+        if d == 0.0 {
+            bi.fill(0.0);
+            continue;
+        }
         for (j, bj) in done.chunks_exact(m).enumerate() {
             let lij = l[i * n + j];
             if lij != 0.0 {
                 bi.iter_mut().zip(bj).for_each(|(x, &y)| *x -= lij * y);
             }
         }
-        let d = l[i * n + i];
         bi.iter_mut().for_each(|x| *x /= d);
     }
 }
@@ -122,7 +136,7 @@ mod tests {
         assert_eq!(mul_tn(&a, &a, 2, 3, 3)[..3], [17.0, 22.0, 27.0]);
         let mut g = vec![4.0, 2.0, 2.0, 2.0, 5.0, 1.0, 2.0, 1.0, 6.0];
         let g0 = g.clone();
-        cholesky(&mut g, 3).unwrap();
+        assert_eq!(cholesky_semidefinite(&mut g, 3, 1e-10), vec![false; 3]);
         let llt = mul_nt(&g, &g, 3, 3, 3);
         for (x, y) in llt.iter().zip(&g0) {
             assert!((x - y).abs() < 1e-14);
@@ -135,6 +149,12 @@ mod tests {
                 assert!((x[i * 3 + j] - g[j * 3 + i]).abs() < 1e-14);
             }
         }
-        assert_eq!(cholesky(&mut [1.0, 1.0, 1.0, 1.0], 2), Err(1));
+        // A rank-one matrix: the second row depends on the first.
+        let mut r1 = [4.0, 2.0, 2.0, 1.0];
+        assert_eq!(cholesky_semidefinite(&mut r1, 2, 1e-10), vec![false, true]);
+        assert_eq!(r1, [2.0, 0.0, 1.0, 0.0]);
+        let mut x = [1.0, 2.0];
+        solve_lower(&r1, 2, &mut x, 1);
+        assert_eq!(x, [0.5, 0.0]);
     }
 }

@@ -73,10 +73,6 @@ pub enum SimilarityError {
     /// A metric this accumulator does not compute.
     #[error("{metric} is not computed from {by}")]
     UnsupportedMetric { metric: Metric, by: &'static str },
-    /// The weights of PWCCA need the canonical directions' Gram matrix to be positive definite;
-    /// it is not when the kept neurons are linearly dependent.
-    #[error("pwcca of {what}: the canonical directions are linearly dependent (pivot {pivot})")]
-    PwccaDegenerate { what: String, pivot: usize },
     /// A pass plan whose single pair does not fit the memory budget.
     #[error(
         "layer pair ({layer_a}, {layer_b}) alone needs {needed} bytes, over the budget of {budget}"

@@ -102,7 +102,7 @@ pub(crate) fn pair_values(
                 let first = can.as_ref().is_none_or(|c| c.first);
                 let (stats, prep) = if first { (sa, pa) } else { (sb, pb) };
                 let side = prep.cca.as_ref().expect("prepared for CCA");
-                pwcca_value(can.as_ref(), side, stats, what)
+                Ok(pwcca_value(can.as_ref(), side, stats))
             }
             Metric::Svcca => {
                 let (qa, qb) = pa
