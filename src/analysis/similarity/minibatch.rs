@@ -53,7 +53,7 @@ pub struct MinibatchCka {
 }
 
 impl MinibatchCka {
-    /// The paper's batch size for CIFAR-scale data; a good default for positions too.
+    /// A default batch size: 256 positions (n² = 65536 Gram entries per layer and batch).
     pub const DEFAULT_BATCH: usize = 256;
 
     /// For side a's layers of widths `widths_a`, side b's `widths_b`, batches of `batch`

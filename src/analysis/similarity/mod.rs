@@ -1,7 +1,9 @@
 //! Representation similarity between two sets of activations over the same datapoints (token
 //! positions): CCA, SVCCA, PWCCA and linear CKA as Ecco 0.1.2 defines them (`ecco/analysis.py`
-//! over its copy of Google's svcca_lib), the debiased linear CKA of Kornblith et al.'s
-//! `cka_lib`, and the minibatch CKA of Nguyen, Raghu & Kornblith 2021. Pure math, no I/O.
+//! over its copy of Google's svcca_lib; two bugs of its PWCCA fixed, see `cca.rs`), the
+//! debiased linear CKA of Kornblith et al.'s `cka_lib`, and the minibatch CKA of Nguyen, Raghu &
+//! Kornblith 2021. Pure math, no I/O. Checked against Ecco's own code by the golden of
+//! scripts/make_similarity_goldens.py (`tests.rs`).
 //!
 //! Layout convention: every matrix here is **row-major datapoints × neurons** (one row per token
 //! position, one column per neuron); Ecco's functions take the transpose, (neurons, datapoints).

@@ -15,12 +15,12 @@ pub(crate) fn needs_cca(metrics: &[Metric]) -> bool {
         .any(|m| matches!(m, Metric::Cca | Metric::Pwcca))
 }
 
-/// Checks n and SVCCA's dims for a pair of widths `da`, `db` (named `what_a`, `what_b`).
-/// Every metric needs a covariance (n ≥ 2); CCA and PWCCA need more datapoints than neurons on
-/// each side (Ecco asserts it for its first argument, to catch transposed input; with n ≤ d
-/// the covariance is singular and every canonical correlation is 1 — required of both sides
-/// here so that the metric stays symmetric); SVCCA needs 1 ≤ dims ≤ both widths and n > dims
-/// (Ecco's `s[:dims] * np.eye(dims)` and its assertion on the projected data).
+/// Checks n and SVCCA's dims for the two sides' (width, name) `widths`. Every metric needs a
+/// covariance (n ≥ 2); CCA and PWCCA need more datapoints than neurons on each side (Ecco
+/// asserts it for its first argument, to catch transposed input; with n ≤ d the covariance is
+/// singular and the canonical correlations go to 1 — required of both sides here so that the
+/// metric stays symmetric); SVCCA needs 1 ≤ dims ≤ both widths and n > dims (Ecco's
+/// `s[:dims] * np.eye(dims)` and its assertion on the projected data).
 pub(crate) fn check_pair(
     n: usize,
     widths: [(usize, &str); 2],

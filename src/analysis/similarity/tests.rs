@@ -613,19 +613,39 @@ fn bad_input_is_a_typed_error() {
     assert!(
         matches!(
             e,
-            E::TooFewDatapoints {
-                metric: "cca",
-                needed_over: 4,
-                got: 5,
+            E::SvccaDims {
+                dims: 20,
+                width: 4,
                 ..
-            } | E::SvccaDims { .. }
+            }
         ),
         "{e}"
+    );
+    assert_eq!(
+        e.to_string(),
+        "svcca: dims 20 must be in 1..=4 (side a layer 1's width)"
     );
     let only = |metrics| MomentOptions {
         metrics,
         ..MomentOptions::default()
     };
+    // 5 positions are enough for CCA on 4 and 3 neurons; 4 are not (n must exceed both widths).
+    let mut four = CovarianceAccumulator::new(&[4, 4], &[3], &[(1, 0)]).unwrap();
+    four.push(&[none, &ya[..16]], &[&yb[..12]]).unwrap();
+    let e = four.finish(&only(vec![Metric::Pwcca])).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            E::TooFewDatapoints {
+                metric: "pwcca",
+                needed_over: 4,
+                got: 4,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(acc.finish(&only(vec![Metric::Cca])).is_ok());
     assert!(matches!(
         acc.finish(&only(vec![Metric::CkaMinibatch])),
         Err(E::UnsupportedMetric {
