@@ -184,23 +184,7 @@ fn layer_similarity_equals_the_in_memory_metrics_on_the_matched_rows() {
         "--similarity",
         "residuals",
     ]);
-    let diff_docs = batches(&out, "diff_docs");
-    let mut common: HashMap<String, usize> = HashMap::new();
-    for bt in &diff_docs {
-        let ids = bt
-            .column_by_name("doc_id")
-            .unwrap()
-            .as_string::<i32>()
-            .clone();
-        let c = bt
-            .column_by_name("common")
-            .unwrap()
-            .as_primitive::<Int32Type>()
-            .clone();
-        for i in 0..bt.num_rows() {
-            common.insert(ids.value(i).to_string(), c.value(i) as usize);
-        }
-    }
+    let common = by_doc(&out, "diff_docs", "common");
     let items: Vec<(String, std::ops::Range<usize>)> = (0..24)
         .map(|i| format!("p{i}"))
         .map(|d| {
@@ -240,26 +224,10 @@ fn layer_similarity_equals_the_in_memory_metrics_on_the_matched_rows() {
         stdout.contains("CCA's covariances would be singular"),
         "{stdout}"
     );
-    let gens = |run: &Path| -> HashMap<String, usize> {
-        let mut m = HashMap::new();
-        for bt in batches(run, "generations") {
-            let ids = bt
-                .column_by_name("doc_id")
-                .unwrap()
-                .as_string::<i32>()
-                .clone();
-            let p = bt
-                .column_by_name("prompt_tokens")
-                .unwrap()
-                .as_primitive::<Int32Type>()
-                .clone();
-            for i in 0..bt.num_rows() {
-                m.insert(ids.value(i).to_string(), p.value(i) as usize);
-            }
-        }
-        m
-    };
-    let (pa, pb) = (gens(&ra), gens(&rb));
+    let (pa, pb) = (
+        by_doc(&ra, "generations", "prompt_tokens"),
+        by_doc(&rb, "generations", "prompt_tokens"),
+    );
     let ia: Vec<_> = (0..24)
         .map(|i| format!("p{i}"))
         .map(|d| {
@@ -295,6 +263,27 @@ fn layer_similarity_equals_the_in_memory_metrics_on_the_matched_rows() {
         let (v, _) = table[&("cka_minibatch".to_string(), l, l)];
         assert!((v - 1.0).abs() < 1e-9, "layer {l} with itself: {v}");
     }
+}
+
+/// An int32 column of a table by doc_id.
+fn by_doc(dir: &Path, table: &str, column: &str) -> HashMap<String, usize> {
+    let mut m = HashMap::new();
+    for bt in batches(dir, table) {
+        let ids = bt
+            .column_by_name("doc_id")
+            .unwrap()
+            .as_string::<i32>()
+            .clone();
+        let v = bt
+            .column_by_name(column)
+            .unwrap()
+            .as_primitive::<Int32Type>()
+            .clone();
+        for i in 0..bt.num_rows() {
+            m.insert(ids.value(i).to_string(), v.value(i) as usize);
+        }
+    }
+    m
 }
 
 fn s(p: &Path) -> &str {
