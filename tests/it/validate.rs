@@ -85,7 +85,7 @@ fn the_quickstart_pipeline_is_valid() {
     let spec = spec.to_str().unwrap();
     let out = BIN.ok(&["validate", "--no-model", spec]);
     assert!(out.contains("42 prompts from"), "{out}");
-    assert!(out.contains("17 tables"), "{out}");
+    assert!(out.contains("18 tables"), "{out}");
     let Some(model) = real_model() else { return };
     let cache = model.parent().unwrap().parent().unwrap();
     let o = BIN
