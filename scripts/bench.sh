@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Every side-by-side comparison of BENCHMARKS.md in one go, into one results file.
 #
-# Usage: [ROUNDS=N] [THREADS=2] [QUICK=1] scripts/bench.sh [forward saliency nmf memory viewer 1b workflow]
-#   (default: all seven, in that order)
+# Usage: [ROUNDS=N] [THREADS=2] [QUICK=1] scripts/bench.sh [forward saliency nmf memory viewer 1b workflow compare]
+#   (default: all eight, in that order)
 #
 #   forward   batched forward, all captures and logits only: tokenlens vs transformers (bench_forward.sh)
 #   saliency  grad x input and integrated gradients: tokenlens vs Ecco 0.1.2, scores checked (bench_saliency.sh)
@@ -11,6 +11,7 @@
 #   viewer    viewer cold start on a 10,000-prompt run, headless Chromium (bench_viewer.sh)
 #   1b        1B-class models: forward, saliency, memory vs transformers (bench_1b.sh; DTYPE=bf16|f32)
 #   workflow  Ecco's whole per-prompt workflow vs `tokenlens run` (bench_workflow.sh; LIMIT=N prompts)
+#   compare   layer similarity of two 10x-corpus runs: `tokenlens compare` vs Ecco in memory (bench_compare.sh)
 #
 # First it makes what is missing, all under the user's cache ($TOKENLENS_CACHE, default
 # ~/.cache/tokenlens) or target/: the reference venv ($TOKENLENS_REFENV: torch, transformers;
@@ -23,20 +24,20 @@
 # for it. The others still run; the script exits 1 if any failed.
 #
 # Env: ROUNDS (every comparison's rounds; default: each script's own: forward 3, saliency 3, nmf 3
-#      seeds, viewer 3 passes, 1b 2, workflow 1), THREADS (default 2; forward measures 1 and 2
+#      seeds, viewer 3 passes, 1b 2, workflow 1, compare 2), THREADS (default 2; forward measures 1 and 2
 #      unless FORWARD_THREADS is set), QUICK=1 (a smoke run with tiny sizes: checks the plumbing,
 #      its figures mean nothing), WORKFLOW_LIMIT (the workflow's first N prompts; default 14, as
 #      BENCHMARKS.md's figures; 0: all 42), VIEWER_PROMPTS (default 10000), and the scripts' own
 #      variables whose names are theirs alone: DTYPE, TASKS (1b), IG_TOLERANCE (workflow), SAMPLE
-#      (memory), NMF_RUNS (nmf: factorize these runs instead of making the inputs). The generic
-#      ones (LIMIT, GENERATE, PROMPTS, ...) are cleared, so that one meant for one script cannot
-#      change another's work.
+#      (memory), NMF_RUNS (nmf: factorize these runs instead of making the inputs), CASES, GEMMA,
+#      TOL, INPUTS (compare). The generic ones (LIMIT, GENERATE, PROMPTS, ...) are cleared, so that one
+#      meant for one script cannot change another's work.
 # Writes target/bench/<UTC time>/: results.json (per comparison: status, command, seconds, figures
 #   and ratios as the script wrote them; the machine: CPU model, cores, flags, RAM; the date and
 #   commit), results.md (the tables), and one directory per comparison (its outputs and logs).
 # shellcheck source=scripts/lib.sh
 source "$(dirname "$0")/lib.sh"
-all=(forward saliency nmf memory viewer 1b workflow)
+all=(forward saliency nmf memory viewer 1b workflow compare)
 if [ $# -gt 0 ]; then selected=("$@"); else selected=("${all[@]}"); fi
 for name in "${selected[@]}"; do
   case " ${all[*]} " in *" $name "*) ;; *) echo "error: unknown comparison '$name' (${all[*]})" >&2; exit 2 ;; esac
@@ -55,11 +56,12 @@ started=$(date -u +%FT%TZ)
 echo "bench: ${selected[*]}${QUICK:+ (QUICK=1: smoke run, figures meaningless)}; outputs in $out"
 
 # ---- environments, model, binary -----------------------------------------------------------
-for name in forward saliency nmf 1b workflow; do
+for name in forward saliency nmf 1b workflow compare; do
   if has "$name"; then ensure_refenv; break; fi
 done
-if has saliency || has workflow; then scripts/setup_ecco.sh 2>&1 | tail -n 1; fi
+if has saliency || has workflow || has compare; then scripts/setup_ecco.sh 2>&1 | tail -n 1; fi
 if has nmf; then refenv_pkgs sklearn:scikit-learn pyarrow:pyarrow; fi
+if has compare; then refenv_pkgs pyarrow:pyarrow; fi
 if has workflow; then interop_venv >/dev/null; fi
 fetch_model >/dev/null
 echo "building the release binary ..."
@@ -86,7 +88,7 @@ run_comparison() {
   fi
   # The command as run: the variables that passed through from the environment, then the line.
   local var passed=""
-  for var in THREADS DTYPE TASKS IG_TOLERANCE SAMPLE NMF_RUNS; do
+  for var in THREADS DTYPE TASKS IG_TOLERANCE SAMPLE NMF_RUNS CASES GEMMA TOL INPUTS; do
     [ -n "${!var:-}" ] && passed+="$var='${!var}' "
   done
   python3 - "$dir/status.json" "$name" "$rc" "$((SECONDS - t0))" "$passed$*" <<'PY'
@@ -143,6 +145,12 @@ for name in "${selected[@]}"; do
         run_comparison workflow "$(r 1)" LIMIT=2 GENERATE=3 scripts/bench_workflow.sh
       else
         run_comparison workflow "$(r 1)" LIMIT="$WORKFLOW_LIMIT" scripts/bench_workflow.sh
+      fi ;;
+    compare)
+      if q; then
+        run_comparison compare "$(r 1)" LIMIT=12 scripts/bench_compare.sh
+      else
+        run_comparison compare "$(r 2)" scripts/bench_compare.sh
       fi ;;
   esac
 done

@@ -165,11 +165,27 @@ def md_workflow(r):
     return out
 
 
+def md_compare(r):
+    out = ["| case | rows | round (first) | tokenlens s / peak RSS | Ecco s (load + metrics) / peak RSS | "
+           "Ecco / tokenlens time, RSS | max \\|tokenlens - Ecco\\| |", "|---|---|---|---|---|---|---|"]
+    for case, c in r["cases"].items():
+        worst = ", ".join(f"{k} {w['max_abs_diff']:.1e}" for k, w in c["check"]["worst"].items())
+        rows = ", ".join(f"{s} {n:,}" for s, n in c["rows"].items())
+        for rnd in c["rounds"]:
+            t, e = rnd["tokenlens"], rnd["ecco"]
+            out.append(f"| {case} | {rows} | {rnd['round']} ({rnd['first']}) | {t['wall_s']:.1f} s / {t['peak_rss_mb']:,.0f} MB | "
+                       f"{e['wall_s']:.1f} s ({e['load_s']:.1f} + {e['compute_s']:.1f}) / {e['peak_rss_mb']:,.0f} MB | "
+                       f"**{rnd['ratio_wall']:.1f}x**, {rnd['ratio_rss']:.1f}x | {worst} |")
+    return out
+
+
 TABLES = {"forward": md_forward, "saliency": md_saliency, "nmf": md_nmf, "memory": md_memory,
-          "viewer": md_viewer, "1b": md_1b, "workflow": md_workflow}
+          "viewer": md_viewer, "1b": md_1b, "workflow": md_workflow,
+          "compare": md_compare}
 TITLES = {"forward": "Batched forward vs transformers", "saliency": "Saliency vs Ecco",
           "nmf": "Corpus NMF vs scikit-learn", "memory": "Pipeline memory", "viewer": "Viewer cold start",
-          "1b": "1B-class models vs transformers", "workflow": "The whole workflow vs Ecco"}
+          "1b": "1B-class models vs transformers", "workflow": "The whole workflow vs Ecco",
+          "compare": "Comparing runs: layer similarity vs Ecco"}
 
 
 def main():

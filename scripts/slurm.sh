@@ -7,11 +7,11 @@
 #
 #   1. the unsharded run, directly (the reference);
 #   2. `sbatch --array=0-3 scripts/slurm/shard.sbatch` (tokenlens run --resume --shards 4) and
-#      `sbatch --dependency=afterok:<array> scripts/slurm/nmf.sbatch` (tokenlens nmf): the union
+#      `sbatch --dependency=afterok:<array> scripts/slurm/corpus.sbatch` (tokenlens nmf, tokenlens neurons): the union
 #      of the shards' tables must equal the unsharded run (scripts/slurm/compare.py rows);
 #   3. the same array again into a new run directory, one task scancel'ed while it runs: its shard
 #      must not look complete (status file, manifest, no NMF: the dependent job never starts), and
-#      `sbatch --array=I scripts/slurm/shard.sbatch` (--resume) plus the NMF job again must end
+#      `sbatch --array=I scripts/slurm/shard.sbatch` (--resume) plus the corpus job again must end
 #      with the files of run 2, byte for byte (compare.py killed / files).
 #
 # Prints one line per check and a summary; exits 1 if any check failed. The daemons are stopped on
@@ -40,8 +40,8 @@ die() { say "error: $*" >&2; exit 1; }
 
 # docs/pipelines.md shows the sbatch files verbatim.
 if python3 -c 'import sys; d = open(sys.argv[1]).read(); sys.exit(not all(open(f).read() in d for f in sys.argv[2:]))' \
-  docs/pipelines.md scripts/slurm/shard.sbatch scripts/slurm/nmf.sbatch; then ok=ok; else ok=FAIL; fi
-check "$ok" "docs/pipelines.md shows scripts/slurm/shard.sbatch and nmf.sbatch verbatim"
+  docs/pipelines.md scripts/slurm/shard.sbatch scripts/slurm/corpus.sbatch; then ok=ok; else ok=FAIL; fi
+check "$ok" "docs/pipelines.md shows scripts/slurm/shard.sbatch and corpus.sbatch verbatim"
 
 rm -rf "$S"
 mkdir -p "$S"/{etc,state,spool,log,munge/key}
@@ -179,13 +179,13 @@ spec_for() {
     -e 's#^  dir: .*#  dir: out#' "$spec_src" >"$S/$1/spec.yaml"
   echo "$S/$1/spec.yaml"
 }
-# submit_run CASE [ARRAY]: the shard array, then the NMF job depending on it; sets $array, $nmf.
+# submit_run CASE [ARRAY]: the shard array, then the corpus job depending on it; sets $array, $nmf.
 submit_run() {
   local case=$1 range=${2:-0-$((SHARDS - 1))}
   array=$(sbatch --parsable --array="$range" --output="$S/$case/shard-%A_%a.log" \
     scripts/slurm/shard.sbatch "$S/$case/spec.yaml")
   nmf=$(sbatch --parsable --dependency=afterok:"$array" --output="$S/$case/nmf-%j.log" \
-    scripts/slurm/nmf.sbatch "$S/$case/out")
+    scripts/slurm/corpus.sbatch "$S/$case/out")
 }
 
 # --- 1. the unsharded run -----------------------------------------------------------------------
@@ -198,26 +198,26 @@ say "unsharded run: $((SECONDS - t0)) s"
 t0=$SECONDS
 spec_for sharded >/dev/null
 submit_run sharded
-say "submitted: array job $array (shards 0-$((SHARDS - 1))), NMF job $nmf (afterok:$array)"
+say "submitted: array job $array (shards 0-$((SHARDS - 1))), corpus job $nmf (afterok:$array)"
 wait_jobs "$array" "$nmf"
 sharded_s=$((SECONDS - t0))
 all_completed "$array" && ok=ok || ok=FAIL
 check "$ok" "array job $array: every task COMPLETED, exit 0 ($(scontrol -o show job "$array" | grep -o 'JobState=[A-Z]*' | sort | uniq -c | xargs))"
 [ "$(task_state "$nmf")" = COMPLETED ] && ok=ok || ok=FAIL
-check "$ok" "NMF job $nmf ran after the array: $(task_state "$nmf")"
+check "$ok" "corpus job $nmf ran after the array: $(task_state "$nmf")"
 grep -q '^  "status": "done"' "$S/sharded/out/manifest.json" && ok=ok || ok=FAIL
 check "$ok" "sharded run's manifest status is done"
 say "sharded run under Slurm: ${sharded_s} s (array + NMF, submit to end)"
 say "-- the union of the shards' tables vs the unsharded run:"
 if "$py" scripts/slurm/compare.py rows "$S/whole/out" "$S/sharded/out" >"$S/rows.txt"; then ok=ok; else ok=FAIL; fi
 sed 's/^/   /' "$S/rows.txt"
-check "$ok" "sharded tables (4 shards + NMF job) equal the unsharded run's"
+check "$ok" "sharded tables (4 shards + corpus job) equal the unsharded run's"
 
 # --- 3. a task killed mid-run, resubmitted with --resume ----------------------------------------
 victim=2
 spec_for killed >/dev/null
 submit_run killed
-say "submitted: array job $array, NMF job $nmf (afterok:$array); shard $victim will be cancelled"
+say "submitted: array job $array, corpus job $nmf (afterok:$array); shard $victim will be cancelled"
 status=$S/killed/out/shards/shard-$(printf %03d $victim)-of-$(printf %03d $SHARDS).json
 killed_at=""
 for _ in $(seq 1200); do
@@ -249,23 +249,23 @@ for _ in $(seq 60); do
   sleep 1
 done
 case $nstate in *PENDING*DependencyNeverSatisfied*) ok=ok ;; *) ok=FAIL ;; esac
-check "$ok" "NMF job $nmf never started: $nstate"
+check "$ok" "corpus job $nmf never started: $nstate"
 scancel "$nmf"
 say "-- what the cancelled task left:"
 if "$py" scripts/slurm/compare.py killed "$S/killed/out" "$victim" >"$S/killed.txt"; then ok=ok; else ok=FAIL; fi
 sed 's/^/   /' "$S/killed.txt"
 check "$ok" "nothing of the cancelled shard is taken as complete"
-# tokenlens nmf's own guard in nmf.sbatch refuses the incomplete run too.
-if TOKENLENS=$TOKENLENS bash scripts/slurm/nmf.sbatch "$S/killed/out" 2>"$S/killed/nmf-refused.txt"; then ok=FAIL; else ok=ok; fi
-check "$ok" "nmf.sbatch run by hand refuses it: $(cat "$S/killed/nmf-refused.txt")"
+# tokenlens nmf's own guard in corpus.sbatch refuses the incomplete run too.
+if TOKENLENS=$TOKENLENS bash scripts/slurm/corpus.sbatch "$S/killed/out" 2>"$S/killed/nmf-refused.txt"; then ok=FAIL; else ok=ok; fi
+check "$ok" "corpus.sbatch run by hand refuses it: $(cat "$S/killed/nmf-refused.txt")"
 
 t0=$SECONDS
 submit_run killed "$victim"
-say "resubmitted: array job $array (shard $victim, --resume), NMF job $nmf (afterok:$array)"
+say "resubmitted: array job $array (shard $victim, --resume), corpus job $nmf (afterok:$array)"
 wait_jobs "$array" "$nmf"
 resume_s=$((SECONDS - t0))
 all_completed "$array" && [ "$(task_state "$nmf")" = COMPLETED ] && ok=ok || ok=FAIL
-check "$ok" "resumed task and NMF job COMPLETED (${resume_s} s)"
+check "$ok" "resumed task and corpus job COMPLETED (${resume_s} s)"
 say "-- the resumed run vs the uninterrupted sharded run, file by file:"
 if "$py" scripts/slurm/compare.py files "$S/sharded/out" "$S/killed/out" >"$S/files.txt"; then ok=ok; else ok=FAIL; fi
 sed 's/^/   /' "$S/files.txt"

@@ -11,8 +11,8 @@ code 1 when a check fails.
   compare.py files A B            A and B hold the same files, byte for byte, in every table but
                                   nmf_summary, whose rows must match except the `seconds` timing
   compare.py killed RUN SHARD     RUN's shard SHARD was killed: its status file is not `done`, the
-                                  manifest is not `done`, no nmf_* table exists; prints what the
-                                  killed task left (windows recorded done, parts of the window in
+                                  manifest is not `done`, no nmf_* or neuron_* table
+                                  exists; prints what the killed task left (windows recorded done, parts of the window in
                                   flight, temporary files), which --resume must drop
 """
 
@@ -172,8 +172,8 @@ def cmd_killed(run, shard):
     check(status["status"] != "done", f"shard {shard} status is `{status['status']}`, not done "
           f"({done_windows} windows recorded done, {status['prompts_done']} prompts)")
     check(manifest["status"] != "done", f"manifest status is `{manifest['status']}`, not done")
-    nmf = [t for t in tables(run) if t.startswith("nmf_")]
-    check(not nmf, f"no nmf_* table written ({nmf or 'none'})")
+    corpus = [t for t in tables(run) if t.startswith(("nmf_", "neuron_"))]
+    check(not corpus, f"no nmf_* or neuron_* table written ({corpus or 'none'})")
     finished = re.compile(rf"^part-{shard:03}-(\d+)\.parquet$")
     in_flight, tmp, kept = [], [], 0
     for t in tables(run):

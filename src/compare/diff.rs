@@ -142,13 +142,11 @@ impl Sources {
             if missing.is_empty() {
                 return true;
             }
-            let who = match missing.as_slice() {
-                [one] => format!("run {one} has"),
-                _ => "neither run has".to_string(),
+            let why = match missing.as_slice() {
+                [one] => format!("run {one} has no `{}` table", t.name),
+                _ => format!("neither run has a `{}` table", t.name),
             };
-            report
-                .skipped
-                .push(skip(what, format!("{who} no `{}` table", t.name)));
+            report.skipped.push(skip(what, why));
             false
         };
         let pair = |t: &'static TableDef| -> Result<[DocRows; 2], CompareError> {

@@ -184,6 +184,21 @@ fn layer_similarity_equals_the_in_memory_metrics_on_the_matched_rows() {
         "--similarity",
         "residuals",
     ]);
+    // Neither run recorded the lens or saliency: the diff says so, once for both.
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("comparison.json")).unwrap())
+            .unwrap();
+    let whys: Vec<&str> = json["skipped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["why"].as_str().unwrap())
+        .collect();
+    assert!(
+        whys.contains(&"neither run has a `lens` table")
+            && whys.contains(&"neither run has a `saliency` table"),
+        "{whys:?}"
+    );
     let common = by_doc(&out, "diff_docs", "common");
     let items: Vec<(String, std::ops::Range<usize>)> = (0..24)
         .map(|i| format!("p{i}"))
