@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use anyhow::{Result, bail};
 use clap::Args;
 use tokenlens::pipeline::neurons_stage::run_stage;
-use tokenlens::pipeline::nmf_stage::parse_layers;
 use tokenlens::pipeline::spec::{NeuronsSpec, ranges};
+use tokenlens::pipeline::stage_input::parse_layers;
 
 use super::nmf::{check_shards_done, compact};
 

@@ -4,8 +4,9 @@ use std::path::PathBuf;
 
 use anyhow::{Result, bail};
 use clap::Args;
-use tokenlens::pipeline::nmf_stage::{NmfStageOptions, parse_layers, run_stage_with};
+use tokenlens::pipeline::nmf_stage::{NmfStageOptions, run_stage_with};
 use tokenlens::pipeline::spec::{NegativeHandling, NmfSpec, Positions, ranges};
+use tokenlens::pipeline::stage_input::parse_layers;
 use tokenlens::store::manifest::{Manifest, Shard, ShardStatus};
 
 #[derive(Args)]

@@ -1,6 +1,6 @@
 //! The pipeline's error: the engine's error (model, tokenizer, tensor ops) plus everything a run
-//! adds — the spec, the dataset, the store, the NMF and neurons stages, shards and resume. Each
-//! wrapped error is shown as itself and keeps its own cause chain.
+//! adds — the spec, the dataset, the store, the NMF and neurons stages and their input, shards and
+//! resume. Each wrapped error is shown as itself and keeps its own cause chain.
 
 use std::path::PathBuf;
 
@@ -8,6 +8,7 @@ use super::dataset::DatasetError;
 use super::neurons_stage::NeuronsError;
 use super::nmf_stage::NmfError;
 use super::spec::SpecError;
+use super::stage_input::StageInputError;
 use crate::store::StoreError;
 use crate::store::manifest::BadShard;
 
@@ -26,6 +27,10 @@ pub enum Error {
     /// Writing or reading the run's files failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A corpus stage (NMF, neurons) cannot read the run: a table or layer it needs is missing,
+    /// or the activations table is not one a run writes.
+    #[error(transparent)]
+    StageInput(#[from] StageInputError),
     /// The NMF stage cannot factorize the run's activations as asked.
     #[error(transparent)]
     Nmf(#[from] NmfError),

@@ -18,6 +18,7 @@
 use rayon::prelude::*;
 
 use super::cca::{LayerPrep, prepare};
+use super::chunk::{SIDES, chunk_rows};
 use super::dense::add_mul_tn;
 use super::moments::LayerStats;
 use super::pair::{check_pair, needs_cca, pair_values};
@@ -89,8 +90,6 @@ pub struct CovarianceAccumulator {
     cross: Vec<Vec<f64>>,
     n: usize,
 }
-
-const SIDES: [char; 2] = ['a', 'b'];
 
 /// The layers of each side that some pair names.
 fn used_layers(widths: &[Vec<usize>; 2], pairs: &[(usize, usize)]) -> [Vec<bool>; 2] {
@@ -209,41 +208,8 @@ impl CovarianceAccumulator {
     /// Chunks of a few hundred positions or more keep the products efficient.
     pub fn push(&mut self, a: &[&[f32]], b: &[&[f32]]) -> Result<(), SimilarityError> {
         let chunks = [a, b];
-        let mut rows: Option<(usize, String)> = None;
-        for s in 0..2 {
-            if chunks[s].len() != self.widths[s].len() {
-                return Err(SimilarityError::LayerCount {
-                    side: SIDES[s],
-                    got: chunks[s].len(),
-                    expected: self.widths[s].len(),
-                });
-            }
-            for (l, sums) in self.sums[s].iter().enumerate() {
-                let Some(sums) = sums else { continue };
-                let (x, d) = (chunks[s][l], sums.width);
-                let what = format!("side {} layer {l}", SIDES[s]);
-                if !x.len().is_multiple_of(d) {
-                    return Err(SimilarityError::Shape {
-                        what,
-                        len: x.len(),
-                        width: d,
-                    });
-                }
-                match &rows {
-                    None => rows = Some((x.len() / d, what)),
-                    Some((r, first)) if *r != x.len() / d => {
-                        return Err(SimilarityError::Rows {
-                            what,
-                            rows: x.len() / d,
-                            other: first.clone(),
-                            other_rows: *r,
-                        });
-                    }
-                    Some(_) => {}
-                }
-            }
-        }
-        let Some((rows, _)) = rows else { return Ok(()) };
+        let checked = |s: usize, l: usize| self.sums[s][l].is_some();
+        let rows = chunk_rows(chunks, &self.widths, checked, false)?.unwrap_or(0);
         if rows == 0 {
             return Ok(());
         }

@@ -20,6 +20,7 @@
 
 use rayon::prelude::*;
 
+use super::chunk::{SIDES, chunk_rows};
 use super::cka::u_centre;
 use super::{Metric, SimilarityError, SimilarityValue};
 use crate::numerics::matrix::gemm_f64;
@@ -66,7 +67,7 @@ impl MinibatchCka {
         if batch < 4 {
             return Err(SimilarityError::BatchSize { batch });
         }
-        for (side, w) in ['a', 'b'].into_iter().zip([widths_a, widths_b]) {
+        for (side, w) in SIDES.into_iter().zip([widths_a, widths_b]) {
             if w.is_empty() {
                 return Err(SimilarityError::EmptySide {
                     side,
@@ -116,48 +117,7 @@ impl MinibatchCka {
     /// value) nothing is added.
     pub fn push(&mut self, a: &[&[f32]], b: &[&[f32]]) -> Result<(), SimilarityError> {
         let chunks = [a, b];
-        let mut rows: Option<(usize, String)> = None;
-        for s in 0..2 {
-            let side = ['a', 'b'][s];
-            if chunks[s].len() != self.widths[s].len() {
-                return Err(SimilarityError::LayerCount {
-                    side,
-                    got: chunks[s].len(),
-                    expected: self.widths[s].len(),
-                });
-            }
-            for (l, (&x, &d)) in chunks[s].iter().zip(&self.widths[s]).enumerate() {
-                let what = format!("side {side} layer {l}");
-                if !x.len().is_multiple_of(d) {
-                    return Err(SimilarityError::Shape {
-                        what,
-                        len: x.len(),
-                        width: d,
-                    });
-                }
-                if let Some(i) = x.iter().position(|v| !v.is_finite()) {
-                    return Err(SimilarityError::NotFinite {
-                        what,
-                        row: i / d,
-                        col: i % d,
-                        value: x[i] as f64,
-                    });
-                }
-                match &rows {
-                    None => rows = Some((x.len() / d, what)),
-                    Some((r, first)) if *r != x.len() / d => {
-                        return Err(SimilarityError::Rows {
-                            what,
-                            rows: x.len() / d,
-                            other: first.clone(),
-                            other_rows: *r,
-                        });
-                    }
-                    Some(_) => {}
-                }
-            }
-        }
-        let rows = rows.map_or(0, |r| r.0);
+        let rows = chunk_rows(chunks, &self.widths, |_, _| true, true)?.unwrap_or(0);
         let mut start = 0;
         while start < rows {
             let take = (self.batch - self.filled).min(rows - start);

@@ -19,11 +19,12 @@
 //!
 //! The rest: `moments` (a layer's mean and covariance, cross covariances, from data), `cca`
 //! (Ecco's `get_cca_similarity`, SVCCA and PWCCA on covariances), `pair` (one pair's moment
-//! metrics, shared by both ways in), `cka` (linear CKA and HSIC), `dense` (small f64 matrix
-//! helpers), `error`.
+//! metrics, shared by both ways in), `chunk` (the streaming accumulators' check of a pushed
+//! chunk), `cka` (linear CKA and HSIC), `dense` (small f64 matrix helpers), `error`.
 
 mod accumulator;
 mod cca;
+mod chunk;
 mod cka;
 mod dense;
 mod error;

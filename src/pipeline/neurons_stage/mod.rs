@@ -18,6 +18,7 @@ use serde::Serialize;
 
 use super::error::Result;
 use super::spec::NeuronsSpec;
+use super::stage_input::{StageInputError, resolve_layers};
 use crate::analysis::neurons::Hit;
 use crate::store::reader::table_parts;
 use crate::store::schema::{
@@ -35,7 +36,6 @@ mod read;
 mod tests;
 
 pub use error::NeuronsError;
-pub use read::resolve_layers;
 
 use contexts::{Needed, Texts};
 use read::{Accumulators, Docs, accumulate, layers};
@@ -124,17 +124,21 @@ pub fn run_neurons(
     }
     let dir = || run_dir.to_path_buf();
     if !run_dir.is_dir() {
-        return Err(NeuronsError::NoRunDir { dir: dir() }.into());
+        return Err(StageInputError::NoRunDir { dir: dir() }.into());
     }
     let parts = table_parts(run_dir, &ACTIVATIONS)?;
     if parts.is_empty() {
-        return Err(NeuronsError::NoActivations { dir: dir() }.into());
+        return Err(StageInputError::NoActivations {
+            dir: dir(),
+            reads: "the neuron tables summarize",
+        }
+        .into());
     }
     if table_parts(run_dir, &TOKENS)?.is_empty() {
-        return Err(NeuronsError::NoTable {
+        return Err(StageInputError::NoTable {
             dir: dir(),
-            table: "tokens",
-            why: "the text of the top contexts",
+            table: TOKENS.name,
+            needed: "for the text of the top contexts",
         }
         .into());
     }
@@ -142,7 +146,7 @@ pub fn run_neurons(
 
     let started = Instant::now();
     let scan = layers(&parts)?;
-    let chosen = resolve_layers(&spec.layers, &scan.present, run_dir)?;
+    let chosen = resolve_layers(&spec.layers, &scan.present, run_dir, "neurons.layers")?;
     let is_chosen = |l: &i32| chosen.contains(&(*l as usize));
     let part_rows: Vec<(u64, bool)> = scan
         .rows

@@ -16,7 +16,7 @@ use parquet::arrow::arrow_reader::RowSelection;
 use super::NeuronsError;
 use crate::analysis::neurons::LayerAccumulator;
 use crate::pipeline::error::Result;
-use crate::pipeline::spec::Selection;
+use crate::pipeline::stage_input::StageInputError;
 use crate::store::reader::{batches, column, open_part, table_parts};
 use crate::store::schema::GENERATIONS;
 
@@ -35,10 +35,10 @@ impl Docs {
     pub fn read(run_dir: &Path) -> Result<Docs> {
         let parts = table_parts(run_dir, &GENERATIONS)?;
         if parts.is_empty() {
-            return Err(NeuronsError::NoTable {
+            return Err(StageInputError::NoTable {
                 dir: run_dir.to_path_buf(),
-                table: "generations",
-                why: "the documents' dataset order (the tie-break of equal activations)",
+                table: GENERATIONS.name,
+                needed: "for the documents' dataset order (the tie-break of equal activations)",
             }
             .into());
         }
@@ -95,7 +95,7 @@ pub(super) fn layers(parts: &[PathBuf]) -> Result<Layers> {
             let b = b?;
             for &l in column::<Int32Array>(&b, "layer", f, "int32")?.values() {
                 if l < 0 {
-                    return Err(NeuronsError::NegativeLayer {
+                    return Err(StageInputError::NegativeLayer {
                         path: f.clone(),
                         layer: l,
                     }
@@ -107,57 +107,6 @@ pub(super) fn layers(parts: &[PathBuf]) -> Result<Layers> {
         out.present.extend(rows.keys());
         out.rows.push(rows);
     }
-    Ok(out)
-}
-
-/// The chosen layers (ascending) among those the activations table has. `all` is every layer of
-/// the table; negative indices count from the table's highest layer + 1 (-1 is the highest).
-pub fn resolve_layers(
-    sel: &Selection,
-    present: &BTreeSet<i32>,
-    run_dir: &Path,
-) -> Result<Vec<usize>, NeuronsError> {
-    let Some(&max) = present.last() else {
-        return Err(NeuronsError::NoRows {
-            dir: run_dir.to_path_buf(),
-        });
-    };
-    let have = || (run_dir.to_path_buf(), present.iter().copied().collect());
-    let mut out = match sel {
-        Selection::All => present.iter().map(|&l| l as usize).collect::<Vec<_>>(),
-        Selection::List(v) if v.is_empty() => return Err(NeuronsError::NoLayers),
-        Selection::List(v) => {
-            let n = max as i64 + 1;
-            let mut out = Vec::new();
-            for &i in v {
-                let j = if i < 0 { i + n } else { i };
-                if j < 0 {
-                    let (dir, present) = have();
-                    return Err(NeuronsError::LayerOutOfRange {
-                        layer: i,
-                        count: n,
-                        dir,
-                        present,
-                    });
-                }
-                if j > i32::MAX as i64 || !present.contains(&(j as i32)) {
-                    let (dir, present) = have();
-                    return Err(NeuronsError::LayerMissing {
-                        layer: j,
-                        from_end: (i < 0).then_some(i),
-                        dir,
-                        present,
-                    });
-                }
-                if out.contains(&(j as usize)) {
-                    return Err(NeuronsError::LayerTwice(j));
-                }
-                out.push(j as usize);
-            }
-            out
-        }
-    };
-    out.sort_unstable();
     Ok(out)
 }
 
@@ -241,7 +190,7 @@ pub(super) fn accumulate(
         let f16 = v.values().as_any().downcast_ref::<Float16Array>();
         let f32s = v.values().as_any().downcast_ref::<Float32Array>();
         if (f16.is_none() && f32s.is_none()) || v.values().null_count() > 0 {
-            return Err(NeuronsError::ValuesType {
+            return Err(StageInputError::ValuesType {
                 path: part.to_path_buf(),
                 found: v.data_type().to_string(),
             }
@@ -278,7 +227,7 @@ pub(super) fn accumulate(
             let k = accs.k;
             let acc = accs.acc[ci].get_or_insert_with(|| LayerAccumulator::new(e - a, k));
             if e - a != acc.neurons() {
-                return Err(NeuronsError::Width {
+                return Err(StageInputError::Width {
                     path: part.to_path_buf(),
                     doc: id.to_string(),
                     position,
@@ -298,7 +247,7 @@ pub(super) fn accumulate(
                 _ => unreachable!("checked above"),
             }
             if let Some(bad) = dst.iter().position(|x| !x.is_finite()) {
-                return Err(NeuronsError::NotFinite {
+                return Err(StageInputError::NotFinite {
                     path: part.to_path_buf(),
                     doc: id.to_string(),
                     position,

@@ -26,6 +26,7 @@ use serde::Serialize;
 
 use super::error::Result;
 use super::spec::{NmfInit, NmfSpec};
+use super::stage_input::StageInputError;
 use crate::analysis::nmf::{InMemory, Negatives, NmfOptions, RowSource, nmf};
 use crate::store::reader::table_parts;
 use crate::store::schema::{
@@ -39,7 +40,6 @@ use crate::store::{
 
 mod contexts;
 mod error;
-mod layers;
 mod scan;
 mod source;
 mod spill;
@@ -48,7 +48,6 @@ pub mod synthetic;
 mod tests;
 
 pub use error::NmfError;
-pub use layers::{parse_layers, resolve_layers};
 
 use contexts::top_contexts;
 use scan::scan;
@@ -151,9 +150,9 @@ pub const NMF_TABLES: [&crate::store::TableDef; 4] = [
 /// or stderr is not a terminal.
 ///
 /// Negative indices in `spec.layers` count from the table's highest layer + 1 (see
-/// [`resolve_layers`]); a caller that knows the model should pass block indices
-/// (`Selection::List(spec.layers.resolve(n_layers)?)`) when the activations table may not hold
-/// the last block.
+/// [`resolve_layers`](super::stage_input::resolve_layers)); a caller that knows the model should
+/// pass block indices (`Selection::List(spec.layers.resolve(n_layers)?)`) when the activations
+/// table may not hold the last block.
 pub fn run_stage(run_dir: &Path, spec: &NmfSpec, quiet: bool) -> Result<NmfReport> {
     run_stage_with(run_dir, &NmfStageOptions::new(spec.clone()), quiet)
 }
@@ -237,7 +236,7 @@ pub fn run_nmf(
     let spec = &opts.spec;
     check_spec(spec)?;
     if !run_dir.is_dir() {
-        return Err(NmfError::NoRunDir {
+        return Err(StageInputError::NoRunDir {
             dir: run_dir.to_path_buf(),
         }
         .into());
@@ -245,8 +244,10 @@ pub fn run_nmf(
     let started = Instant::now();
     let scan = scan(run_dir, spec)?;
     if spec.top_contexts > 0 && table_parts(run_dir, &TOKENS)?.is_empty() {
-        return Err(NmfError::NoTokens {
+        return Err(StageInputError::NoTable {
             dir: run_dir.to_path_buf(),
+            table: TOKENS.name,
+            needed: "for nmf_top_contexts (use --top-contexts 0 to skip them)",
         }
         .into());
     }

@@ -12,10 +12,10 @@ use arrow_array::{Int32Array, ListArray, StringArray};
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReaderBuilder, RowSelection};
 
 use super::NmfError;
-use super::layers::resolve_layers;
 use crate::analysis::nmf::Negatives;
 use crate::pipeline::error::Result;
 use crate::pipeline::spec::{NegativeHandling, NmfSpec, Positions};
+use crate::pipeline::stage_input::{StageInputError, resolve_layers};
 use crate::store::StoreError;
 use crate::store::reader::{batches, column, open_part, table_parts};
 use crate::store::schema::{ACTIVATIONS, GENERATIONS};
@@ -76,8 +76,10 @@ pub(super) const KEY_BATCH_ROWS: usize = 64 * 1024;
 fn prompt_tokens(run_dir: &Path) -> Result<HashMap<String, i32>> {
     let parts = table_parts(run_dir, &GENERATIONS)?;
     if parts.is_empty() {
-        return Err(NmfError::NoGenerations {
+        return Err(StageInputError::NoTable {
             dir: run_dir.to_path_buf(),
+            table: GENERATIONS.name,
+            needed: "to tell prompt from generated positions",
         }
         .into());
     }
@@ -107,8 +109,9 @@ struct Group {
 pub(super) fn scan(run_dir: &Path, spec: &NmfSpec) -> Result<Scan> {
     let files = table_parts(run_dir, &ACTIVATIONS)?;
     if files.is_empty() {
-        return Err(NmfError::NoActivations {
+        return Err(StageInputError::NoActivations {
             dir: run_dir.to_path_buf(),
+            reads: "NMF factorizes",
         }
         .into());
     }
@@ -130,7 +133,7 @@ pub(super) fn scan(run_dir: &Path, spec: &NmfSpec) -> Result<Scan> {
             for &l in column::<Int32Array>(&b, "layer", f, "int32")?.values() {
                 if last != Some(l) {
                     if l < 0 {
-                        return Err(NmfError::NegativeLayer {
+                        return Err(StageInputError::NegativeLayer {
                             path: f.clone(),
                             layer: l,
                         }
@@ -142,7 +145,7 @@ pub(super) fn scan(run_dir: &Path, spec: &NmfSpec) -> Result<Scan> {
             }
         }
     }
-    let layers = resolve_layers(&spec.layers, &present, run_dir)?;
+    let layers = resolve_layers(&spec.layers, &present, run_dir, "nmf.layers")?;
     let mut chosen = vec![None; *present.last().unwrap_or(&0) as usize + 1];
     for (i, &l) in layers.iter().enumerate() {
         chosen[l] = Some(i);

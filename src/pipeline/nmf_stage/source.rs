@@ -14,6 +14,7 @@ use super::scan::Scan;
 use super::spill::Spill;
 use crate::analysis::nmf::RowSource;
 use crate::error::{Error, Result};
+use crate::pipeline::stage_input::StageInputError;
 use crate::store::reader::{batches, column, open_part};
 
 /// X from the activations table: the scan's kept rows, `n` activation rows per row of X.
@@ -82,7 +83,7 @@ impl RowSource for ActivationsSource<'_> {
                 let f16 = v.values().as_any().downcast_ref::<Float16Array>();
                 let f32s = v.values().as_any().downcast_ref::<Float32Array>();
                 if (f16.is_none() && f32s.is_none()) || v.values().null_count() > 0 {
-                    return Err(Error::external(NmfError::ValuesType {
+                    return Err(Error::external(StageInputError::ValuesType {
                         path: path.to_path_buf(),
                         found: v.data_type().to_string(),
                     }));
@@ -104,7 +105,7 @@ impl RowSource for ActivationsSource<'_> {
                     let (a, e) = (offs[i] as usize, offs[i + 1] as usize);
                     let w = lay.widths[ci];
                     if e - a != w {
-                        return Err(Error::external(NmfError::Width {
+                        return Err(Error::external(StageInputError::Width {
                             path: path.to_path_buf(),
                             doc: d.value(i).to_string(),
                             position: pos,
@@ -126,7 +127,7 @@ impl RowSource for ActivationsSource<'_> {
                     }
                     if let Some(bad) = raw.iter().position(|x| !x.is_finite()) {
                         let li = lay.offsets.partition_point(|&o| o <= bad) - 1;
-                        return Err(Error::external(NmfError::NotFinite {
+                        return Err(Error::external(StageInputError::NotFinite {
                             path: path.to_path_buf(),
                             doc: d.value(i).to_string(),
                             position: pos,

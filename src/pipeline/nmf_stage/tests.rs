@@ -10,6 +10,7 @@ use super::synthetic::SyntheticRun;
 use super::*;
 use crate::numerics::math::cosine;
 use crate::pipeline::spec::{NegativeHandling, Positions, Selection};
+use crate::pipeline::stage_input::parse_layers;
 use crate::store::RunDir;
 use crate::store::reader::read_table;
 use crate::store::schema::{Activations, ActivationsRow, Tokens, TokensRow};

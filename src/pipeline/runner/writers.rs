@@ -12,6 +12,24 @@ use crate::store::Shard;
 use crate::store::schema::{self as tables, Precision, Table, TableOptions};
 use crate::store::writer::{RunDir, TableSummary, TableWriter, WriterOptions};
 
+/// Appends a batch's [`ActivationRec`](crate::pipeline::process::ActivationRec)s `$recs` to the
+/// writer `$w` (if the spec writes its table) as rows `tables::$Row`: the `activations` and
+/// `residuals` tables, whose rows are alike (doc_id, position, layer, values).
+macro_rules! append_values {
+    ($w:expr, $recs:expr, $id:expr, $Row:ident) => {
+        if let Some(w) = &mut $w {
+            for a in &$recs {
+                w.append(tables::$Row {
+                    doc_id: $id(a.doc),
+                    position: a.position as i32,
+                    layer: a.layer as i32,
+                    values: &a.values,
+                })?;
+            }
+        }
+    };
+}
+
 /// One open part per enabled table, for one window.
 pub(super) struct Writers {
     tokens: TableWriter<tables::Tokens>,
@@ -299,26 +317,8 @@ impl Writers {
                 }
             }
         }
-        if let Some(w) = &mut self.activations {
-            for a in &out.activations {
-                w.append(tables::ActivationsRow {
-                    doc_id: id(a.doc),
-                    position: a.position as i32,
-                    layer: a.layer as i32,
-                    values: &a.values,
-                })?;
-            }
-        }
-        if let Some(w) = &mut self.residuals {
-            for a in &out.residuals {
-                w.append(tables::ResidualsRow {
-                    doc_id: id(a.doc),
-                    position: a.position as i32,
-                    layer: a.layer as i32,
-                    values: &a.values,
-                })?;
-            }
-        }
+        append_values!(self.activations, out.activations, id, ActivationsRow);
+        append_values!(self.residuals, out.residuals, id, ResidualsRow);
         if let Some(w) = &mut self.attention {
             for a in &out.attention {
                 w.append(tables::AttentionRow {
