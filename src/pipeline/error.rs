@@ -94,6 +94,21 @@ pub enum Error {
     /// More windows than part file names can number.
     #[error("too many windows for part numbering")]
     TooManyWindows,
+    /// A value asked to be stored as float16 is beyond its range (it would be stored as inf).
+    #[error(
+        "{key}: f16 cannot hold doc `{doc_id}`'s value {value} (position {position}, layer \
+         {layer}, index {index}): float16's largest is 65504; record this model's {table} as f32 \
+         (`dtype: f32`)"
+    )]
+    F16Range {
+        key: &'static str,
+        table: &'static str,
+        doc_id: String,
+        position: usize,
+        layer: usize,
+        index: usize,
+        value: f32,
+    },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

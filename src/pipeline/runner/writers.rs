@@ -14,11 +14,15 @@ use crate::store::writer::{RunDir, TableSummary, TableWriter, WriterOptions};
 
 /// Appends a batch's [`ActivationRec`](crate::pipeline::process::ActivationRec)s `$recs` to the
 /// writer `$w` (if the spec writes its table) as rows `tables::$Row`: the `activations` and
-/// `residuals` tables, whose rows are alike (doc_id, position, layer, values).
+/// `residuals` tables, whose rows are alike (doc_id, position, layer, values). When the table
+/// stores float16 (`$f16`), a finite value beyond its range is an error naming `$key`.
 macro_rules! append_values {
-    ($w:expr, $recs:expr, $id:expr, $Row:ident) => {
+    ($w:expr, $recs:expr, $id:expr, $Row:ident, $f16:expr, $key:literal, $table:literal) => {
         if let Some(w) = &mut $w {
             for a in &$recs {
+                if $f16 {
+                    check_f16($key, $table, $id(a.doc), a.position as usize, a.layer as usize, &a.values)?;
+                }
                 w.append(tables::$Row {
                     doc_id: $id(a.doc),
                     position: a.position as i32,
@@ -28,6 +32,32 @@ macro_rules! append_values {
             }
         }
     };
+}
+
+/// A finite value that float16 cannot hold (|x| ≥ 65520 rounds to inf) is an error.
+fn check_f16(
+    key: &'static str,
+    table: &'static str,
+    doc_id: &str,
+    position: usize,
+    layer: usize,
+    values: &[f32],
+) -> Result<()> {
+    match values
+        .iter()
+        .position(|v| v.is_finite() && half::f16::from_f32(*v).is_infinite())
+    {
+        None => Ok(()),
+        Some(index) => Err(Error::F16Range {
+            key,
+            table,
+            doc_id: doc_id.to_string(),
+            position,
+            layer,
+            index,
+            value: values[index],
+        }),
+    }
 }
 
 /// One open part per enabled table, for one window.
@@ -47,6 +77,9 @@ pub(super) struct Writers {
     intervention_edits: Option<TableWriter<tables::InterventionEdits>>,
     activations: Option<TableWriter<tables::Activations>>,
     residuals: Option<TableWriter<tables::Residuals>>,
+    /// Whether `activations` / `residuals` store float16 (values are range-checked).
+    activations_f16: bool,
+    residuals_f16: bool,
     attention: Option<TableWriter<tables::Attention>>,
     rollout: Option<TableWriter<tables::AttentionRollout>>,
 }
@@ -143,6 +176,8 @@ impl Writers {
             intervention_edits,
             activations: o.if_written(&act)?,
             residuals: o.if_written(&resid)?,
+            activations_f16: act.list_float == Precision::F16,
+            residuals_f16: resid.list_float == Precision::F16,
             attention: o.if_written(&t)?,
             rollout: o.if_written(&t)?,
         })
@@ -317,8 +352,24 @@ impl Writers {
                 }
             }
         }
-        append_values!(self.activations, out.activations, id, ActivationsRow);
-        append_values!(self.residuals, out.residuals, id, ResidualsRow);
+        append_values!(
+            self.activations,
+            out.activations,
+            id,
+            ActivationsRow,
+            self.activations_f16,
+            "analyses.activations.dtype",
+            "activations"
+        );
+        append_values!(
+            self.residuals,
+            out.residuals,
+            id,
+            ResidualsRow,
+            self.residuals_f16,
+            "analyses.residuals.dtype",
+            "residuals"
+        );
         if let Some(w) = &mut self.attention {
             for a in &out.attention {
                 w.append(tables::AttentionRow {
@@ -374,5 +425,32 @@ impl Writers {
             self.rollout
         );
         Ok(rows)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_value_beyond_float16_is_an_error_naming_the_key_and_where() {
+        // 65504 is float16's largest; 65519 still rounds to it, 65520 to inf.
+        let ok = [1.0, -65504.0, 65519.0, f32::NAN, f32::INFINITY];
+        check_f16("analyses.residuals.dtype", "residuals", "p1", 0, 8, &ok).unwrap();
+        let err = check_f16(
+            "analyses.residuals.dtype",
+            "residuals",
+            "p3",
+            0,
+            8,
+            &[1.0, 2.0, -68398.5],
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "analyses.residuals.dtype: f16 cannot hold doc `p3`'s value -68398.5 (position 0, layer \
+             8, index 2): float16's largest is 65504; record this model's residuals as f32 \
+             (`dtype: f32`)"
+        );
     }
 }
