@@ -13,6 +13,7 @@ pub mod neurons_stage;
 pub mod nmf_stage;
 pub mod process;
 pub mod runner;
+pub mod similarity_stage;
 pub mod spec;
 
 pub use dataset::{DatasetError, Prompt, Prompts};
