@@ -10,6 +10,7 @@ use tokenlens::compare::diff::DiffStep;
 use tokenlens::compare::reps::Source;
 use tokenlens::compare::similarity::{Pairs, SimilarityOptions, SimilarityStep};
 use tokenlens::compare::{CompareOptions, Level, Step, compare};
+use tokenlens::pipeline::spec::ranges;
 
 #[derive(Clone, Copy, ValueEnum)]
 enum LevelArg {
@@ -49,6 +50,11 @@ enum PairsArg {
     Diagonal,
     /// Every layer of A with every layer of B.
     All,
+}
+
+/// A flag's parser for one of the spec's ranges (`analyses.similarity` has the same options).
+fn range((lo, hi): (usize, usize)) -> clap::builder::RangedU64ValueParser<u64> {
+    clap::value_parser!(u64).range(lo as u64..=hi as u64)
 }
 
 #[derive(Args)]
@@ -91,14 +97,14 @@ pub struct CompareArgs {
     #[arg(long, value_enum, default_value = "diagonal")]
     pairs: PairsArg,
     /// Rows per batch of cka-minibatch (at least 4; fewer rows than this make one batch).
-    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(4..=65536))]
-    minibatch: u32,
+    #[arg(long, default_value_t = 256, value_parser = range(ranges::SIMILARITY_MINIBATCH))]
+    minibatch: u64,
     /// Principal directions per side kept by SVCCA (Ecco's dims).
-    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=100000))]
-    svcca_dims: u32,
+    #[arg(long, default_value_t = 20, value_parser = range(ranges::SIMILARITY_SVCCA_DIMS))]
+    svcca_dims: u64,
     /// Memory for the exact metrics' accumulators, in MiB; more pairs than fit take more passes
     /// over the runs.
-    #[arg(long, default_value_t = 2048, value_parser = clap::value_parser!(u64).range(16..=1048576))]
+    #[arg(long, default_value_t = 2048, value_parser = range(ranges::SIMILARITY_MEMORY_MIB))]
     memory_mib: u64,
 }
 

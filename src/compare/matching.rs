@@ -70,6 +70,19 @@ pub struct Run {
 impl Run {
     /// Opens the run at `dir`: it must exist, have a manifest, and be done.
     pub fn open(name: &'static str, dir: &Path) -> Result<Run, CompareError> {
+        let run = Run::open_any_status(name, dir)?;
+        if run.manifest.status != "done" {
+            return Err(CompareError::Unfinished {
+                dir: dir.to_path_buf(),
+                status: run.manifest.status.clone(),
+            });
+        }
+        Ok(run)
+    }
+
+    /// Opens the run at `dir` whatever its status (a pipeline's own run, before it is done): it
+    /// must exist and have a manifest.
+    pub(super) fn open_any_status(name: &'static str, dir: &Path) -> Result<Run, CompareError> {
         if !dir.is_dir() {
             return Err(CompareError::NoRun {
                 dir: dir.to_path_buf(),
@@ -85,12 +98,6 @@ impl Run {
             what: "its manifest".into(),
             source: Box::new(e),
         })?;
-        if manifest.status != "done" {
-            return Err(CompareError::Unfinished {
-                dir: dir.to_path_buf(),
-                status: manifest.status.clone(),
-            });
-        }
         let m = &manifest.model;
         let int = |key: &str| m["config"][key].as_u64().unwrap_or(0) as usize;
         let model = ModelInfo {

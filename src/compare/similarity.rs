@@ -7,18 +7,28 @@
 //! CCA, SVCCA, PWCCA: per layer Σx, Σxxᵀ and per pair Σx_a x_bᵀ) over the pairs `--pairs`
 //! names, in as many passes over the data as `--memory-budget` needs. Memory never grows with
 //! the number of positions.
+//!
+//! [`within_run`] is the same computation for the pipeline's `analyses.similarity` (a run's
+//! layers against each other, written into a directory the caller gives): the one entry point
+//! outside `compare` (docs/architecture.md), so a run's own table and `tokenlens compare RUN`'s
+//! are the same code and the same values.
 
 use std::ops::Range;
+use std::path::Path;
 
 use super::chunks::{Granularity, Item, for_each_chunk};
-use super::reps::{Reps, RepsError, Source};
-use super::{CompareError, Context, Level, MatchedDoc, Skipped, Step, StepReport};
+use super::reps::{Reps, RepsError};
+use super::{
+    CompareError, Context, Level, MatchedDoc, Matching, Progress, Run, Skipped, Step, StepReport,
+};
 use crate::analysis::similarity::{
     CovarianceAccumulator, Metric, MinibatchCka, MomentOptions, SimilarityError, SimilarityValue,
     plan_passes,
 };
 use crate::store::schema::{Similarity, SimilarityRow, TableOptions};
-use crate::store::writer::{TableWriter, WriterOptions};
+use crate::store::writer::{RunDir, TableWriter, WriterOptions};
+
+pub use super::reps::Source;
 
 /// Which layer pairs the moment metrics compare.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,12 +92,83 @@ impl Step for SimilarityStep {
     }
 
     fn run(&self, cx: &Context<'_>) -> Result<StepReport, CompareError> {
+        self.write(
+            &Runs {
+                a: cx.a,
+                b: cx.b,
+                matching: cx.matching,
+            },
+            cx.out,
+            cx.progress,
+            false,
+        )
+    }
+}
+
+/// What the step compares: one run or two, and their matching.
+struct Runs<'a> {
+    a: &'a Run,
+    b: Option<&'a Run>,
+    matching: &'a Matching,
+}
+
+/// Layer similarity within the run at `dir` (whatever its status: the pipeline calls it before
+/// its run is done), written as table `similarity` into `out` (always, with no rows when every
+/// source is skipped), the run named `name` in columns `run_a` and `run_b`: exactly what
+/// `tokenlens compare DIR --out OUT` writes with the same options (the same documents in the
+/// same order, the same chunks). Returns what was compared and skipped and why; a progress bar
+/// on stderr unless `quiet`.
+pub fn within_run(
+    dir: &Path,
+    name: &str,
+    options: &SimilarityOptions,
+    out: &RunDir,
+    quiet: bool,
+) -> Result<StepReport, CompareError> {
+    let mut a = Run::open_any_status("A", dir)?;
+    a.given = name.into();
+    let matching = Matching::single(&a)?;
+    let progress = Progress::new(quiet);
+    let step = SimilarityStep {
+        options: options.clone(),
+    };
+    let runs = Runs {
+        a: &a,
+        b: None,
+        matching: &matching,
+    };
+    let report = step.write(&runs, out, &progress, true);
+    progress.finish();
+    report
+}
+
+impl SimilarityStep {
+    /// The table over `runs`, into `out`; `always`: also when no source gives a row (an
+    /// empty table), else no table then.
+    fn write(
+        &self,
+        cx: &Runs<'_>,
+        out: &RunDir,
+        progress: &Progress,
+        always: bool,
+    ) -> Result<StepReport, CompareError> {
         let mut report = StepReport::default();
         let write = |e| CompareError::Write {
-            dir: cx.out.root().to_path_buf(),
+            dir: out.root().to_path_buf(),
             source: Box::new(e),
         };
+        let create = || {
+            TableWriter::<Similarity>::create(
+                out,
+                &TableOptions::default(),
+                &WriterOptions::default(),
+            )
+            .map_err(write)
+        };
         let mut table: Option<TableWriter<Similarity>> = None;
+        if always {
+            table = Some(create()?);
+        }
         for &source in &self.options.sources {
             let def = source.table();
             let has_b = cx.b.is_none_or(|b| b.has_table(def));
@@ -131,21 +212,22 @@ impl Step for SimilarityStep {
                 continue;
             }
             let values = self
-                .compute(cx, &a, b.as_ref(), &items, rows, &mut report)
+                .compute(
+                    cx.matching.level,
+                    progress,
+                    &a,
+                    b.as_ref(),
+                    &items,
+                    rows,
+                    &mut report,
+                )
                 .map_err(|e| CompareError::Similarity {
                     what: format!("the similarity of {}", def.name),
                     msg: e,
                 })?;
             let w = match &mut table {
                 Some(w) => w,
-                None => table.insert(
-                    TableWriter::<Similarity>::create(
-                        cx.out,
-                        &TableOptions::default(),
-                        &WriterOptions::default(),
-                    )
-                    .map_err(write)?,
-                ),
+                None => table.insert(create()?),
             };
             let name_a = cx.a.given.to_string_lossy().into_owned();
             let name_b =
@@ -198,7 +280,7 @@ fn metric_list(values: &[SimilarityValue]) -> String {
 
 /// The rows to compare per matched document: at position level the positions 0..common both
 /// tables store; at document level each run's stored prompt positions.
-fn items(cx: &Context<'_>, a: &Reps, b: Option<&Reps>) -> Vec<Item> {
+fn items(cx: &Runs<'_>, a: &Reps, b: Option<&Reps>) -> Vec<Item> {
     let clip = |r: Range<usize>, s: Option<Range<usize>>| match s {
         Some(s) => r.start.max(s.start)..r.end.min(s.end).max(r.start.max(s.start)),
         None => 0..0,
@@ -260,9 +342,11 @@ fn pairs(pairs: Pairs, na: usize, nb: usize, one_run: bool) -> Vec<(usize, usize
 impl SimilarityStep {
     /// Every value of one representation: the minibatch CKA over all pairs in the first pass,
     /// the moment metrics of the pass's pairs in each pass.
+    #[allow(clippy::too_many_arguments)]
     fn compute(
         &self,
-        cx: &Context<'_>,
+        level: Level,
+        progress: &Progress,
         a: &Reps,
         b: Option<&Reps>,
         items: &[Item],
@@ -270,7 +354,7 @@ impl SimilarityStep {
         report: &mut StepReport,
     ) -> Result<Vec<SimilarityValue>, String> {
         let o = &self.options;
-        let gran = match cx.matching.level {
+        let gran = match level {
             Level::Position => Granularity::Position,
             Level::Document => Granularity::Document,
         };
@@ -342,7 +426,7 @@ impl SimilarityStep {
                 .map(|p| CovarianceAccumulator::new(&wa, &wb, p))
                 .transpose()
                 .map_err(|e| e.to_string())?;
-            cx.progress.start(
+            progress.start(
                 &format!(
                     "similarity {} pass {}/{}",
                     a.source.as_str(),
@@ -365,7 +449,7 @@ impl SimilarityStep {
                 {
                     err.get_or_insert(e);
                 }
-                cx.progress.inc(0);
+                progress.inc(0);
                 Ok(())
             })
             .map_err(|e| e.to_string())?;

@@ -1,6 +1,6 @@
 //! The pipeline's error: the engine's error (model, tokenizer, tensor ops) plus everything a run
-//! adds — the spec, the dataset, the store, the NMF and neurons stages and their input, shards and
-//! resume. Each wrapped error is shown as itself and keeps its own cause chain.
+//! adds — the spec, the dataset, the store, the NMF, neurons and similarity stages and their
+//! input, shards and resume. Each wrapped error is shown as itself and keeps its own cause chain.
 
 use std::path::PathBuf;
 
@@ -37,6 +37,9 @@ pub enum Error {
     /// The neurons stage cannot summarize the run's activations as asked.
     #[error(transparent)]
     Neurons(#[from] NeuronsError),
+    /// The similarity stage (`tokenlens compare`'s layer similarity) failed on the run's tables.
+    #[error(transparent)]
+    Similarity(#[from] crate::compare::CompareError),
     #[error(transparent)]
     Shard(#[from] BadShard),
     /// `--resume` of a run whose spec file changed.

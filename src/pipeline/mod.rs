@@ -15,6 +15,7 @@ pub mod neurons_stage;
 pub mod nmf_stage;
 pub mod process;
 pub mod runner;
+pub mod similarity_stage;
 pub mod spec;
 pub mod stage_input;
 

@@ -2,7 +2,7 @@
 //! committed file differs from the rendering; `TOKENLENS_BLESS=1 cargo test --lib store::docs`
 //! rewrites it.
 
-use super::schema::{ALL_TABLES, TableDef, doc_text, is_comparison_table};
+use super::schema::{ALL_TABLES, TableDef, doc_text, is_comparison_table, is_run_table};
 
 const INTRO: &str = r#"# Output schema
 
@@ -67,7 +67,8 @@ const COMPARISON: &str = r#"
 ## Comparison tables
 
 `tokenlens compare RUN_A RUN_B --out DIR` ([compare.md](compare.md)) reads two finished runs and
-writes the tables below into DIR, a *comparison directory*, never into a run: `comparison.json`
+writes the tables below into DIR, a *comparison directory* (`similarity` is also written into a
+run, of its own layers, by `analyses.similarity`; the others never are): `comparison.json`
 (`"kind": "comparison"`, both runs and their models, the matching's counts, what was compared
 and what was skipped and why, each table's rows and parts, seconds per step) and one folder per
 table with the same part files as a run's. Their `doc_id` is the documents' id in both runs
@@ -87,10 +88,10 @@ pub fn render_schema_md() -> String {
             "- [`{}`](#{}): {}{}\n",
             t.name,
             t.name,
-            if is_comparison_table(t) {
-                "(comparison) "
-            } else {
-                ""
+            match (is_comparison_table(t), is_run_table(t)) {
+                (true, true) => "(comparison, and a run's) ",
+                (true, false) => "(comparison) ",
+                _ => "",
             },
             first_sentence(&doc_text(t.doc))
         ));

@@ -108,6 +108,9 @@ pub struct Manifest {
     /// Rows of the neuron tables (`tokenlens neurons` or the pipeline's neurons stage).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub neurons_rows: Option<BTreeMap<String, u64>>,
+    /// Rows of the run's own `similarity` table (the pipeline's similarity stage).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub similarity_rows: Option<BTreeMap<String, u64>>,
 }
 
 impl Manifest {
@@ -125,8 +128,8 @@ impl Manifest {
     }
 
     /// Rows per table as the run recorded them: the shards' tables summed over the shards, and
-    /// the NMF and neuron tables (written once for the whole corpus). The viewer's overview reads
-    /// the same fields of `manifest.json`.
+    /// the NMF, neuron and similarity tables (written once for the whole corpus). The viewer's
+    /// overview reads the same fields of `manifest.json`.
     pub fn table_rows(&self) -> BTreeMap<String, u64> {
         let mut rows = BTreeMap::new();
         for s in self.shards.values() {
@@ -134,7 +137,8 @@ impl Manifest {
                 *rows.entry(t.clone()).or_default() += n;
             }
         }
-        for (t, n) in self.nmf_rows.iter().chain(&self.neurons_rows).flatten() {
+        let stages = [&self.nmf_rows, &self.neurons_rows, &self.similarity_rows];
+        for (t, n) in stages.into_iter().flatten().flatten() {
             rows.insert(t.clone(), *n);
         }
         rows
@@ -150,6 +154,12 @@ impl Manifest {
     /// Records the neuron tables' row counts (`neurons_rows`), as [`Manifest::record_nmf_rows`].
     pub fn record_neurons_rows(run_dir: &Path, rows: &[(&str, u64)]) -> Result<(), StoreError> {
         Self::record_stage_rows(run_dir, "neurons_rows", rows)
+    }
+
+    /// Records the run's own `similarity` table's rows (`similarity_rows`), as
+    /// [`Manifest::record_nmf_rows`].
+    pub fn record_similarity_rows(run_dir: &Path, rows: &[(&str, u64)]) -> Result<(), StoreError> {
+        Self::record_stage_rows(run_dir, "similarity_rows", rows)
     }
 
     /// Sets the manifest's field `key` to the row counts of a corpus-level stage's tables.
@@ -312,6 +322,10 @@ mod tests {
         let v: serde_json::Value = read_json(&Manifest::path(&dir)).unwrap();
         assert_eq!(v["neurons_rows"]["neuron_stats"], 3);
         assert_eq!(v["nmf_rows"]["nmf_summary"], 5);
+        Manifest::record_similarity_rows(&dir, &[("similarity", 9)]).unwrap();
+        let v: serde_json::Value = read_json(&Manifest::path(&dir)).unwrap();
+        assert_eq!(v["similarity_rows"]["similarity"], 9);
+        assert_eq!(v["neurons_rows"]["neuron_stats"], 3);
         let mut m = Manifest {
             tokenlens_version: "0".into(),
             spec_path: "p.yaml".into(),
@@ -324,6 +338,7 @@ mod tests {
             status: "done".into(),
             nmf_rows: Some(BTreeMap::from([("nmf_summary".to_string(), 5)])),
             neurons_rows: Some(BTreeMap::from([("neuron_stats".to_string(), 3)])),
+            similarity_rows: Some(BTreeMap::from([("similarity".to_string(), 9)])),
         };
         m.shards.insert("a".into(), s.clone());
         m.shards.insert("b".into(), s);
@@ -332,6 +347,7 @@ mod tests {
             BTreeMap::from([
                 ("neuron_stats".to_string(), 3),
                 ("nmf_summary".to_string(), 5),
+                ("similarity".to_string(), 9),
                 ("tokens".to_string(), 14)
             ])
         );

@@ -1058,7 +1058,8 @@ table! {
     /// Layer similarity (`tokenlens compare`, docs/compare.md): one row per metric,
     /// representation and pair of layers, of run A and run B (or of run A with itself when one
     /// run is compared), over their matched positions or documents. Written into a comparison
-    /// directory, not a run.
+    /// directory, and into a run by `analyses.similarity` (the run's layers against each other,
+    /// as `tokenlens compare RUN_DIR --pairs all` computes them).
     "similarity" => SIMILARITY, Similarity, SimilarityRow<'a> {
         /// `cka_minibatch` (every layer pair; Nguyen et al. 2021), and over the `--pairs` layer
         /// pairs `cka` (Ecco's linear CKA), `cca`, `svcca` and `pwcca` (Ecco's).
@@ -1066,7 +1067,8 @@ table! {
         /// The representation compared: `residuals` (the residual stream) or `activations`
         /// (MLP neurons).
         source: Utf8,
-        /// Run A's directory as given to `tokenlens compare`.
+        /// Run A's directory as given to `tokenlens compare` (in a run's own table: its
+        /// `output.dir` as the spec resolves it).
         run_a: Utf8,
         /// The layer of run A: a residual index for `residuals`, a block index for
         /// `activations` (see *layer*).
@@ -1112,12 +1114,21 @@ pub static ALL_TABLES: &[&TableDef] = &[
     &SIMILARITY,
 ];
 
-/// The tables `tokenlens compare` writes into a comparison directory (never into a run).
+/// The tables `tokenlens compare` writes into a comparison directory.
 pub static COMPARISON_TABLES: &[&TableDef] = &[&DIFF, &DIFF_DOCS, &SIMILARITY];
 
-/// Whether a table belongs in a comparison directory rather than a run.
+/// The comparison tables a run may also hold: `similarity` (`analyses.similarity`, the run's
+/// own layers). The other comparison tables are never a run's.
+pub static RUN_AND_COMPARISON_TABLES: &[&TableDef] = &[&SIMILARITY];
+
+/// Whether `tokenlens compare` writes the table into a comparison directory.
 pub fn is_comparison_table(def: &TableDef) -> bool {
     COMPARISON_TABLES.iter().any(|t| t.name == def.name)
+}
+
+/// Whether a run directory may hold the table: every table but the comparison-only ones.
+pub fn is_run_table(def: &TableDef) -> bool {
+    !is_comparison_table(def) || RUN_AND_COMPARISON_TABLES.iter().any(|t| t.name == def.name)
 }
 
 /// The definition of a table by name.

@@ -472,6 +472,14 @@ fn all_tables_are_registered_and_unique() {
         .collect();
     assert_eq!(comparison, ["diff", "diff_docs", "similarity"]);
     assert_eq!(COMPARISON_TABLES.len(), comparison.len());
+    // Of them only `similarity` is also a run's (`analyses.similarity`).
+    let both: Vec<&str> = ALL_TABLES
+        .iter()
+        .filter(|t| is_comparison_table(t) && is_run_table(t))
+        .map(|t| t.name)
+        .collect();
+    assert_eq!(both, ["similarity"]);
+    assert_eq!(ALL_TABLES.iter().filter(|t| is_run_table(t)).count(), 24);
     // Every table with documents joins on doc_id, a non-null string.
     for t in ALL_TABLES {
         if let Some(c) = t.column("doc_id") {

@@ -25,7 +25,7 @@ if comparison:
     expected = {t: e["rows"] for t, e in manifest["tables"].items()}
     manifest["tables"] = list(expected)
     for t in manifest["tables"]:
-        assert kinds[t] == "comparison", f"{t} is a {kinds[t]} table"
+        assert kinds[t] in ("comparison", "both"), f"{t} is a {kinds[t]} table"
 else:
     manifest = json.load(open(run / "manifest.json"))
     assert manifest["status"] == "done", f"run status {manifest['status']}"
@@ -34,9 +34,13 @@ else:
     for shard in manifest["shards"].values():
         for table, n in shard["rows"].items():
             expected[table] = expected.get(table, 0) + n
-    # NMF and neuron tables cover the whole corpus: their rows are recorded once, by their stage.
+    # NMF, neuron and similarity tables cover the whole corpus: their rows are recorded once, by
+    # their stage.
     expected.update(manifest.get("nmf_rows", {}))
     expected.update(manifest.get("neurons_rows", {}))
+    expected.update(manifest.get("similarity_rows", {}))
+    for t in manifest["tables"]:
+        assert kinds[t] in ("run", "both"), f"{t} is a {kinds[t]} table"
 
 ARROW = {
     "string": {pa.string(), pa.large_string()},

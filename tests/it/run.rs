@@ -10,7 +10,7 @@ use arrow_array::cast::AsArray;
 use arrow_array::types::{Float16Type, Float32Type, Float64Type, Int8Type, Int32Type, Int64Type};
 use arrow_array::{Array, ArrayRef};
 use arrow_schema::DataType;
-use tokenlens::store::schema::{ALL_TABLES, NMF_SUMMARY, is_comparison_table};
+use tokenlens::store::schema::{ALL_TABLES, NMF_SUMMARY, SIMILARITY, is_run_table};
 
 use crate::common::{Tokenlens, batches, data_dir, real_fetched, scratch, tiny_spec};
 
@@ -45,6 +45,7 @@ analyses:
   attention: {layers: all, rollout: true}
   nmf: {n_components: 3, max_iter: 20, top_contexts: 2}
   neurons: {top_k: 2, context_tokens: 2}
+  similarity: {metrics: [cka_minibatch, cka]}
 interventions:
   - name: inhibit
     neurons: {layer: 1, ids: [0, 5, 9], value: zero}
@@ -116,11 +117,11 @@ fn rows(run: &Path, table: &str) -> Vec<Vec<Cell>> {
 }
 
 /// Every table a run of an unpaired dataset can write: all but `pairs` and `patching` (and the
-/// comparison tables, never a run's).
+/// comparison tables but `similarity`, never a run's).
 fn unpaired_tables() -> impl Iterator<Item = &'static str> {
     ALL_TABLES
         .iter()
-        .filter(|t| !is_comparison_table(t))
+        .filter(|t| is_run_table(t))
         .map(|t| t.name)
         .filter(|t| !["pairs", "patching"].contains(t))
 }
@@ -194,6 +195,7 @@ fn a_run_writes_every_table_and_its_manifest() {
             "predictions",
             "residuals",
             "saliency",
+            "similarity",
             "tokenize",
             "write"
         ]
@@ -221,6 +223,8 @@ fn a_run_writes_every_table_and_its_manifest() {
             &manifest["nmf_rows"][t]
         } else if t.starts_with("neuron_") {
             &manifest["neurons_rows"][t]
+        } else if t == SIMILARITY.name {
+            &manifest["similarity_rows"][t]
         } else {
             &shard["rows"][t]
         };
@@ -430,11 +434,49 @@ fn shards_union_to_the_whole_run() {
         "2",
         dir.join("out").to_str().unwrap(),
     ]);
+    // The run's own layer similarity is `tokenlens compare`'s, into a comparison directory: the
+    // values of the unsharded run's table.
+    assert!(!dir.join("out").join(SIMILARITY.name).exists());
+    BIN.ok(&[
+        "compare",
+        "-q",
+        dir.join("out").to_str().unwrap(),
+        "--out",
+        dir.join("cmp").to_str().unwrap(),
+        "--pairs",
+        "all",
+        "--metrics",
+        "cka-minibatch,cka",
+    ]);
+    // Without the run columns (each names its directory).
+    let values = |d: &Path| -> Vec<Vec<Cell>> {
+        let mut v: Vec<Vec<Cell>> = rows(d, SIMILARITY.name)
+            .into_iter()
+            .map(|r| {
+                vec![
+                    r[0].clone(),
+                    r[1].clone(),
+                    r[3].clone(),
+                    r[5].clone(),
+                    r[6].clone(),
+                    r[7].clone(),
+                ]
+            })
+            .collect();
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        v
+    };
+    let whole = values(&dir.join("whole"));
+    assert!(!whole.is_empty());
+    same_rows(&whole, &values(&dir.join("cmp")), SIMILARITY.name);
     for t in unpaired_tables() {
         if t.starts_with("nmf_") {
             // Same matrix, rows read in another order: equal up to rounding (which can move the
             // iteration where the tolerance stops), not bitwise.
             assert!(!rows(&dir.join("out"), t).is_empty(), "{t}");
+            continue;
+        }
+        if t == SIMILARITY.name {
             continue;
         }
         same_rows(&rows(&dir.join("whole"), t), &rows(&dir.join("out"), t), t);

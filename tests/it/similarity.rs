@@ -304,3 +304,99 @@ fn by_doc(dir: &Path, table: &str, column: &str) -> HashMap<String, usize> {
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
+
+/// `analyses.similarity` in a pipeline: the run's own layers against each other, the values of
+/// `tokenlens compare RUN --pairs all` (every metric: 24 prompts give more rows than the
+/// residual stream is wide), its rows in the manifest, its stage timed; a resumed run ends with
+/// the same table, also when the stage runs again; a sharded run skips it, naming the command.
+#[test]
+fn the_pipeline_writes_the_runs_own_layer_similarity() {
+    let spec_text = SPEC.replace(
+        "  residuals: {layers: all}\n",
+        "  residuals: {layers: all}\n  similarity: {sources: [residuals], pairs: all}\n",
+    );
+    let spec = tiny_spec(
+        "sim-pipeline",
+        &data(),
+        &spec_text.replace("MODEL", data_dir().join("tiny-llama").to_str().unwrap()),
+    );
+    let dir = spec.parent().unwrap().to_path_buf();
+    let spec = spec.to_str().unwrap();
+    BIN.ok(&["run", "-q", spec]);
+    let run = dir.join("out");
+    let own = similarity(&run);
+    // 5 metrics, 4 x 4 residual layers.
+    assert_eq!(own.len(), 5 * 16, "{own:?}");
+
+    let cmp = dir.join("cmp");
+    BIN.ok(&["compare", "-q", s(&run), "--out", s(&cmp), "--pairs", "all"]);
+    let theirs = similarity(&cmp);
+    assert_eq!(own.len(), theirs.len());
+    for (key, (v, rows)) in &own {
+        let (w, r) = theirs
+            .get(key)
+            .unwrap_or_else(|| panic!("{key:?}: not in the comparison"));
+        assert_eq!(rows, r, "{key:?}");
+        assert!(
+            (v - w).abs() <= 1e-9 || (v.is_nan() && w.is_nan()),
+            "{key:?}: run {v}, compare {w}"
+        );
+    }
+    // The run names itself by its output directory; its manifest has the rows and the stage.
+    let b = &batches(&run, "similarity")[0];
+    let run_a = b.column_by_name("run_a").unwrap().as_string::<i32>();
+    assert_eq!(run_a.value(0), s(&run));
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(m["similarity_rows"]["similarity"], own.len() as u64);
+    assert!(
+        m["tables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t == "similarity")
+    );
+    let stage = &m["shards"]["shard-000-of-001.json"]["stage_seconds"]["similarity"];
+    assert!(stage.as_f64().is_some_and(|x| x > 0.0), "{m}");
+
+    // Resumed when done: nothing changes. Resumed after a kill during the stage (the shard not
+    // yet done): the stage runs again and swaps in the same table.
+    let part = run.join("similarity/part-000-00000.parquet");
+    let bytes = std::fs::read(&part).unwrap();
+    let o = BIN.output(&["run", "--resume", spec]);
+    assert!(o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("is already done"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(std::fs::read(&part).unwrap() == bytes);
+    let status = run.join("shards/shard-000-of-001.json");
+    let text = std::fs::read_to_string(&status).unwrap();
+    std::fs::write(
+        &status,
+        text.replace("\"status\": \"done\"", "\"status\": \"running\""),
+    )
+    .unwrap();
+    std::fs::remove_dir_all(run.join("similarity")).unwrap();
+    BIN.ok(&["run", "-q", "--resume", spec]);
+    assert!(std::fs::read(&part).unwrap() == bytes, "the stage again");
+    assert_eq!(similarity(&run).len(), own.len());
+
+    // Sharded: each shard skips the stage and says what to run once all are done.
+    std::fs::remove_dir_all(&run).unwrap();
+    let o = BIN.output(&["run", "--shard", "0/2", spec]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(&format!(
+            "note: analyses.similarity runs over the whole corpus: once every shard is done, run \
+             `tokenlens compare {} --out DIR --pairs all --similarity residuals --metrics \
+             cka-minibatch,cka,cca,svcca,pwcca --minibatch 256 --svcca-dims 20 --memory-mib \
+             2048` (it writes the table into the comparison directory DIR)",
+            run.display()
+        )),
+        "{err}"
+    );
+    assert!(!run.join("similarity").exists());
+}

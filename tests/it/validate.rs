@@ -85,7 +85,7 @@ fn the_quickstart_pipeline_is_valid() {
     let spec = spec.to_str().unwrap();
     let out = BIN.ok(&["validate", "--no-model", spec]);
     assert!(out.contains("42 prompts from"), "{out}");
-    assert!(out.contains("18 tables"), "{out}");
+    assert!(out.contains("19 tables"), "{out}");
     let Some(model) = real_model() else { return };
     let cache = model.parent().unwrap().parent().unwrap();
     let o = BIN
@@ -322,4 +322,54 @@ fn a_watched_token_outside_the_models_vocabulary_is_refused() {
         err.replace(dir.to_str().unwrap(), "DIR").trim_end(),
         format!("error: {expected}")
     );
+}
+
+/// `analyses.similarity`'s bad values, each with its key and exit code 1: an unknown key (with
+/// its line and column), `diagonal` pairs within one run, a source the spec does not record, and
+/// numbers out of range.
+#[test]
+fn bad_similarity_options() {
+    let with = |name: &str, sim: &str| {
+        tiny_spec(
+            name,
+            DATA,
+            &GOOD.replace(
+                "output:",
+                &format!("  residuals:\n  similarity: {sim}\noutput:"),
+            ),
+        )
+    };
+    fails(
+        &with("validate-sim-key", "{pair: all}"),
+        "DIR/spec.yaml:11:16: analyses.similarity: unknown field `pair`, expected one of \
+         `sources`, `metrics`, `pairs`, `minibatch`, `svcca_dims`, `memory_mib`",
+    );
+    fails(
+        &with("validate-sim-diagonal", "{pairs: diagonal}"),
+        "DIR/spec.yaml: analyses.similarity.pairs: `diagonal` pairs each layer with itself \
+         within one run (always 1): use `all` (the default; `diagonal` is for `tokenlens \
+         compare RUN_A RUN_B`)",
+    );
+    fails(
+        &with("validate-sim-source", "{sources: [activations]}"),
+        "DIR/spec.yaml: analyses.similarity.sources: `activations` is not recorded: add \
+         analyses.activations",
+    );
+    fails(
+        &with(
+            "validate-sim-ranges",
+            "{minibatch: 2, svcca_dims: 0, memory_mib: 2000000}",
+        ),
+        "DIR/spec.yaml: analyses.similarity.minibatch: must be in 4..=65536, got 2\n\
+         DIR/spec.yaml: analyses.similarity.svcca_dims: must be in 1..=100000, got 0\n\
+         DIR/spec.yaml: analyses.similarity.memory_mib: must be in 16..=1048576, got 2000000",
+    );
+    // The same message from `tokenlens run`, before anything is written.
+    let spec = with("validate-sim-run", "{pairs: diagonal}");
+    let err = Tokenlens::RUN.fails(&["run", "-q", spec.to_str().unwrap()]);
+    assert!(
+        err.contains("analyses.similarity.pairs: `diagonal` pairs each layer with itself"),
+        "{err}"
+    );
+    assert!(!spec.parent().unwrap().join("out").exists());
 }

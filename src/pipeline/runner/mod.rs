@@ -80,11 +80,12 @@ pub fn run(spec: &PipelineSpec, opts: &RunOptions) -> Result<RunReport> {
     let nmf = nmf_spec(spec, prep.model.config.n_layers)?;
     let neurons = neurons_spec(spec, prep.model.config.n_layers)?;
     drop(prep);
-    if nmf.is_some() || neurons.is_some() {
+    if nmf.is_some() || neurons.is_some() || spec.analyses.similarity.is_some() {
         crate::release_free_memory();
     }
     corpus_nmf(spec, opts, nmf, &mut status)?;
     corpus_neurons(spec, opts, neurons, &mut status)?;
+    corpus_similarity(spec, opts, &mut status)?;
     finish(&root, shard, &mut status)?;
     Ok(RunReport {
         run_dir: root,
@@ -232,6 +233,7 @@ fn open_run(spec: &PipelineSpec, opts: &RunOptions, prep: &Prepared) -> Result<O
             status: "running".into(),
             nmf_rows: None,
             neurons_rows: None,
+            similarity_rows: None,
         };
         if !manifest_path.exists() {
             manifest.write(&root)?;
@@ -521,6 +523,33 @@ fn corpus_neurons(
             "note: analyses.neurons runs over the whole corpus: once every shard is done, run \
              `tokenlens neurons {}`",
             root.display()
+        );
+    }
+    Ok(())
+}
+
+/// The layer similarity of the run's own layers (`analyses.similarity`): over every shard's
+/// representations, so only an unsharded run does it here; a sharded run's last step is
+/// `tokenlens compare RUN_DIR --out DIR --pairs all` once every shard is done.
+fn corpus_similarity(
+    spec: &PipelineSpec,
+    opts: &RunOptions,
+    status: &mut ShardStatus,
+) -> Result<()> {
+    let Some(command) = super::similarity_stage::compare_command(spec) else {
+        return Ok(());
+    };
+    let root = &spec.output.dir;
+    if opts.shard.count == 1 {
+        let t = Instant::now();
+        // Its row count goes to the manifest's `similarity_rows` (a corpus table).
+        super::similarity_stage::run_stage(root, spec, opts.quiet)?;
+        status.seconds += t.elapsed().as_secs_f64();
+        status.add_stage("similarity", t.elapsed().as_secs_f64());
+    } else if !opts.quiet {
+        eprintln!(
+            "note: analyses.similarity runs over the whole corpus: once every shard is done, run \
+             `{command}` (it writes the table into the comparison directory DIR)"
         );
     }
     Ok(())

@@ -364,6 +364,8 @@ pub struct AnalysesSpec {
     #[serde(default, deserialize_with = "enabled")]
     pub neurons: Option<NeuronsSpec>,
     #[serde(default, deserialize_with = "enabled")]
+    pub similarity: Option<SimilaritySpec>,
+    #[serde(default, deserialize_with = "enabled")]
     pub patching: Option<PatchingSpec>,
 }
 
@@ -748,6 +750,110 @@ impl Default for NeuronsSpec {
             layers: Selection::All,
         }
     }
+}
+
+/// Layer similarity of the run's own layers, each recorded layer against every other (table
+/// `similarity`; docs/compare.md), read from the `residuals` and/or `activations` tables after
+/// the run: what `tokenlens compare RUN_DIR --out DIR --pairs all` computes, with the same
+/// options.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SimilaritySpec {
+    /// The representations compared: `residuals` and/or `activations`, each recorded by the
+    /// spec. Default: every one of them the spec records.
+    pub sources: Option<Vec<SimilaritySource>>,
+    /// `cka_minibatch` (every layer pair), `cka`, `cca`, `svcca`, `pwcca` (the `pairs`). Default:
+    /// all five, as `tokenlens compare`.
+    pub metrics: Vec<SimilarityMetric>,
+    /// Layer pairs of the exact metrics: `all` (default, and the only choice within one run:
+    /// `diagonal` would compare each layer with itself).
+    pub pairs: SimilarityPairs,
+    /// Rows per batch of `cka_minibatch`. Default: 256.
+    pub minibatch: usize,
+    /// Principal directions per side kept by SVCCA. Default: 20.
+    pub svcca_dims: usize,
+    /// MiB the exact metrics' accumulators may hold; more pairs take more passes over the
+    /// table. Default: 2048.
+    pub memory_mib: usize,
+}
+
+impl Default for SimilaritySpec {
+    fn default() -> Self {
+        SimilaritySpec {
+            sources: None,
+            metrics: vec![
+                SimilarityMetric::CkaMinibatch,
+                SimilarityMetric::Cka,
+                SimilarityMetric::Cca,
+                SimilarityMetric::Svcca,
+                SimilarityMetric::Pwcca,
+            ],
+            pairs: SimilarityPairs::All,
+            minibatch: 256,
+            svcca_dims: 20,
+            memory_mib: 2048,
+        }
+    }
+}
+
+impl AnalysesSpec {
+    /// The representations `analyses.similarity` compares: its `sources`, or by default every
+    /// one the spec records (residuals first). Empty without the analysis.
+    pub fn similarity_sources(&self) -> Vec<SimilaritySource> {
+        match &self.similarity {
+            None => vec![],
+            Some(SimilaritySpec {
+                sources: Some(s), ..
+            }) => s.clone(),
+            Some(_) => [
+                (SimilaritySource::Residuals, self.residuals.is_some()),
+                (SimilaritySource::Activations, self.activations.is_some()),
+            ]
+            .into_iter()
+            .filter(|(_, on)| *on)
+            .map(|(s, _)| s)
+            .collect(),
+        }
+    }
+}
+
+/// A representation `analyses.similarity` reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SimilaritySource {
+    /// The residual stream (table `residuals`).
+    Residuals,
+    /// MLP activations (table `activations`).
+    Activations,
+}
+
+impl SimilaritySource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SimilaritySource::Residuals => "residuals",
+            SimilaritySource::Activations => "activations",
+        }
+    }
+}
+
+/// A layer-similarity metric (the `metric` column's names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SimilarityMetric {
+    CkaMinibatch,
+    Cka,
+    Cca,
+    Svcca,
+    Pwcca,
+}
+
+/// Layer pairs of the exact similarity metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SimilarityPairs {
+    All,
+    /// Accepted by the parser so that validation can say why it is refused.
+    Diagonal,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]

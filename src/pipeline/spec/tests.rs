@@ -387,13 +387,14 @@ fn quickstart_spec_is_valid() {
             && a.attention.as_ref().is_some_and(|at| at.rollout)
             && a.nmf.is_some()
             && a.neurons.is_some()
+            && a.similarity.is_some()
     );
     // Every table but `pairs` and `patching` (the quickstart dataset is not paired) and the
-    // three of interventions (pipelines/interventions.yaml); the comparison tables are never a
-    // run's.
+    // three of interventions (pipelines/interventions.yaml); of the comparison tables only
+    // `similarity` is a run's.
     let run_tables = crate::store::schema::ALL_TABLES
         .iter()
-        .filter(|t| !crate::store::schema::is_comparison_table(t))
+        .filter(|t| crate::store::schema::is_run_table(t))
         .count();
     assert_eq!(s.tables().len(), run_tables - 5);
     assert!(!s.tables().contains(&"pairs") && !s.tables().contains(&"patching"));
@@ -713,5 +714,129 @@ fn neurons_options_and_their_checks() {
             .unwrap_err()
             .to_string(),
         "pipelines/x.yaml: analyses.neurons.layers: layers [3, 1] are not among analyses.activations.layers [0, 4]"
+    );
+}
+
+/// `analyses.similarity`: its defaults (every recorded source, `tokenlens compare`'s metrics,
+/// every pair), and every bad value: an unknown key, `diagonal` pairs, a source the spec does not
+/// record, no source at all, empty and repeated lists, numbers out of range.
+#[test]
+fn similarity_options_and_their_checks() {
+    let s = parse(&format!(
+        "{MINIMAL}analyses:\n  activations:\n  residuals:\n  similarity:\n"
+    ))
+    .unwrap();
+    let sim = s.analyses.similarity.as_ref().unwrap();
+    assert_eq!(*sim, SimilaritySpec::default());
+    assert_eq!(
+        s.analyses.similarity_sources(),
+        [SimilaritySource::Residuals, SimilaritySource::Activations]
+    );
+    assert_eq!(sim.metrics.len(), 5);
+    assert_eq!(sim.pairs, SimilarityPairs::All);
+    assert_eq!(
+        (sim.minibatch, sim.svcca_dims, sim.memory_mib),
+        (256, 20, 2048)
+    );
+    assert_eq!(
+        s.tables(),
+        [
+            "tokens",
+            "generations",
+            "activations",
+            "residuals",
+            "similarity"
+        ]
+    );
+    let s = parse(&format!(
+        "{MINIMAL}analyses:\n  residuals:\n  similarity: {{sources: [residuals], metrics: \
+         [cka_minibatch, cka], pairs: all, minibatch: 4, svcca_dims: 100000, memory_mib: 16}}\n"
+    ))
+    .unwrap();
+    assert_eq!(
+        s.analyses.similarity_sources(),
+        [SimilaritySource::Residuals]
+    );
+    // Only the residuals recorded: the default takes them alone.
+    let s = parse(&format!(
+        "{MINIMAL}analyses:\n  residuals:\n  similarity:\n"
+    ))
+    .unwrap();
+    assert_eq!(
+        s.analyses.similarity_sources(),
+        [SimilaritySource::Residuals]
+    );
+
+    let e = err(&format!(
+        "{MINIMAL}analyses:\n  residuals:\n  similarity: {{metric: [cka]}}\n"
+    ));
+    assert!(
+        e.contains(
+            "analyses.similarity: unknown field `metric`, expected one of `sources`, `metrics`, \
+             `pairs`, `minibatch`, `svcca_dims`, `memory_mib`"
+        ),
+        "{e}"
+    );
+    let e = err(&format!(
+        "{MINIMAL}analyses:\n  residuals:\n  similarity: {{metrics: [cka, kca]}}\n"
+    ));
+    assert!(e.contains("unknown variant `kca`"), "{e}");
+    assert_eq!(
+        err(&format!(
+            "{MINIMAL}analyses:\n  residuals:\n  similarity: {{pairs: diagonal}}\n"
+        )),
+        "pipelines/x.yaml: analyses.similarity.pairs: `diagonal` pairs each layer with itself \
+         within one run (always 1): use `all` (the default; `diagonal` is for `tokenlens compare \
+         RUN_A RUN_B`)"
+    );
+    assert_eq!(
+        err(&format!(
+            "{MINIMAL}analyses:\n  residuals:\n  similarity: {{sources: [residuals, activations]}}\n"
+        )),
+        "pipelines/x.yaml: analyses.similarity.sources: `activations` is not recorded: add \
+         analyses.activations"
+    );
+    assert_eq!(
+        err(&format!(
+            "{MINIMAL}analyses:\n  activations:\n  similarity: {{sources: [residuals]}}\n"
+        )),
+        "pipelines/x.yaml: analyses.similarity.sources: `residuals` is not recorded: add \
+         analyses.residuals"
+    );
+    assert_eq!(
+        err(&format!("{MINIMAL}analyses:\n  similarity:\n")),
+        "pipelines/x.yaml: analyses.similarity: reads the residuals or activations table: add \
+         analyses.residuals (or analyses.activations)"
+    );
+    let e = err(&format!(
+        "{MINIMAL}analyses:\n  residuals:\n  similarity: {{sources: [], metrics: [], \
+         minibatch: 3, svcca_dims: 0, memory_mib: 15}}\n"
+    ));
+    assert_eq!(
+        e.lines().collect::<Vec<_>>(),
+        [
+            "pipelines/x.yaml: analyses.similarity.sources: list at least one of residuals, \
+             activations (or omit it for every one recorded)",
+            "pipelines/x.yaml: analyses.similarity.metrics: list at least one of cka_minibatch, \
+             cka, cca, svcca, pwcca",
+            "pipelines/x.yaml: analyses.similarity.minibatch: must be in 4..=65536, got 3",
+            "pipelines/x.yaml: analyses.similarity.svcca_dims: must be in 1..=100000, got 0",
+            "pipelines/x.yaml: analyses.similarity.memory_mib: must be in 16..=1048576, got 15",
+        ]
+    );
+    let e = err(&format!(
+        "{MINIMAL}analyses:\n  residuals:\n  similarity: {{sources: [residuals, residuals], \
+         metrics: [cka, cka], minibatch: 65537, svcca_dims: 100001, memory_mib: 1048577}}\n"
+    ));
+    assert_eq!(
+        e.lines().collect::<Vec<_>>(),
+        [
+            "pipelines/x.yaml: analyses.similarity.sources: lists a source twice",
+            "pipelines/x.yaml: analyses.similarity.metrics: lists a metric twice",
+            "pipelines/x.yaml: analyses.similarity.minibatch: must be in 4..=65536, got 65537",
+            "pipelines/x.yaml: analyses.similarity.svcca_dims: must be in 1..=100000, got 100001",
+            "pipelines/x.yaml: analyses.similarity.memory_mib: must be in 16..=1048576, got \
+             1048577",
+        ]
     );
 }

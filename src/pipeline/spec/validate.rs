@@ -12,7 +12,7 @@ use crate::store::schema::{
     ACTIVATIONS, ALL_TABLES, ATTENTION, ATTENTION_ROLLOUT, GENERATIONS, INTERVENTION_EDITS,
     INTERVENTION_TOKENS, INTERVENTIONS, LENS, LENS_TOPK, NEURON_STATS, NEURON_TOP_CONTEXTS,
     NMF_COMPONENTS, NMF_FACTORS, NMF_SUMMARY, NMF_TOP_CONTEXTS, PAIRS, PATCHING, PREDICTIONS,
-    RESIDUALS, SALIENCY, SALIENCY_COMPLETENESS, TOKENS, TableDef, WATCH,
+    RESIDUALS, SALIENCY, SALIENCY_COMPLETENESS, SIMILARITY, TOKENS, TableDef, WATCH,
 };
 
 /// The model dimensions the spec is checked against.
@@ -108,6 +108,13 @@ pub mod ranges {
     /// 12 bytes per context and neuron of the chosen layers.
     pub const NEURONS_TOP_K: (usize, usize) = (1, 1000);
     pub const NEURONS_CONTEXT_TOKENS: (usize, usize) = (0, 1000);
+    /// Rows per minibatch of `cka_minibatch` (`analyses.similarity.minibatch`, `tokenlens
+    /// compare --minibatch`): memory is a few batch × batch matrices per layer.
+    pub const SIMILARITY_MINIBATCH: (usize, usize) = (4, 65_536);
+    /// SVCCA's principal directions per side (`svcca_dims`, `--svcca-dims`).
+    pub const SIMILARITY_SVCCA_DIMS: (usize, usize) = (1, 100_000);
+    /// MiB for the exact metrics' accumulators (`memory_mib`, `--memory-mib`).
+    pub const SIMILARITY_MEMORY_MIB: (usize, usize) = (16, 1_048_576);
 }
 
 /// `must be in LO..=HI, got V` unless `v` is in the range.
@@ -566,6 +573,81 @@ impl PipelineSpec {
                 "reads the activations table: add analyses.activations (its layers)".into()
             });
         }
+        if let Some(sim) = &a.similarity {
+            Self::check_similarity(a, sim, p);
+        }
+    }
+
+    /// `analyses.similarity`: its sources recorded, metrics listed once, pairs `all`, numbers
+    /// in range.
+    fn check_similarity(a: &AnalysesSpec, sim: &SimilaritySpec, p: &mut Problems) {
+        let key = "analyses.similarity.sources";
+        match &sim.sources {
+            Some(v) => {
+                p.check(!v.is_empty(), key, || {
+                    "list at least one of residuals, activations (or omit it for every one \
+                     recorded)"
+                        .into()
+                });
+                p.check(no_duplicates(v), key, || "lists a source twice".into());
+                for s in v {
+                    let recorded = match s {
+                        SimilaritySource::Residuals => a.residuals.is_some(),
+                        SimilaritySource::Activations => a.activations.is_some(),
+                    };
+                    p.check(recorded, key, || {
+                        format!(
+                            "`{}` is not recorded: add analyses.{}",
+                            s.as_str(),
+                            s.as_str()
+                        )
+                    });
+                }
+            }
+            None => p.check(
+                a.residuals.is_some() || a.activations.is_some(),
+                "analyses.similarity",
+                || {
+                    "reads the residuals or activations table: add analyses.residuals (or \
+                     analyses.activations)"
+                        .into()
+                },
+            ),
+        }
+        let key = "analyses.similarity.metrics";
+        p.check(!sim.metrics.is_empty(), key, || {
+            "list at least one of cka_minibatch, cka, cca, svcca, pwcca".into()
+        });
+        p.check(no_duplicates(&sim.metrics), key, || {
+            "lists a metric twice".into()
+        });
+        p.check(
+            sim.pairs == SimilarityPairs::All,
+            "analyses.similarity.pairs",
+            || {
+                "`diagonal` pairs each layer with itself within one run (always 1): use `all` \
+                 (the default; `diagonal` is for `tokenlens compare RUN_A RUN_B`)"
+                    .into()
+            },
+        );
+        in_range(
+            p,
+            "analyses.similarity.minibatch",
+            sim.minibatch,
+            ranges::SIMILARITY_MINIBATCH,
+        );
+        in_range(
+            p,
+            "analyses.similarity.svcca_dims",
+            sim.svcca_dims,
+            ranges::SIMILARITY_SVCCA_DIMS,
+        );
+        in_range(
+            p,
+            "analyses.similarity.memory_mib",
+            sim.memory_mib,
+            ranges::SIMILARITY_MEMORY_MIB,
+        );
     }
 
     /// Checks what needs the model's dimensions: layer and head indices in range, and room in the
@@ -798,7 +880,7 @@ impl PipelineSpec {
         let nmf = a.nmf.is_some();
         let neurons = a.neurons.is_some();
         let iv = !self.interventions.is_empty();
-        let written: [(&TableDef, bool); 23] = [
+        let written: [(&TableDef, bool); 24] = [
             (&TOKENS, true),
             (&GENERATIONS, true),
             (&PAIRS, !self.dataset.pair_fields().is_empty()),
@@ -825,6 +907,7 @@ impl PipelineSpec {
             (&NMF_TOP_CONTEXTS, nmf),
             (&NEURON_TOP_CONTEXTS, neurons),
             (&NEURON_STATS, neurons),
+            (&SIMILARITY, a.similarity.is_some()),
         ];
         ALL_TABLES
             .iter()
