@@ -199,7 +199,7 @@ impl Progress {
         };
         bar.set_style(
             ProgressStyle::with_template(
-                "{prefix} {bar:30} {pos}/{len} documents  {per_sec}  ETA {eta}  {msg}",
+                "{prefix} {bar:30} {pos}/{len}  {per_sec}  ETA {eta}  {msg}",
             )
             .expect("a valid template")
             .progress_chars("=> "),
@@ -207,7 +207,7 @@ impl Progress {
         Progress { bar }
     }
 
-    /// A step starts, over `docs` documents.
+    /// A step starts, over `docs` items (documents, or positions: `step` says which).
     pub fn start(&self, step: &str, docs: u64) {
         self.bar.set_prefix(step.to_string());
         self.bar.set_length(docs);
@@ -262,7 +262,10 @@ pub fn compare(
     let (mut compared, mut skipped, mut tables) = (Vec::new(), Vec::new(), BTreeMap::new());
     for step in steps {
         let t = Instant::now();
-        progress.start(step.name(), matching.docs.len() as u64);
+        progress.start(
+            &format!("{} (documents)", step.name()),
+            matching.docs.len() as u64,
+        );
         let r = step.run(&cx)?;
         seconds.insert(step.name().to_string(), t.elapsed().as_secs_f64());
         compared.extend(r.compared);

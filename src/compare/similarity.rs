@@ -428,12 +428,16 @@ impl SimilarityStep {
                 .map_err(|e| e.to_string())?;
             progress.start(
                 &format!(
-                    "similarity {} pass {}/{}",
+                    "similarity {} pass {}/{} ({})",
                     a.source.as_str(),
                     pass + 1,
-                    n_passes
+                    n_passes,
+                    match gran {
+                        Granularity::Position => "positions",
+                        Granularity::Document => "documents",
+                    }
                 ),
-                items.len() as u64,
+                rows as u64,
             );
             let mut err: Option<SimilarityError> = None;
             for_each_chunk(a, b, items, gran, o.chunk_rows, |c| {
@@ -449,7 +453,7 @@ impl SimilarityStep {
                 {
                     err.get_or_insert(e);
                 }
-                progress.inc(0);
+                progress.inc(c.rows as u64);
                 Ok(())
             })
             .map_err(|e| e.to_string())?;

@@ -108,7 +108,9 @@ pub fn run_stage(run_dir: &Path, spec: &PipelineSpec, quiet: bool) -> Result<Sim
         });
     };
     let staging = Staging::create(run_dir)?;
-    let name = spec.output.dir.to_string_lossy();
+    // The run's directory name: the same whatever the working directory the spec was run from.
+    let dir = &spec.output.dir;
+    let name = dir.file_name().unwrap_or(dir.as_os_str()).to_string_lossy();
     let r = within_run(run_dir, &name, &opts, staging.run_dir(), quiet).map_err(Error::from)?;
     staging.commit(&[&SIMILARITY])?;
     let rows: u64 = r.tables.iter().map(|t| t.rows).sum();

@@ -27,6 +27,7 @@ pub static VIEWED_TABLES: &[&TableDef] = &[
     &schema::NMF_TOP_CONTEXTS,
     &schema::NEURON_TOP_CONTEXTS,
     &schema::NEURON_STATS,
+    &schema::SIMILARITY,
     &schema::INTERVENTIONS,
     &schema::INTERVENTION_TOKENS,
     &schema::INTERVENTION_EDITS,

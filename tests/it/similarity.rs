@@ -313,7 +313,7 @@ fn s(p: &Path) -> &str {
 fn the_pipeline_writes_the_runs_own_layer_similarity() {
     let spec_text = SPEC.replace(
         "  residuals: {layers: all}\n",
-        "  residuals: {layers: all}\n  similarity: {sources: [residuals], pairs: all}\n",
+        "  residuals: {layers: all}\n  similarity: {sources: [residuals], metrics: [cka_minibatch, cka, cca, svcca, pwcca], pairs: all}\n",
     );
     let spec = tiny_spec(
         "sim-pipeline",
@@ -342,10 +342,10 @@ fn the_pipeline_writes_the_runs_own_layer_similarity() {
             "{key:?}: run {v}, compare {w}"
         );
     }
-    // The run names itself by its output directory; its manifest has the rows and the stage.
+    // The run names itself by its directory's name; its manifest has the rows and the stage.
     let b = &batches(&run, "similarity")[0];
     let run_a = b.column_by_name("run_a").unwrap().as_string::<i32>();
-    assert_eq!(run_a.value(0), s(&run));
+    assert_eq!(run_a.value(0), run.file_name().unwrap().to_str().unwrap());
     let m: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(m["similarity_rows"]["similarity"], own.len() as u64);

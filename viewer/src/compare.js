@@ -35,8 +35,9 @@ function summary(run, info) {
     info ? h('details', {}, h('summary', {}, 'comparison.json'), h('pre', {}, JSON.stringify(info, null, 2))) : null)
 }
 
-// The layer x layer heatmap of one metric, source and pair of runs.
-async function similarity(run, info, params) {
+// The layer x layer heatmap of one metric, source and pair of runs (also a run's own table:
+// main.js's #/similarity).
+export async function similarity(run, info, params) {
   if (!run.has('similarity')) return missing('similarity', 'run `tokenlens compare` on runs with a residuals or activations table')
   const rows = await run.read('similarity', ['metric', 'source', 'run_a', 'layer_a', 'run_b', 'layer_b', 'value', 'rows'])
   const metrics = [...new Set(rows.map(r => r.metric))].sort()

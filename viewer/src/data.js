@@ -55,13 +55,13 @@ export class Run {
   has(table) { return (this.files.tables[table] || []).length > 0 }
 
   // Row counts the manifest records, by table: the runner's tables summed over the shards
-  // (shards.<name>.rows), the NMF and neuron tables from `nmf_rows` and `neurons_rows` (written
-  // by those stages, corpus-wide). A table the manifest does not count is absent.
+  // (shards.<name>.rows), the NMF, neuron and similarity tables from `nmf_rows`, `neurons_rows`
+  // and `similarity_rows` (written by those stages, corpus-wide). A table the manifest does not count is absent.
   rowCounts() {
     const m = this.manifest || {}
     const rows = {}
     for (const s of Object.values(m.shards || {})) for (const [t, n] of Object.entries(s.rows || {})) rows[t] = (rows[t] || 0) + n
-    for (const [t, n] of Object.entries({ ...m.nmf_rows, ...m.neurons_rows })) rows[t] = (rows[t] || 0) + n
+    for (const [t, n] of Object.entries({ ...m.nmf_rows, ...m.neurons_rows, ...m.similarity_rows })) rows[t] = (rows[t] || 0) + n
     return rows
   }
 

@@ -1,7 +1,7 @@
 // The tokenlens viewer: a run overview and, per document, its tokens, saliency, predictions,
 // logit lens, watched tokens, attention, NMF factors, patching and interventions; and neuron
-// pages. Routes: #/ (with ?q=, page=, per=), #/doc/<id>/<tab>, #/neurons and
-// #/neuron/<layer>/<index>.
+// pages; the run's own layer similarity. Routes: #/ (with ?q=, page=, per=), #/doc/<id>/<tab>,
+// #/neurons, #/neuron/<layer>/<index> and #/similarity (?metric=, source=, pair=).
 import { Run } from './data.js'
 import { h, chip, missing, showTip, hideTip } from './ui.js'
 import { overview, overviewLink } from './overview.js'
@@ -11,7 +11,7 @@ import { attentionView } from './attention.js'
 import { nmfView } from './nmf.js'
 import { patchingView } from './patching.js'
 import { interventionsView } from './interventions.js'
-import { comparisonPage } from './compare.js'
+import { comparisonPage, similarity } from './compare.js'
 import { neuronPage } from './neurons.js'
 
 const TABS = [
@@ -66,8 +66,14 @@ async function route() {
   hideTip()
   const m = location.hash.match(/^#\/doc\/([^/]+)(?:\/(\w+))?/)
   const n = location.hash.match(/^#\/neurons?(?:\/(\d+)\/(\d+))?\/?$/)
+  const s = location.hash.match(/^#\/similarity(?:\?(.*))?$/)
   try {
     if (run.comparison) app().replaceChildren(await comparisonPage(run, run.comparison))
+    else if (s) app().replaceChildren(h('div', { id: 'run-similarity' },
+      h('p', {}, h('a', { href: overviewLink(), id: 'back' }, '← all documents')),
+      h('h1', {}, 'Layer similarity'),
+      h('p', { class: 'note' }, 'This run\'s layers against each other (analyses.similarity; docs/compare.md).'),
+      await similarity(run, null, new URLSearchParams(s[1] || ''))))
     else if (m) await documentPage(decodeURIComponent(m[1]), m[2] || 'saliency')
     else if (n) app().replaceChildren(await neuronPage(run, n[1] == null ? null : Number(n[1]), n[2] == null ? null : Number(n[2])))
     else app().replaceChildren(await overview(run))
@@ -87,6 +93,7 @@ async function start() {
   const m = run.manifest
   document.getElementById('run-title').textContent = run.comparison ? 'comparison' : m ? (m.spec?.description || m.spec_path || '') : 'no manifest.json'
   if (run.has('neuron_stats')) document.getElementById('nav-neurons').hidden = false
+  if (run.has('similarity')) document.getElementById('nav-similarity').hidden = false
   window.addEventListener('hashchange', () => { delete app().dataset.ready; route() })
   document.addEventListener('scroll', hideTip, { passive: true })
   route()

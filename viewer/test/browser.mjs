@@ -10,7 +10,9 @@
 // that the overview's row counts are the manifest's (the NMF tables' included), the patching
 // effects, the interventions (rows, texts, highlighted tokens from diverges_at, the dataset's
 // changed counts; a run without them has no tab), the neuron pages (statistics and top contexts,
-// reached with the form and from the NMF factor weights), and that missing tables are reported;
+// reached with the form and from the NMF factor weights), the run's own layer-similarity heatmap
+// (every cell against the table: compare-checks.mjs' similarityChecks), and that missing tables
+// are reported;
 // on a comparison directory, the checks of compare-checks.mjs instead. Fails on any page error.
 // Saves screenshots.
 import { spawn } from 'node:child_process'
@@ -20,7 +22,7 @@ import { createInterface } from 'node:readline'
 import { chromium } from 'playwright-core'
 import { asyncBufferFromFile, parquetReadObjects } from 'hyparquet'
 import { decompress } from 'fzstd'
-import { compareChecks } from './compare-checks.mjs'
+import { compareChecks, similarityChecks } from './compare-checks.mjs'
 
 const [bin, runDir, shots = 'screenshots'] = process.argv.slice(2)
 if (!bin || !runDir) { console.error('usage: node test/browser.mjs TOKENLENS_BIN RUN_DIR [SCREENSHOT_DIR]'); process.exit(2) }
@@ -372,6 +374,12 @@ try {
       check(opened && await page.$$eval('#iv-rows .iv-row', rs => rs.length) === 1 + n, `clicking ${target} opens its interventions (${1 + n} rows)`)
     }
   }
+
+  // The run's own layer similarity (analyses.similarity): the header links to it when the run
+  // has the table, and every heatmap cell equals the table.
+  const ownSim = await table('similarity')
+  check((await page.$('#nav-similarity:not([hidden])') != null) === !!ownSim, ownSim ? 'the header links to the layer-similarity page' : 'a run without a similarity table: no layer-similarity link')
+  if (ownSim) await similarityChecks({ page, url, table, check, shots, where: 'run' })
 
   // Neuron pages: the layer list, a neuron picked with the form (the largest peak of the middle
   // layer), its statistics and its top contexts (value, document, position, the text before, the

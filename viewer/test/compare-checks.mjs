@@ -7,6 +7,38 @@
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 
+// The layer-similarity heatmap (#/similarity, a comparison's or a run's own table `similarity`):
+// every metric x source the page offers, every cell against the table.
+export async function similarityChecks({ page, url, table, check, shots, where }) {
+  const go = async hash => {
+    await page.goto(`${url}${hash}`)
+    await page.waitForSelector('#app[data-ready]', { timeout: 20000 })
+  }
+  const sim = await table('similarity')
+  if (!sim) {
+    console.log(`no similarity table in this ${where}`)
+    return
+  }
+  const combos = [...new Set(sim.map(r => `${r.metric}|${r.source}`))]
+  const pair = `${sim.at(-1).run_a}\u0000${sim.at(-1).run_b}`
+  let cells = 0, bad = []
+  for (const combo of combos) {
+    const [metric, source] = combo.split('|')
+    await go(`#/similarity?${new URLSearchParams({ metric, source, pair })}`)
+    const shown = await page.$$eval('#similarity-heatmap td[data-a]', tds => tds.map(td => [Number(td.dataset.a), Number(td.dataset.b), Number(td.dataset.value)]))
+    const want = sim.filter(r => r.metric === metric && r.source === source && `${r.run_a}\u0000${r.run_b}` === pair)
+    const byKey = new Map(want.map(r => [`${r.layer_a},${r.layer_b}`, r.value]))
+    for (const [a, b, v] of shown) {
+      const w = byKey.get(`${a},${b}`)
+      if (!(w === v || (Number.isNaN(w) && Number.isNaN(v)))) bad.push(`${combo} ${a},${b}: ${v} != ${w}`)
+    }
+    if (shown.length !== want.length) bad.push(`${combo}: ${shown.length} cells, table ${want.length}`)
+    cells += shown.length
+  }
+  check(cells > 0 && bad.length === 0, `${where}'s similarity heatmaps: ${cells} cells over ${combos.length} metric/representation views equal the table${bad.length ? `; ${bad.slice(0, 5).join('; ')}` : ''}`)
+  await page.screenshot({ path: join(shots, `${where}-similarity.png`), fullPage: true })
+}
+
 export async function compareChecks({ page, url, table, check, runDir, shots, errors }) {
   const info = JSON.parse(readFileSync(join(runDir, 'comparison.json'), 'utf8'))
   const ready = () => page.waitForSelector('#app[data-ready]', { timeout: 20000 })
@@ -18,28 +50,7 @@ export async function compareChecks({ page, url, table, check, runDir, shots, er
   const summary = await page.$eval('#comparison-summary', el => el.textContent)
   check(summary.includes(String(info.run_a.given)) && (!info.run_b || summary.includes(String(info.run_b.given))), `comparison summary names run A (${info.run_a.given}) and run B (${info.run_b?.given})`)
 
-  // Similarity: every metric x source the page offers, every cell against the table.
-  const sim = await table('similarity')
-  if (sim) {
-    const combos = [...new Set(sim.map(r => `${r.metric}|${r.source}`))]
-    const pair = `${sim.at(-1).run_a}\u0000${sim.at(-1).run_b}`
-    let cells = 0, bad = []
-    for (const combo of combos) {
-      const [metric, source] = combo.split('|')
-      await go(`#/similarity?${new URLSearchParams({ metric, source, pair })}`)
-      const shown = await page.$$eval('#similarity-heatmap td[data-a]', tds => tds.map(td => [Number(td.dataset.a), Number(td.dataset.b), Number(td.dataset.value)]))
-      const want = sim.filter(r => r.metric === metric && r.source === source && `${r.run_a}\u0000${r.run_b}` === pair)
-      const byKey = new Map(want.map(r => [`${r.layer_a},${r.layer_b}`, r.value]))
-      for (const [a, b, v] of shown) {
-        const w = byKey.get(`${a},${b}`)
-        if (!(w === v || (Number.isNaN(w) && Number.isNaN(v)))) bad.push(`${combo} ${a},${b}: ${v} != ${w}`)
-      }
-      if (shown.length !== want.length) bad.push(`${combo}: ${shown.length} cells, table ${want.length}`)
-      cells += shown.length
-    }
-    check(cells > 0 && bad.length === 0, `similarity heatmaps: ${cells} cells over ${combos.length} metric/representation views equal the table${bad.length ? `; ${bad.slice(0, 5).join('; ')}` : ''}`)
-    await page.screenshot({ path: join(shots, 'compare-similarity.png'), fullPage: true })
-  } else console.log('no similarity table in this comparison')
+  await similarityChecks({ page, url, table, check, shots, where: 'comparison' })
 
   // Documents ranked by disagreement (two runs only).
   const docs = await table('diff_docs')

@@ -21,7 +21,14 @@ macro_rules! append_values {
         if let Some(w) = &mut $w {
             for a in &$recs {
                 if $f16 {
-                    check_f16($key, $table, $id(a.doc), a.position as usize, a.layer as usize, &a.values)?;
+                    check_f16(
+                        $key,
+                        $table,
+                        $id(a.doc),
+                        a.position as usize,
+                        a.layer as usize,
+                        &a.values,
+                    )?;
                 }
                 w.append(tables::$Row {
                     doc_id: $id(a.doc),

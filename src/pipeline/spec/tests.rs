@@ -732,7 +732,10 @@ fn similarity_options_and_their_checks() {
         s.analyses.similarity_sources(),
         [SimilaritySource::Residuals, SimilaritySource::Activations]
     );
-    assert_eq!(sim.metrics.len(), 5);
+    assert_eq!(
+        sim.metrics,
+        [SimilarityMetric::CkaMinibatch, SimilarityMetric::Cka]
+    );
     assert_eq!(sim.pairs, SimilarityPairs::All);
     assert_eq!(
         (sim.minibatch, sim.svcca_dims, sim.memory_mib),
