@@ -51,11 +51,12 @@ fi
 du -sh "$work/run" | tee "$out/run-size.txt"
 machine_line "" | tee "$out/machine.txt"
 for r in $(seq 1 "$rounds"); do
-  # A failed check (the cold start over 1 s among them) makes the test exit 1: the figures are
-  # still read below, and the failed checks are recorded.
+  # The test reports the cold start (a `time ...` line) and checks what is shown; a failed check
+  # makes it exit 1: the figures are still read below, and the failed checks are recorded. The
+  # 1 s target is judged here, never in the test.
   CHROMIUM=$chromium node viewer/test/browser.mjs "$TOKENLENS_BIN" "$work/run" "$out/shots" >"$out/pass$r.log" 2>&1 ||
     echo "warning: viewer test pass $r: some check failed (see $out/pass$r.log)" >&2
-  grep -E "fresh page|FAIL" "$out/pass$r.log" || true
+  grep -E "^time a fresh page|FAIL" "$out/pass$r.log" || true
 done
 python3 - "$out" "$rounds" "$n" "ROUNDS=$rounds scripts/bench_viewer.sh $n" "$(du -sb "$work/run" | cut -f1)" <<'PY'
 import json, re, statistics, sys
@@ -63,7 +64,7 @@ out, rounds, n, command, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]),
 ms, failed = [], []
 for r in range(1, rounds + 1):
     text = open(f"{out}/pass{r}.log").read()
-    m = re.search(r"fresh page shows the first document .* (\d+) ms after navigation", text)
+    m = re.search(r"^time a fresh page shows the first document .* (\d+) ms after navigation", text, re.M)
     if not m:
         sys.exit(f"error: no cold-start figure in {out}/pass{r}.log")
     ms.append(int(m.group(1)))
@@ -72,5 +73,5 @@ res = {"comparison": "viewer", "command": command, "prompts": n, "run_bytes": si
        "cold_start_ms": ms, "median_cold_start_ms": statistics.median(ms), "target_ms": 1000,
        "met": max(ms) < 1000, "failed_checks": failed}
 json.dump(res, open(f"{out}/results.json", "w"), indent=1)
-print(f"cold start: {', '.join(map(str, ms))} ms (median {statistics.median(ms):.0f} ms; target < 1000 ms)")
+print(f"cold start: {', '.join(map(str, ms))} ms (median {statistics.median(ms):.0f} ms; target < 1000 ms: {'met' if res['met'] else 'NOT met'})")
 PY

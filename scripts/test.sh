@@ -13,7 +13,10 @@ unset TOKENLENS_SKIP_REAL_MODELS
 fetch_model >/dev/null
 scripts/fetch-model.sh minilm >/dev/null
 scripts/fetch-model.sh gemma3 >/dev/null
-cargo test --all-targets
+# In the release profile: the tests and the release binary the runs below use share one build
+# of the dependencies (a clean build of them takes ~10 min on 2 cores; a debug-profile test build
+# would make them a second time), and the real-model tests run at full speed.
+cargo test --release --all-targets
 
 # Interop: a real quickstart run, read by the Python readers our users use.
 venv=target/interop-venv

@@ -30,8 +30,13 @@ const VIEWS = { saliency: saliencyView, predictions: predictionsView, lens: lens
 let run
 const app = () => document.getElementById('app')
 
+// What a tab's view reads whole for one document (run.doc(table, undefined, id)): fetched
+// together with the page's tokens, so the view finds them in the cache (cold start).
+const PREFETCH = { saliency: ['saliency', 'saliency_completeness'] }
+
 async function documentPage(id, tab) {
   // Everything this page needs, fetched in parallel.
+  for (const t of PREFETCH[tab] || []) if (run.has(t)) run.doc(t, undefined, id).catch(() => {})
   const [gens, toks] = await Promise.all([
     run.has('generations') ? run.doc('generations', undefined, id) : [],
     run.has('tokens') ? run.doc('tokens', ['position', 'token_id', 'token', 'is_generated'], id) : [],

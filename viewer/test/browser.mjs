@@ -94,7 +94,11 @@ try {
   await cold.waitForSelector('#tab-body[data-ready]', { timeout: 20000 })
   const coldMs = Math.round(await cold.evaluate(() => window.__readyAt))
   const what = await cold.$('#saliency-tokens') ? 'its saliency' : 'its first tab'
-  check(coldMs < 1000, `a fresh page shows the first document (${gens.length} in the run) with ${what} ${coldMs} ms after navigation (< 1000)`)
+  const shownDoc = await cold.$eval('#document', el => el.dataset.doc).catch(() => null)
+  check(shownDoc === gens[0].doc_id, `a fresh page shows the first document ${gens[0].doc_id} (${gens.length} in the run) with ${what}`)
+  // The time is reported, never asserted: a test's verdict must not depend on how loaded the
+  // machine is. scripts/bench.sh viewer holds it to the target (< 1 s on a 10,000-prompt run).
+  console.log(`time a fresh page shows the first document (${gens.length} in the run) with ${what} ${coldMs} ms after navigation`)
   await cold.close()
 
   // Overview: every document listed, in dataset order.
