@@ -321,6 +321,10 @@ fn items(cx: &Runs<'_>, a: &Reps, b: Option<&Reps>) -> Vec<Item> {
     out
 }
 
+/// A chunk handed from the reader to the accumulating worker: its rows, side a's layers, side
+/// b's (None within one run: b is a).
+type OwnedChunk = (usize, Vec<Vec<f32>>, Option<Vec<Vec<f32>>>);
+
 /// Layer pairs of the moment metrics.
 fn pairs(pairs: Pairs, na: usize, nb: usize, one_run: bool) -> Vec<(usize, usize)> {
     match pairs {
@@ -439,27 +443,46 @@ impl SimilarityStep {
                 ),
                 rows as u64,
             );
-            let mut err: Option<SimilarityError> = None;
-            for_each_chunk(a, b, items, gran, o.chunk_rows, |c| {
-                let la: Vec<&[f32]> = c.a.iter().map(Vec::as_slice).collect();
-                let lb: Vec<&[f32]> = c.b.iter().map(Vec::as_slice).collect();
-                if let Some(m) = &mut mb
-                    && let Err(e) = m.push(&la, &lb)
-                {
-                    err.get_or_insert(e);
-                }
-                if let Some(acc) = &mut acc
-                    && let Err(e) = acc.push(&la, &lb)
-                {
-                    err.get_or_insert(e);
-                }
-                progress.inc(c.rows as u64);
-                Ok(())
-            })
-            .map_err(|e| e.to_string())?;
-            if let Some(e) = err {
-                return Err(e.to_string());
-            }
+            // Reading (Parquet decoding) and accumulating (gemms on rayon's threads) overlap:
+            // this thread reads chunk k + 1 while a worker pushes chunk k.
+            let (tx, rx) = std::sync::mpsc::sync_channel::<OwnedChunk>(1);
+            let (read, pushed) = std::thread::scope(|scope| {
+                let worker = scope.spawn(|| -> Result<(), SimilarityError> {
+                    let mut err = None;
+                    for (rows, ca, cb) in rx {
+                        if err.is_some() {
+                            continue;
+                        }
+                        let la: Vec<&[f32]> = ca.iter().map(Vec::as_slice).collect();
+                        let lb: Vec<&[f32]> = cb
+                            .as_deref()
+                            .unwrap_or(&ca)
+                            .iter()
+                            .map(Vec::as_slice)
+                            .collect();
+                        if let Some(m) = &mut mb {
+                            err = m.push(&la, &lb).err();
+                        }
+                        if err.is_none()
+                            && let Some(acc) = &mut acc
+                        {
+                            err = acc.push(&la, &lb).err();
+                        }
+                        progress.inc(rows as u64);
+                    }
+                    err.map_or(Ok(()), Err)
+                });
+                let read = for_each_chunk(a, b, items, gran, o.chunk_rows, |c| {
+                    let cb = b.is_some().then(|| c.b.to_vec());
+                    // A send fails only once the worker is gone; its own error is reported.
+                    let _ = tx.send((c.rows, c.a.to_vec(), cb));
+                    Ok(())
+                });
+                drop(tx);
+                (read, worker.join().expect("the similarity worker panicked"))
+            });
+            read.map_err(|e| e.to_string())?;
+            pushed.map_err(|e| e.to_string())?;
             if let Some(m) = mb {
                 let r = m.finish().map_err(|e| e.to_string())?;
                 if r.positions_dropped > 0 {

@@ -711,3 +711,39 @@ fn memory_estimates_and_pass_plans() {
         ["cka", "cka_minibatch", "svcca", "pwcca", "cca"]
     );
 }
+
+#[test]
+fn gram_upper_mirrored_equals_the_full_product() {
+    // Widths below, at and across the block size, not multiples of it; two pushes accumulate.
+    let mut rng = SplitMix64::new(7);
+    for (rows, d) in [(5, 3), (17, 256), (9, 300), (33, 513)] {
+        let mut scatter = vec![0.0; d * d];
+        let mut want = vec![0.0; d * d];
+        for _ in 0..2 {
+            let y: Vec<f64> = (0..rows * d).map(|_| rng.next_f64() - 0.5).collect();
+            accumulator::add_gram_upper(&mut scatter, &y, rows, d);
+            for r in y.chunks_exact(d) {
+                for i in 0..d {
+                    for j in 0..d {
+                        want[i * d + j] += r[i] * r[j];
+                    }
+                }
+            }
+        }
+        accumulator::mirror_upper(&mut scatter, d);
+        for i in 0..d {
+            for j in 0..d {
+                let (g, w) = (scatter[i * d + j], want[i * d + j]);
+                assert!(
+                    (g - w).abs() <= 1e-12 * (1.0 + w.abs()),
+                    "{rows}x{d} at {i},{j}: {g} vs {w}"
+                );
+                assert_eq!(
+                    g,
+                    scatter[j * d + i],
+                    "{rows}x{d}: not symmetric at {i},{j}"
+                );
+            }
+        }
+    }
+}
