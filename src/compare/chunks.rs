@@ -26,12 +26,20 @@ pub enum Granularity {
     Document,
 }
 
-/// One chunk: per layer of each side a row-major matrix of `rows` rows (`b` is `a` within one
-/// run).
-pub struct Chunk<'a> {
+/// One chunk, owned (so it can be handed to another thread): per layer of each side a
+/// row-major matrix of `rows` rows.
+pub struct Chunk {
     pub rows: usize,
-    pub a: &'a [Vec<f32>],
-    pub b: &'a [Vec<f32>],
+    pub a: Vec<Vec<f32>>,
+    /// Side b's layers; None within one run, where b is a (`Chunk::b`).
+    pub b_own: Option<Vec<Vec<f32>>>,
+}
+
+impl Chunk {
+    /// Side b's layers.
+    pub fn b(&self) -> &[Vec<f32>] {
+        self.b_own.as_deref().unwrap_or(&self.a)
+    }
 }
 
 /// Calls `f` with every chunk of the matched rows of `items`, in item order; at most `rows`
@@ -42,7 +50,7 @@ pub fn for_each_chunk(
     items: &[Item],
     granularity: Granularity,
     rows: usize,
-    mut f: impl FnMut(Chunk<'_>) -> Result<(), RepsError>,
+    mut f: impl FnMut(Chunk) -> Result<(), RepsError>,
 ) -> Result<(), RepsError> {
     let rows = rows.max(1);
     match granularity {
@@ -52,7 +60,7 @@ pub fn for_each_chunk(
             let mut n = 0;
             let flush = |pieces: &mut Vec<(&str, Range<usize>)>,
                          n: &mut usize,
-                         f: &mut dyn FnMut(Chunk<'_>) -> Result<(), RepsError>|
+                         f: &mut dyn FnMut(Chunk) -> Result<(), RepsError>|
              -> Result<(), RepsError> {
                 if *n == 0 {
                     return Ok(());
@@ -64,8 +72,8 @@ pub fn for_each_chunk(
                 };
                 f(Chunk {
                     rows: *n,
-                    a: &ma,
-                    b: mb.as_deref().unwrap_or(&ma),
+                    a: ma,
+                    b_own: mb,
                 })?;
                 pieces.clear();
                 *n = 0;
@@ -103,8 +111,8 @@ pub fn for_each_chunk(
                 };
                 f(Chunk {
                     rows: group.len(),
-                    a: &ma,
-                    b: mb.as_deref().unwrap_or(&ma),
+                    a: ma,
+                    b_own: mb,
                 })?;
             }
             Ok(())
@@ -164,7 +172,7 @@ mod tests {
         ];
         let mut seen = vec![];
         for_each_chunk(&r, Some(&r), &items, Granularity::Position, 4, |c| {
-            assert_eq!(c.a, c.b);
+            assert_eq!(c.a, c.b());
             seen.push((c.rows, c.a[0].chunks(2).map(|x| x[0]).collect::<Vec<_>>()));
             Ok(())
         })

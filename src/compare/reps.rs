@@ -201,8 +201,11 @@ impl Reps {
         let Some((doc, d)) = self.docs.iter().min_by_key(|(_, d)| (d.part, d.row)) else {
             return Ok(vec![]);
         };
-        let rows = self.read_doc_rows(d.part, &[(d.row, self.layers.len())])?;
-        let widths = rows.iter().map(Vec::len).collect::<Vec<_>>();
+        let mut widths = Vec::with_capacity(self.layers.len());
+        self.read_doc_rows(d.part, &[(d.row, self.layers.len())], |v| {
+            widths.push(v.len());
+            Ok(())
+        })?;
         if widths.contains(&0) {
             return Err(RepsError::Layout {
                 path: self.parts[d.part].clone(),
@@ -256,36 +259,43 @@ impl Reps {
         for (part, mut spans) in by_part {
             spans.sort_unstable();
             let ranges: Vec<(usize, usize)> = spans.iter().map(|&(r, n, _)| (r, n)).collect();
-            let rows = self.read_doc_rows(part, &ranges)?;
-            // `rows` holds the spans' rows in row order, which is `spans` order.
-            let mut k = 0;
-            for &(_, n, o) in &spans {
-                for j in 0..n {
-                    let (pos, li) = (j / nl, j % nl);
-                    let w = self.widths[li];
-                    let v = &rows[k];
-                    if v.len() != w {
-                        return Err(RepsError::Width {
-                            path: self.parts[part].clone(),
-                            layer: self.layers[li],
-                            found: v.len(),
-                            expected: w,
-                        });
-                    }
-                    mats[li][(o + pos) * w..(o + pos + 1) * w].copy_from_slice(v);
-                    k += 1;
+            // The part's rows arrive in row order, which is `spans` order: (span, row in it).
+            let (mut si, mut j) = (0, 0);
+            self.read_doc_rows(part, &ranges, |v| {
+                while si < spans.len() && j == spans[si].1 {
+                    (si, j) = (si + 1, 0);
                 }
-            }
+                // More rows than selected: read_doc_rows reports the count after the last one.
+                let Some(&(_, _, first)) = spans.get(si) else {
+                    return Ok(());
+                };
+                let (pos, li) = (j / nl, j % nl);
+                let w = self.widths[li];
+                if v.len() != w {
+                    return Err(RepsError::Width {
+                        path: self.parts[part].clone(),
+                        layer: self.layers[li],
+                        found: v.len(),
+                        expected: w,
+                    });
+                }
+                let o = first + pos;
+                v.copy_to(&mut mats[li][o * w..(o + 1) * w]);
+                j += 1;
+                Ok(())
+            })?;
         }
         Ok(mats)
     }
 
-    /// The `values` of sorted, non-overlapping (first row, count) spans of a part, in order.
+    /// Calls `put` with the `values` of every row of sorted, non-overlapping (first row, count)
+    /// spans of a part, in order.
     fn read_doc_rows(
         &self,
         part: usize,
         spans: &[(usize, usize)],
-    ) -> Result<Vec<Vec<f32>>, RepsError> {
+        mut put: impl FnMut(Values<'_>) -> Result<(), RepsError>,
+    ) -> Result<(), RepsError> {
         let path = &self.parts[part];
         let file = File::open(path).map_err(|e| StoreError::io(path, e))?;
         let total = ParquetRecordBatchReaderBuilder::try_new(file)
@@ -307,16 +317,16 @@ impl Reps {
         }
         let want: usize = spans.iter().map(|s| s.1).sum();
         let (reader, _) = open_part(path, &["values"], Some(RowSelection::from(sel)), 4096)?;
-        let mut rows = Vec::with_capacity(want);
+        let mut rows = 0;
         for b in batches(reader, path) {
             let b = b?;
             let list = column::<ListArray>(&b, "values", path, "list<float>")?;
             for i in 0..list.len() {
                 let v = list.value(i);
                 if let Some(a) = v.as_any().downcast_ref::<Float32Array>() {
-                    rows.push(a.values().to_vec());
+                    put(Values::F32(a.values()))?;
                 } else if let Some(a) = v.as_any().downcast_ref::<Float16Array>() {
-                    rows.push(a.values().iter().map(|x| x.to_f32()).collect());
+                    put(Values::F16(a.values()))?;
                 } else {
                     return Err(StoreError::ColumnType {
                         path: path.clone(),
@@ -326,18 +336,42 @@ impl Reps {
                     }
                     .into());
                 }
+                rows += 1;
             }
         }
-        if rows.len() != want {
+        if rows != want {
             return Err(StoreError::ColumnType {
                 path: path.clone(),
                 column: "values".into(),
-                found: format!("{} rows", rows.len()),
+                found: format!("{rows} rows"),
                 expected: format!("{want} rows"),
             }
             .into());
         }
-        Ok(rows)
+        Ok(())
+    }
+}
+
+/// One row's `values`, as stored.
+enum Values<'a> {
+    F32(&'a [f32]),
+    F16(&'a [half::f16]),
+}
+
+impl Values<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Values::F32(v) => v.len(),
+            Values::F16(v) => v.len(),
+        }
+    }
+
+    /// Into `dst` (of the same length) as f32 (f16 converted with the CPU's F16C where present).
+    fn copy_to(&self, dst: &mut [f32]) {
+        match self {
+            Values::F32(v) => dst.copy_from_slice(v),
+            Values::F16(v) => half::slice::HalfFloatSliceExt::convert_to_f32_slice(*v, dst),
+        }
     }
 }
 

@@ -16,7 +16,7 @@
 use std::ops::Range;
 use std::path::Path;
 
-use super::chunks::{Granularity, Item, for_each_chunk};
+use super::chunks::{Chunk, Granularity, Item, for_each_chunk};
 use super::reps::{Reps, RepsError};
 use super::{
     CompareError, Context, Level, MatchedDoc, Matching, Progress, Run, Skipped, Step, StepReport,
@@ -321,10 +321,6 @@ fn items(cx: &Runs<'_>, a: &Reps, b: Option<&Reps>) -> Vec<Item> {
     out
 }
 
-/// A chunk handed from the reader to the accumulating worker: its rows, side a's layers, side
-/// b's (None within one run: b is a).
-type OwnedChunk = (usize, Vec<Vec<f32>>, Option<Vec<Vec<f32>>>);
-
 /// Layer pairs of the moment metrics.
 fn pairs(pairs: Pairs, na: usize, nb: usize, one_run: bool) -> Vec<(usize, usize)> {
     match pairs {
@@ -445,21 +441,17 @@ impl SimilarityStep {
             );
             // Reading (Parquet decoding) and accumulating (gemms on rayon's threads) overlap:
             // this thread reads chunk k + 1 while a worker pushes chunk k.
-            let (tx, rx) = std::sync::mpsc::sync_channel::<OwnedChunk>(1);
+            // A rendezvous channel: at most the chunk being read and the one being pushed exist.
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Chunk>(0);
             let (read, pushed) = std::thread::scope(|scope| {
                 let worker = scope.spawn(|| -> Result<(), SimilarityError> {
                     let mut err = None;
-                    for (rows, ca, cb) in rx {
+                    for c in rx {
                         if err.is_some() {
                             continue;
                         }
-                        let la: Vec<&[f32]> = ca.iter().map(Vec::as_slice).collect();
-                        let lb: Vec<&[f32]> = cb
-                            .as_deref()
-                            .unwrap_or(&ca)
-                            .iter()
-                            .map(Vec::as_slice)
-                            .collect();
+                        let la: Vec<&[f32]> = c.a.iter().map(Vec::as_slice).collect();
+                        let lb: Vec<&[f32]> = c.b().iter().map(Vec::as_slice).collect();
                         if let Some(m) = &mut mb {
                             err = m.push(&la, &lb).err();
                         }
@@ -468,14 +460,13 @@ impl SimilarityStep {
                         {
                             err = acc.push(&la, &lb).err();
                         }
-                        progress.inc(rows as u64);
+                        progress.inc(c.rows as u64);
                     }
                     err.map_or(Ok(()), Err)
                 });
                 let read = for_each_chunk(a, b, items, gran, o.chunk_rows, |c| {
-                    let cb = b.is_some().then(|| c.b.to_vec());
                     // A send fails only once the worker is gone; its own error is reported.
-                    let _ = tx.send((c.rows, c.a.to_vec(), cb));
+                    let _ = tx.send(c);
                     Ok(())
                 });
                 drop(tx);

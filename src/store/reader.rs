@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 use arrow_array::{Array, RecordBatch};
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{
-    ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder, RowSelection,
+    ArrowReaderOptions, ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder, RowSelection,
 };
+use parquet::file::metadata::PageIndexPolicy;
 
 use super::StoreError;
 use super::schema::TableDef;
@@ -43,8 +44,16 @@ pub fn open_part(
     batch_rows: usize,
 ) -> Result<(ParquetRecordBatchReader, usize), StoreError> {
     let file = File::open(path).map_err(|e| StoreError::io(path, e))?;
-    let b =
-        ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| StoreError::parquet(path, e))?;
+    // With a selection, the page index lets the reader skip whole pages outside it instead of
+    // decompressing them to count their rows (reading chunk k of a part would otherwise decode
+    // every page before it).
+    let options = if selection.is_some() {
+        ArrowReaderOptions::new().with_offset_index_policy(PageIndexPolicy::Optional)
+    } else {
+        ArrowReaderOptions::new()
+    };
+    let b = ParquetRecordBatchReaderBuilder::try_new_with_options(file, options)
+        .map_err(|e| StoreError::parquet(path, e))?;
     for c in columns {
         if b.schema().field_with_name(c).is_err() {
             return Err(StoreError::NoColumn {
