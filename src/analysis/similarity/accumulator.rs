@@ -12,7 +12,8 @@
 //! Cost: `push` is f64 gemms, 2 Σ_pairs d_a d_b (+ about Σ_layers d², the upper triangle of each
 //! layer's own product) flops per position — for all
 //! 31 × 31 pairs at d = 576, 6.4e8 per position: ~58 positions/s on a shared 2-core Xeon (so
-//! ~30 min per 100k positions; fewer pairs or `MinibatchCka` for more). `finish` on that set
+//! ~30 min per 100k positions; fewer pairs or `MinibatchCka` for more); for the 30 diagonal
+//! pairs of two runs' 1536-wide MLP activations, ~150 positions/s on 2 quiet cores. `finish` on that set
 //! (same box): CKA 2 s, + SVCCA 8 s, + CCA 74 s, + PWCCA 194 s (per pair: three d³ gemms and
 //! a d × d eigendecomposition, values only for CCA, with vectors for PWCCA).
 
