@@ -583,6 +583,63 @@ fn bad_runs_fail_cleanly() {
     );
 }
 
+/// Residuals beyond float16's range recorded with `dtype: f16` are an error naming the key, the
+/// position, layer and value (not infinities stored quietly), and the run is not left looking
+/// complete; as f32 the same run succeeds. The model: tiny-llama with its embeddings scaled by
+/// 1e6 (RMSNorm makes the blocks indifferent to the scale; the residual stream carries it).
+#[test]
+fn f16_residuals_out_of_range_fail_cleanly() {
+    let dir = scratch("run-f16-range");
+    let src = data_dir().join("tiny-llama");
+    let model = dir.join("huge-embeddings");
+    std::fs::create_dir_all(&model).unwrap();
+    for f in [
+        "config.json",
+        "generation_config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ] {
+        std::fs::copy(src.join(f), model.join(f)).unwrap();
+    }
+    let mut weights =
+        candle_core::safetensors::load(src.join("model.safetensors"), &candle_core::Device::Cpu)
+            .unwrap();
+    let key = "model.embed_tokens.weight";
+    let scaled = (weights[key].clone() * 1e6).unwrap();
+    weights.insert(key.to_string(), scaled);
+    candle_core::safetensors::save(&weights, model.join("model.safetensors")).unwrap();
+    std::fs::write(dir.join("data.jsonl"), DATA).unwrap();
+    let spec = format!(
+        "model: {}\ndataset: {{path: data.jsonl, id_field: id}}\ngeneration: {{max_new_tokens: 2}}\n\
+         analyses:\n  residuals: {{layers: [0, -1], dtype: f16}}\noutput: {{dir: out}}\n",
+        model.display()
+    );
+    let path = dir.join("spec.yaml");
+    std::fs::write(&path, &spec).unwrap();
+    let err = BIN.fails(&["run", "-q", path.to_str().unwrap()]);
+    for want in [
+        "analyses.residuals.dtype: f16 cannot hold doc `",
+        ", layer 0, index ",
+        "float16's largest is 65504; record this model's residuals as f32 (`dtype: f32`)",
+    ] {
+        assert!(err.contains(want), "{err}");
+    }
+    let m = dir.join("out/manifest.json");
+    assert!(!m.exists() || json(&m)["status"] != "done");
+    std::fs::write(&path, spec.replace("dtype: f16", "dtype: f32")).unwrap();
+    BIN.ok(&["run", "-q", "--overwrite", path.to_str().unwrap()]);
+    let resid = rows(&dir.join("out"), "residuals");
+    let largest = resid
+        .iter()
+        .flat_map(|r| r.iter())
+        .filter_map(|c| match c {
+            Cell::List(v) => v.iter().map(|x| x.abs()).reduce(f64::max),
+            _ => None,
+        })
+        .fold(0.0, f64::max);
+    assert!(largest > 65504.0, "largest |residual| {largest}");
+}
+
 /// The same pipeline twice gives identical files, sampling included (seeded per prompt).
 #[test]
 fn sampled_runs_are_deterministic() {
