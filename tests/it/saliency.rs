@@ -529,3 +529,25 @@ fn contrastive_saliency_and_baselines_match_captum_gpt2() {
 fn contrastive_saliency_and_baselines_match_captum_llama() {
     check_contrast("tiny-llama");
 }
+
+/// A pipeline's default chunk size follows the model's size: the reverse pass's bytes per
+/// forward token (every block's tape), and as many rows as 2 GiB holds at that rate, within
+/// 256..=2048. SmolLM2-135M: 30 blocks of (6 x 576 + 2 x 960 + 576 + 2 x 1536) f32 = 1,082,880
+/// bytes, 1983 rows; the tiny checkpoints hit the 2048 cap.
+#[test]
+fn the_automatic_chunk_size_follows_the_model() {
+    use tokenlens::analysis::saliency::auto_chunk_tokens;
+    let tiny = Model::load(&data_dir().join("tiny-llama"), None).unwrap();
+    // 3 blocks of (6 x 64 + 2 x 128 + 64 + 2 x 128) f32.
+    assert_eq!(
+        tiny.reverse_bytes_per_token(),
+        3 * 4 * (384 + 256 + 64 + 256)
+    );
+    assert_eq!(auto_chunk_tokens(&tiny), 2048);
+    let Some(path) = crate::common::real_model() else {
+        return;
+    };
+    let smol = Model::load(&path, None).unwrap();
+    assert_eq!(smol.reverse_bytes_per_token(), 1_082_880);
+    assert_eq!(auto_chunk_tokens(&smol), 1983);
+}

@@ -179,6 +179,21 @@ pub struct SiteGrads {
 }
 
 impl Model {
+    /// An upper bound on the bytes the reverse pass keeps per forward token: its tape over every
+    /// block (the input and mid-block residual streams, q | k | v before and after norms and
+    /// RoPE, the attention output, the nonlinearity's Jacobian, the optional pre-norm sums),
+    /// attention probabilities aside. Target-prefix rows cost far less (one block's scratch).
+    pub fn reverse_bytes_per_token(&self) -> usize {
+        let cfg = &self.config;
+        let (d, ffn) = (cfg.hidden_size, cfg.intermediate_size);
+        let wqkv = (cfg.n_heads + 2 * cfg.n_kv_heads) * cfg.head_dim;
+        let wo = cfg.n_heads * cfg.head_dim;
+        let f32s: usize = (self.body.blocks.iter())
+            .map(|b| 6 * d + 2 * wqkv + wo + b.mlp.act.pre_width(ffn))
+            .sum();
+        4 * f32s
+    }
+
     /// For every segment and target: the target's metric and, where asked, its gradient with
     /// respect to the prefix's input token embeddings (see the module docs). Memory grows with
     /// the total tokens and the total prefix rows of the segments given: the caller bounds it

@@ -95,7 +95,9 @@ pub(super) fn plan(spec: &PipelineSpec, model: &Model, watch: Vec<(String, u32)>
                         IgRule::Trapezoid => Rule::Trapezoid,
                     },
                     ig_tolerance: s.ig_tolerance,
-                    chunk_tokens: s.chunk_tokens,
+                    chunk_tokens: s
+                        .chunk_tokens
+                        .unwrap_or_else(|| crate::analysis::saliency::auto_chunk_tokens(model)),
                     baseline: baseline(spec, model)?,
                 },
             }),

@@ -481,8 +481,9 @@ pub struct SaliencySpec {
     /// Integrated-gradients quadrature: `gauss_legendre` (default) or `trapezoid`; fixed steps
     /// only (`ig_tolerance` has its own rule).
     pub rule: IgRule,
-    /// Padded tokens per forward/backward chunk (bounds memory, ~3 MB per token). Default: 512.
-    pub chunk_tokens: usize,
+    /// Rows (forward tokens plus target-prefix rows) per reverse-pass chunk: bounds memory.
+    /// Default: none, chosen from the model's size (`saliency::auto_chunk_tokens`).
+    pub chunk_tokens: Option<usize>,
 }
 
 impl Default for SaliencySpec {
@@ -495,7 +496,7 @@ impl Default for SaliencySpec {
             n_steps: 50,
             ig_tolerance: None,
             rule: IgRule::GaussLegendre,
-            chunk_tokens: 512,
+            chunk_tokens: None,
         }
     }
 }

@@ -482,12 +482,9 @@ impl PipelineSpec {
                     },
                 );
             }
-            in_range(
-                p,
-                "analyses.saliency.chunk_tokens",
-                s.chunk_tokens,
-                ranges::CHUNK_TOKENS,
-            );
+            if let Some(c) = s.chunk_tokens {
+                in_range(p, "analyses.saliency.chunk_tokens", c, ranges::CHUNK_TOKENS);
+            }
             self.check_saliency_targets(s, p);
         }
         if let Some(l) = &a.lens {
