@@ -123,14 +123,17 @@ def main():
             comp = None
             if v != "noig":
                 rows = read_table(run, "saliency_completeness")
-                ours_err = {(c["doc_id"], c["target_position"]): c for c in rows}
+                # The generated tokens' probability targets (the table's `metric` column; its
+                # `value` and `baseline_value` are p(input) and p(baseline)).
+                ours_err = {(c["doc_id"], c["target_position"]): c for c in rows
+                            if c.get("metric", "prob") == "prob"}
                 pairs = []
                 for d, p in e_prompts.items():
                     n_in = len(p["input_ids"])
                     for j, e in enumerate(p.get("ig_errors", [])):
                         c = ours_err.get((d, n_in + j))
                         if c is not None:
-                            scale = abs(c["target_prob"] - c["baseline_prob"]) or 1.0
+                            scale = abs(c["value"] - c["baseline_value"]) or 1.0
                             pairs.append((abs(c["error"]), abs(e), scale, c["steps"]))
                 if pairs:
                     comp = {
