@@ -26,7 +26,9 @@ pub use crate::model::reverse::Metric;
 use crate::model::reverse::{SegTarget, Segment};
 
 mod adaptive;
+mod chunk_size;
 pub use adaptive::{fejer, fejer_levels};
+pub use chunk_size::{AUTO_CHUNK_BYTES, auto_chunk_tokens};
 
 /// An attribution method.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, PartialOrd, Ord)]
@@ -54,18 +56,6 @@ impl Method {
             _ => None,
         }
     }
-}
-
-/// The memory a pipeline's saliency chunk may take when its spec sets no `chunk_tokens`, were
-/// every row a forward token (most rows are target-prefix rows, which cost far less).
-pub const AUTO_CHUNK_BYTES: usize = 2 << 30;
-
-/// The rows per chunk a pipeline uses when its spec sets none: as many as `AUTO_CHUNK_BYTES`
-/// holds at the model's `reverse_bytes_per_token`, within 256..=2048 (larger chunks make larger,
-/// faster gemms; beyond 2048 rows nothing was gained on SmolLM2: docs/saliency.md). SmolLM2-135M:
-/// 1983; a Llama-3.2-1B shape: 910.
-pub fn auto_chunk_tokens(model: &Model) -> usize {
-    (AUTO_CHUNK_BYTES / model.reverse_bytes_per_token().max(1)).clamp(256, 2048)
 }
 
 /// Quadrature rule for integrated gradients.
