@@ -387,7 +387,13 @@ impl SimilarityStep {
             }
             cca_metrics.retain(|m| *m == Metric::Cka);
         }
-        let pair_list = pairs(o.pairs, wa.len(), wb.len(), b.is_none());
+        let mut pair_list = pairs(o.pairs, wa.len(), wb.len(), b.is_none());
+        // Within one run every moment metric but PWCCA is symmetric: (j, i) has (i, j)'s value,
+        // so only i <= j is accumulated (about half the cross products) and the rest mirrored.
+        let mirror = b.is_none() && !cca_metrics.contains(&Metric::Pwcca);
+        if mirror {
+            pair_list.retain(|&(i, j)| i <= j);
+        }
         if pair_list.is_empty() && !cca_metrics.is_empty() {
             report.skipped.push(skip(
                 format!(
@@ -511,6 +517,18 @@ impl SimilarityStep {
                 }
                 out.extend(values);
             }
+        }
+        if mirror {
+            let mirrored: Vec<SimilarityValue> = out
+                .iter()
+                .filter(|v| v.metric != Metric::CkaMinibatch && v.layer_a < v.layer_b)
+                .map(|v| SimilarityValue {
+                    layer_a: v.layer_b,
+                    layer_b: v.layer_a,
+                    ..*v
+                })
+                .collect();
+            out.extend(mirrored);
         }
         out.sort_by(|x, y| {
             (x.metric.as_str(), x.layer_a, x.layer_b).cmp(&(

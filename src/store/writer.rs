@@ -10,9 +10,9 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use arrow_array::RecordBatch;
-use arrow_schema::SchemaRef;
-use parquet::arrow::ArrowWriter;
-use parquet::basic::{Compression, ZstdLevel};
+use arrow_schema::{Schema, SchemaRef};
+use parquet::arrow::{ArrowSchemaConverter, ArrowWriter};
+use parquet::basic::{Compression, Type as PhysicalType, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use serde::Serialize;
 
@@ -55,13 +55,32 @@ impl Default for WriterOptions {
 }
 
 impl WriterOptions {
-    fn properties(&self) -> Result<WriterProperties, parquet::errors::ParquetError> {
-        Ok(WriterProperties::builder()
-            .set_compression(Compression::ZSTD(ZstdLevel::try_new(self.zstd_level)?))
-            .set_max_row_group_row_count(Some(self.row_group_rows.max(1)))
-            .set_max_row_group_bytes(Some(self.row_group_bytes.max(1)))
-            .set_created_by(format!("tokenlens {}", env!("CARGO_PKG_VERSION")))
-            .build())
+    /// The writer's properties for a table of `schema`. Floating-point columns (f32, f64 and
+    /// f16, the lists of activations and residuals among them) are written without a dictionary:
+    /// their values are almost all distinct, so the dictionary only cost the writer a hash of
+    /// every value before it gave up (~2 s of the quickstart's 9 s of writing); strings and
+    /// integers keep it.
+    fn properties(
+        &self,
+        schema: &Schema,
+    ) -> Result<WriterProperties, parquet::errors::ParquetError> {
+        let descr = ArrowSchemaConverter::new().convert(schema)?;
+        let mut b = WriterProperties::builder();
+        for col in descr.columns() {
+            if matches!(
+                col.physical_type(),
+                PhysicalType::FLOAT | PhysicalType::DOUBLE | PhysicalType::FIXED_LEN_BYTE_ARRAY
+            ) {
+                b = b.set_column_dictionary_enabled(col.path().clone(), false);
+            }
+        }
+        Ok(
+            b.set_compression(Compression::ZSTD(ZstdLevel::try_new(self.zstd_level)?))
+                .set_max_row_group_row_count(Some(self.row_group_rows.max(1)))
+                .set_max_row_group_bytes(Some(self.row_group_bytes.max(1)))
+                .set_created_by(format!("tokenlens {}", env!("CARGO_PKG_VERSION")))
+                .build(),
+        )
     }
 }
 
@@ -120,7 +139,7 @@ impl PartWriter {
         let tmp = dir.join(format!(".{name}.tmp"));
         let file = File::create(&tmp).map_err(|e| StoreError::io(&tmp, e))?;
         let props = opts
-            .properties()
+            .properties(&schema)
             .map_err(|e| StoreError::parquet(&tmp, e))?;
         let writer = ArrowWriter::try_new(file, schema, Some(props))
             .map_err(|e| StoreError::parquet(&tmp, e))?;

@@ -342,6 +342,26 @@ fn the_pipeline_writes_the_runs_own_layer_similarity() {
             "{key:?}: run {v}, compare {w}"
         );
     }
+    // Without PWCCA (the one asymmetric metric) only i <= j is accumulated within a run and
+    // (j, i) mirrored from it: the values computed both ways above.
+    let sym = dir.join("cmp-sym");
+    BIN.ok(&[
+        "compare",
+        "-q",
+        s(&run),
+        "--out",
+        s(&sym),
+        "--pairs",
+        "all",
+        "--metrics",
+        "cka,cca,svcca",
+    ]);
+    let mirrored = similarity(&sym);
+    assert_eq!(mirrored.len(), 3 * 16, "{mirrored:?}");
+    for (key, (v, _)) in &mirrored {
+        let (w, _) = own[key];
+        assert!((v - w).abs() <= 1e-9, "{key:?}: mirrored {v}, computed {w}");
+    }
     // The run names itself by its directory's name; its manifest has the rows and the stage.
     let b = &batches(&run, "similarity")[0];
     let run_a = b.column_by_name("run_a").unwrap().as_string::<i32>();
