@@ -6,7 +6,9 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use tokenlens::analysis::saliency::{Baseline, Method, Rule, Saliency, SaliencyOptions, saliency};
+use tokenlens::analysis::saliency::{
+    Baseline, Method, Rule, Saliency, SaliencyOptions, auto_chunk_tokens, saliency,
+};
 use tokenlens::model::Model;
 use tokenlens::model::generate::{Decoding, GenerateOptions};
 use tokenlens::pipeline::spec::ranges;
@@ -35,9 +37,10 @@ pub struct SaliencyArgs {
     #[arg(long, default_value = "gauss-legendre")]
     rule: String,
     /// Rows per chunk of the reverse pass: forward tokens plus each target's prefix length
-    /// (bounds memory; SmolLM2: ~0.65 MB per forward token, ~30 KB per prefix row).
-    #[arg(long, default_value_t = 2048)]
-    chunk_tokens: usize,
+    /// (bounds memory; SmolLM2: ~0.65 MB per forward token, ~30 KB per prefix row). Default: from
+    /// the model's size, as in a pipeline (docs/saliency.md; SmolLM2: 1983).
+    #[arg(long)]
+    chunk_tokens: Option<usize>,
     /// Integrated gradients' baseline: zero, eos, bos (that token's embedding at every
     /// position), mean (the mean embedding over the vocabulary), or token with --baseline-token.
     #[arg(long, default_value = "zero")]
@@ -88,11 +91,10 @@ pub fn run(a: SaliencyArgs) -> Result<()> {
         bail!("--n-steps must be in {lo}..={hi}, got {}", a.n_steps);
     }
     let (lo, hi) = ranges::CHUNK_TOKENS;
-    if !(lo..=hi).contains(&a.chunk_tokens) {
-        bail!(
-            "--chunk-tokens must be in {lo}..={hi}, got {}",
-            a.chunk_tokens
-        );
+    if let Some(c) = a.chunk_tokens
+        && !(lo..=hi).contains(&c)
+    {
+        bail!("--chunk-tokens must be in {lo}..={hi}, got {c}");
     }
     if a.baseline_token.is_some() != (a.baseline == "token") {
         bail!("--baseline token and --baseline-token TEXT go together");
@@ -143,7 +145,7 @@ pub fn run(a: SaliencyArgs) -> Result<()> {
         n_steps: a.n_steps,
         rule,
         ig_tolerance: a.ig_tolerance,
-        chunk_tokens: a.chunk_tokens,
+        chunk_tokens: a.chunk_tokens.unwrap_or_else(|| auto_chunk_tokens(&model)),
         baseline,
     };
     let started = std::time::Instant::now();

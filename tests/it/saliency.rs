@@ -388,6 +388,18 @@ fn a_huge_step_count_is_refused_at_once() {
         60,
         "--n-steps must be in 1..=1000, got 100000000",
     );
+    fails_quickly(
+        &[
+            "saliency",
+            "--model",
+            m.to_str().unwrap(),
+            "--chunk-tokens",
+            "0",
+            "x",
+        ],
+        60,
+        "--chunk-tokens must be in 1..=65536, got 0",
+    );
     let spec = crate::common::tiny_spec(
         "saliency-huge-steps",
         "{\"text\": \"The cat sat\"}\n",
