@@ -6,7 +6,7 @@ use super::schema::{ALL_TABLES, TableDef, doc_text, is_comparison_table, is_run_
 
 const INTRO: &str = r#"# Output schema
 
-<!-- Generated from the table definitions in src/store/schema.rs by
+<!-- Generated from the table definitions in src/store/schema/tables.rs by
      tokenlens::store::docs::render_schema_md. Do not edit by hand: change the definitions, then run
      `TOKENLENS_BLESS=1 cargo test --lib store::docs` to rewrite this file. -->
 
