@@ -404,6 +404,7 @@ mod selection;
 #[cfg(test)]
 mod tests;
 mod validate;
+mod validate_model;
 
 pub use analyses::*;
 pub use error::{Problem, SpecError};
