@@ -1,12 +1,27 @@
-//! Single-thread f32 gemm rate (GFLOPS) of the `gemm` crate on the shapes of SmolLM2's reverse
-//! pass (rows per thread x in x out), with the right-hand side read as stored ([k, n] rows) and
-//! transposed ([n, k] rows, as the input-gradient products read the weights). Compare with
-//! torch / numpy on the same shapes to see whether a CPU's slowness is the gemm kernel's.
+//! f32 gemm rate (GFLOP/s) of the `gemm` crate, the product every layer of tokenlens' engine
+//! runs, on the shapes of SmolLM2's reverse pass (rows x in x out), with the right-hand side read
+//! as stored ([k, n] rows) and transposed ([n, k] rows, as the input-gradient products read the
+//! weights), on THREADS threads (1: no parallelism; more: rayon, as the engine's top-level
+//! products). `scripts/bench_gemm.sh` runs it against torch on the same shapes
+//! (`scripts/bench.sh gemm`), to tell a slow CPU from a slow kernel: the saliency and
+//! whole-workflow ratios against Ecco are bounded by these rates.
 //!
-//!   cargo run --release --example bench_gemm [ROWS]
+//!   cargo run --release --example bench_gemm [ROWS [THREADS]]
+//!
+//! Prints a table, then one JSON line: {"rows", "threads", "shapes": [{"name", "k", "n",
+//! "gflops", "gflops_transposed"}]}.
 use std::time::Instant;
 
-fn rate(m: usize, k: usize, n: usize, transposed: bool) -> f64 {
+/// The shapes: SmolLM2's fused q|k|v, gate|up, down and o projections, and a square one.
+pub const SHAPES: [(&str, usize, usize); 5] = [
+    ("qkv", 576, 960),
+    ("gate_up", 576, 3072),
+    ("down", 1536, 576),
+    ("o", 576, 576),
+    ("square", 2048, 2048),
+];
+
+fn rate(m: usize, k: usize, n: usize, transposed: bool, threads: usize) -> f64 {
     let a: Vec<f32> = (0..m * k).map(|i| (i % 7) as f32 * 0.1).collect();
     let b: Vec<f32> = (0..k * n).map(|i| (i % 5) as f32 * 0.1).collect();
     let mut c = vec![0f32; m * n];
@@ -14,6 +29,11 @@ fn rate(m: usize, k: usize, n: usize, transposed: bool) -> f64 {
         (1, k as isize)
     } else {
         (n as isize, 1)
+    };
+    let par = if threads > 1 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
     };
     let run = |c: &mut [f32]| unsafe {
         gemm::gemm(
@@ -35,11 +55,12 @@ fn rate(m: usize, k: usize, n: usize, transposed: bool) -> f64 {
             false,
             false,
             false,
-            gemm::Parallelism::None,
+            par,
         )
     };
     run(&mut c);
-    let reps = (2e9 / (2.0 * (m * k * n) as f64)).ceil().max(3.0) as usize;
+    // About 4 GFLOP of timed work per figure.
+    let reps = (4e9 / (2.0 * (m * k * n) as f64)).ceil().max(3.0) as usize;
     let t = Instant::now();
     for _ in 0..reps {
         run(&mut c);
@@ -48,22 +69,31 @@ fn rate(m: usize, k: usize, n: usize, transposed: bool) -> f64 {
 }
 
 fn main() {
-    let m: usize = std::env::args()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(160);
-    println!("rows {m}, one thread; GFLOPS (rhs as stored / transposed)");
-    for (name, k, n) in [
-        ("q|k|v 576 -> 960", 576, 960),
-        ("gate|up 576 -> 3072", 576, 3072),
-        ("down 1536 -> 576", 1536, 576),
-        ("o 576 -> 576", 576, 576),
-        ("square 2048", 2048, 2048),
-    ] {
-        println!(
-            "{name:22} {:7.1} {:7.1}",
-            rate(m, k, n, false),
-            rate(m, k, n, true)
-        );
+    let arg = |i: usize, default: usize| {
+        std::env::args()
+            .nth(i)
+            .map_or(Ok(default), |s| s.parse::<usize>())
+            .unwrap_or_else(|e| panic!("argument {i}: {e}"))
+    };
+    let m = arg(1, 2000);
+    let threads = arg(2, 1).max(1);
+    if threads > 1 {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build_global()
+            .expect("the rayon pool");
     }
+    println!("rows {m}, {threads} thread(s); GFLOP/s (rhs as stored / transposed)");
+    let mut json = Vec::new();
+    for (name, k, n) in SHAPES {
+        let (s, t) = (rate(m, k, n, false, threads), rate(m, k, n, true, threads));
+        println!("{name:8} {k:5} -> {n:5} {s:7.1} {t:7.1}");
+        json.push(format!(
+            "{{\"name\": \"{name}\", \"k\": {k}, \"n\": {n}, \"gflops\": {s:.2}, \"gflops_transposed\": {t:.2}}}"
+        ));
+    }
+    println!(
+        "{{\"rows\": {m}, \"threads\": {threads}, \"shapes\": [{}]}}",
+        json.join(", ")
+    );
 }

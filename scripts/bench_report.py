@@ -179,13 +179,24 @@ def md_compare(r):
     return out
 
 
+def md_gemm(r):
+    out = [f"{r['rows']} rows, {r['threads']} thread(s), torch {r['torch']}; GFLOP/s, medians of {r['rounds']} rounds",
+           "", "| shape (k -> n) | tokenlens f32 (gemm crate): as stored / transposed | torch f32 | ratio | torch bf16 | bf16 / f32 |",
+           "|---|---|---|---|---|---|"]
+    for s in r["shapes"]:
+        out.append(f"| {s['name']} ({s['k']} -> {s['n']}) | {s['median_tokenlens_f32']:.1f} / {s['median_tokenlens_f32_transposed']:.1f} | "
+                   f"{s['median_torch_f32']:.1f} / {s['median_torch_f32_transposed']:.1f} | **{s['ratio']:.2f}** | "
+                   f"{s['median_torch_bf16']:.1f} | {s['torch_bf16_over_f32']:.1f}x |")
+    return out
+
+
 TABLES = {"forward": md_forward, "saliency": md_saliency, "nmf": md_nmf, "memory": md_memory,
           "viewer": md_viewer, "1b": md_1b, "workflow": md_workflow,
-          "compare": md_compare}
+          "compare": md_compare, "gemm": md_gemm}
 TITLES = {"forward": "Batched forward vs transformers", "saliency": "Saliency vs Ecco",
           "nmf": "Corpus NMF vs scikit-learn", "memory": "Pipeline memory", "viewer": "Viewer cold start",
           "1b": "1B-class models vs transformers", "workflow": "The whole workflow vs Ecco",
-          "compare": "Comparing runs: layer similarity vs Ecco"}
+          "compare": "Comparing runs: layer similarity vs Ecco", "gemm": "The f32 gemm rate vs torch"}
 
 
 def main():
