@@ -148,7 +148,7 @@ def parity(ours, theirs, task):
         dsum = max(dsum, abs(s_ours - t["attribution_sum"]) / max(abs(t["attribution_sum"]), 1e-30))
         if task == "integrated_gradients":
             c = comp[(t["doc"], t["position"])]
-            dprob = max(dprob, abs(c["target_prob"] - t["prob"]) / t["prob"])
+            dprob = max(dprob, abs(c["value"] - t["prob"]) / t["prob"])
     text = f"same tokens {same}/{n}; max |score diff| {dscore:.1e}, max rel. diff of attribution sums {dsum:.1e}"
     if task == "integrated_gradients":
         text += f", of target probs {dprob:.1e}"
