@@ -508,9 +508,14 @@ impl SimilarityStep {
                     };
                     report.skipped.push(skip(
                         format!(
-                            "{} value(s) of {} (written as NaN)",
+                            "{} value(s) of {} (written as NaN{})",
                             failures.len(),
-                            a.source.as_str()
+                            a.source.as_str(),
+                            if mirror {
+                                ", also for the mirrored pairs (j, i)"
+                            } else {
+                                ""
+                            }
                         ),
                         format!("{first}{more}"),
                     ));
