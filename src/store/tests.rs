@@ -333,6 +333,20 @@ fn activations_in_f32_and_f16() {
     // Multiples of 1/8 below 2^11 are exact in f16.
     assert_eq!(lists(&b, "values"), values);
     assert!(s16.parts[0].rows == 3);
+    // Float columns are written without a dictionary (their values are almost all distinct);
+    // strings and integers keep it.
+    let r = SerializedFileReader::new(File::open(&s16.parts[0].path).unwrap()).unwrap();
+    let rg = r.metadata().row_group(0);
+    let dictionary = |name: &str| {
+        let c = (0..rg.num_columns())
+            .map(|i| rg.column(i))
+            .find(|c| c.column_path().string().starts_with(name))
+            .unwrap_or_else(|| panic!("no column {name}"));
+        c.dictionary_page_offset().is_some()
+    };
+    assert!(!dictionary("values"), "the f16 values have a dictionary");
+    assert!(dictionary("doc_id"), "the doc ids have no dictionary");
+    assert!(dictionary("layer"), "the layers have no dictionary");
 }
 
 #[test]
