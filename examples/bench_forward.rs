@@ -5,6 +5,7 @@
 //!
 //!   TOKENLENS_BENCH_MODEL    checkpoint (HF directory or .gguf); required
 //!   TOKENLENS_BENCH_DTYPE    the weights' dtype, as `--dtype`: auto (default), f32, bf16, f16
+//!   TOKENLENS_BENCH_COMPUTE  the products' precision, as `--compute`: f32 (default), bf16
 //!   TOKENLENS_BENCH_BATCH    prompts per batch (default 4)
 //!   TOKENLENS_BENCH_TOKENS   tokens per prompt (default 64)
 //!   TOKENLENS_BENCH_REPS     timed passes after the warm-up (default 3)
@@ -60,13 +61,17 @@ fn main() -> Result<()> {
     let dtype: WeightDtype = env_or("TOKENLENS_BENCH_DTYPE", "auto")
         .parse()
         .map_err(|e: String| anyhow::anyhow!("TOKENLENS_BENCH_DTYPE: {e}"))?;
+    let compute: tokenlens::model::Compute = env_or("TOKENLENS_BENCH_COMPUTE", "f32")
+        .parse()
+        .map_err(|e: String| anyhow::anyhow!("TOKENLENS_BENCH_COMPUTE: {e}"))?;
     let batch = env_usize("TOKENLENS_BENCH_BATCH", 4)?;
     let tokens = env_usize("TOKENLENS_BENCH_TOKENS", 64)?;
     let reps = env_usize("TOKENLENS_BENCH_REPS", 3)?.max(1);
     let mode = env_or("TOKENLENS_BENCH_CAPTURE", "all");
     let t0 = Instant::now();
-    let model = Model::load_as(&model_path, None, dtype)
+    let mut model = Model::load_as(&model_path, None, dtype)
         .with_context(|| format!("loading {}", model_path.display()))?;
+    model.set_compute(compute);
     let load_s = t0.elapsed().as_secs_f64();
     let capture = match mode.as_str() {
         "all" => Capture {
@@ -109,7 +114,7 @@ fn main() -> Result<()> {
     println!(
         "{}",
         serde_json::json!({
-            "impl": "tokenlens", "task": "forward", "capture": mode, "dtype": dtype.to_string(),
+            "impl": "tokenlens", "task": "forward", "capture": mode, "dtype": dtype.to_string(), "compute": compute.to_string(),
             "weights_dtype": tokenlens::model::precision::dtype_name(model.dtype),
             "weight_bytes": model.weight_bytes(),
             "model": model_path, "batch": batch, "tokens": tokens,

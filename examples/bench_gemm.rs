@@ -68,6 +68,42 @@ fn rate(m: usize, k: usize, n: usize, transposed: bool, threads: usize) -> f64 {
     2.0 * (m * k * n) as f64 * reps as f64 / t.elapsed().as_secs_f64() / 1e9
 }
 
+/// The same product through tokenlens' AMX bf16 kernel (`numerics::amx`; None without AMX).
+fn rate_amx(m: usize, k: usize, n: usize, transposed: bool, threads: usize) -> Option<f64> {
+    use tokenlens::numerics::{amx, wmat::WSlice};
+    if !amx::available() {
+        return None;
+    }
+    let a: Vec<f32> = (0..m * k).map(|i| (i % 7) as f32 * 0.1).collect();
+    let b: Vec<f32> = (0..k * n).map(|i| (i % 5) as f32 * 0.1).collect();
+    let mut c = vec![0f32; m * n];
+    let (rs, cs) = if transposed { (1, k) } else { (n, 1) };
+    let run = |c: &mut [f32]| {
+        amx::gemm_bf16(
+            m,
+            n,
+            k,
+            c,
+            n,
+            false,
+            &a,
+            k,
+            1,
+            WSlice::F32(&b),
+            rs,
+            cs,
+            threads,
+        )
+    };
+    run(&mut c);
+    let reps = (4e9 / (2.0 * (m * k * n) as f64)).ceil().max(3.0) as usize;
+    let t = Instant::now();
+    for _ in 0..reps {
+        run(&mut c);
+    }
+    Some(2.0 * (m * k * n) as f64 * reps as f64 / t.elapsed().as_secs_f64() / 1e9)
+}
+
 fn main() {
     let arg = |i: usize, default: usize| {
         std::env::args()
@@ -87,7 +123,16 @@ fn main() {
     let mut json = Vec::new();
     for (name, k, n) in SHAPES {
         let (s, t) = (rate(m, k, n, false, threads), rate(m, k, n, true, threads));
-        println!("{name:8} {k:5} -> {n:5} {s:7.1} {t:7.1}");
+        let amx = (
+            rate_amx(m, k, n, false, threads),
+            rate_amx(m, k, n, true, threads),
+        );
+        let show = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}"));
+        println!(
+            "{name:8} {k:5} -> {n:5} {s:7.1} {t:7.1}   amx bf16 {} {}",
+            show(amx.0),
+            show(amx.1)
+        );
         json.push(format!(
             "{{\"name\": \"{name}\", \"k\": {k}, \"n\": {n}, \"gflops\": {s:.2}, \"gflops_transposed\": {t:.2}}}"
         ));

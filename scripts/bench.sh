@@ -29,7 +29,7 @@
 #      unless FORWARD_THREADS is set), QUICK=1 (a smoke run with tiny sizes: checks the plumbing,
 #      its figures mean nothing), WORKFLOW_LIMIT (the workflow's first N prompts; default 14, as
 #      BENCHMARKS.md's figures; 0: all 42), VIEWER_PROMPTS (default 10000), and the scripts' own
-#      variables whose names are theirs alone: DTYPE, TASKS (1b), IG_TOLERANCE (workflow), SAMPLE
+#      variables whose names are theirs alone: DTYPE, TASKS (1b), COMPUTE (1b, workflow), IG_TOLERANCE (workflow), SAMPLE
 #      (memory), NMF_RUNS (nmf: factorize these runs instead of making the inputs), CASES, GEMMA,
 #      TOL, INPUTS (compare). The generic ones (LIMIT, GENERATE, PROMPTS, ...) are cleared, so that one
 #      meant for one script cannot change another's work.
@@ -89,7 +89,7 @@ run_comparison() {
   fi
   # The command as run: the variables that passed through from the environment, then the line.
   local var passed=""
-  for var in THREADS DTYPE TASKS IG_TOLERANCE SAMPLE NMF_RUNS CASES GEMMA TOL INPUTS; do
+  for var in THREADS DTYPE COMPUTE TASKS IG_TOLERANCE SAMPLE NMF_RUNS CASES GEMMA TOL INPUTS; do
     [ -n "${!var:-}" ] && passed+="$var='${!var}' "
   done
   python3 - "$dir/status.json" "$name" "$rc" "$((SECONDS - t0))" "$passed$*" <<'PY'

@@ -16,6 +16,8 @@
 # Usage: [DTYPE=bf16] [ROUNDS=2] [THREADS=2] scripts/bench_1b.sh [MODEL...]
 #   MODEL: llama-1b, qwen2-0.5b (default: both)
 #   DTYPE: bf16 (default; needs tokenlens' --dtype, issue 14) or f32
+#   COMPUTE: tokenlens' --compute, f32 (default: exact products) or bf16 (operands rounded to bf16,
+#            as torch's bf16 matmul; on AMX where the CPU has it); transformers is unchanged
 #   TASKS="forward grad_x_input integrated_gradients" (default: all three)
 #   sizes: BATCH=4 TOKENS=64 REPS=3 (forward); PROMPTS=2 PROMPT_LEN=16 GENERATE=8 N_STEPS=16
 #          CHUNK_TOKENS=2048 (saliency; tokenlens' default chunk)
@@ -26,6 +28,8 @@
 source "$(dirname "$0")/lib.sh"
 need_refenv
 DTYPE=${DTYPE:-bf16}
+COMPUTE=${COMPUTE:-f32}
+case $COMPUTE in bf16 | f32) ;; *) echo "error: COMPUTE=$COMPUTE (f32 or bf16)" >&2; exit 1 ;; esac
 ROUNDS=${ROUNDS:-2}
 THREADS=${THREADS:-2}
 TASKS=${TASKS:-forward grad_x_input integrated_gradients}
@@ -44,7 +48,7 @@ forward_bin=target/release/examples/bench_forward
 # tokenlens' dtype flag: passed when the binary has it; without it only f32 can be measured.
 dtype_args=()
 if "$TOKENLENS_BIN" saliency --help | grep -q -- '--dtype'; then
-  dtype_args=(--dtype "$DTYPE")
+  dtype_args=(--dtype "$DTYPE" --compute "$COMPUTE")
 elif [ "$DTYPE" != f32 ]; then
   echo "error: $TOKENLENS_BIN has no --dtype option (dtype support, issue 14, not merged yet):" \
     "it holds every model in f32. Run with DTYPE=f32, or build a tokenlens that has --dtype." >&2
@@ -76,7 +80,7 @@ run_tokenlens() {  # round model dir task
   local base="$out/r$1.$2.$4"
   case $4 in
     forward)
-      timed "$out" "r$1.$2.$4.tokenlens" json env TOKENLENS_BENCH_MODEL="$3" TOKENLENS_BENCH_DTYPE="$DTYPE" \
+      timed "$out" "r$1.$2.$4.tokenlens" json env TOKENLENS_BENCH_MODEL="$3" TOKENLENS_BENCH_DTYPE="$DTYPE" TOKENLENS_BENCH_COMPUTE="$COMPUTE" \
         TOKENLENS_BENCH_BATCH="$BATCH" TOKENLENS_BENCH_TOKENS="$TOKENS" TOKENLENS_BENCH_REPS="$REPS" \
         "$forward_bin"
       ;;
@@ -107,7 +111,7 @@ for round in $(seq 1 "$ROUNDS"); do
   done
 done
 
-cmd="DTYPE=$DTYPE ROUNDS=$ROUNDS THREADS=$THREADS TASKS='$TASKS' BATCH=$BATCH TOKENS=$TOKENS REPS=$REPS PROMPTS=$PROMPTS"
+cmd="DTYPE=$DTYPE COMPUTE=$COMPUTE ROUNDS=$ROUNDS THREADS=$THREADS TASKS='$TASKS' BATCH=$BATCH TOKENS=$TOKENS REPS=$REPS PROMPTS=$PROMPTS"
 cmd+=" PROMPT_LEN=$PROMPT_LEN GENERATE=$GENERATE N_STEPS=$N_STEPS CHUNK_TOKENS=$CHUNK_TOKENS scripts/bench_1b.sh ${models[*]}"
 python3 scripts/bench_1b_report.py "$out" "$TOKENLENS_CACHE/bench-models" "$DTYPE" "$CHUNK_TOKENS" "$cmd"
 now=$(date +%s)

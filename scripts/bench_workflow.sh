@@ -11,13 +11,17 @@
 # integrated gradients (50 Gauss-Legendre steps, as Ecco/captum) and without (grad x input only);
 # with IG_TOLERANCE set, a third time with adaptive integrated gradients at that tolerance
 # (`saliency.ig_tolerance`: nested levels of 3, 7, 15, 31 nodes within n_steps 50). Ecco runs once (its time without integrated
-# gradients is its total minus its timed IG attribution).
+# gradients is its total minus its timed IG attribution). With COMPUTE=bf16, one more tokenlens
+# run: integrated gradients at 50 steps with `model: {compute: bf16}` (weight products in bf16, on
+# AMX where the CPU has it); its agreement with Ecco is measured and reported, not required
+# (bf16 rounding changes scores by more than the 2e-3 the f32 variants must meet, and can change
+# a greedy token).
 # scripts/bench_workflow_report.py then checks that both sides generated the same tokens and
 # that their saliency scores agree (it exits 1 otherwise, and so does this script), and prints
 # the ratios (computations only, and whole processes), peak RSS, and both sides' IG completeness
 # errors per target.
 #
-# Usage: [ROUNDS=1] [THREADS=2] [IG_TOLERANCE=T] [LIMIT=N] [GENERATE=12] [OUT=DIR] scripts/bench_workflow.sh
+# Usage: [ROUNDS=1] [THREADS=2] [IG_TOLERANCE=T] [COMPUTE=bf16] [LIMIT=N] [GENERATE=12] [OUT=DIR] scripts/bench_workflow.sh
 #   LIMIT: the first N prompts only; GENERATE: tokens generated per prompt.
 # Needs: the reference venv and Ecco (scripts/setup_ecco.sh, run here if needed), GNU time.
 # Outputs: OUT (default target/bench-workflow/<UTC time>/: JSON, runs, logs, results.json); the
@@ -28,6 +32,8 @@ need_refenv
 ROUNDS=${ROUNDS:-1}
 THREADS=${THREADS:-2}
 IG_TOLERANCE=${IG_TOLERANCE:-}
+COMPUTE=${COMPUTE:-f32}
+case $COMPUTE in bf16 | f32) ;; *) echo "error: COMPUTE=$COMPUTE (f32 or bf16)" >&2; exit 1 ;; esac
 LIMIT=${LIMIT:-}
 GENERATE=${GENERATE:-12}
 /usr/bin/time --version 2>&1 | grep -q GNU ||
@@ -42,15 +48,16 @@ machine_line "threads $THREADS, $ROUNDS round(s)" | tee "$out/machine.txt"
 grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' | grep -E '^(avx2|avx512f|avx512_bf16|fma|f16c|amx_tile)$' |
   paste -sd' ' | sed 's/^/cpu flags: /' | tee -a "$out/machine.txt"
 echo "started $(date -u '+%F %T') UTC; outputs in $out"
-echo "ROUNDS=$ROUNDS THREADS=$THREADS IG_TOLERANCE=$IG_TOLERANCE LIMIT=$LIMIT GENERATE=$GENERATE scripts/bench_workflow.sh" >"$out/command.txt"
+echo "ROUNDS=$ROUNDS THREADS=$THREADS IG_TOLERANCE=$IG_TOLERANCE COMPUTE=$COMPUTE LIMIT=$LIMIT GENERATE=$GENERATE scripts/bench_workflow.sh" >"$out/command.txt"
 
 # The tokenlens specs: the committed one, and variants (no IG; adaptive IG) written as JSON
 # (YAML's subset) with absolute paths.
 variants=(ig noig)
 [ -n "$IG_TOLERANCE" ] && variants+=(adaptive)
-python3 - "$out" "$IG_TOLERANCE" "$LIMIT" "$GENERATE" <<'PY'
+[ "$COMPUTE" = bf16 ] && variants+=(bf16)
+python3 - "$out" "$IG_TOLERANCE" "$LIMIT" "$GENERATE" "$COMPUTE" <<'PY'
 import json, os, sys
-out, tol, limit, generate = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+out, tol, limit, generate, compute = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
 root = os.getcwd()
 base = {
     "model": "default",
@@ -78,6 +85,10 @@ if tol:
     ad = json.loads(json.dumps(base))
     ad["analyses"]["saliency"]["ig_tolerance"] = float(tol)
     specs["adaptive"] = ad
+if compute == "bf16":
+    b = json.loads(json.dumps(base))
+    b["model"] = {"path": "default", "compute": "bf16"}
+    specs["bf16"] = b
 for name, spec in specs.items():
     spec["output"] = {"dir": f"{root}/{out}/run-{name}", "overwrite": True}
     with open(f"{out}/spec-{name}.yaml", "w") as fh:

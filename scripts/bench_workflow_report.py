@@ -7,6 +7,8 @@ Checks, per round and tokenlens variant, against that round's Ecco run (exit 1 o
   - both generated the same tokens for every prompt;
   - saliency scores agree: for grad_x_input and (fixed-step variants) integrated gradients,
     every (target, source position) score within SCORE_TOL of Ecco's.
+The `bf16` variant (weight products in bf16) is measured, not checked: its differing
+generations and worst score differences (over the prompts whose tokens match) are reported.
 Prints per round: seconds per step on both sides, the whole workflow's ratio with and without
 integrated gradients (computations only: Ecco's timed steps vs tokenlens' stage seconds without
 model loading; and whole processes, GNU time wall), peak RSS of both processes, and the IG
@@ -92,7 +94,11 @@ def main():
                 if t["is_generated"]:
                     gen.setdefault(t["doc_id"], []).append(t["token_id"])
             bad = [d for d, p in e_prompts.items() if gen.get(d) != p["generated_ids"]]
-            if bad:
+            strict = v != "bf16"
+            if bad and not strict:
+                print(f"round {r} {v}: generated tokens differ from Ecco's for {len(bad)} of "
+                      f"{len(e_prompts)} prompts (reported, not checked: bf16 products)")
+            elif bad:
                 failures.append(f"round {r} {v}: generated tokens differ from Ecco's for {len(bad)} "
                                 f"prompts, e.g. {bad[0]}: {gen.get(bad[0])} vs {e_prompts[bad[0]]['generated_ids']}")
             # Same scores.
@@ -101,10 +107,12 @@ def main():
             for s in sal:
                 ours[(s["doc_id"], s["method"], s["target_position"], s["source_position"])] = s["score"]
             worst = {}
-            methods = ["grad_x_input"] + (["integrated_gradients"] if v == "ig" else [])
+            methods = ["grad_x_input"] + (["integrated_gradients"] if v in ("ig", "bf16") else [])
             for m in methods:
                 w, n = 0.0, 0
                 for d, p in e_prompts.items():
+                    if d in bad:
+                        continue
                     n_in = len(p["input_ids"])
                     for j, vec in enumerate(p["scores"].get(m, [])):
                         tpos = n_in + j
@@ -116,7 +124,10 @@ def main():
                             w = max(w, abs(o - e))
                             n += 1
                 worst[m] = w
-                if w > SCORE_TOL:
+                if not strict:
+                    print(f"round {r} {v}: {m} scores within {w:.2e} of Ecco's on the {len(e_prompts) - len(bad)} "
+                          f"prompts with the same tokens (reported, not checked)")
+                elif w > SCORE_TOL:
                     failures.append(f"round {r} {v}: {m} scores differ from Ecco's by up to {w:.2e} "
                                     f"(tolerance {SCORE_TOL})")
             # Completeness.
@@ -129,6 +140,8 @@ def main():
                             if c.get("metric", "prob") == "prob"}
                 pairs = []
                 for d, p in e_prompts.items():
+                    if d in bad:
+                        continue
                     n_in = len(p["input_ids"])
                     for j, e in enumerate(p.get("ig_errors", [])):
                         c = ours_err.get((d, n_in + j))
@@ -149,10 +162,11 @@ def main():
             e_proc = e_wall if v != "noig" else e_wall - e_sec["integrated_gradients"]
             rec = {"stage_seconds": st, "compute_s": compute, "wall_s": t_wall, "peak_rss_mb": t_rss,
                    "ratio_compute": e_total / compute, "ratio_process": e_proc / t_wall,
-                   "worst_score_diff": worst, "completeness": comp}
+                   "worst_score_diff": worst, "completeness": comp, "differing_generations": len(bad),
+                   "checked": strict}
             rnd["tokenlens"][v] = rec
             label = {"ig": "with IG (50 steps)", "noig": "without IG",
-                     "adaptive": "adaptive IG"}.get(v, v)
+                     "adaptive": "adaptive IG", "bf16": "with IG (50 steps), bf16 products"}.get(v, v)
             print(f"-- tokenlens {label}: computations {compute:.1f} s, process {t_wall:.1f} s, "
                   f"peak RSS {t_rss:.0f} MB")
             print(f"   ratio (Ecco / tokenlens): computations {rec['ratio_compute']:.1f}x, "

@@ -97,6 +97,7 @@ pub fn load(cfg: &ModelConfig, w: &mut Weights) -> Result<Transformer> {
         final_norm,
         lm_head,
         lm_bias,
+        lm_bf16: None,
         final_softcap: None,
     })
 }

@@ -82,6 +82,7 @@ pub fn load(cfg: &ModelConfig, w: &mut Weights, conv1d: bool) -> Result<Transfor
         final_norm,
         lm_head,
         lm_bias: None,
+        lm_bf16: None,
         final_softcap: None,
     })
 }

@@ -12,6 +12,7 @@ use candle_core::{Storage, Tensor};
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
+use crate::numerics::amx::{self, Packs};
 use crate::numerics::buffer::{SharedMut, init, uninit, written};
 use crate::numerics::matrix::{gemm_parallelism, mm};
 use crate::numerics::simd;
@@ -69,7 +70,15 @@ pub enum WeightLayout {
 
 /// `x @ W + b` for x [.., in], with the bias folded into the gemm. Inside a rayon task (row
 /// groups already run in parallel) the gemm runs single-threaded.
-pub fn linear(x: &Tensor, w: &Tensor, layout: WeightLayout, b: Option<&Tensor>) -> Result<Tensor> {
+/// With `packs` (the `bf16` compute precision, `precision::Compute`), the product runs on the
+/// weight's packed bf16 copy (`numerics::amx`).
+pub fn linear(
+    x: &Tensor,
+    w: &Tensor,
+    layout: WeightLayout,
+    b: Option<&Tensor>,
+    packs: Option<&Packs>,
+) -> Result<Tensor> {
     let dims = x.dims().to_vec();
     let k = *dims.last().expect("rank >= 1");
     let n = match layout {
@@ -81,7 +90,9 @@ pub fn linear(x: &Tensor, w: &Tensor, layout: WeightLayout, b: Option<&Tensor>) 
         None => None,
     };
     let out = with_f32(x, |x| {
-        with_weight(w, |w| gemm_linear(x, k, w, layout, n, bias.as_deref()))
+        with_weight(w, |w| {
+            gemm_linear(x, k, w, layout, n, bias.as_deref(), packs)
+        })
     })??;
     let mut shape = dims;
     *shape.last_mut().expect("rank >= 1") = n;
@@ -96,12 +107,32 @@ fn gemm_linear(
     layout: WeightLayout,
     n: usize,
     bias: Option<&[f32]>,
+    packs: Option<&Packs>,
 ) -> Vec<f32> {
     let m = x.len() / k;
     let (w_rs, w_cs) = match layout {
         WeightLayout::InOut => (n, 1),
         WeightLayout::OutIn => (1, k),
     };
+    if let Some(p) = packs {
+        let packed = p.forward(n, k, w, w_rs, w_cs);
+        let mut out = match bias {
+            Some(b) => b.repeat(m),
+            None => vec![0f32; m * n],
+        };
+        amx::gemm_packed(
+            m,
+            &mut out,
+            n,
+            bias.is_some(),
+            x,
+            k,
+            1,
+            packed,
+            amx::threads_here(),
+        );
+        return out;
+    }
     // With a bias, gemm accumulates onto the bias rows; without, it writes every element.
     let mut out: Vec<MaybeUninit<f32>> = match bias {
         Some(b) => b.repeat(m).into_iter().map(MaybeUninit::new).collect(),
@@ -174,7 +205,7 @@ impl candle_core::CustomOp2 for InputGradLinear {
             WeightLayout::InOut => wd[1],
             WeightLayout::OutIn => wd[0],
         };
-        let out = gemm_linear(x, k, w, self.0, n, None);
+        let out = gemm_linear(x, k, w, self.0, n, None, None);
         let mut shape = dims.to_vec();
         *shape.last_mut().expect("rank >= 1") = n;
         Ok((candle_core::CpuStorage::F32(out), shape.into()))
@@ -192,7 +223,7 @@ impl candle_core::CustomOp2 for InputGradLinear {
             WeightLayout::InOut => WeightLayout::OutIn,
             WeightLayout::OutIn => WeightLayout::InOut,
         };
-        let dx = linear(grad, w, other, None).map_err(candle_core::Error::wrap)?;
+        let dx = linear(grad, w, other, None, None).map_err(candle_core::Error::wrap)?;
         Ok((Some(dx), None))
     }
 }

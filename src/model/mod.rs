@@ -53,7 +53,7 @@ use capture::gather_positions;
 pub use capture::{Capture, Captures, Layers, Logits};
 pub use config::{Arch, ModelConfig};
 pub use ops::{LayerCache, Mode};
-pub use precision::WeightDtype;
+pub use precision::{Compute, WeightDtype};
 pub use tokenizer::Tokenizer;
 pub use transformer::{LayerCtx, LayerOut, Rope, Transformer};
 use weights::Weights;
@@ -152,6 +152,8 @@ pub struct Model {
     pub format: Format,
     /// The dtype the matrices are held in (`precision`); activations are f32 whatever it is.
     pub dtype: DType,
+    /// The precision of the weight products (`precision::Compute`; `set_compute`).
+    pub compute: Compute,
     body: Transformer,
     device: Device,
 }
@@ -199,6 +201,7 @@ impl Model {
                 path: path.to_path_buf(),
                 format: Format::Hf,
                 dtype: w.dtype,
+                compute: Compute::F32,
                 body,
                 device: Device::Cpu,
             })
@@ -222,10 +225,17 @@ impl Model {
                 path: path.to_path_buf(),
                 format: Format::Gguf,
                 dtype: w.dtype,
+                compute: Compute::F32,
                 body,
                 device: Device::Cpu,
             })
         }
+    }
+
+    /// Runs every weight product in `c` from now on (`precision::Compute`).
+    pub fn set_compute(&mut self, c: Compute) {
+        self.compute = c;
+        self.body.set_compute(c);
     }
 
     fn body(config: &mut ModelConfig, w: &mut Weights, hf: bool) -> Result<Transformer> {

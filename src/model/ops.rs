@@ -10,10 +10,13 @@ use candle_core::{D, Device, Tensor};
 
 use super::Rope;
 pub use super::kernels::{AttnMask, Scores};
+use super::precision::Compute;
 use super::rope::RopeScaling;
 use super::{autodiff, kernels};
 use crate::error::Result;
+use crate::numerics::amx::Packs;
 use crate::numerics::matrix::transpose;
+use std::sync::Arc;
 
 /// How a forward pass computes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -63,6 +66,8 @@ fn transposed(w: &Tensor) -> Result<Tensor> {
 pub struct Linear {
     wt: Tensor,
     b: Option<Tensor>,
+    /// The weight's packed bf16 copies when products run in bf16 (`set_compute`).
+    bf16: Option<Arc<Packs>>,
 }
 
 impl Linear {
@@ -71,12 +76,13 @@ impl Linear {
         Ok(Linear {
             wt: transposed(&w)?,
             b,
+            bf16: None,
         })
     }
 
     /// From a weight already stored [in, out] (GPT-2's Conv1D).
     pub fn from_in_out(wt: Tensor, b: Option<Tensor>) -> Self {
-        Linear { wt, b }
+        Linear { wt, b, bf16: None }
     }
 
     /// Stacks layers that read the same input along the output dimension (one matmul for q|k|v).
@@ -90,7 +96,7 @@ impl Linear {
             Some(bs) => Some(Tensor::cat(&bs, 0)?),
             None => None,
         };
-        Ok(Linear { wt, b })
+        Ok(Linear { wt, b, bf16: None })
     }
 
     /// The weight [in, out] and the bias.
@@ -98,11 +104,28 @@ impl Linear {
         (&self.wt, self.b.as_ref())
     }
 
+    /// Runs this layer's products in `c` from now on (`precision::Compute`).
+    pub fn set_compute(&mut self, c: Compute) {
+        self.bf16 = match c {
+            Compute::F32 => None,
+            Compute::Bf16 => Some(Arc::default()),
+        };
+    }
+
+    /// The packed bf16 copies, when products run in bf16.
+    pub fn bf16_packs(&self) -> Option<&Packs> {
+        self.bf16.as_deref()
+    }
+
     pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
         match mode {
-            Mode::Fast => {
-                kernels::linear(x, &self.wt, kernels::WeightLayout::InOut, self.b.as_ref())
-            }
+            Mode::Fast => kernels::linear(
+                x,
+                &self.wt,
+                kernels::WeightLayout::InOut,
+                self.b.as_ref(),
+                self.bf16.as_deref(),
+            ),
             Mode::Differentiable => {
                 let y = x.contiguous()?.apply_op2(
                     &self.wt,
@@ -118,9 +141,10 @@ impl Linear {
 }
 
 /// `x @ w.T` for a PyTorch-layout [out, in] matrix (the LM head, which shares the embedding).
-pub fn linear_t(x: &Tensor, w: &Tensor, mode: Mode) -> Result<Tensor> {
+/// `packs`: its packed bf16 copies when products run in bf16 (fast mode only).
+pub fn linear_t(x: &Tensor, w: &Tensor, mode: Mode, packs: Option<&Packs>) -> Result<Tensor> {
     match mode {
-        Mode::Fast => kernels::linear(x, w, kernels::WeightLayout::OutIn, None),
+        Mode::Fast => kernels::linear(x, w, kernels::WeightLayout::OutIn, None, packs),
         Mode::Differentiable => Ok(x
             .contiguous()?
             .apply_op2(w, kernels::InputGradLinear(kernels::WeightLayout::OutIn))?),

@@ -68,6 +68,8 @@ pub struct Transformer {
     pub lm_bias: Option<Tensor>,
     /// Gemma 2's `cap * tanh(logit / cap)`.
     pub final_softcap: Option<f32>,
+    /// The unembedding's packed bf16 copies when products run in bf16 (`set_compute`).
+    pub lm_bf16: Option<std::sync::Arc<crate::numerics::amx::Packs>>,
 }
 
 impl Transformer {
@@ -90,6 +92,7 @@ impl Transformer {
             final_norm: Some(final_norm),
             lm_head: Some(lm_head),
             lm_bias: None,
+            lm_bf16: None,
             final_softcap: None,
         }
     }
@@ -184,9 +187,30 @@ impl Transformer {
         })
     }
 
+    /// Runs every weight product (linear layers, unembedding) in `c` from now on.
+    pub fn set_compute(&mut self, c: super::precision::Compute) {
+        for b in &mut self.blocks {
+            for l in [
+                &mut b.attn.qkv,
+                &mut b.attn.o,
+                &mut b.mlp.up,
+                &mut b.mlp.down,
+            ] {
+                l.set_compute(c);
+            }
+        }
+        if let Some((l, _)) = &mut self.head_transform {
+            l.set_compute(c);
+        }
+        self.lm_bf16 = match c {
+            super::precision::Compute::F32 => None,
+            super::precision::Compute::Bf16 => Some(Default::default()),
+        };
+    }
+
     /// Logits of final-normed states [.., d] -> [.., V], soft-capped if the model caps them.
     pub fn unembed(&self, h: &Tensor, mode: Mode) -> Result<Tensor> {
-        let mut logits = ops::linear_t(h, self.lm_head()?, mode)?;
+        let mut logits = ops::linear_t(h, self.lm_head()?, mode, self.lm_bf16.as_deref())?;
         if let Some(b) = &self.lm_bias {
             logits = logits.broadcast_add(b)?;
         }

@@ -6,6 +6,7 @@
 //! of symmetric matrices in f64 (`eigen`). It knows nothing of models,
 //! tensors or analyses: it depends on std and the gemm, half and rayon crates only.
 
+pub mod amx;
 pub mod buffer;
 pub mod eigen;
 pub mod math;

@@ -3,6 +3,7 @@
 mod cli;
 mod common;
 mod compare;
+mod compute;
 mod dtype;
 mod gguf_roundtrip;
 mod interventions;

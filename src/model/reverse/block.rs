@@ -9,6 +9,7 @@ use crate::error::{Error, Result};
 use crate::model::Model;
 use crate::model::block::{self, Block, NormKind};
 use crate::model::ops::Linear;
+use crate::numerics::amx::{self, Packs};
 use crate::numerics::wmat::{WSlice, gemm_w_strided};
 
 /// One block's weights, borrowed for a pass, beside its description `b`.
@@ -98,6 +99,8 @@ pub(super) struct Lin<'a> {
     b: Option<Data<'a>>,
     inp: usize,
     out: usize,
+    /// The weight's packed bf16 copies when products run in bf16.
+    bf16: Option<&'a Packs>,
 }
 
 impl<'a> Lin<'a> {
@@ -110,12 +113,33 @@ impl<'a> Lin<'a> {
             b,
             inp,
             out,
+            bf16: l.bf16_packs(),
         })
     }
 
     /// y [m, out] = x [m, in] W + b.
     pub(super) fn forward(&self, x: &[f32], y: &mut [f32]) {
         let m = x.len() / self.inp;
+        if let Some(p) = self.bf16 {
+            let packed = p.forward(self.out, self.inp, self.w.w(), self.out, 1);
+            if let Some(b) = &self.b {
+                y.par_chunks_mut(self.out)
+                    .for_each(|r| r.copy_from_slice(b.s()));
+            }
+            let acc = self.b.is_some();
+            amx::gemm_packed(
+                m,
+                y,
+                self.out,
+                acc,
+                x,
+                self.inp,
+                1,
+                packed,
+                amx::threads_here(),
+            );
+            return;
+        }
         match &self.b {
             Some(b) => {
                 y.par_chunks_mut(self.out)
@@ -130,6 +154,22 @@ impl<'a> Lin<'a> {
     /// copies (or widens) it into [out, in] panels when there are enough rows for that to pay.
     pub(super) fn backward(&self, dy: &[f32], dx: &mut [f32]) {
         let m = dy.len() / self.out;
+        if let Some(p) = self.bf16 {
+            // W^T [out, in]: element (kk, j) = W[j, kk] at j * out + kk.
+            let packed = p.transposed(self.inp, self.out, self.w.w(), 1, self.out);
+            amx::gemm_packed(
+                m,
+                dx,
+                self.inp,
+                false,
+                dy,
+                self.out,
+                1,
+                packed,
+                amx::threads_here(),
+            );
+            return;
+        }
         gemm(
             m,
             self.inp,

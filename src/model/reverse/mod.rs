@@ -421,7 +421,24 @@ impl Model {
             });
         // logits [T, V] = hf . lm^T (lm is [V, d]) + bias, soft-capped if the model caps them.
         let mut logits = vec![0f32; n_targets * vocab];
-        gemm(n_targets, vocab, d, &mut logits, false, &hf, lm.w(), 1, d);
+        match self.body.lm_bf16.as_deref() {
+            Some(p) => {
+                let packed = p.forward(vocab, d, lm.w(), 1, d);
+                let threads = crate::numerics::amx::threads_here();
+                crate::numerics::amx::gemm_packed(
+                    n_targets,
+                    &mut logits,
+                    vocab,
+                    false,
+                    &hf,
+                    d,
+                    1,
+                    packed,
+                    threads,
+                );
+            }
+            None => gemm(n_targets, vocab, d, &mut logits, false, &hf, lm.w(), 1, d),
+        }
         if let Some(b) = &self.body.lm_bias {
             let b = Data::of(b)?;
             logits

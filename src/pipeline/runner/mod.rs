@@ -113,11 +113,12 @@ fn prepare(spec: &PipelineSpec) -> Result<Prepared> {
     spec.check_inputs(true)?;
     let summary = dataset::scan(&spec.dataset)?;
     let model_path = spec.model.path.load_path();
-    let model = Model::load_as(
+    let mut model = Model::load_as(
         &model_path,
         spec.model.tokenizer.as_deref(),
         spec.model.dtype,
     )?;
+    model.set_compute(spec.model.compute);
     spec.validate_against(ModelDims::from(&model))?;
     let watch = watch_tokens(spec, &model)?;
     let watch_names: Vec<String> = watch.iter().map(|w| w.0.clone()).collect();
@@ -225,6 +226,8 @@ fn open_run(spec: &PipelineSpec, opts: &RunOptions, prep: &Prepared) -> Result<O
                 "path": model.path, "format": model.format, "config": model.config,
                 "bytes": std::fs::metadata(&model.path).map(|m| m.len()).ok(),
                 "weights_dtype": crate::model::precision::dtype_name(model.dtype),
+                "compute": model.compute.to_string(),
+                "amx": crate::numerics::amx::available(),
                 "weight_bytes": model.weight_bytes(),
             }),
             shard_count: shard.count,

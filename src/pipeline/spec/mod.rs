@@ -28,7 +28,7 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
 use super::dataset::Format;
-pub use crate::model::WeightDtype;
+pub use crate::model::{Compute, WeightDtype};
 
 /// A whole pipeline. After [`PipelineSpec::load`], every path is resolved and the values are
 /// checked; checks that need the model are in [`PipelineSpec::validate_against`].
@@ -67,6 +67,8 @@ pub struct ModelSpec {
     /// The dtype the weights are held in: `auto` (default: the checkpoint's own), `f32`, `bf16`
     /// or `f16`; activations are f32 whatever it is (see `model::precision`).
     pub dtype: WeightDtype,
+    /// The precision of the weight products: `f32` (default) or `bf16` (`model::Compute`).
+    pub compute: Compute,
 }
 
 /// Where the model comes from, after resolution.
@@ -107,6 +109,8 @@ struct ModelMapping {
     tokenizer: Option<PathBuf>,
     #[serde(default)]
     dtype: WeightDtype,
+    #[serde(default)]
+    compute: Compute,
 }
 
 impl<'de> Deserialize<'de> for ModelSpec {
@@ -122,6 +126,7 @@ impl<'de> Deserialize<'de> for ModelSpec {
                     path: ModelSource::unresolved(s),
                     tokenizer: None,
                     dtype: WeightDtype::Auto,
+                    compute: Compute::F32,
                 })
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<ModelSpec, A::Error> {
@@ -130,6 +135,7 @@ impl<'de> Deserialize<'de> for ModelSpec {
                     path: ModelSource::unresolved(&m.path),
                     tokenizer: m.tokenizer,
                     dtype: m.dtype,
+                    compute: m.compute,
                 })
             }
         }
