@@ -133,8 +133,11 @@ fn main() {
             show(amx.0),
             show(amx.1)
         );
+        let num = |v: Option<f64>| v.map_or("null".to_string(), |v| format!("{v:.2}"));
         json.push(format!(
-            "{{\"name\": \"{name}\", \"k\": {k}, \"n\": {n}, \"gflops\": {s:.2}, \"gflops_transposed\": {t:.2}}}"
+            "{{\"name\": \"{name}\", \"k\": {k}, \"n\": {n}, \"gflops\": {s:.2}, \"gflops_transposed\": {t:.2}, \"amx_bf16\": {}, \"amx_bf16_transposed\": {}}}",
+            num(amx.0),
+            num(amx.1)
         ));
     }
     println!(

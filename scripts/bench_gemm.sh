@@ -9,7 +9,8 @@
 # Usage: [ROUNDS=3] [OUT=DIR] [ROWS=2000] scripts/bench_gemm.sh [THREADS]   (THREADS default 2)
 # Outputs: OUT (default target/bench-gemm/<UTC time>/): every round's JSON line per side, and
 #   results.json (per shape: each side's GFLOP/s per round, medians, tokenlens / torch f32 and
-#   torch bf16 / torch f32); the table goes to stdout.
+#   torch bf16 / torch f32; on a CPU with AMX also tokenlens' bf16 kernel, numerics::amx, the
+#   products `compute: bf16` runs, and its ratio to torch bf16); the table goes to stdout.
 # shellcheck source=scripts/lib.sh
 source "$(dirname "$0")/lib.sh"
 need_refenv
@@ -44,7 +45,10 @@ med = statistics.median
 res = {"comparison": "gemm", "command": command, "rounds": rounds, "rows": ours[0]["rows"],
        "threads": ours[0]["threads"], "torch": torch[0]["torch"], "unit": "GFLOP/s",
        "ratio": "tokenlens (gemm crate, f32) / torch f32 (>1: tokenlens faster)", "shapes": []}
-print(f"{'shape':8} {'k':>5} {'n':>5} {'tokenlens f32':>14} {'torch f32':>10} {'ratio':>6} {'torch bf16':>11} {'bf16/f32':>9}")
+amx = all(x["shapes"][0].get("amx_bf16") is not None for x in ours)
+res["amx"] = amx
+print(f"{'shape':8} {'k':>5} {'n':>5} {'tokenlens f32':>14} {'torch f32':>10} {'ratio':>6} {'torch bf16':>11} {'bf16/f32':>9}"
+      + (f" {'tokenlens amx bf16':>19} {'/torch bf16':>11}" if amx else ""))
 for i, s in enumerate(ours[0]["shapes"]):
     o = [x["shapes"][i] for x in ours]
     t = [x["shapes"][i] for x in torch]
@@ -59,9 +63,17 @@ for i, s in enumerate(ours[0]["shapes"]):
     row["ratio"] = row["median_tokenlens_f32"] / row["median_torch_f32"]
     row["ratio_transposed"] = row["median_tokenlens_f32_transposed"] / row["median_torch_f32_transposed"]
     row["torch_bf16_over_f32"] = row["median_torch_bf16"] / row["median_torch_f32"]
+    extra = ""
+    if amx:
+        row["tokenlens_amx_bf16"] = [x["amx_bf16"] for x in o]
+        row["tokenlens_amx_bf16_transposed"] = [x["amx_bf16_transposed"] for x in o]
+        row["median_tokenlens_amx_bf16"] = med(row["tokenlens_amx_bf16"])
+        row["median_tokenlens_amx_bf16_transposed"] = med(row["tokenlens_amx_bf16_transposed"])
+        row["amx_over_torch_bf16"] = row["median_tokenlens_amx_bf16"] / row["median_torch_bf16"]
+        extra = f" {row['median_tokenlens_amx_bf16']:19.1f} {row['amx_over_torch_bf16']:11.2f}"
     res["shapes"].append(row)
     print(f"{s['name']:8} {s['k']:5} {s['n']:5} {row['median_tokenlens_f32']:14.1f} {row['median_torch_f32']:10.1f} "
-          f"{row['ratio']:6.2f} {row['median_torch_bf16']:11.1f} {row['torch_bf16_over_f32']:9.2f}")
+          f"{row['ratio']:6.2f} {row['median_torch_bf16']:11.1f} {row['torch_bf16_over_f32']:9.2f}" + extra)
 json.dump(res, open(f"{out}/results.json", "w"), indent=1)
 PY
 echo "outputs in $out"

@@ -180,13 +180,22 @@ def md_compare(r):
 
 
 def md_gemm(r):
+    amx = r.get("amx", False)
+    head = "| shape (k -> n) | tokenlens f32 (gemm crate): as stored / transposed | torch f32 | ratio | torch bf16 | bf16 / f32 |"
+    rule = "|---|---|---|---|---|---|"
+    if amx:
+        head += " tokenlens AMX bf16: as stored / transposed | / torch bf16 |"
+        rule += "---|---|"
     out = [f"{r['rows']} rows, {r['threads']} thread(s), torch {r['torch']}; GFLOP/s, medians of {r['rounds']} rounds",
-           "", "| shape (k -> n) | tokenlens f32 (gemm crate): as stored / transposed | torch f32 | ratio | torch bf16 | bf16 / f32 |",
-           "|---|---|---|---|---|---|"]
+           "", head, rule]
     for s in r["shapes"]:
-        out.append(f"| {s['name']} ({s['k']} -> {s['n']}) | {s['median_tokenlens_f32']:.1f} / {s['median_tokenlens_f32_transposed']:.1f} | "
-                   f"{s['median_torch_f32']:.1f} / {s['median_torch_f32_transposed']:.1f} | **{s['ratio']:.2f}** | "
-                   f"{s['median_torch_bf16']:.1f} | {s['torch_bf16_over_f32']:.1f}x |")
+        line = (f"| {s['name']} ({s['k']} -> {s['n']}) | {s['median_tokenlens_f32']:.1f} / {s['median_tokenlens_f32_transposed']:.1f} | "
+                f"{s['median_torch_f32']:.1f} / {s['median_torch_f32_transposed']:.1f} | **{s['ratio']:.2f}** | "
+                f"{s['median_torch_bf16']:.1f} | {s['torch_bf16_over_f32']:.1f}x |")
+        if amx:
+            line += (f" {s['median_tokenlens_amx_bf16']:.1f} / {s['median_tokenlens_amx_bf16_transposed']:.1f} | "
+                     f"{s['amx_over_torch_bf16']:.2f} |")
+        out.append(line)
     return out
 
 
