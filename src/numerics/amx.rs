@@ -583,9 +583,23 @@ mod tests {
                             .into_iter()
                             .flat_map(|w| paths.clone().map(move |a| (w, a)))
                         {
-                            let mut dst = init.clone();
+                            // dst rows wider than n (a window of a wider matrix): the
+                            // columns past n must stay as they were.
+                            let ds = n + 3;
+                            let mut dst: Vec<f32> = (0..m * ds)
+                                .map(|i| {
+                                    if i % ds < n {
+                                        init[i / ds * n + i % ds]
+                                    } else {
+                                        7.0
+                                    }
+                                })
+                                .collect();
                             let packed = PackedRhs::new(n, k, w, rrs, rcs);
-                            gemm_packed_on(m, &mut dst, n, acc, &lhs, k, 1, &packed, threads, amx);
+                            gemm_packed_on(m, &mut dst, ds, acc, &lhs, k, 1, &packed, threads, amx);
+                            assert!((0..m * ds).all(|i| i % ds < n || dst[i] == 7.0));
+                            let dst: Vec<f32> =
+                                (0..m * n).map(|i| dst[i / n * ds + i % n]).collect();
                             for i in 0..m * n {
                                 let base = if acc { init[i] as f64 } else { 0.0 };
                                 let err = (dst[i] as f64 - base - want[i]).abs();
