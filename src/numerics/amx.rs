@@ -565,6 +565,22 @@ mod tests {
         assert_eq!(half::bf16::from_f32(0.1f32).to_f32(), to_bf16(0.1));
     }
 
+    #[test]
+    fn packed_buffers_start_on_a_cache_line() {
+        for len in [0, 1, 31, 32, 1000, 1 << 20] {
+            let a = Aligned::zeroed(len);
+            assert_eq!(a.as_ptr() as usize % 64, 0, "len {len}");
+            assert_eq!(a.len(), len);
+            assert!(a.iter().all(|&v| v == 0));
+        }
+        let w: Vec<f32> = (0..70 * 33).map(|i| i as f32).collect();
+        let p = PackedRhs::new(33, 70, WSlice::F32(&w), 33, 1);
+        assert_eq!(p.data.as_ptr() as usize % 64, 0);
+        let lhs = pack_lhs(5, 70, 96, &w, 70, 1);
+        assert_eq!(lhs.as_ptr() as usize % 64, 0);
+        assert_eq!(lhs.len(), 32 * 96);
+    }
+
     /// The reference: the same bf16-rounded operands multiplied in f64.
     #[allow(clippy::too_many_arguments)]
     fn reference(
