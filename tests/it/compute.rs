@@ -163,4 +163,21 @@ fn a_pipeline_runs_with_bf16_compute() {
     );
     assert_eq!(manifest["spec"]["model"]["compute"], "bf16");
     assert!(dir.join("out/saliency").exists());
+
+    // In f32 (the default) no product runs on the tile unit, whatever the CPU has.
+    let f32_spec = dir.join("f32.yaml");
+    std::fs::write(
+        &f32_spec,
+        std::fs::read_to_string(&spec)
+            .unwrap()
+            .replace("  compute: bf16\n", "")
+            .replace("dir: out", "dir: out-f32"),
+    )
+    .unwrap();
+    BIN.ok(&["run", "--quiet", f32_spec.to_str().unwrap()]);
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("out-f32/manifest.json")).unwrap())
+            .unwrap();
+    assert_eq!(manifest["model"]["compute"], "f32");
+    assert_eq!(manifest["model"]["amx"], false);
 }

@@ -227,7 +227,9 @@ fn open_run(spec: &PipelineSpec, opts: &RunOptions, prep: &Prepared) -> Result<O
                 "bytes": std::fs::metadata(&model.path).map(|m| m.len()).ok(),
                 "weights_dtype": crate::model::precision::dtype_name(model.dtype),
                 "compute": model.compute.to_string(),
-                "amx": crate::numerics::amx::available(),
+                // Whether the AMX tile unit ran the weight products (only bf16 ones use it).
+                "amx": model.compute == crate::model::Compute::Bf16
+                    && crate::numerics::amx::available(),
                 "weight_bytes": model.weight_bytes(),
             }),
             shard_count: shard.count,
