@@ -186,6 +186,11 @@ pub fn tiny_spec(name: &str, data: &str, spec: &str) -> PathBuf {
     dir.join("spec.yaml")
 }
 
+/// A run directory's manifest.json.
+pub fn manifest(run: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(run.join("manifest.json")).unwrap()).unwrap()
+}
+
 // ---------------------------------------------------------------------------------------------
 // Running the binary
 

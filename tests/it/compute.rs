@@ -9,7 +9,7 @@
 use candle_core::{IndexOp, Tensor};
 use tokenlens::model::{Capture, Compute, Logits, Model};
 
-use crate::common::{Tokenlens, data_dir, scratch, single_target_segments};
+use crate::common::{Tokenlens, data_dir, manifest, scratch, single_target_segments, tiny_spec};
 
 const BIN: Tokenlens = Tokenlens::RUN;
 
@@ -136,48 +136,28 @@ fn bad_compute_values_fail_with_the_field_named() {
 /// the CPU ran it on AMX.
 #[test]
 fn a_pipeline_runs_with_bf16_compute() {
-    let dir = scratch("compute-pipeline");
-    let m = data_dir().join("tiny-llama");
-    std::fs::write(
-        dir.join("data.jsonl"),
-        "{\"text\": \"The capital of France is\"}\n",
-    )
-    .unwrap();
-    let spec = dir.join("spec.yaml");
-    std::fs::write(
-        &spec,
-        format!(
-            "model:\n  path: {}\n  compute: bf16\ndataset:\n  path: data.jsonl\ngeneration:\n  max_new_tokens: 2\nanalyses:\n  predictions: {{top_k: 3}}\n  saliency: {{methods: [grad_x_input], n_steps: 4}}\noutput:\n  dir: out\n",
-            m.display()
-        ),
-    )
-    .unwrap();
-    BIN.ok(&["run", "--quiet", spec.to_str().unwrap()]);
-    let manifest: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("out/manifest.json")).unwrap())
-            .unwrap();
-    assert_eq!(manifest["model"]["compute"], "bf16");
-    assert_eq!(
-        manifest["model"]["amx"],
-        tokenlens::numerics::amx::available()
-    );
-    assert_eq!(manifest["spec"]["model"]["compute"], "bf16");
-    assert!(dir.join("out/saliency").exists());
+    let spec = |name: &str, compute: &str| {
+        tiny_spec(
+            name,
+            "{\"text\": \"The capital of France is\"}\n",
+            &format!(
+                "model:\n  path: MODEL\n{compute}dataset:\n  path: data.jsonl\ngeneration:\n  max_new_tokens: 2\nanalyses:\n  predictions: {{top_k: 3}}\n  saliency: {{methods: [grad_x_input], n_steps: 4}}\noutput:\n  dir: out\n"
+            ),
+        )
+    };
+    let bf16 = spec("compute-pipeline", "  compute: bf16\n");
+    BIN.ok(&["run", "--quiet", bf16.to_str().unwrap()]);
+    let out = bf16.with_file_name("out");
+    let m = manifest(&out);
+    assert_eq!(m["model"]["compute"], "bf16");
+    assert_eq!(m["model"]["amx"], tokenlens::numerics::amx::available());
+    assert_eq!(m["spec"]["model"]["compute"], "bf16");
+    assert!(out.join("saliency").exists());
 
     // In f32 (the default) no product runs on the tile unit, whatever the CPU has.
-    let f32_spec = dir.join("f32.yaml");
-    std::fs::write(
-        &f32_spec,
-        std::fs::read_to_string(&spec)
-            .unwrap()
-            .replace("  compute: bf16\n", "")
-            .replace("dir: out", "dir: out-f32"),
-    )
-    .unwrap();
-    BIN.ok(&["run", "--quiet", f32_spec.to_str().unwrap()]);
-    let manifest: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("out-f32/manifest.json")).unwrap())
-            .unwrap();
-    assert_eq!(manifest["model"]["compute"], "f32");
-    assert_eq!(manifest["model"]["amx"], false);
+    let f32 = spec("compute-pipeline-f32", "");
+    BIN.ok(&["run", "--quiet", f32.to_str().unwrap()]);
+    let m = manifest(&f32.with_file_name("out"));
+    assert_eq!(m["model"]["compute"], "f32");
+    assert_eq!(m["model"]["amx"], false);
 }

@@ -16,7 +16,7 @@ use tokenlens::store::schema::{
     ACTIVATIONS, GENERATIONS, NEURON_STATS, NEURON_TOP_CONTEXTS, TOKENS,
 };
 
-use crate::common::{Tokenlens, batches, scratch, tiny_spec};
+use crate::common::{Tokenlens, batches, manifest, scratch, tiny_spec};
 
 const BIN: Tokenlens = Tokenlens::RUN;
 
@@ -239,10 +239,6 @@ fn assert_stats_close(got: &Stats, want: &Stats) {
             (a, b) => assert_eq!(a, b, "{k:?}"),
         }
     }
-}
-
-fn manifest(run: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(run.join("manifest.json")).unwrap()).unwrap()
 }
 
 #[test]
