@@ -150,7 +150,7 @@ fn pack_rhs(n: usize, k: usize, kp: usize, rhs: WSlice, rrs: usize, rcs: usize) 
                 }
             } else {
                 // [n, k] rows (rrs == 1): column j is k consecutive values.
-                assert!(rrs == 1, "gemm_bf16: rhs must be row-major one way round");
+                assert!(rrs == 1, "amx: rhs must be row-major one way round");
                 let mut col = vec![0f32; k];
                 for c in 0..cols {
                     rhs.widen((jb * 16 + c) * rcs, &mut col);
@@ -276,7 +276,7 @@ impl PackedRhs {
     pub fn new(n: usize, k: usize, rhs: WSlice, rrs: usize, rcs: usize) -> PackedRhs {
         assert!(
             n == 0 || k == 0 || rhs.len() > (k - 1) * rrs + (n - 1) * rcs,
-            "gemm_bf16: rhs size"
+            "amx: rhs size"
         );
         let kp = k.div_ceil(BLOCK) * BLOCK;
         let data = if n == 0 || k == 0 {
@@ -351,33 +351,11 @@ pub fn threads_here() -> usize {
     }
 }
 
-/// dst [m, n] (row stride `dst_rs`) = dst (if `acc`) + bf16(lhs) . bf16(rhs), accumulated in
-/// f32, with lhs[i, kk] at `lhs[i * lrs + kk * lcs]` and rhs[kk, j] at `rhs[kk * rrs + j *
-/// rcs]`; rows split over `threads` rayon tasks (1: this thread only). Packs rhs on every call:
-/// hold a [`PackedRhs`] to multiply by the same matrix again.
-#[allow(clippy::too_many_arguments)]
-pub fn gemm_bf16(
-    m: usize,
-    n: usize,
-    k: usize,
-    dst: &mut [f32],
-    dst_rs: usize,
-    acc: bool,
-    lhs: &[f32],
-    lrs: usize,
-    lcs: usize,
-    rhs: WSlice,
-    rrs: usize,
-    rcs: usize,
-    threads: usize,
-) {
-    let packed = PackedRhs::new(n, k, rhs, rrs, rcs);
-    gemm_packed(m, dst, dst_rs, acc, lhs, lrs, lcs, &packed, threads)
-}
-
-/// dst [m, n] (+)= bf16(lhs) . rhs for a packed rhs [k, n]: on AMX tiles when [`available`],
-/// else the same bf16 values multiplied by the f32 gemm (the same numbers up to the order of
-/// the f32 sums, at f32 speed).
+/// dst [m, n] (row stride `dst_rs`) = dst (if `acc`) + bf16(lhs) . rhs, accumulated in f32, for
+/// lhs[i, kk] at `lhs[i * lrs + kk * lcs]` and a packed rhs [k, n] (`PackedRhs`, made once per
+/// matrix); rows split over `threads` rayon tasks (1: this thread only). On AMX tiles when
+/// [`available`], else the same bf16 values multiplied by the f32 gemm (the same numbers up to
+/// the order of the f32 sums, at f32 speed).
 ///
 /// # Panics
 /// If an operand is smaller than its strides say.
@@ -425,7 +403,7 @@ fn gemm_packed_on(
     if m == 0 || n == 0 {
         return;
     }
-    assert!(dst.len() >= (m - 1) * dst_rs + n, "gemm_bf16: dst size");
+    assert!(dst.len() >= (m - 1) * dst_rs + n, "amx: dst size");
     if k == 0 {
         if !acc {
             for i in 0..m {
@@ -434,10 +412,7 @@ fn gemm_packed_on(
         }
         return;
     }
-    assert!(
-        lhs.len() > (m - 1) * lrs + (k - 1) * lcs,
-        "gemm_bf16: lhs size"
-    );
+    assert!(lhs.len() > (m - 1) * lrs + (k - 1) * lcs, "amx: lhs size");
     if !amx {
         let mut a = vec![0f32; m * k];
         for i in 0..m {
@@ -485,7 +460,7 @@ fn gemm_packed_on(
         let (r0, r1) = (t * per_task, ((t + 1) * per_task).min(row_blocks));
         let cfg = tile_config();
         let mut tmp = Block([0f32; BLOCK * BLOCK]);
-        assert!(available(), "gemm_bf16: AMX is not available on this CPU");
+        assert!(available(), "amx: AMX is not available on this CPU");
         // SAFETY: AMX is available (asserted).
         unsafe { load_config(&cfg) };
         for g0 in (0..col_blocks).step_by(group) {
