@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Every side-by-side comparison of BENCHMARKS.md in one go, into one results file.
 #
-# Usage: [ROUNDS=N] [THREADS=2] [QUICK=1] scripts/bench.sh [forward saliency nmf memory viewer 1b workflow compare gemm]
-#   (default: all nine, in that order)
+# Usage: [ROUNDS=N] [THREADS=2] [QUICK=1] scripts/bench.sh [forward saliency nmf memory viewer 1b workflow compare gemm quickstart]
+#   (default: all ten, in that order)
 #
 #   forward   batched forward, all captures and logits only: tokenlens vs transformers (bench_forward.sh)
 #   saliency  grad x input and integrated gradients: tokenlens vs Ecco 0.1.2, scores checked (bench_saliency.sh)
@@ -13,6 +13,7 @@
 #   workflow  Ecco's whole per-prompt workflow vs `tokenlens run` (bench_workflow.sh; LIMIT=N prompts)
 #   compare   layer similarity of two 10x-corpus runs: `tokenlens compare` vs Ecco in memory (bench_compare.sh)
 #   gemm      the f32 gemm rate on SmolLM2's shapes: the gemm crate vs torch f32 and bf16 (bench_gemm.sh)
+#   quickstart  the quickstart pipeline's time with f32 and with bf16 products (bench_quickstart.sh)
 #
 # First it makes what is missing, all under the user's cache ($TOKENLENS_CACHE, default
 # ~/.cache/tokenlens) or target/: the reference venv ($TOKENLENS_REFENV: torch, transformers;
@@ -25,7 +26,7 @@
 # for it. The others still run; the script exits 1 if any failed.
 #
 # Env: ROUNDS (every comparison's rounds; default: each script's own: forward 3, saliency 3, nmf 3
-#      seeds, viewer 3 passes, 1b 2, workflow 1, compare 2, gemm 3), THREADS (default 2; forward measures 1 and 2
+#      seeds, viewer 3 passes, 1b 2, workflow 1, compare 2, gemm 3, quickstart 1), THREADS (default 2; forward measures 1 and 2
 #      unless FORWARD_THREADS is set), QUICK=1 (a smoke run with tiny sizes: checks the plumbing,
 #      its figures mean nothing), WORKFLOW_LIMIT (the workflow's first N prompts; default 14, as
 #      BENCHMARKS.md's figures; 0: all 42), VIEWER_PROMPTS (default 10000), and the scripts' own
@@ -38,7 +39,7 @@
 #   commit), results.md (the tables), and one directory per comparison (its outputs and logs).
 # shellcheck source=scripts/lib.sh
 source "$(dirname "$0")/lib.sh"
-all=(forward saliency nmf memory viewer 1b workflow compare gemm)
+all=(forward saliency nmf memory viewer 1b workflow compare gemm quickstart)
 if [ $# -gt 0 ]; then selected=("$@"); else selected=("${all[@]}"); fi
 for name in "${selected[@]}"; do
   case " ${all[*]} " in *" $name "*) ;; *) echo "error: unknown comparison '$name' (${all[*]})" >&2; exit 2 ;; esac
@@ -158,6 +159,12 @@ for name in "${selected[@]}"; do
         run_comparison gemm "$(r 1)" ROWS=256 scripts/bench_gemm.sh "$THREADS"
       else
         run_comparison gemm "$(r 3)" scripts/bench_gemm.sh "$THREADS"
+      fi ;;
+    quickstart)
+      if q; then
+        run_comparison quickstart "$(r 1)" LIMIT=2 scripts/bench_quickstart.sh
+      else
+        run_comparison quickstart "$(r 1)" scripts/bench_quickstart.sh
       fi ;;
   esac
 done

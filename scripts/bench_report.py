@@ -199,13 +199,25 @@ def md_gemm(r):
     return out
 
 
+def md_quickstart(r):
+    p = r["precisions"]
+    out = [f"pipelines/quickstart.yaml, medians of {r['rounds']} round(s)", "",
+           "| products | wall s | saliency s | peak RSS MB | AMX ran them |", "|---|---|---|---|---|"]
+    for c in ("f32", "bf16"):
+        out.append(f"| {c} | {p[c]['median_wall_s']:.1f} | {p[c]['median_saliency_s']:.1f} | "
+                   f"{p[c]['max_peak_rss_mb']:,.0f} | {p[c]['amx']} |")
+    out += ["", f"f32 / bf16: **{r['ratio_f32_over_bf16']:.2f}x** (target: the quickstart <= 120 s on 2 cores)"]
+    return out
+
+
 TABLES = {"forward": md_forward, "saliency": md_saliency, "nmf": md_nmf, "memory": md_memory,
           "viewer": md_viewer, "1b": md_1b, "workflow": md_workflow,
-          "compare": md_compare, "gemm": md_gemm}
+          "compare": md_compare, "gemm": md_gemm, "quickstart": md_quickstart}
 TITLES = {"forward": "Batched forward vs transformers", "saliency": "Saliency vs Ecco",
           "nmf": "Corpus NMF vs scikit-learn", "memory": "Pipeline memory", "viewer": "Viewer cold start",
           "1b": "1B-class models vs transformers", "workflow": "The whole workflow vs Ecco",
-          "compare": "Comparing runs: layer similarity vs Ecco", "gemm": "The f32 gemm rate vs torch"}
+          "compare": "Comparing runs: layer similarity vs Ecco", "gemm": "The f32 gemm rate vs torch",
+          "quickstart": "The quickstart pipeline, f32 and bf16 products"}
 
 
 def main():
